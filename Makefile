@@ -1,0 +1,32 @@
+# make demo / make test: each creates .venv on first use (then reuses it) and installs ppddpm.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.ppddpm-installed
+# `make test FAST=0` runs the notebooks' long cells at full length
+FAST   ?= 1
+
+.PHONY: demo test install figures bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[cpu,test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ppddpm demo --out runs/demo
+
+test: $(STAMP)
+	PPDDPM_FAST=$(FAST) $(BIN)/python -m pytest
+
+figures: $(STAMP)
+	$(BIN)/python docs/make_figures.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,115 @@
+"""Random-number state, so that several step formulas can consume the *same* noise z.
+
+ppdiffusers' `paddle.Generator().manual_seed(s)` returns a *name* (a string) in its
+`RNGStatesTracker`; a draw with it swaps the named CUDA state in around `paddle.randn`.
+On a CPU build there is no CUDA state: `manual_seed(s)` simply calls `paddle.seed(s)` and
+every draw comes from paddle's global CPU generator. Snapshotting both the global state
+and the named entry therefore replays a draw exactly on CPU and GPU alike.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import threading
+
+_counter = itertools.count()
+_lock = threading.Lock()
+
+
+def make_generator(seed: int):
+    """`paddle.Generator().manual_seed(seed)` under a unique name.
+
+    ppdiffusers names generators by `time.time()`, so two created in one clock tick
+    collide ("state ... already exists"); this one cannot.
+    """
+    import paddle
+    import ppdiffusers  # noqa: F401  (installs ppdiffusers' paddle.Generator)
+
+    with _lock:
+        name = f"ppddpm-{os.getpid()}-{next(_counter)}-seed{int(seed)}"
+    return paddle.Generator().manual_seed(int(seed), generator_name=name)
+
+
+def release_generator(generator) -> None:
+    """Forget a generator made by `make_generator` (the tracker keeps every name forever)."""
+    from ppdiffusers.utils.paddle_utils import get_rng_state_tracker
+
+    if isinstance(generator, str) and generator.startswith("ppddpm-"):
+        get_rng_state_tracker().states_.pop(generator, None)
+
+
+def _names(generator):
+    if generator is None:
+        return []
+    if isinstance(generator, (list, tuple)):
+        return [g for g in generator if isinstance(g, str)]
+    return [generator] if isinstance(generator, str) else []
+
+
+def snapshot(generator=None):
+    """The RNG state a draw with `generator` would start from."""
+    import paddle
+    from ppdiffusers.utils.paddle_utils import get_rng_state_tracker
+
+    states = get_rng_state_tracker().states_
+    named = {n: copy.copy(states[n]) for n in _names(generator) if n in states}
+    return paddle.get_rng_state(), named
+
+
+def restore(generator, snap) -> None:
+    import paddle
+    from ppdiffusers.utils.paddle_utils import get_rng_state_tracker
+
+    global_state, named = snap
+    paddle.set_rng_state(global_state)
+    get_rng_state_tracker().states_.update({n: copy.copy(s) for n, s in named.items()})
+
+
+def replay_noise(generator, before, shape, dtype):
+    """The z that `DDPMScheduler.step` drew from state `before`:
+    `randn_tensor(model_output.shape, generator=generator, dtype=model_output.dtype)`.
+    The RNG is left exactly where it was."""
+    from ppdiffusers.utils.paddle_utils import randn_tensor
+
+    after = snapshot(generator)
+    restore(generator, before)
+    try:
+        return randn_tensor(shape, generator=generator, dtype=dtype)
+    finally:
+        restore(generator, after)
+
+
+class SeedStream:
+    """The sequence of draws a solo run with `paddle.Generator().manual_seed(seed)` makes,
+    kept apart so that many seeds can share one batched run (`ppddpm.compare(seed=[...])`)."""
+
+    def __init__(self, seed: int):
+        import paddle
+
+        outer = paddle.get_rng_state()
+        paddle.seed(int(seed))
+        self.seed = int(seed)
+        self.state = paddle.get_rng_state()
+        paddle.set_rng_state(outer)
+
+    def __enter__(self):
+        """Within the block, draws with `generator=None` come from this seed's stream."""
+        import paddle
+
+        self._outer = paddle.get_rng_state()
+        paddle.set_rng_state(self.state)
+        return self
+
+    def __exit__(self, *exc):
+        import paddle
+
+        self.state = paddle.get_rng_state()
+        paddle.set_rng_state(self._outer)
+        return False
+
+    def fork(self):
+        """A copy at the current position (for applying several formulas to one draw)."""
+        other = SeedStream.__new__(SeedStream)
+        other.seed, other.state = self.seed, self.state
+        return other

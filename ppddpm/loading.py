@@ -1,0 +1,71 @@
+"""`load_pipeline`: the bundled model offline, a local directory, or a hub id online."""
+from __future__ import annotations
+
+from pathlib import Path
+
+BUNDLED_NAME = "ddpm-digits-16"
+BUNDLED_DIR = Path(__file__).parent / "assets" / BUNDLED_NAME
+
+
+class PipelineLoadError(OSError):
+    """A pipeline could not be loaded; the message says what was tried and what to do."""
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are exactly "owner/name"; anything else is meant as a local path."""
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name
+
+
+def load_pipeline(name_or_path=None, pipeline_class=None):
+    """Load a DDPM pipeline.
+
+    - no argument: the model ppddpm ships (`ppddpm/assets/ddpm-digits-16`, trained on
+      scikit-learn's digits; see its TRAINING.md), works offline;
+    - a local directory written by `save_pretrained` (or `ppddpm train`);
+    - a hub id such as "google/ddpm-celebahq-256" or "google/ddpm-cifar10-32": ppdiffusers'
+      own `from_pretrained`, then the Hugging Face routes (`from_hf_hub=True`, and with
+      `from_diffusers=True` for diffusers-format weights).
+
+    `pipeline_class` defaults to `DDPMPipeline`; pass `ppddpm.RecordingDDPMPipeline` to get
+    the article's recording drop-in.
+    """
+    if pipeline_class is None:
+        from ppdiffusers import DDPMPipeline as pipeline_class
+
+    if name_or_path is None or name_or_path in ("bundled", BUNDLED_NAME):
+        if not (BUNDLED_DIR / "model_index.json").exists():
+            raise PipelineLoadError(f"the bundled model is missing from {BUNDLED_DIR}; reinstall ppddpm")
+        return _quiet(pipeline_class, str(BUNDLED_DIR))
+
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "model_index.json").exists():
+            raise PipelineLoadError(f"{local} is a directory but not a saved pipeline (no model_index.json); "
+                                    f"give a directory written by save_pretrained or `ppddpm train`")
+        return _quiet(pipeline_class, str(local))
+    if local.exists() or _looks_like_path(name):
+        raise PipelineLoadError(f"no pipeline directory at {name!r}; give a directory written by "
+                                f"save_pretrained, a hub id like 'google/ddpm-cifar10-32', or nothing "
+                                f"for the bundled model")
+
+    routes = [("ppdiffusers hub", {}), ("Hugging Face hub", {"from_hf_hub": True}),
+              ("Hugging Face hub, diffusers weights", {"from_hf_hub": True, "from_diffusers": True})]
+    tried = []
+    for label, kwargs in routes:
+        try:
+            return _quiet(pipeline_class, name, **kwargs)
+        except Exception as exc:  # each route fails in its own way; report them all
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            tried.append(f"{label}: {first[:160]}")
+    raise PipelineLoadError(
+        f"could not load {name!r} (offline, or no such model). Tried — " + "; ".join(tried) +
+        f". To use it here, on a machine with network run "
+        f"`DDPMPipeline.from_pretrained({name!r}).save_pretrained(DIR)`, copy DIR over and pass DIR; "
+        f"or call load_pipeline() for the bundled offline model.")
+
+
+def _quiet(pipeline_class, name, **kwargs):
+    pipe = pipeline_class.from_pretrained(name, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

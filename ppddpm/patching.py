@@ -1,0 +1,28 @@
+"""`patch_step`: run a step variant in place of `DDPMScheduler.step`, without editing ppdiffusers."""
+from __future__ import annotations
+
+import contextlib
+
+from .stepping import Layer, ddpm_scheduler_of, intercept
+from .variants import get_variant
+
+
+@contextlib.contextmanager
+def patch_step(target, variant):
+    """Swap the step formula for the duration of the block.
+
+        with ppddpm.patch_step(pipe.scheduler, "direct"):      # this instance only
+            pipe(...)
+        with ppddpm.patch_step(DDPMScheduler, "direct"):        # class-wide, for code that
+            run_code_that_builds_its_own_scheduler()           # builds its own scheduler
+
+    `target` may also be a pipeline (its scheduler is patched). `variant` is a registered
+    name (`ppddpm.variants()`) or a function with the contract of `DDPMScheduler.step`.
+    Restored on exit, also on exceptions; nestable (the innermost patch wins; an instance
+    patch wins over a class patch); composes with `ppddpm.record` in either order.
+    A class-wide patch is seen by every thread: prefer instance patches in threaded code.
+    """
+    v = get_variant(variant)
+    scheduler = ddpm_scheduler_of(target, "patch_step")
+    with intercept(scheduler, Layer("formula", v.step, v.name)):
+        yield v

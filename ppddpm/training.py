@@ -1,0 +1,174 @@
+"""The article's training loop (its `train_losses` and epoch loop) on ppdiffusers parts.
+
+    noise   = randn_like(x0)                       ε ~ N(0, I)
+    x_noisy = scheduler.add_noise(x0, noise, t)    eq. (4), TF `q_sample`
+    loss    = mse(noise, unet(x_noisy, t))         eq. (14), L_simple, t uniform
+
+with AdamW, gradient clipping, an EMA of the weights (ppdiffusers' `EMAModel`), periodic
+atomic checkpoints, `resume=True`, and the result written by `save_pretrained` as a plain
+`DDPMPipeline` directory: `DDPMPipeline.from_pretrained(output_dir)` loads it unchanged.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_path
+
+CHECKPOINT = "checkpoint.pdparams"
+LOSSES = "train_losses.json"
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str
+    data: str = "digits"          # "digits" (scikit-learn, offline) or a folder of images
+    resolution: int = 16
+    channels: int = 1
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 100             # linear warm-up steps, then cosine decay to lr / 10
+    weight_decay: float = 0.0
+    ema_decay: float = 0.995
+    grad_clip: float = 1.0        # global-norm clipping
+    seed: int = 0
+    checkpoint_every: int = 250
+    block_out_channels: tuple = (32, 64)
+    layers_per_block: int = 1
+    attention: bool = True
+
+    def check(self):
+        problems = []
+        for name in ("resolution", "steps", "batch_size", "checkpoint_every", "layers_per_block"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.resolution % (2 ** (len(self.block_out_channels) - 1)):
+            problems.append(f"resolution {self.resolution} must be divisible by "
+                            f"{2 ** (len(self.block_out_channels) - 1)} for {len(self.block_out_channels)} UNet levels")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    losses: list = field(default_factory=list)   # one float per optimisation step
+    seconds: float = 0.0
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up for `cfg.warmup` steps, then cosine decay from lr to lr/10."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _rename(state: dict, mapping: dict) -> dict:
+    out = {}
+    for key, value in state.items():
+        for old, new in mapping.items():
+            if isinstance(key, str) and key.startswith(old + "_"):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def _optimizer_state_by_index(state: dict, unet) -> dict:
+    """Key optimizer accumulators by parameter position: paddle's auto-generated parameter
+    names (`conv2d_2.w_0`) differ between two models built in one process."""
+    names = sorted(((p.name, f"param{i}") for i, p in enumerate(unet.parameters())), key=lambda kv: -len(kv[0]))
+    return _rename(state, dict(names))
+
+
+def _optimizer_state_by_name(state: dict, unet) -> dict:
+    names = sorted(((f"param{i}", p.name) for i, p in enumerate(unet.parameters())), key=lambda kv: -len(kv[0]))
+    return _rename(state, dict(names))
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> TrainResult:
+    """Train a DDPM per `cfg`; returns the losses and the saved pipeline's directory."""
+    import paddle
+    from ppdiffusers import DDPMPipeline
+    from ppdiffusers.training_utils import EMAModel
+
+    from .data import load_dataset
+    from .models import ddpm_scheduler, small_unet
+
+    cfg.check()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(cfg.data, cfg.resolution, cfg.channels)
+
+    paddle.seed(cfg.seed)
+    rng = np.random.RandomState(cfg.seed)
+    unet = small_unet(cfg.resolution, cfg.channels, cfg.block_out_channels, cfg.layers_per_block, cfg.attention)
+    scheduler = ddpm_scheduler()
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=cfg.lr, parameters=unet.parameters(), weight_decay=cfg.weight_decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip))
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
+    losses, start = [], 0
+
+    ckpt_path = out / CHECKPOINT
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {ckpt_path}")
+        ckpt = paddle.load(str(ckpt_path))
+        unet.set_state_dict(ckpt["unet"])
+        optimizer.set_state_dict(_optimizer_state_by_name(ckpt["optimizer"], unet))
+        for s, v in zip(ema.shadow_params, ckpt["ema"]):
+            s.copy_(paddle.to_tensor(v), False)
+        ema.optimization_step = int(ckpt["step"])
+        start, losses = int(ckpt["step"]), list(ckpt["losses"])
+        rng.set_state(ckpt["numpy_rng"])
+        paddle.seed(cfg.seed + start)   # fresh, reproducible paddle stream after a resume
+        log(f"resumed from {ckpt_path} at step {start}")
+
+    def save_checkpoint(step):
+        with atomic_path(ckpt_path) as tmp:
+            paddle.save({"unet": unet.state_dict(), "optimizer": _optimizer_state_by_index(optimizer.state_dict(), unet),
+                         "ema": [s.numpy() for s in ema.shadow_params], "step": step,
+                         "losses": losses, "numpy_rng": rng.get_state(), "config": vars(cfg)}, str(tmp))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
+    t0 = time.time()
+    unet.train()
+    for step in bar:
+        optimizer.set_lr(learning_rate(cfg, step))
+        x0 = paddle.to_tensor(data[rng.randint(0, len(data), cfg.batch_size)])
+        t = paddle.to_tensor(rng.randint(0, scheduler.config.num_train_timesteps, cfg.batch_size), dtype="int64")
+        noise = paddle.randn(x0.shape, dtype=x0.dtype)                          # ε ~ N(0, I)
+        x_noisy = scheduler.add_noise(x0, noise, t)                              # eq. (4)
+        loss = paddle.nn.functional.mse_loss(unet(x_noisy, t).sample, noise)     # eq. (14)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        ema.step(unet.parameters())
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(step + 1)
+    seconds = time.time() - t0
+
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(out))
+    with atomic_path(out / LOSSES) as tmp:
+        tmp.write_text(json.dumps({"config": {k: (list(v) if isinstance(v, tuple) else v)
+                                              for k, v in vars(cfg).items()},
+                                   "losses": losses, "seconds_this_run": seconds}))
+    return TrainResult(out, losses, seconds)

@@ -1,0 +1,283 @@
+"""Step variants: the DDPM reverse step written out, formula by formula (MATH.md).
+
+Every variant has the contract of `DDPMScheduler.step`:
+`step(scheduler, model_output, timestep, sample, generator=None, return_dict=True)`
+and returns a `DDPMSchedulerOutput(prev_sample, pred_original_sample)`.
+
+Precision: variants compute their coefficients in **float32 from the scheduler's own
+tensors, with the same operations as ppdiffusers**. So "posterior" is bitwise equal to the
+stock step, and any difference between variants is the formula's, not a change of
+precision. The float64 truth lives in `ppddpm.reference`.
+
+Noise: every variant draws z exactly as the stock step does, one
+`randn_tensor(model_output.shape, generator=generator, dtype=model_output.dtype)` per
+step while t > 0, so two runs with one seed differ only by their formula.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+SUPPORTED_VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
+SUPPORTED_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+@dataclass
+class Coefficients:
+    """Section 1 of `DDPMScheduler.step`, for step t → prev_t (float32 0-d tensors).
+
+    For strided sampling (num_inference_steps < T) α_t is replaced by ᾱ_t / ᾱ_prev and
+    β_t by 1 − ᾱ_t / ᾱ_prev (MATH.md, "Strided sampling").
+    """
+    t: int
+    prev_t: int
+    alpha_prod_t: object          # ᾱ_t
+    alpha_prod_t_prev: object     # ᾱ_{prev_t}  (1 at the last step)
+    beta_prod_t: object           # 1 − ᾱ_t
+    beta_prod_t_prev: object      # 1 − ᾱ_{prev_t}
+    current_alpha_t: object       # α_t = ᾱ_t / ᾱ_{prev_t}
+    current_beta_t: object        # β_t = 1 − α_t
+
+
+def _int(t) -> int:
+    return int(t.item()) if hasattr(t, "item") else int(t)
+
+
+def coefficients(scheduler, timestep) -> Coefficients:
+    t = timestep
+    prev_t = scheduler.previous_timestep(t)
+    alpha_prod_t = scheduler.alphas_cumprod[t]
+    alpha_prod_t_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.one
+    beta_prod_t = 1 - alpha_prod_t
+    beta_prod_t_prev = 1 - alpha_prod_t_prev
+    current_alpha_t = alpha_prod_t / alpha_prod_t_prev
+    current_beta_t = 1 - current_alpha_t
+    return Coefficients(_int(t), _int(prev_t), alpha_prod_t, alpha_prod_t_prev, beta_prod_t,
+                        beta_prod_t_prev, current_alpha_t, current_beta_t)
+
+
+def check_supported(scheduler) -> None:
+    """A clear error for configurations the written-out variants do not implement."""
+    cfg = scheduler.config
+    if scheduler.variance_type not in SUPPORTED_VARIANCE_TYPES:
+        raise NotImplementedError(
+            f"variance_type={scheduler.variance_type!r} is not implemented by ppddpm's variants; "
+            f"supported: {', '.join(SUPPORTED_VARIANCE_TYPES)} (use variant 'ppdiffusers' for the stock step)")
+    if cfg.prediction_type not in SUPPORTED_PREDICTION_TYPES:
+        raise ValueError(f"prediction_type={cfg.prediction_type!r} is not one of "
+                         f"{', '.join(SUPPORTED_PREDICTION_TYPES)}")
+
+
+def predict_start_from_noise(c: Coefficients, model_output, sample, prediction_type="epsilon"):
+    """x̂_0 before any clipping. eq. (15): x̂_0 = (x_t − √(1−ᾱ_t) ε_θ) / √ᾱ_t (TF `predict_start_from_noise`).
+
+    For the other prediction types, as ppdiffusers: "sample" predicts x_0 itself,
+    "v_prediction" gives x̂_0 = √ᾱ_t x_t − √(1−ᾱ_t) v.
+    """
+    if prediction_type == "epsilon":
+        return (sample - c.beta_prod_t ** (0.5) * model_output) / c.alpha_prod_t ** (0.5)
+    if prediction_type == "sample":
+        return model_output
+    if prediction_type == "v_prediction":
+        return (c.alpha_prod_t ** 0.5) * sample - (c.beta_prod_t ** 0.5) * model_output
+    raise ValueError(f"prediction_type={prediction_type!r} is not one of {', '.join(SUPPORTED_PREDICTION_TYPES)}")
+
+
+def predict_noise(c: Coefficients, model_output, sample, prediction_type="epsilon"):
+    """ε_θ, the quantity eq. (11) needs: the model output itself for "epsilon"; otherwise
+    eq. (15) inverted, ε = (x_t − √ᾱ_t x̂_0) / √(1−ᾱ_t), from the unclipped x̂_0."""
+    if prediction_type == "epsilon":
+        return model_output
+    x0 = predict_start_from_noise(c, model_output, sample, prediction_type)
+    return (sample - c.alpha_prod_t ** 0.5 * x0) / c.beta_prod_t ** 0.5
+
+
+def threshold(x0, ratio: float, max_value: float):
+    """Dynamic thresholding (Imagen, arXiv 2205.11487), per sample for any batch size.
+
+    s = the `ratio` quantile of |x̂_0| over each sample, clipped to [1, max_value]; x̂_0 is
+    clipped to [−s, s] and divided by s. ppdiffusers 0.29's `_threshold_sample` passes the
+    per-sample bounds to `paddle.clip`, which rejects tensors for batch > 1
+    (patches/fix-threshold-batch.diff); this computes the same values with min/max.
+    """
+    import numpy as np
+    import paddle
+
+    dtype = x0.dtype
+    batch = x0.shape[0]
+    flat = x0.cast("float32").reshape([batch, int(np.prod(x0.shape[1:]))])
+    s = paddle.quantile(flat.abs(), ratio, axis=1)
+    if max_value < 1:
+        s = paddle.ones_like(s) * max_value
+    else:
+        s = paddle.clip(s, min=1, max=max_value)
+    s = s.unsqueeze(1)
+    flat = paddle.minimum(paddle.maximum(flat, -s), s) / s
+    return flat.reshape(x0.shape).cast(dtype)
+
+
+def modify_x0(scheduler, x0):
+    """Section 3 of the stock step: threshold, or clip to ±clip_sample_range, or leave x̂_0 as is."""
+    cfg = scheduler.config
+    if cfg.thresholding:
+        return threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)
+    if cfg.clip_sample:
+        return x0.clip(-cfg.clip_sample_range, cfg.clip_sample_range)
+    return x0
+
+
+def sigma(scheduler, timestep):
+    """σ_t, the standard deviation of the noise the step adds (0 at the last step).
+    σ_t² = β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t (eq. 7, "fixed_small") or β_t ("fixed_large")."""
+    t = _int(timestep)
+    if t <= 0:
+        return 0.0
+    variance = scheduler._get_variance(timestep)
+    if scheduler.variance_type == "fixed_small_log":   # ppdiffusers returns the std here already
+        return variance
+    return variance ** 0.5
+
+
+def add_noise(scheduler, mean, model_output, timestep, generator):
+    """x_{t−1} = μ + σ_t z, z ~ N(0, I), no noise at the last step (Algorithm 2, line 4);
+    z drawn exactly as the stock step draws it."""
+    from ppdiffusers.utils.paddle_utils import randn_tensor
+
+    if _int(timestep) > 0:
+        z = randn_tensor(model_output.shape, generator=generator, dtype=model_output.dtype)
+        return mean + sigma(scheduler, timestep) * z
+    return mean + 0
+
+
+def _output(prev_sample, pred_original_sample, return_dict):
+    from ppdiffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
+
+    if not return_dict:
+        return (prev_sample,)
+    return DDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclass
+class Variant:
+    name: str
+    step: Callable      # step(scheduler, model_output, timestep, sample, generator=None, return_dict=True)
+    doc: str = ""
+
+
+_REGISTRY: Dict[str, Variant] = {}
+
+
+def register_variant(name: str, *, replace: bool = False):
+    """Decorator: register a step function under `name`.
+
+        @ppddpm.register_variant("halved-noise")
+        def halved(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+            ...
+
+    The function must keep `DDPMScheduler.step`'s contract, and draw its noise like the
+    stock step (`ppddpm.variants.add_noise`) if runs are to share z.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"variant name must be a non-empty string, got {name!r}")
+
+    def decorate(fn):
+        if name in _REGISTRY and not replace:
+            raise ValueError(f"variant {name!r} is already registered (pass replace=True to redefine it)")
+        _REGISTRY[name] = Variant(name, fn, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+        return fn
+
+    return decorate
+
+
+def unregister_variant(name: str) -> None:
+    if name in BUILTIN:
+        raise ValueError(f"{name!r} is built in and cannot be removed")
+    _REGISTRY.pop(name, None)
+
+
+def variants() -> list:
+    """Names of every registered variant, built-ins first."""
+    return list(_REGISTRY)
+
+
+def get_variant(name_or_fn) -> Variant:
+    """A registered variant by name, or an unregistered step function wrapped as one."""
+    if isinstance(name_or_fn, Variant):
+        return name_or_fn
+    if callable(name_or_fn):
+        return Variant(getattr(name_or_fn, "__name__", "custom"), name_or_fn)
+    if name_or_fn not in _REGISTRY:
+        raise KeyError(f"unknown step variant {name_or_fn!r}; known: {', '.join(_REGISTRY)} "
+                       f"(add one with @ppddpm.register_variant)")
+    return _REGISTRY[name_or_fn]
+
+
+# --------------------------------------------------------------------------- built-ins
+
+@register_variant("ppdiffusers")
+def stock_step(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+    """ppdiffusers' own `DDPMScheduler.step`, untouched: the reference."""
+    from .stepping import _class_original
+
+    return _class_original(type(scheduler))(scheduler, model_output, timestep, sample,
+                                           generator=generator, return_dict=return_dict)
+
+
+@register_variant("posterior")
+def posterior_step(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+    """Posterior route: x̂_0 by eq. (15) → clip/threshold → μ̃_t(x̂_0, x_t) by eq. (7) → + σ_t z."""
+    check_supported(scheduler)
+    c = coefficients(scheduler, timestep)
+    x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample, scheduler.config.prediction_type))
+    # eq. (7): μ̃_t = √ᾱ_{t−1} β_t / (1−ᾱ_t) · x̂_0 + √α_t (1−ᾱ_{t−1}) / (1−ᾱ_t) · x_t
+    pred_original_sample_coeff = (c.alpha_prod_t_prev ** (0.5) * c.current_beta_t) / c.beta_prod_t
+    current_sample_coeff = c.current_alpha_t ** (0.5) * c.beta_prod_t_prev / c.beta_prod_t
+    mean = pred_original_sample_coeff * x0 + current_sample_coeff * sample
+    return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+
+
+def _direct_mean(c: Coefficients, eps, sample):
+    # eq. (11): μ_θ = 1/√α_t · (x_t − β_t / √(1−ᾱ_t) · ε_θ)
+    return (sample - eps * c.current_beta_t / c.beta_prod_t ** 0.5) / c.current_alpha_t ** 0.5
+
+
+@register_variant("direct")
+def direct_step(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+    """Direct route, eq. (11) (Algorithm 2), the article's edit made correct for strided
+    schedules; never looks at the clipped x̂_0, which it reports only for comparison."""
+    check_supported(scheduler)
+    c = coefficients(scheduler, timestep)
+    eps = predict_noise(c, model_output, sample, scheduler.config.prediction_type)
+    x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample, scheduler.config.prediction_type))
+    mean = _direct_mean(c, eps, sample)
+    return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+
+
+@register_variant("direct-clip-consistent")
+def direct_clip_consistent_step(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+    """eq. (11) with ε re-derived from the clipped x̂_0 by inverting eq. (15): equal to the
+    posterior route even when clipping fires (MATH.md, "The equivalence argument")."""
+    check_supported(scheduler)
+    c = coefficients(scheduler, timestep)
+    x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample, scheduler.config.prediction_type))
+    eps = (sample - c.alpha_prod_t ** 0.5 * x0) / c.beta_prod_t ** 0.5      # eq. (15) solved for ε
+    mean = _direct_mean(c, eps, sample)
+    return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+
+
+@register_variant("direct-article")
+def direct_article_step(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+    """The article's edit verbatim: eq. (11) with `scheduler.betas[t]` and `scheduler.alphas[t]`.
+    Equal to "direct" at 1000 steps; wrong for strided schedules (num_inference_steps < T)."""
+    check_supported(scheduler)
+    c = coefficients(scheduler, timestep)
+    t = timestep
+    x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample, scheduler.config.prediction_type))
+    eps = predict_noise(c, model_output, sample, scheduler.config.prediction_type)
+    mean = (sample - eps * scheduler.betas[t] / (1 - scheduler.alphas_cumprod[t]) ** 0.5) / scheduler.alphas[t] ** 0.5
+    return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+
+
+BUILTIN = tuple(_REGISTRY)

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+version = next(line.split('"')[1] for line in (HERE / "ppddpm" / "__init__.py").read_text().splitlines()
+               if line.startswith("__version__"))
+
+# paddle itself is an extra: GPU users install paddlepaddle-gpu, AI Studio has paddle
+# preinstalled; `pip install ppddpm[cpu]` (what `make` does) brings the CPU build.
+PADDLE_CPU = [
+    "paddlepaddle==3.3.1",           # the build ppddpm is tested with (ppdiffusers 0.29 imports on it)
+]
+
+REQUIRES = [
+    "ppdiffusers==0.29.0",           # the scheduler/pipeline source the patches/ diffs are made against
+    "paddlenlp==2.8.1",              # ppdiffusers 0.29 imports paddlenlp; 2.8.1 is the release that matches it
+    "huggingface_hub>=0.22,<0.26",   # 0.26 removed `cached_download`, which ppdiffusers 0.29 imports
+    "aistudio-sdk==0.2.6",           # 0.3 removed `aistudio_sdk.hub.download`, which ppdiffusers 0.29 imports
+    "datasets<3",                    # datasets 3+ needs a huggingface_hub newer than the pin above
+    "numpy",
+    "matplotlib",
+    "scikit-learn",                  # the offline digits data set and the sample-quality classifier
+    "tqdm",
+]
+
+EXTRAS = {
+    "cpu": PADDLE_CPU,
+    "test": ["pytest", "hypothesis", "nbformat", "nbclient", "ipykernel", "psutil"],
+}
+
+setup(
+    name="ppddpm",
+    version=version,
+    description="Watch DDPM work step by step: recording, step variants and plots for ppdiffusers",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["ppddpm", "ppddpm.*"]),
+    package_data={"ppddpm": ["assets/*/*", "assets/*/*/*", "patches_data/*"]},
+    include_package_data=True,
+    install_requires=REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["ppddpm = ppddpm.cli:main"]},
+)

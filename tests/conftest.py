@@ -1,0 +1,66 @@
+"""Shared fixtures: real ppdiffusers objects, small enough for a 2-core CPU.
+
+The UNet is a randomly initialised `UNet2DModel` (8x8, 1 channel): the recording,
+patching and comparison mechanics do not depend on the weights. Tests about sample
+quality use the bundled trained model instead.
+"""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import paddle  # noqa: E402
+from ppdiffusers import DDPMPipeline  # noqa: E402
+from ppdiffusers.utils.paddle_utils import randn_tensor  # noqa: E402
+
+from ppddpm.models import ddpm_scheduler, small_unet  # noqa: E402
+
+FAST = os.environ.get("PPDDPM_FAST", "1") != "0"
+
+
+@pytest.fixture(scope="session")
+def unet():
+    paddle.seed(1234)
+    model = small_unet(resolution=8, channels=1)
+    model.eval()
+    return model
+
+
+@pytest.fixture
+def scheduler():
+    return ddpm_scheduler()
+
+
+@pytest.fixture
+def pipe(unet, scheduler):
+    p = DDPMPipeline(unet=unet, scheduler=scheduler)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="session")
+def saved_pipe_dir(tmp_path_factory, unet):
+    path = tmp_path_factory.mktemp("tiny-ddpm")
+    DDPMPipeline(unet=unet, scheduler=ddpm_scheduler()).save_pretrained(str(path))
+    return path
+
+
+def hand_loop(unet, scheduler, seed, steps, batch_size=1):
+    """The reverse process written out by hand over `scheduler.step` (no pipeline):
+    what every recorder must reproduce bitwise."""
+    generator = paddle.Generator().manual_seed(seed, generator_name=f"hand-loop-{seed}-{np.random.rand()}")
+    shape = (batch_size, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    x = randn_tensor(shape, generator=generator, dtype=unet.dtype)
+    scheduler.set_timesteps(steps)
+    ts, prev, x0 = [], [], []
+    with paddle.no_grad():
+        for t in scheduler.timesteps:
+            eps = unet(x, t).sample
+            out = scheduler.step(eps, t, x, generator=generator)
+            x = out.prev_sample
+            ts.append(int(t))
+            prev.append(x.numpy())
+            x0.append(out.pred_original_sample.numpy())
+    return np.array(ts), np.stack(prev), np.stack(x0)

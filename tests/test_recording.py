@@ -1,0 +1,241 @@
+"""ppddpm.record / sample_trajectory / Trajectory: the recording core (issue: foundation)."""
+import threading
+
+import numpy as np
+import paddle
+import pytest
+from conftest import hand_loop
+from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
+
+import ppddpm
+from ppddpm.models import ddpm_scheduler
+from ppddpm.recording import to_pil
+from ppddpm.variants import add_noise, coefficients, modify_x0, predict_start_from_noise, sigma
+
+
+@pytest.fixture(scope="module")
+def hand_runs(unet):
+    """Hand-written loops for seed 777 at 1000 and at 50 steps (computed once)."""
+    return {steps: hand_loop(unet, ddpm_scheduler(), 777, steps) for steps in (1000, 50)}
+
+
+@pytest.mark.parametrize("steps", [1000, 50])
+@pytest.mark.parametrize("every", [1, 50])
+def test_recorder_equals_hand_written_loop_bitwise(pipe, hand_runs, steps, every):
+    ts, prev, x0 = hand_runs[steps]
+    traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps, every=every)
+    keep = ppddpm.kept_steps(steps, every)
+    np.testing.assert_array_equal(traj.timesteps, ts[keep])
+    # bitwise: same seed, same generator, same float32 operations
+    assert np.array_equal(traj.prev_sample, prev[keep])
+    assert np.array_equal(traj.pred_original_sample, x0[keep])
+    assert traj.prev_sample.dtype == np.float32 and traj.prev_sample.shape == (len(keep), 1, 1, 8, 8)
+
+
+def test_last_recorded_prev_sample_is_what_the_pipeline_turns_into_images(pipe):
+    traj = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=20, batch_size=2, every=7)
+    assert traj.timesteps[-1] == 0
+    rebuilt = to_pil(traj.prev_sample[-1])
+    assert len(traj.images) == 2
+    for mine, theirs in zip(rebuilt, traj.images):
+        assert np.array_equal(np.asarray(mine), np.asarray(theirs))
+
+
+def test_every_keeps_every_kth_step_and_always_the_last():
+    assert ppddpm.kept_steps(1000, 50).tolist() == list(range(49, 1000, 50))      # 20 steps, t = 950 … 0
+    assert ppddpm.kept_steps(10, 3).tolist() == [2, 5, 8, 9]
+    assert ppddpm.kept_steps(10, 10).tolist() == [9]
+    assert ppddpm.kept_steps(10, 1000).tolist() == [9]
+    assert ppddpm.kept_steps(1, 1).tolist() == [0]
+
+
+def test_every_larger_than_the_run_records_only_the_last_step(pipe):
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=10, every=1000)
+    assert traj.timesteps.tolist() == [0]
+
+
+def test_what_led_to_each_step_is_recorded_and_reproduces_it(pipe):
+    """x_{t-1} = μ̃(clip(x̂_0(x_t, ε̂)), x_t) + σ_t z, recomputed from the recorded x_t, ε̂ and z,
+    gives the recorded x_{t-1} bitwise (same float32 operations as ppdiffusers)."""
+    traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=30, every=1, fields="all")
+    sched = pipe.scheduler
+    for i, t in enumerate(traj.timesteps):
+        x_t, eps, z = (paddle.to_tensor(a[i]) for a in (traj.sample, traj.model_output, traj.noise))
+        c = coefficients(sched, paddle.to_tensor(t))
+        raw = predict_start_from_noise(c, eps, x_t)                                       # eq. (15)
+        assert np.array_equal(raw.numpy(), traj.pred_original_sample_unclipped[i])
+        x0 = modify_x0(sched, raw)
+        assert np.array_equal(x0.numpy(), traj.pred_original_sample[i])
+        mean = ((c.alpha_prod_t_prev ** 0.5 * c.current_beta_t) / c.beta_prod_t) * x0 + \
+            (c.current_alpha_t ** 0.5 * c.beta_prod_t_prev / c.beta_prod_t) * x_t         # eq. (7)
+        s = sigma(sched, t)
+        assert traj.sigma[i] == pytest.approx(float(s) if t else 0.0, rel=1e-7)
+        expected = mean + s * z if t > 0 else mean
+        assert np.array_equal(expected.numpy(), traj.prev_sample[i])
+        if i + 1 < len(traj):
+            assert np.array_equal(traj.sample[i + 1], traj.prev_sample[i])   # x_{t-1} feeds the next step
+    assert not traj.noise[-1].any()       # the last step adds no noise
+    # with a random UNet |x̂_0| > 1 almost everywhere early on: clipping fires
+    assert traj.clip_fraction[0] > 0.5 and 0 <= traj.clip_fraction.min()
+
+
+def test_default_fields_store_only_x_t_and_x0(pipe):
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=10)
+    assert traj.fields == ("prev_sample", "pred_original_sample")
+    with pytest.raises(KeyError, match="'noise' was not recorded.*fields="):
+        traj.noise
+
+
+def test_only_that_scheduler_instance_is_touched(pipe, unet):
+    other = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler())
+    class_step = DDPMScheduler.__dict__["step"]
+    with ppddpm.record(pipe) as traj:
+        assert "step" in pipe.scheduler.__dict__
+        assert "step" not in other.scheduler.__dict__
+        assert DDPMScheduler.__dict__["step"] is class_step
+        other(generator=paddle.Generator().manual_seed(9, generator_name="other-9"), num_inference_steps=5)
+    assert len(traj) == 0                     # the other pipeline's steps were not recorded
+    assert "step" not in pipe.scheduler.__dict__
+
+
+def test_step_restored_and_partial_steps_kept_when_the_run_raises(pipe, tmp_path):
+    calls = []
+
+    def stop_after_seven(layer, inputs, output):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+
+    hook = pipe.unet.register_forward_post_hook(stop_after_seven)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with ppddpm.record(pipe, every=2) as traj:
+                pipe(generator=paddle.Generator().manual_seed(2, generator_name="kbd-2"), num_inference_steps=20)
+    finally:
+        hook.remove()
+    assert "step" not in pipe.scheduler.__dict__
+    assert traj.timesteps.tolist() == [900, 800, 700]        # steps 2, 4, 6 of 20 (t = 950, 900, …) were kept
+    assert not traj.complete
+    loaded = ppddpm.Trajectory.load(traj.save(tmp_path / "partial.npz"))
+    assert np.array_equal(loaded.prev_sample, traj.prev_sample) and not loaded.complete
+
+
+def test_two_pipelines_recorded_at_once_in_threads(unet):
+    pipes = [DDPMPipeline(unet=unet, scheduler=ddpm_scheduler()) for _ in range(2)]
+    results = {}
+
+    def run(k, steps, batch):
+        results[k] = ppddpm.sample_trajectory(pipes[k], seed=k, num_inference_steps=steps, batch_size=batch)
+
+    threads = [threading.Thread(target=run, args=a) for a in ((0, 30, 1), (1, 45, 2))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert results[0].prev_sample.shape[:2] == (30, 1) and results[1].prev_sample.shape[:2] == (45, 2)
+    for traj in results.values():        # each recorded exactly its own run, start to end
+        assert traj.complete and traj.timesteps[-1] == 0
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(traj.images, to_pil(traj.prev_sample[-1])))
+    assert all("step" not in p.scheduler.__dict__ for p in pipes)
+
+
+def test_nested_records_on_two_pipelines(unet):
+    a, b = (DDPMPipeline(unet=unet, scheduler=ddpm_scheduler()) for _ in range(2))
+    with ppddpm.record(a) as ta, ppddpm.record(b, every=5) as tb:
+        a(generator=paddle.Generator().manual_seed(1, generator_name="nest-a"), num_inference_steps=10)
+        b(generator=paddle.Generator().manual_seed(1, generator_name="nest-b"), num_inference_steps=10)
+    assert len(ta) == 10 and len(tb) == 2
+    assert np.array_equal(ta.prev_sample[[4, 9]], tb.prev_sample)      # same seed, same model
+
+
+def test_save_load_round_trip_with_metadata(pipe, tmp_path):
+    traj = ppddpm.sample_trajectory(pipe, seed=11, num_inference_steps=12, every=4, fields="all")
+    path = traj.save(tmp_path / "run.npz")
+    back = ppddpm.Trajectory.load(path)
+    for name in ppddpm.FIELDS:
+        assert np.array_equal(back.field(name), traj.field(name))
+    assert np.array_equal(back.timesteps, traj.timesteps) and np.array_equal(back.sigma, traj.sigma)
+    meta = back.meta
+    assert meta["seed"] == 11 and meta["num_inference_steps"] == 12 and meta["every"] == 4
+    assert meta["scheduler_config"]["clip_sample"] is True and meta["variant"] == "ppdiffusers"
+    assert set(meta["versions"]) == {"ppddpm", "ppdiffusers", "paddle"}
+    assert back.complete and [im.size for im in back.images] == [(8, 8)]
+
+
+def test_save_is_atomic_and_refuses_other_suffixes(pipe, tmp_path):
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=5)
+    with pytest.raises(ValueError, match=r"\.npz"):
+        traj.save(tmp_path / "run.npy")
+    traj.save(tmp_path / "run.npz")
+    assert [p.name for p in tmp_path.iterdir()] == ["run.npz"]        # no temporary left behind
+
+
+def test_load_rejects_files_that_are_not_trajectories(tmp_path, pipe):
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ppddpm.TrajectoryError, match="not a ppddpm trajectory"):
+        ppddpm.Trajectory.load(tmp_path / "other.npz")
+    good = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=5).save(tmp_path / "good.npz")
+    data = good.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ppddpm.TrajectoryError, match="truncated or corrupt"):
+        ppddpm.Trajectory.load(tmp_path / "cut.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ppddpm.TrajectoryError, match="truncated or corrupt"):
+        ppddpm.Trajectory.load(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError):
+        ppddpm.Trajectory.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True, "50"])
+def test_every_must_be_a_positive_integer(pipe, every):
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        with ppddpm.record(pipe, every=every):
+            pass
+
+
+def test_unknown_field_is_named_with_the_choices(pipe):
+    with pytest.raises(ValueError, match="unknown field.*'x_t'.*choose from prev_sample"):
+        with ppddpm.record(pipe, fields=("x_t",)):
+            pass
+
+
+def test_a_scheduler_that_is_not_ddpm_like_is_refused(unet):
+    ddim = DDIMScheduler()
+    with pytest.raises(TypeError, match="needs a DDPM scheduler.*got DDIMScheduler"):
+        with ppddpm.record(ddim):
+            pass
+    with pytest.raises(TypeError, match="got DDIMScheduler"):
+        ppddpm.sample_trajectory(DDPMPipeline(unet=unet, scheduler=ddim), seed=1, num_inference_steps=5)
+    assert "step" not in ddim.__dict__
+
+
+def test_one_record_block_holds_one_run(pipe):
+    with pytest.raises(RuntimeError, match="one sampling run"):
+        with ppddpm.record(pipe):
+            for k in range(2):
+                pipe(generator=paddle.Generator().manual_seed(k, generator_name=f"twice-{k}"), num_inference_steps=3)
+
+
+def test_recording_pipeline_returns_the_articles_triple(saved_pipe_dir):
+    pipe = ppddpm.RecordingDDPMPipeline.from_pretrained(str(saved_pipe_dir))
+    assert isinstance(pipe, ppddpm.RecordingDDPMPipeline)
+    pipe.set_progress_bar_config(disable=True)
+    output = pipe(seed=777, num_inference_steps=100)
+    images = output[0].images
+    all_images, all_x_0 = output[1], output[2]
+    assert len(all_images) == len(all_x_0) == 100
+    # the article's plotting code, verbatim but for the range (100 steps here)
+    for i in range(1, 100, 50):
+        img = all_images[i][0].resize((64, 64))
+        assert img.size == (64, 64)
+    assert np.array_equal(np.asarray(all_images[-1][0]), np.asarray(images[0]))
+    plain = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=100)
+    assert np.array_equal(pipe.trajectory.prev_sample, plain.prev_sample)
+
+
+def test_float16_store_halves_memory(pipe):
+    full = ppddpm.sample_trajectory(pipe, seed=4, num_inference_steps=10)
+    half = ppddpm.sample_trajectory(pipe, seed=4, num_inference_steps=10, dtype="float16")
+    assert half.prev_sample.dtype == np.float16
+    assert half.prev_sample.nbytes * 2 == full.prev_sample.nbytes
+    np.testing.assert_allclose(half.prev_sample, full.prev_sample, rtol=1e-3, atol=1e-3)  # float16: 11-bit mantissa
