@@ -36,8 +36,9 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["ppddpm", "ppddpm.*"]),
-    package_data={"ppddpm": ["assets/*/*", "assets/*/*/*", "patches_data/*"]},
+    packages=find_packages(include=["ppddpm", "ppddpm.*"]) + ["ppddpm.patches"],
+    package_dir={"ppddpm.patches": "patches"},    # the diffs live in patches/, shipped as package data
+    package_data={"ppddpm": ["assets/*/*", "assets/*/*/*"], "ppddpm.patches": ["*.diff", "README.md"]},
     include_package_data=True,
     install_requires=REQUIRES,
     extras_require=EXTRAS,

@@ -4,10 +4,7 @@ Equation numbers in docstrings are the DDPM paper's (Ho et al. 2020), restated i
 """
 __version__ = "0.1.0"
 
-import os as _os
-
-_os.environ.setdefault("PPDIFFUSERS_SLOW_IMPORT", "0")
-
+from .comparison import ABReport, compare  # noqa: E402
 from .patching import patch_step  # noqa: E402
 from .pipeline import RecordingDDPMPipeline  # noqa: E402
 from .recording import (DEFAULT_FIELDS, FIELDS, Trajectory, TrajectoryError, kept_steps, record,  # noqa: E402
@@ -15,7 +12,7 @@ from .recording import (DEFAULT_FIELDS, FIELDS, Trajectory, TrajectoryError, kep
 from .variants import get_variant, register_variant, unregister_variant, variants  # noqa: E402
 
 __all__ = [
-    "DEFAULT_FIELDS", "FIELDS", "RecordingDDPMPipeline", "Trajectory", "TrajectoryError", "get_variant",
+    "ABReport", "compare", "DEFAULT_FIELDS", "FIELDS", "RecordingDDPMPipeline", "Trajectory", "TrajectoryError", "get_variant",
     "kept_steps", "patch_step", "record", "register_variant", "sample_trajectory", "unregister_variant",
     "variants",
 ]

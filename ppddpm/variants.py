@@ -18,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict
 
-SUPPORTED_VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
+# variance types whose σ_t needs more than the schedule: the model's extra variance channels
+# ("learned", "learned_range"), or that ppdiffusers 0.29 itself gets wrong ("fixed_large_log":
+# it takes the square root of log β_t, a NaN)
+UNSUPPORTED_VARIANCE_TYPES = ("learned", "learned_range", "fixed_large_log")
 SUPPORTED_PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
@@ -59,10 +62,11 @@ def coefficients(scheduler, timestep) -> Coefficients:
 def check_supported(scheduler) -> None:
     """A clear error for configurations the written-out variants do not implement."""
     cfg = scheduler.config
-    if scheduler.variance_type not in SUPPORTED_VARIANCE_TYPES:
+    if scheduler.variance_type in UNSUPPORTED_VARIANCE_TYPES:
         raise NotImplementedError(
-            f"variance_type={scheduler.variance_type!r} is not implemented by ppddpm's variants; "
-            f"supported: {', '.join(SUPPORTED_VARIANCE_TYPES)} (use variant 'ppdiffusers' for the stock step)")
+            f"variance_type={scheduler.variance_type!r} is not implemented by ppddpm's variants; they handle "
+            f"fixed_small, fixed_small_log and fixed_large (and, like ppdiffusers, treat unknown names as "
+            f"fixed_small). Use variant 'ppdiffusers' for the stock step.")
     if cfg.prediction_type not in SUPPORTED_PREDICTION_TYPES:
         raise ValueError(f"prediction_type={cfg.prediction_type!r} is not one of "
                          f"{', '.join(SUPPORTED_PREDICTION_TYPES)}")

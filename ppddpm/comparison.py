@@ -1,0 +1,296 @@
+"""A/B comparison of step variants on a real pipeline: where do two formulas agree, and why not.
+
+    report = ppddpm.compare(pipe, ["posterior", "direct"], seed=777, num_inference_steps=1000,
+                            mode="shadow", clip_sample=False)
+    print(report.table()); report.equivalent()
+
+- mode="shadow": one real trajectory, driven by the first variant (the reference); at every
+  step each variant is applied to the *same* (x_t, ε̂, z). Exact per-step discrepancy,
+  one UNet pass per step.
+- mode="free": every variant runs its own trajectory from the same seed (one batched UNet
+  call per step); shows how differences compound.
+- seed may be a list: one batched run, and every statistic is kept per seed.
+
+Each seed's noise comes from its own stream (`ppddpm._rng.SeedStream`): the same x_T and
+the same z at every step as a solo `pipe(generator=paddle.Generator().manual_seed(seed))`,
+and every variant at a step consumes the same z.
+
+Tolerance (`equivalent()`): variants compute in float32 like ppdiffusers. One step of either
+route rounds ~10 times, and the routes' coefficients are consistent only up to one rounding
+of ᾱ_t = α_t·ᾱ_{t−1}, an error that 1/(1 − ᾱ_t) amplifies at small t, where 1 − ᾱ_t cancels
+(1 − ᾱ_0 = 1e-4). So at a step, with u = 2⁻²⁴ (float32 unit roundoff),
+    |Δ x_{t−1}| ≤ K · u / (1 − ᾱ_t) · (max|x_t| + max|ε̂| + 1),   K = 16.
+Free mode adds each step's bound to the discrepancy carried in from the step before:
+    bound_t = Σ_{s ≥ t} K · u / (1 − ᾱ_s) · (max|x_s| + max|ε̂_s| + 1).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ._rng import SeedStream
+from .stepping import ddpm_scheduler_of
+from .variants import coefficients, get_variant, modify_x0, predict_start_from_noise
+
+UNIT_ROUNDOFF = 2.0 ** -24          # float32
+K_ROUNDINGS = 16
+MODES = ("shadow", "free")
+
+
+@dataclass
+class ABReport:
+    variants: List[str]
+    mode: str
+    seeds: List[int]
+    num_inference_steps: int
+    batch_size: int
+    clip_sample: bool
+    thresholding: bool
+    timesteps: np.ndarray                            # [N]
+    one_minus_alpha_bar: np.ndarray                  # [N]  1 − ᾱ_t (float64)
+    scale: Dict[str, np.ndarray]                     # v → [N, S]  max|x_t| + max|ε̂| + 1
+    max_abs_prev: Dict[str, np.ndarray]              # v → [N, S]  max |Δ x_{t−1}| vs the reference
+    mean_abs_prev: Dict[str, np.ndarray]             # v → [N, S]
+    max_abs_x0: Dict[str, np.ndarray]                # v → [N, S]  max |Δ x̂_0| vs the reference
+    clip_fraction: Dict[str, np.ndarray]             # v → [N, S]  share of x̂_0 values clipping changed
+    final: Dict[str, np.ndarray]                     # v → [S, B, C, H, W]  final samples in [−1, 1]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def reference(self) -> str:
+        return self.variants[0]
+
+    @property
+    def others(self) -> List[str]:
+        return self.variants[1:]
+
+    def step_bound(self) -> np.ndarray:
+        """[N, S] the float32 rounding bound on |Δ x_{t−1}| (module docstring)."""
+        per_step = K_ROUNDINGS * UNIT_ROUNDOFF / self.one_minus_alpha_bar[:, None] * self.scale[self.reference]
+        if self.mode == "free":
+            return np.cumsum(per_step, axis=0)
+        return per_step
+
+    def final_max_abs(self, v: str) -> np.ndarray:
+        return np.abs(self.final[v] - self.final[self.reference]).reshape(len(self.seeds), -1).max(axis=1)
+
+    def final_psnr(self, v: str) -> np.ndarray:
+        """PSNR (dB) of v's final images against the reference's, as the pipeline displays them ([0, 1])."""
+        a = np.clip(self.final[v] / 2 + 0.5, 0, 1).reshape(len(self.seeds), -1).astype(np.float64)
+        b = np.clip(self.final[self.reference] / 2 + 0.5, 0, 1).reshape(len(self.seeds), -1).astype(np.float64)
+        mse = ((a - b) ** 2).mean(axis=1)
+        with np.errstate(divide="ignore"):
+            return np.where(mse > 0, 10 * np.log10(1.0 / np.maximum(mse, 1e-300)), np.inf)
+
+    def departures(self, v: str) -> np.ndarray:
+        """Indices of the steps where v leaves the rounding bound (for any seed)."""
+        return np.nonzero((self.max_abs_prev[v] > self.step_bound()).any(axis=1))[0]
+
+    def equivalent(self, v: Optional[str] = None) -> bool:
+        """True when every step of v (default: every variant) stays within the float32 bound."""
+        names = [v] if v else self.others
+        return all(len(self.departures(n)) == 0 for n in names)
+
+    def summary(self) -> dict:
+        out = {}
+        bound = self.step_bound()
+        for v in self.others:
+            dep = self.departures(v)
+            out[v] = {
+                "equivalent": bool(len(dep) == 0),
+                "max_abs_prev": float(self.max_abs_prev[v].max()),
+                "max_rel_prev": float((self.max_abs_prev[v] / self.scale[self.reference]).max()),
+                "worst_ratio_to_bound": float((self.max_abs_prev[v] / bound).max()),
+                "max_abs_x0": float(self.max_abs_x0[v].max()),
+                "steps_departing": int(len(dep)),
+                "first_departing_t": int(self.timesteps[dep[0]]) if len(dep) else None,
+                "final_max_abs": [float(x) for x in self.final_max_abs(v)],
+                "final_psnr_db": [None if math.isinf(x) else float(x) for x in self.final_psnr(v)],
+            }
+        clip = self.clip_fraction[self.reference]
+        fired = (clip > 0).any(axis=1)
+        out["clipping"] = {"steps_with_clipping": int(fired.sum()),
+                           "last_t_with_clipping": int(self.timesteps[np.nonzero(fired)[0][-1]]) if fired.any() else None,
+                           "mean_fraction": float(clip.mean())}
+        return out
+
+    def table(self, rows: int = 20) -> str:
+        """Readable text: per step (about `rows` of them, always the first and last), the
+        largest |Δ| over seeds and the rounding bound, then the final images."""
+        n = len(self.timesteps)
+        idx = sorted(set(np.linspace(0, n - 1, min(rows, n)).round().astype(int).tolist()))
+        s = len(self.seeds)
+        head = (f"A/B {self.mode}: reference {self.reference!r} vs {', '.join(map(repr, self.others))} | "
+                f"{self.num_inference_steps} steps, {s} seed(s) x batch {self.batch_size}, "
+                f"clip_sample={self.clip_sample}, thresholding={self.thresholding}")
+        lines = [head]
+        bound = self.step_bound()
+        for v in self.others:
+            lines.append(f"\n{v} vs {self.reference}" + ("  (max over seeds; median in brackets)" if s > 1 else ""))
+            lines.append(f"{'t':>5} {'max|Δx_t-1|':>12} {'mean|Δx_t-1|':>13} {'max|Δx̂_0|':>11} "
+                         f"{'bound':>10} {'clipped':>8}  ")
+            for i in idx:
+                d = self.max_abs_prev[v][i]
+                flag = "  > bound" if (d > bound[i]).any() else ""
+                med = f" [{np.median(d):.2e}]" if s > 1 else ""
+                lines.append(f"{int(self.timesteps[i]):>5} {d.max():>12.3e} {self.mean_abs_prev[v][i].max():>13.3e} "
+                             f"{self.max_abs_x0[v][i].max():>11.3e} {bound[i].max():>10.2e} "
+                             f"{self.clip_fraction[self.reference][i].mean():>7.1%}{flag}{med}")
+            fm, ps = self.final_max_abs(v), self.final_psnr(v)
+            lines.append(f"final images: max|Δ| {fm.max():.3e}"
+                         + (f" (median {np.median(fm):.3e})" if s > 1 else "")
+                         + f", PSNR {_db(np.min(ps))}" + (f" (median {_db(np.median(ps))})" if s > 1 else ""))
+            dep = self.departures(v)
+            lines.append(f"equivalent within float32 rounding: {'yes' if not len(dep) else 'no'}"
+                         + (f" — departs at {len(dep)} of {n} steps, first at t={int(self.timesteps[dep[0]])}"
+                            if len(dep) else ""))
+        clip = self.summary()["clipping"]
+        lines.append(f"\nclipping of x̂_0 fired at {clip['steps_with_clipping']} of {n} steps"
+                     + (f", last at t={clip['last_t_with_clipping']}" if clip["last_t_with_clipping"] is not None else "")
+                     + f"; mean fraction of values clipped {clip['mean_fraction']:.1%}")
+        return "\n".join(lines)
+
+    def to_json(self, path=None) -> str:
+        data = {
+            "variants": self.variants, "reference": self.reference, "mode": self.mode, "seeds": self.seeds,
+            "num_inference_steps": self.num_inference_steps, "batch_size": self.batch_size,
+            "clip_sample": self.clip_sample, "thresholding": self.thresholding,
+            "tolerance": {"unit_roundoff": UNIT_ROUNDOFF, "K": K_ROUNDINGS,
+                          "rule": "free" if self.mode == "free" else "per-step"},
+            "summary": self.summary(),
+            "timesteps": self.timesteps.tolist(),
+            "bound": self.step_bound().tolist(),
+            "per_variant": {v: {"max_abs_prev": self.max_abs_prev[v].tolist(),
+                                "mean_abs_prev": self.mean_abs_prev[v].tolist(),
+                                "max_abs_x0": self.max_abs_x0[v].tolist()} for v in self.others},
+            "clip_fraction": {v: c.tolist() for v, c in self.clip_fraction.items()},
+            "meta": self.meta,
+        }
+        text = json.dumps(data, indent=1, default=str)
+        if path is not None:
+            from pathlib import Path
+
+            from ._io import atomic_path
+
+            with atomic_path(Path(path)) as tmp:
+                tmp.write_text(text)
+        return text
+
+
+def _db(x):
+    return "inf dB (identical)" if math.isinf(x) else f"{x:.1f} dB"
+
+
+def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample):
+    if isinstance(variants, str) or len(variants) < 2:
+        raise ValueError(f"compare needs a list of at least two variants, the first being the reference; "
+                         f"got {variants!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'shadow' or 'free', got {mode!r}")
+    seeds = [seed] if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else seed
+    if not isinstance(seeds, (list, tuple)) or not seeds or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seed must be a non-negative integer or a list of them, got {seed!r}")
+    for name, value in (("num_inference_steps", num_inference_steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if clip_sample not in (None, True, False):
+        raise ValueError(f"clip_sample must be None (as configured), True or False, got {clip_sample!r}")
+    return [int(s) for s in seeds]
+
+
+def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_inference_steps: int = 1000,
+            batch_size: int = 1, mode: str = "shadow", clip_sample: Optional[bool] = None,
+            thresholding: Optional[bool] = None, progress: bool = False) -> ABReport:
+    """Run an A/B of step variants (the first is the reference) on `pipe`'s UNet and scheduler.
+
+    `clip_sample` / `thresholding`: None keeps the scheduler's setting, True/False override it
+    on a copy (the pipeline's own scheduler is never modified).
+    """
+    import paddle
+    from ppdiffusers.utils.paddle_utils import randn_tensor
+
+    seeds = _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample)
+    steps = [get_variant(v) for v in variants]
+    names = [v.name for v in steps]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variants must be distinct, got {names}")
+    base = ddpm_scheduler_of(pipe, "ppddpm.compare")
+    overrides = {k: v for k, v in (("clip_sample", clip_sample), ("thresholding", thresholding)) if v is not None}
+    sched = type(base).from_config({**base.config, **overrides})
+    unet = pipe.unet
+    if num_inference_steps > sched.config.num_train_timesteps:
+        raise ValueError(f"num_inference_steps must be at most {sched.config.num_train_timesteps}, "
+                         f"got {num_inference_steps}")
+    sched.set_timesteps(num_inference_steps)
+
+    size = unet.config.sample_size
+    shape = (batch_size, unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
+    streams = [SeedStream(s) for s in seeds]
+    x_init = []
+    for st in streams:
+        with st:
+            x_init.append(randn_tensor(shape, generator=None, dtype=unet.dtype))      # the pipeline's x_T
+    n_v, n_s, n = len(steps), len(seeds), len(sched.timesteps)
+    lanes = n_v if mode == "free" else 1
+    x = [[x_init[s] for s in range(n_s)] for _ in range(lanes)]
+
+    ts = np.array([int(t) for t in sched.timesteps])
+    omab = np.array([1.0 - float(sched.alphas_cumprod[int(t)]) for t in ts], np.float64)
+    stat = lambda: np.zeros((n, n_s))  # noqa: E731
+    scale = {v: stat() for v in names}
+    d_prev = {v: stat() for v in names[1:]}
+    m_prev = {v: stat() for v in names[1:]}
+    d_x0 = {v: stat() for v in names[1:]}
+    clip = {v: stat() for v in names}
+    prediction_type = sched.config.prediction_type
+
+    from tqdm.auto import tqdm
+
+    with paddle.no_grad():
+        for i, t in enumerate(tqdm(sched.timesteps, disable=not progress, desc=f"compare ({mode})")):
+            batch = paddle.concat([x[l][s] for l in range(lanes) for s in range(n_s)], axis=0)
+            eps_all = unet(batch, t).sample
+            eps = paddle.split(eps_all, lanes * n_s, axis=0)
+            c = coefficients(sched, t)
+            outs = [[None] * n_s for _ in range(n_v)]
+            for s, st in enumerate(streams):
+                start = st.state
+                for v, variant in enumerate(steps):
+                    lane = v if mode == "free" else 0
+                    x_t, e = x[lane][s], eps[lane * n_s + s]
+                    st.state = start                             # every variant draws the same z
+                    with st:
+                        outs[v][s] = variant.step(sched, e, t, x_t, generator=None, return_dict=True)
+                    if v == 0 or mode == "free":
+                        raw = predict_start_from_noise(c, e, x_t, prediction_type)
+                        frac = float((modify_x0(sched, raw) != raw).astype("float32").mean())
+                        clip[names[v]][i, s] = frac
+                        scale[names[v]][i, s] = float(x_t.abs().max()) + float(e.abs().max()) + 1.0
+                if mode == "shadow":
+                    for v in range(1, n_v):
+                        clip[names[v]][i, s] = clip[names[0]][i, s]
+                        scale[names[v]][i, s] = scale[names[0]][i, s]
+            for v in range(1, n_v):
+                for s in range(n_s):
+                    dp = (outs[v][s].prev_sample - outs[0][s].prev_sample).abs()
+                    d_prev[names[v]][i, s] = float(dp.max())
+                    m_prev[names[v]][i, s] = float(dp.mean())
+                    a0, b0 = outs[v][s].pred_original_sample, outs[0][s].pred_original_sample
+                    d_x0[names[v]][i, s] = float((a0 - b0).abs().max()) if a0 is not None and b0 is not None else np.nan
+            for lane in range(lanes):
+                for s in range(n_s):
+                    x[lane][s] = outs[lane][s].prev_sample
+            if i == n - 1:
+                final = {names[v]: np.stack([outs[v][s].prev_sample.numpy() for s in range(n_s)]) for v in range(n_v)}
+
+    return ABReport(
+        variants=names, mode=mode, seeds=seeds, num_inference_steps=n, batch_size=batch_size,
+        clip_sample=bool(sched.config.clip_sample), thresholding=bool(sched.config.thresholding),
+        timesteps=ts, one_minus_alpha_bar=omab, scale=scale, max_abs_prev=d_prev, mean_abs_prev=m_prev,
+        max_abs_x0=d_x0, clip_fraction=clip, final=final,
+        meta={"variance_type": sched.config.variance_type, "model": getattr(pipe, "name_or_path", None)})

@@ -1,0 +1,117 @@
+"""ppddpm.compare: the equivalence A/B, shadow and free (issue: step variants).
+
+The claims, on a real ppdiffusers UNet2DModel + DDPMScheduler (random weights: with
+clipping off |x_t| grows to ~1e3, the hardest case for a relative tolerance):
+- clip_sample=False: all four routes agree within the float32 rounding bound;
+- clip_sample=True: "direct" departs, "posterior" and "direct-clip-consistent" still agree.
+"""
+import json
+
+import numpy as np
+import pytest
+from ppdiffusers import DDPMPipeline
+
+import ppddpm
+from ppddpm.comparison import K_ROUNDINGS, UNIT_ROUNDOFF
+from ppddpm.models import ddpm_scheduler
+
+ALL = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
+
+
+def make(unet, variance_type):
+    return DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(variance_type=variance_type))
+
+
+CASES = [(50, vt, mode) for vt in ("fixed_small", "fixed_large") for mode in ("shadow", "free")] + \
+        [(1000, "fixed_small", "shadow"), (1000, "fixed_large", "free")]
+
+
+@pytest.mark.parametrize("steps,variance_type,mode", CASES)
+def test_all_routes_agree_without_clipping(unet, steps, variance_type, mode):
+    report = ppddpm.compare(make(unet, variance_type), ALL, seed=777, num_inference_steps=steps, mode=mode,
+                            clip_sample=False)
+    assert report.equivalent(), report.table()
+    assert report.summary()["posterior"]["max_abs_prev"] == 0.0            # bitwise: same float32 operations
+    assert report.summary()["clipping"]["steps_with_clipping"] == 0
+
+
+@pytest.mark.parametrize("steps,variance_type,mode", CASES)
+def test_clipping_breaks_only_the_direct_route(unet, steps, variance_type, mode):
+    report = ppddpm.compare(make(unet, variance_type), ALL, seed=777, num_inference_steps=steps, mode=mode,
+                            clip_sample=True)
+    assert report.equivalent("posterior") and report.equivalent("direct-clip-consistent"), report.table()
+    assert not report.equivalent("direct")
+    s = report.summary()
+    # it departs exactly where clipping fired: at the first step, and at every step where x̂_0 was clipped
+    fired = (report.clip_fraction["ppdiffusers"] > 0).any(axis=1)
+    assert fired[0] and s["direct"]["first_departing_t"] == report.timesteps[0]
+    if mode == "shadow":
+        # only where clipping fired; nearly everywhere it did (a tiny clip at t≈0, where the
+        # bound is loosest, can stay within rounding)
+        departed, clipped = set(report.departures("direct").tolist()), set(np.nonzero(fired)[0].tolist())
+        assert departed <= clipped and len(departed) >= 0.9 * len(clipped)
+    assert s["clipping"]["steps_with_clipping"] == fired.sum() > 0
+
+
+def test_the_bound_is_relative_and_tight_enough_to_matter(unet):
+    """Unclipped, the direct route's worst step uses a sizeable share of the bound (so the
+    bound is not vacuous) while |x_t| reaches hundreds."""
+    report = ppddpm.compare(make(unet, "fixed_small"), ["ppdiffusers", "direct"], seed=777,
+                            num_inference_steps=1000, mode="shadow", clip_sample=False)
+    s = report.summary()["direct"]
+    assert report.scale["ppdiffusers"].max() > 100
+    assert 1e-3 < s["worst_ratio_to_bound"] <= 1.0
+    assert report.step_bound()[0, 0] == pytest.approx(
+        K_ROUNDINGS * UNIT_ROUNDOFF / report.one_minus_alpha_bar[0] * report.scale["ppdiffusers"][0, 0])
+
+
+def test_shadow_reference_is_the_real_pipeline_trajectory(pipe):
+    traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=50)
+    report = ppddpm.compare(pipe, ["ppdiffusers", "direct"], seed=777, num_inference_steps=50)
+    assert np.array_equal(report.final["ppdiffusers"][0], traj.prev_sample[-1])
+
+
+def test_a_list_of_seeds_is_many_solo_runs_at_once(pipe):
+    report = ppddpm.compare(pipe, ["ppdiffusers", "direct"], seed=[3, 777, 5], num_inference_steps=30, mode="free")
+    assert report.max_abs_prev["direct"].shape == (30, 3)
+    for k, seed in enumerate([3, 777, 5]):
+        solo = ppddpm.sample_trajectory(pipe, seed=seed, num_inference_steps=30).prev_sample[-1]
+        # same x_T and z as the solo run; the batched UNet call may round differently (float32)
+        np.testing.assert_allclose(report.final["ppdiffusers"][k], solo, rtol=0, atol=1e-4)
+    text = report.table()
+    assert "median" in text and "3 seed(s)" in text
+
+
+def test_report_table_and_json(pipe, tmp_path):
+    report = ppddpm.compare(pipe, ["posterior", "direct"], seed=1, num_inference_steps=20, clip_sample=True,
+                            mode="free")
+    text = report.table(rows=5)
+    assert "direct vs posterior" in text and "equivalent within float32 rounding: no" in text
+    assert "clipping of x̂_0 fired at 20 of 20 steps" in text
+    data = json.loads(report.to_json(tmp_path / "ab.json"))
+    assert data == json.loads((tmp_path / "ab.json").read_text())
+    assert data["summary"]["direct"]["equivalent"] is False and len(data["timesteps"]) == 20
+    assert data["summary"]["direct"]["final_psnr_db"][0] < 60
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"variants": ["direct"]}, "at least two variants"),
+    ({"variants": "direct"}, "at least two variants"),
+    ({"variants": ["direct", "nope"]}, "unknown step variant 'nope'"),
+    ({"mode": "both"}, "mode must be 'shadow' or 'free'"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"seed": []}, "seed must be a non-negative integer"),
+    ({"num_inference_steps": 0}, "num_inference_steps must be a positive integer"),
+    ({"num_inference_steps": 1001}, "at most 1000"),
+    ({"clip_sample": "yes"}, "clip_sample must be None"),
+])
+def test_bad_arguments(pipe, kwargs, match):
+    args = {"variants": ["posterior", "direct"], "num_inference_steps": 5, **kwargs}
+    with pytest.raises((ValueError, KeyError), match=match):
+        ppddpm.compare(pipe, args.pop("variants"), **args)
+
+
+def test_compare_never_modifies_the_pipelines_scheduler(pipe):
+    before = dict(pipe.scheduler.config)
+    ppddpm.compare(pipe, ["posterior", "direct"], num_inference_steps=5, clip_sample=False, thresholding=True)
+    assert dict(pipe.scheduler.config) == before and "step" not in pipe.scheduler.__dict__

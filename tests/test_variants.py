@@ -1,0 +1,155 @@
+"""Step variants and patch_step (issue: step variants, patching, equivalence)."""
+import inspect
+
+import numpy as np
+import paddle
+import pytest
+from ppdiffusers import DDPMPipeline, DDPMScheduler
+
+import ppddpm
+from ppddpm.models import ddpm_scheduler
+from ppddpm.variants import threshold
+
+BUILTINS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent", "direct-article"]
+
+
+def run(pipe, variant, seed=7, steps=50, batch=1, fields=("prev_sample", "pred_original_sample")):
+    with ppddpm.patch_step(pipe.scheduler, variant):
+        return ppddpm.sample_trajectory(pipe, seed=seed, num_inference_steps=steps, batch_size=batch, fields=fields)
+
+
+def test_builtin_variants_are_registered():
+    assert ppddpm.variants()[:5] == BUILTINS
+
+
+@pytest.mark.parametrize("config", [
+    {}, {"clip_sample": False}, {"variance_type": "fixed_large"}, {"variance_type": "fixed_small_log"},
+    {"thresholding": True}, {"prediction_type": "v_prediction"}, {"prediction_type": "sample", "clip_sample": False},
+])
+@pytest.mark.parametrize("steps", [1000, 37])
+def test_posterior_is_bitwise_the_stock_step(unet, config, steps):
+    """Same float32 operations as ppdiffusers → identical bits, every step (1000 and strided)."""
+    pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(**config))
+    if steps == 1000 and config:
+        steps = 200            # the full 1000-step run is covered for the default config
+    stock = run(pipe, "ppdiffusers", steps=steps)
+    mine = run(pipe, "posterior", steps=steps)
+    assert np.array_equal(stock.prev_sample, mine.prev_sample)
+    assert np.array_equal(stock.pred_original_sample, mine.pred_original_sample)
+
+
+def test_every_variant_consumes_the_same_noise(pipe):
+    noises = [run(pipe, v, steps=20, fields="all").noise for v in BUILTINS]
+    for z in noises[1:]:
+        assert np.array_equal(z, noises[0])
+    assert noises[0][:-1].std() > 0.5 and not noises[0][-1].any()
+
+
+def test_direct_article_is_direct_at_1000_steps_but_wrong_when_strided(unet):
+    """The article's verbatim edit uses scheduler.alphas[t]: fine for 1000 steps, not for 50."""
+    pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(clip_sample=False))
+    a, b = run(pipe, "direct", steps=1000), run(pipe, "direct-article", steps=1000)
+    np.testing.assert_allclose(a.prev_sample, b.prev_sample, rtol=0, atol=1e-3 * np.abs(a.prev_sample).max())
+    a, b = run(pipe, "direct", steps=50), run(pipe, "direct-article", steps=50)
+    assert np.abs(a.prev_sample - b.prev_sample).max() > 0.1 * np.abs(a.prev_sample).max()
+
+
+def test_dynamic_thresholding_works_per_sample_for_any_batch(unet):
+    """ppdiffusers 0.29 raises for batch > 1 (upstream bug); the variants threshold each
+    sample as if it were alone."""
+    pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(thresholding=True, sample_max_value=1.5))
+    with pytest.raises(ValueError, match="only supports Tensor with 1 element"):
+        run(pipe, "ppdiffusers", steps=5, batch=3)
+    x0 = paddle.to_tensor(np.random.RandomState(0).randn(3, 1, 8, 8).astype("float32") * 2)
+    together = threshold(x0, 0.995, 1.5).numpy()
+    for i in range(3):
+        alone = threshold(x0[i:i + 1], 0.995, 1.5).numpy()
+        assert np.array_equal(together[i:i + 1], alone)
+    traj = run(pipe, "posterior", steps=5, batch=3)
+    assert np.isfinite(traj.prev_sample).all() and np.abs(traj.pred_original_sample).max() <= 1.0
+
+
+def test_unsupported_variance_type_is_a_clear_error(unet):
+    pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(variance_type="learned_range"))
+    with pytest.raises(NotImplementedError, match="variance_type='learned_range'.*fixed_small.*'ppdiffusers'"):
+        run(pipe, "posterior", steps=3)
+
+
+def test_user_defined_variant(pipe):
+    @ppddpm.register_variant("test-no-noise")
+    def no_noise(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+        """The posterior mean only: x_{t-1} = μ̃_t, never any σ_t z."""
+        from ppddpm.variants import add_noise  # noqa: F401  (documented helper, deliberately unused here)
+        out = ppddpm.get_variant("posterior").step(scheduler, model_output, timestep, sample, generator=None)
+        return out
+
+    try:
+        assert "test-no-noise" in ppddpm.variants()
+        with pytest.raises(ValueError, match="already registered"):
+            ppddpm.register_variant("test-no-noise")(no_noise)
+        assert run(pipe, "test-no-noise", steps=10).prev_sample.shape == (10, 1, 1, 8, 8)
+    finally:
+        ppddpm.unregister_variant("test-no-noise")
+    assert "test-no-noise" not in ppddpm.variants()
+
+
+def test_unknown_variant_lists_the_known_ones(pipe):
+    with pytest.raises(KeyError, match="unknown step variant 'drect'; known: ppdiffusers, posterior, direct"):
+        with ppddpm.patch_step(pipe.scheduler, "drect"):
+            pass
+
+
+def test_patch_is_per_instance_and_restored_on_exception(pipe, unet):
+    other = ddpm_scheduler()
+    with pytest.raises(RuntimeError):
+        with ppddpm.patch_step(pipe.scheduler, "direct"):
+            assert "step" in pipe.scheduler.__dict__ and "step" not in other.__dict__
+            raise RuntimeError("boom")
+    assert "step" not in pipe.scheduler.__dict__
+
+
+def test_class_wide_patch_reaches_schedulers_built_inside(unet):
+    class_step = DDPMScheduler.__dict__["step"]
+    with ppddpm.patch_step(DDPMScheduler, "direct"):
+        pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(clip_sample=True))
+        patched = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=20)
+        assert patched.meta["variant"] == "direct"
+    assert DDPMScheduler.__dict__["step"] is class_step
+    stock = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=20)
+    direct = run(pipe, "direct", seed=3, steps=20)
+    assert np.array_equal(patched.prev_sample, direct.prev_sample)
+    assert not np.array_equal(patched.prev_sample, stock.prev_sample)     # clipping makes them differ
+
+
+def test_patches_nest_innermost_wins_and_instance_beats_class(pipe):
+    with ppddpm.patch_step(DDPMScheduler, "direct"):
+        with ppddpm.patch_step(pipe.scheduler, "posterior"):
+            with ppddpm.patch_step(pipe.scheduler, "direct-clip-consistent"):
+                inner = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=5)
+            middle = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=5)
+        outer = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=5)
+    assert [t.meta["variant"] for t in (inner, middle, outer)] == ["direct-clip-consistent", "posterior", "direct"]
+    assert "step" not in pipe.scheduler.__dict__ and "_ppddpm_layers" not in DDPMScheduler.__dict__
+
+
+@pytest.mark.parametrize("order", ["record-then-patch", "patch-then-record"])
+def test_a_patched_recorded_run_records_the_variants_values(pipe, order):
+    expected = run(pipe, "direct", seed=2, steps=15)
+    gen = paddle.Generator().manual_seed(2, generator_name=f"order-{order}")
+    if order == "record-then-patch":
+        with ppddpm.record(pipe) as traj, ppddpm.patch_step(pipe.scheduler, "direct"):
+            pipe(generator=gen, num_inference_steps=15)
+    else:
+        with ppddpm.patch_step(pipe.scheduler, "direct"), ppddpm.record(pipe) as traj:
+            pipe(generator=gen, num_inference_steps=15)
+    assert np.array_equal(traj.prev_sample, expected.prev_sample)
+
+
+def test_the_replaced_step_keeps_ddpm_step_signature(pipe):
+    stock = inspect.signature(DDPMScheduler.step)
+    with ppddpm.patch_step(pipe.scheduler, "direct"):
+        assert inspect.signature(pipe.scheduler.step) == inspect.signature(DDPMScheduler().step)
+        with ppddpm.patch_step(DDPMScheduler, "posterior"):
+            assert inspect.signature(DDPMScheduler.step) == stock
+        assert pipe.scheduler.step(paddle.zeros([1, 1, 8, 8]), 5, paddle.zeros([1, 1, 8, 8]),
+                                   return_dict=False)[0].shape == [1, 1, 8, 8]
