@@ -1,18 +1,33 @@
 """ppddpm: watch DDPM work, step by step, on real ppdiffusers pipelines.
 
 Equation numbers in docstrings are the DDPM paper's (Ho et al. 2020), restated in MATH.md.
+The public names are imported lazily, so `import ppddpm` is cheap until one is used.
 """
 __version__ = "0.1.0"
 
-from .comparison import ABReport, compare  # noqa: E402
-from .patching import patch_step  # noqa: E402
-from .pipeline import RecordingDDPMPipeline  # noqa: E402
-from .recording import (DEFAULT_FIELDS, FIELDS, Trajectory, TrajectoryError, kept_steps, record,  # noqa: E402
-                        sample_trajectory)
-from .variants import get_variant, register_variant, unregister_variant, variants  # noqa: E402
+_EXPORTS = {
+    "ABReport": "comparison", "compare": "comparison",
+    "patch_step": "patching",
+    "RecordingDDPMPipeline": "pipeline",
+    "DEFAULT_FIELDS": "recording", "FIELDS": "recording", "Trajectory": "recording",
+    "TrajectoryError": "recording", "kept_steps": "recording", "record": "recording",
+    "sample_trajectory": "recording",
+    "get_variant": "step_variants", "register_variant": "step_variants", "unregister_variant": "step_variants",
+    "variants": "step_variants",
+    "load_pipeline": "loading", "PipelineLoadError": "loading",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "ABReport", "compare", "DEFAULT_FIELDS", "FIELDS", "RecordingDDPMPipeline", "Trajectory", "TrajectoryError", "get_variant",
-    "kept_steps", "patch_step", "record", "register_variant", "sample_trajectory", "unregister_variant",
-    "variants",
-]
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ppddpm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -34,7 +34,7 @@ import numpy as np
 
 from ._rng import SeedStream
 from .stepping import ddpm_scheduler_of
-from .variants import coefficients, get_variant, modify_x0, predict_start_from_noise
+from .step_variants import coefficients, get_variant, modify_x0, predict_start_from_noise
 
 UNIT_ROUNDOFF = 2.0 ** -24          # float32
 K_ROUNDINGS = 16

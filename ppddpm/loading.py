@@ -66,6 +66,10 @@ def load_pipeline(name_or_path=None, pipeline_class=None):
 
 
 def _quiet(pipeline_class, name, **kwargs):
-    pipe = pipeline_class.from_pretrained(name, **kwargs)
+    import warnings
+
+    with warnings.catch_warnings():         # huggingface_hub's deprecation notices are not the user's concern
+        warnings.simplefilter("ignore", FutureWarning)
+        pipe = pipeline_class.from_pretrained(name, **kwargs)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 
 from .stepping import Layer, ddpm_scheduler_of, intercept
-from .variants import get_variant
+from .step_variants import get_variant
 
 
 @contextlib.contextmanager

@@ -379,7 +379,7 @@ class _Recorder:
     def observe(self, call, scheduler, model_output, timestep, sample, generator):
         import paddle
 
-        from .variants import coefficients, predict_start_from_noise, sigma
+        from .step_variants import coefficients, predict_start_from_noise, sigma
 
         if self.kept is None:
             self._start(sample.shape)

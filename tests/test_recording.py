@@ -10,7 +10,7 @@ from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 import ppddpm
 from ppddpm.models import ddpm_scheduler
 from ppddpm.recording import to_pil
-from ppddpm.variants import add_noise, coefficients, modify_x0, predict_start_from_noise, sigma
+from ppddpm.step_variants import add_noise, coefficients, modify_x0, predict_start_from_noise, sigma
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 
 from ppddpm import reference as ref
 from ppddpm.models import ddpm_scheduler
-from ppddpm.variants import predict_start_from_noise, coefficients
+from ppddpm.step_variants import predict_start_from_noise, coefficients
 
 U32 = 2.0 ** -24
 

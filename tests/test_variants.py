@@ -8,7 +8,7 @@ from ppdiffusers import DDPMPipeline, DDPMScheduler
 
 import ppddpm
 from ppddpm.models import ddpm_scheduler
-from ppddpm.variants import threshold
+from ppddpm.step_variants import threshold
 
 BUILTINS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent", "direct-article"]
 
@@ -79,7 +79,7 @@ def test_user_defined_variant(pipe):
     @ppddpm.register_variant("test-no-noise")
     def no_noise(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
         """The posterior mean only: x_{t-1} = μ̃_t, never any σ_t z."""
-        from ppddpm.variants import add_noise  # noqa: F401  (documented helper, deliberately unused here)
+        from ppddpm.step_variants import add_noise  # noqa: F401  (documented helper, deliberately unused here)
         out = ppddpm.get_variant("posterior").step(scheduler, model_output, timestep, sample, generator=None)
         return out
 

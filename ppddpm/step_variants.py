@@ -181,7 +181,7 @@ def register_variant(name: str, *, replace: bool = False):
             ...
 
     The function must keep `DDPMScheduler.step`'s contract, and draw its noise like the
-    stock step (`ppddpm.variants.add_noise`) if runs are to share z.
+    stock step (`ppddpm.step_variants.add_noise`) if runs are to share z.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"variant name must be a non-empty string, got {name!r}")

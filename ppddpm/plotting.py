@@ -1,0 +1,298 @@
+"""Pictures of DDPM at work. Every function returns a matplotlib `Figure` (shown inline in a
+notebook) and accepts `save=` (a PNG path). Figures are built without pyplot, so they
+render headless (Agg) from scripts and the CLI.
+
+Images are mapped from [−1, 1] to display range exactly as `DDPMPipeline` does:
+(x / 2 + 0.5) clipped to [0, 1].
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .recording import kept_steps
+
+
+def _figure(width, height):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _save(fig, save):
+    if save is not None:
+        from ._io import atomic_path
+
+        with atomic_path(Path(save), suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", bbox_inches="tight")
+    return fig
+
+
+def to_display(x: np.ndarray) -> np.ndarray:
+    """[C, H, W] in [−1, 1] → [H, W] (gray) or [H, W, C] in [0, 1], as the pipeline maps it."""
+    x = np.clip(np.asarray(x, np.float32) / 2 + 0.5, 0, 1)
+    return x[0] if x.shape[0] == 1 else x.transpose(1, 2, 0)
+
+
+def _show(ax, x, title=None, fontsize=8):
+    img = to_display(x)
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title is not None:
+        ax.set_title(title, fontsize=fontsize, pad=2)
+
+
+def select_steps(traj, every: Optional[int]) -> np.ndarray:
+    """Indices into `traj` of the recorded steps that fall on every `every`-th sampling step
+    (and the last). `every` must be a multiple of the `every` the trajectory was recorded with."""
+    recorded_every = int(traj.meta.get("every", 1))
+    n_steps = int(traj.meta.get("num_inference_steps", len(traj)))
+    if every is None:
+        return np.arange(len(traj))
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+    if every % recorded_every:
+        raise ValueError(f"this trajectory was recorded every {recorded_every} steps; choose every as a "
+                         f"multiple of {recorded_every}, or record with a smaller every")
+    step_index = kept_steps(n_steps, recorded_every)[: len(traj)]
+    wanted = set(kept_steps(n_steps, every).tolist())
+    return np.array([i for i, s in enumerate(step_index) if s in wanted], dtype=np.int64)
+
+
+def _samples(traj, index):
+    b = traj.field(traj.fields[0]).shape[1]
+    if index is None:
+        return list(range(b))
+    if not 0 <= index < b:
+        raise ValueError(f"index must be in [0, {b}) for a batch of {b}, got {index}")
+    return [index]
+
+
+FIELD_LABELS = {"prev_sample": "x_t", "pred_original_sample": "x̂_0", "sample": "x_t (input)",
+                "model_output": "ε̂", "pred_original_sample_unclipped": "x̂_0 unclipped", "noise": "z"}
+
+
+def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols: int = 10,
+              index: Optional[int] = None, tile: float = 0.9, save=None):
+    """The article's figure: `field` every `every` steps, `ncols` tiles a row, each titled with
+    its t. A batch gives one block of rows per sample (or only sample `index`)."""
+    if ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols}")
+    data = traj.field(field)
+    steps = select_steps(traj, every)
+    samples = _samples(traj, index)
+    rows_per = -(-len(steps) // ncols)
+    fig = _figure(ncols * tile, rows_per * len(samples) * (tile + 0.2) + 0.4)
+    axes = fig.subplots(rows_per * len(samples), ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for si, b in enumerate(samples):
+        for k, i in enumerate(steps):
+            ax = axes[si * rows_per + k // ncols, k % ncols]
+            ax.axis("on")
+            _show(ax, data[i, b], f"t={int(traj.timesteps[i])}")
+    label = FIELD_LABELS.get(field, field)
+    fig.suptitle(f"{label} every {every or traj.meta.get('every', 1)} steps"
+                 + (f", {len(samples)} samples" if len(samples) > 1 else ""), fontsize=10)
+    return _save(fig, save)
+
+
+def plot_trajectory(traj, every: Optional[int] = 50, index: int = 0, ncols: int = 10, tile: float = 0.9, save=None):
+    """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
+    noise falls."""
+    steps = select_steps(traj, every)
+    _samples(traj, index)
+    x_t, x_0 = traj.field("prev_sample"), traj.field("pred_original_sample")
+    chunks = -(-len(steps) // ncols)
+    fig = _figure(ncols * tile + 0.6, chunks * 2 * (tile + 0.2) + 0.4)
+    axes = fig.subplots(chunks * 2, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, i in enumerate(steps):
+        r, c = 2 * (k // ncols), k % ncols
+        for row, data in ((r, x_t), (r + 1, x_0)):
+            ax = axes[row, c]
+            ax.axis("on")
+            _show(ax, data[i, index], f"t={int(traj.timesteps[i])}" if row == r else None)
+    for chunk in range(chunks):
+        axes[2 * chunk, 0].set_ylabel("x_t", rotation=0, labelpad=14, fontsize=9)
+        axes[2 * chunk + 1, 0].set_ylabel("x̂_0", rotation=0, labelpad=14, fontsize=9)
+    fig.suptitle("x_t (sample) and x̂_0 (eq. 15, the model's guess) by step", fontsize=10)
+    return _save(fig, save)
+
+
+def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=None):
+    """Per-step max |Δ x_{t−1}| and |Δ x̂_0| (log axis) against the float32 rounding bound, the
+    share of clipped x̂_0 values, and the final images side by side with their difference."""
+    v = variant or report.others[0]
+    if v not in report.others:
+        raise ValueError(f"variant must be one of {report.others}, got {v!r}")
+    t = report.timesteps
+    fig = _figure(10, 6.2)
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.5, 1], hspace=0.45)
+    ax = fig.add_subplot(grid[0, :])
+    tiny = 1e-12        # zeros on a log axis: drawn at the floor
+    ax.semilogy(t, np.maximum(report.max_abs_prev[v][:, seed_index], tiny), label="max |Δ x_{t−1}|", lw=1.2)
+    ax.semilogy(t, np.maximum(report.max_abs_x0[v][:, seed_index], tiny), label="max |Δ x̂_0|", lw=1.0, alpha=0.8)
+    ax.semilogy(t, report.step_bound()[:, seed_index], "k--", lw=0.8, label="float32 rounding bound")
+    ax.set_xlim(t.max(), t.min())
+    ax.set_xlabel("t (sampling runs right →)")
+    ax.set_ylabel("|Δ| vs " + report.reference)
+    ax.set_ylim(bottom=tiny / 2)
+    ax2 = ax.twinx()
+    ax2.fill_between(t, report.clip_fraction[report.reference][:, seed_index], step="mid", color="tab:red",
+                     alpha=0.15, label="x̂_0 values clipped")
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("fraction of x̂_0 clipped", color="tab:red")
+    lines = ax.get_legend_handles_labels()
+    extra = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
+    ax.set_title(f"{v} vs {report.reference} ({report.mode}, {report.num_inference_steps} steps, "
+                 f"clip_sample={report.clip_sample}, seed {report.seeds[seed_index]})", fontsize=10)
+    a, b = report.final[report.reference][seed_index, 0], report.final[v][seed_index, 0]
+    _show(fig.add_subplot(grid[1, 0]), a, f"final: {report.reference}", fontsize=9)
+    _show(fig.add_subplot(grid[1, 1]), b, f"final: {v}", fontsize=9)
+    ax = fig.add_subplot(grid[1, 2])
+    diff = np.abs(to_display(a) - to_display(b))
+    diff = diff if diff.ndim == 2 else diff.max(axis=-1)
+    im = ax.imshow(diff, cmap="magma", vmin=0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"|difference| (max {diff.max():.2g})", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, save)
+
+
+def load_image(image, resolution: Optional[int] = None, channels: Optional[int] = None) -> np.ndarray:
+    """"digit" (a held-out scikit-learn digit), a path, a PIL image or an array → [C, H, W] in [−1, 1]."""
+    from PIL import Image
+
+    if isinstance(image, str) and image.startswith("digit"):
+        from .data import load_digits
+
+        k = int(image[5:] or 0)
+        return load_digits("test", resolution or 16)[k]
+    if isinstance(image, (str, Path)):
+        if not Path(image).exists():
+            raise FileNotFoundError(f"no image at {image}")
+        image = Image.open(image)
+    if isinstance(image, Image.Image):
+        image = image.convert("L" if channels == 1 else "RGB")
+        if resolution:
+            image = image.resize((resolution, resolution), Image.BICUBIC)
+        a = np.asarray(image, np.float32) / 127.5 - 1
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    a = np.asarray(image, np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"an image array must be [C, H, W] in [-1, 1], got shape {a.shape}")
+    return a
+
+
+def plot_forward(image, scheduler, every: int = 50, ncols: int = 10, seed: int = 0, tile: float = 0.9, save=None):
+    """The forward process q(x_t | x_0) on a real image, every `every` steps up to T, by the
+    closed form eq. (4) `scheduler.add_noise` with one fixed ε, so the tiles differ only by t."""
+    import paddle
+
+    x0 = load_image(image)
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+    T = scheduler.config.num_train_timesteps
+    ts = list(range(0, T, every)) + ([T - 1] if (T - 1) % every else [])
+    eps = np.random.RandomState(seed).randn(*x0.shape).astype(np.float32)
+    xs = scheduler.add_noise(paddle.to_tensor(np.repeat(x0[None], len(ts), 0)),
+                             paddle.to_tensor(np.repeat(eps[None], len(ts), 0)),
+                             paddle.to_tensor(ts, dtype="int64")).numpy()         # eq. (4)
+    rows = -(-len(ts) // ncols)
+    fig = _figure(ncols * tile, rows * (tile + 0.2) + 0.4)
+    axes = fig.subplots(rows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (t, x) in enumerate(zip(ts, xs)):
+        ax = axes[k // ncols, k % ncols]
+        ax.axis("on")
+        _show(ax, x, f"t={t}")
+    fig.suptitle(f"forward process q(x_t | x_0) = N(√ᾱ_t x_0, (1−ᾱ_t) I), eq. (4), every {every} steps",
+                 fontsize=10)
+    return _save(fig, save)
+
+
+def plot_schedule(scheduler, save=None):
+    """β_t, ᾱ_t, SNR_t = ᾱ_t / (1 − ᾱ_t), and the two posterior-mean coefficients of eq. (7)."""
+    betas = scheduler.betas.numpy().astype(np.float64)
+    ab = np.cumprod(1 - betas)
+    ab_prev = np.concatenate([[1.0], ab[:-1]])
+    t = np.arange(len(betas))
+    coef_x0 = np.sqrt(ab_prev) * betas / (1 - ab)
+    coef_xt = np.sqrt(1 - betas) * (1 - ab_prev) / (1 - ab)
+    fig = _figure(10, 6.5)
+    axes = fig.subplots(2, 2)
+    axes[0, 0].plot(t, betas)
+    axes[0, 0].set_title("β_t", fontsize=10)
+    axes[0, 1].plot(t, ab, label="ᾱ_t")
+    axes[0, 1].plot(t, np.sqrt(ab), label="√ᾱ_t (signal)")
+    axes[0, 1].plot(t, np.sqrt(1 - ab), label="√(1−ᾱ_t) (noise)")
+    axes[0, 1].legend(fontsize=8)
+    axes[0, 1].set_title("ᾱ_t = ∏ (1 − β_s)", fontsize=10)
+    axes[1, 0].semilogy(t, ab / (1 - ab))
+    axes[1, 0].set_title("SNR_t = ᾱ_t / (1 − ᾱ_t)", fontsize=10)
+    axes[1, 1].semilogy(t, coef_x0, label="x_0 coeff √ᾱ_{t−1} β_t / (1−ᾱ_t)")
+    axes[1, 1].semilogy(t, coef_xt, label="x_t coeff √α_t (1−ᾱ_{t−1}) / (1−ᾱ_t)")
+    axes[1, 1].legend(fontsize=8)
+    axes[1, 1].set_title("posterior mean coefficients, eq. (7)", fontsize=10)
+    for ax in axes.flat:
+        ax.set_xlabel("t")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"noise schedule: {scheduler.config.beta_schedule}, T={len(betas)}", fontsize=11)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def frames(traj, field: str = "prev_sample", index: int = 0, size: int = 128):
+    """PIL frames of one sample's trajectory, upscaled to `size` px, each with its t written on it."""
+    from PIL import Image, ImageDraw
+
+    data = traj.field(field)
+    _samples(traj, index)
+    out = []
+    for i in range(len(traj)):
+        img = (to_display(data[i, index]) * 255).round().astype(np.uint8)
+        pil = Image.fromarray(img).convert("RGB").resize((size, size), Image.NEAREST)
+        canvas = Image.new("RGB", (size, size + 16), "white")
+        canvas.paste(pil, (0, 16))
+        ImageDraw.Draw(canvas).text((3, 2), f"{FIELD_LABELS.get(field, field)}  t={int(traj.timesteps[i])}",
+                                    fill="black")
+        out.append(canvas)
+    return out
+
+
+def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 128, mp4: bool = True) -> list:
+    """The trajectory as an animated GIF (ppdiffusers' `export_to_gif`), and an MP4 beside it
+    when OpenCV is installed (`export_to_video`). Returns the paths written."""
+    from ppdiffusers.utils import export_to_gif
+    from ppdiffusers.utils.import_utils import is_opencv_available
+
+    from ._io import atomic_path
+
+    path = Path(path)
+    if path.suffix != ".gif":
+        raise ValueError(f"animate writes a .gif, got {path.name!r}")
+    pics = frames(traj, field, index, size)
+    if not pics:
+        raise ValueError("the trajectory has no recorded steps")
+    written = []
+    with atomic_path(path, suffix=".gif") as tmp:
+        export_to_gif(pics, str(tmp))
+    written.append(path)
+    if mp4 and is_opencv_available():
+        from ppdiffusers.utils import export_to_video
+
+        video = path.with_suffix(".mp4")
+        with atomic_path(video, suffix=".mp4") as tmp:
+            export_to_video([np.asarray(p) for p in pics], str(tmp), fps=10)
+        written.append(video)
+    return written

@@ -1,0 +1,93 @@
+"""ppddpm.plotting on real recorded trajectories: files written, layout as specified."""
+import numpy as np
+import pytest
+from PIL import Image
+
+import ppddpm
+from ppddpm import plotting as P
+
+
+@pytest.fixture(scope="module")
+def traj(request):
+    from ppdiffusers import DDPMPipeline
+
+    from ppddpm.models import ddpm_scheduler
+
+    unet = request.getfixturevalue("unet")
+    pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler())
+    return ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=50, batch_size=2)
+
+
+def image_axes(fig):
+    return [ax for ax in fig.axes if ax.images and ax.axison]
+
+
+def test_plot_grid_is_the_articles_figure(traj, tmp_path):
+    fig = P.plot_grid(traj, "prev_sample", every=50, ncols=10, index=0, save=tmp_path / "g.png")
+    tiles = image_axes(fig)
+    assert len(tiles) == 20                                        # 1000 steps / 50
+    assert [ax.get_title() for ax in tiles][:3] == ["t=950", "t=900", "t=850"] and tiles[-1].get_title() == "t=0"
+    assert Image.open(tmp_path / "g.png").size[0] > 500
+    both = P.plot_grid(traj, "pred_original_sample", every=100)    # batch of 2: a block of rows each
+    assert len(image_axes(both)) == 20 and "x̂_0" in both._suptitle.get_text()
+
+
+def test_plot_grid_refuses_an_every_the_recording_cannot_give(traj):
+    with pytest.raises(ValueError, match="recorded every 50 steps; choose every as a multiple of 50"):
+        P.plot_grid(traj, every=30)
+    with pytest.raises(ValueError, match="index must be in"):
+        P.plot_grid(traj, index=5)
+
+
+def test_plot_trajectory_aligns_x_t_and_x0(traj, tmp_path):
+    fig = P.plot_trajectory(traj, every=50, save=tmp_path / "t.png")
+    assert len(image_axes(fig)) == 40
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["x_t", "x̂_0", "x_t", "x̂_0"]
+    assert (tmp_path / "t.png").exists()
+
+
+def test_plot_ab_shows_differences_bound_and_finals(unet, tmp_path):
+    from ppdiffusers import DDPMPipeline
+
+    from ppddpm.models import ddpm_scheduler
+
+    pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler())
+    report = ppddpm.compare(pipe, ["posterior", "direct"], seed=1, num_inference_steps=50, mode="free",
+                            clip_sample=True)
+    fig = P.plot_ab(report, save=tmp_path / "ab.png")
+    main = fig.axes[0]
+    assert main.get_yscale() == "log"
+    assert [l.get_label() for l in main.get_lines()] == ["max |Δ x_{t−1}|", "max |Δ x̂_0|", "float32 rounding bound"]
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "final: posterior" in titles and "final: direct" in titles
+    assert any(t.startswith("|difference|") for t in titles)
+    assert Image.open(tmp_path / "ab.png").size[1] > 300
+
+
+def test_plot_forward_on_a_real_digit(tmp_path):
+    from ppddpm.models import ddpm_scheduler
+
+    fig = P.plot_forward("digit", ddpm_scheduler(), every=50, save=tmp_path / "f.png")
+    tiles = image_axes(fig)
+    assert len(tiles) == 21 and tiles[0].get_title() == "t=0" and tiles[-1].get_title() == "t=999"
+    first, last = tiles[0].images[0].get_array(), tiles[-1].images[0].get_array()
+    assert np.std(first) > 0.2                                      # a clean digit ...
+    assert 0.1 < np.mean(last) < 0.9                                # ... ends as noise around mid-grey
+
+
+def test_plot_schedule_has_the_four_panels(tmp_path):
+    from ppddpm.models import ddpm_scheduler
+
+    fig = P.plot_schedule(ddpm_scheduler(), save=tmp_path / "s.png")
+    assert [ax.get_title() for ax in fig.axes] == ["β_t", "ᾱ_t = ∏ (1 − β_s)", "SNR_t = ᾱ_t / (1 − ᾱ_t)",
+                                                   "posterior mean coefficients, eq. (7)"]
+    assert fig.axes[2].get_yscale() == "log"
+
+
+def test_animate_writes_a_gif_with_one_frame_per_recorded_step(traj, tmp_path):
+    written = P.animate(traj, tmp_path / "x.gif", field="pred_original_sample", index=1)
+    gif = Image.open(written[0])
+    assert gif.n_frames == 20 and gif.size == (128, 144)
+    with pytest.raises(ValueError, match=r"\.gif"):
+        P.animate(traj, tmp_path / "x.mp4")
