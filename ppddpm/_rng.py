@@ -15,6 +15,10 @@ import threading
 
 _counter = itertools.count()
 _lock = threading.Lock()
+# Held while a step draws noise that is then replayed or shared (recording the `noise` field,
+# `compare`): on CPU every paddle draw comes from one global generator, so another thread's
+# recorded step must not draw in between.
+STEP_LOCK = threading.RLock()
 
 
 def make_generator(seed: int):

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from . import _rng
 from ._rng import SeedStream
 from .stepping import ddpm_scheduler_of
 from .step_variants import coefficients, get_variant, modify_x0, predict_start_from_noise
@@ -251,7 +252,7 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
 
     from tqdm.auto import tqdm
 
-    with paddle.no_grad():
+    with paddle.no_grad(), _rng.STEP_LOCK:
         for i, t in enumerate(tqdm(sched.timesteps, disable=not progress, desc=f"compare ({mode})")):
             batch = paddle.concat([x[l][s] for l in range(lanes) for s in range(n_s)], axis=0)
             eps_all = unet(batch, t).sample

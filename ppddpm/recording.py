@@ -280,27 +280,36 @@ class Trajectory:
         return cls(data["timesteps"], fields, data["sigma"], data["clip_fraction"], meta)
 
 
+def _read_frames(path: Path) -> np.ndarray:
+    """The complete frames of a streamed `.npy` (its header announces the planned count)."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = header(fh)
+        offset = fh.tell()
+    dtype = np.dtype(dtype)
+    frame = int(np.prod(shape[1:])) * dtype.itemsize
+    n = min(shape[0], (path.stat().st_size - offset) // frame) if frame else 0
+    if n == 0:
+        return np.empty((0,) + tuple(shape[1:]), dtype)
+    return np.memmap(path, dtype, "r", offset=offset, shape=(n,) + tuple(shape[1:]))
+
+
 def _load_stream(path: Path) -> Trajectory:
+    """A folder written by `record(store="disk")`: complete or cut short, it loads."""
     meta_file = path / "meta.json"
     if not meta_file.exists():
         raise TrajectoryError(f"{path} is not a streamed ppddpm trajectory (no meta.json)")
-    meta = json.loads(meta_file.read_text())
-    steps = np.load(path / "steps.npz")
-    timesteps = steps["timesteps"]
-    n = int(np.sum(timesteps >= 0))
-    fields = {}
-    for name in meta["fields"]:
-        f = path / f"{name}.npy"
-        with open(f, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            shape, _, dtype = np.lib.format._read_array_header(fh, version)
-            offset = fh.tell()
-        frame = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
-        n = min(n, (f.stat().st_size - offset) // frame if frame else n)
-        fields[name] = np.memmap(f, dtype, "r", offset=offset, shape=(n,) + tuple(shape[1:])) if n else \
-            np.empty((0,) + tuple(shape[1:]), dtype)
-    meta["complete"] = bool(meta.get("complete")) and n == int(np.sum(timesteps >= 0))
-    return Trajectory(timesteps[:n], fields, steps["sigma"][:n], steps["clip_fraction"][:n], meta)
+    try:
+        meta = json.loads(meta_file.read_text())
+        steps = _read_frames(path / "steps.npy")               # rows of (t, σ_t, clipped fraction)
+        fields = {name: _read_frames(path / f"{name}.npy") for name in meta["fields"]}
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrajectoryError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+    n = min([len(steps)] + [len(a) for a in fields.values()])
+    meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
+    return Trajectory(steps[:n, 0].astype(np.int64), {k: a[:n] for k, a in fields.items()}, steps[:n, 1],
+                      steps[:n, 2], meta)
 
 
 class _LiveTrajectory(Trajectory):
@@ -369,6 +378,8 @@ class _Recorder:
         for name in traj._wanted:
             file = self.path / f"{name}.npy" if self.store == "disk" else None
             traj._buffers[name] = _Buffer(n, tuple(shape), self.dtype, file)
+        if self.store == "disk":          # (t, σ_t, clipped fraction) per row, written after the row's frames
+            self.step_rows = _Buffer(n, (3,), "float64", self.path / "steps.npy")
 
     def _write_meta(self, complete):
         meta = dict(self.traj.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.traj._wanted),
@@ -389,8 +400,14 @@ class _Recorder:
         i = self.calls
         keep = i in self.kept
         want = self.traj._wanted
-        before = _rng.snapshot(generator) if keep and "noise" in want else None
-        out = call()
+        if keep and "noise" in want:
+            with _rng.STEP_LOCK:
+                before = _rng.snapshot(generator)
+                out = call()
+                z = _rng.replay_noise(generator, before, model_output.shape, model_output.dtype) \
+                    if int(timestep) > 0 else paddle.zeros_like(model_output)
+        else:
+            out = call()
         self.calls += 1
         prev = out.prev_sample
 
@@ -411,29 +428,42 @@ class _Recorder:
         frame = {"prev_sample": prev, "pred_original_sample": x0, "sample": sample,
                  "model_output": model_output, "pred_original_sample_unclipped": x0_raw}
         if "noise" in want:
-            frame["noise"] = (_rng.replay_noise(generator, before, model_output.shape, model_output.dtype)
-                              if t > 0 else paddle.zeros_like(model_output))
+            frame["noise"] = z
         row = self.traj._buffers[want[0]].count
-        for name in want:
-            self.traj._buffers[name].append(frame[name].numpy())
-        steps = self.traj._steps
         s = sigma(scheduler, timestep)
-        steps["sigma"][row] = float(s) if not hasattr(s, "item") else float(s.item())
-        steps["clip_fraction"][row] = float((x0 != x0_raw).astype("float32").mean()) if x0 is not None else 0.0
+        s = float(s.item()) if hasattr(s, "item") else float(s)
+        clipped = float((x0 != x0_raw).astype("float32").mean()) if x0 is not None else 0.0
+        try:
+            for name in want:
+                self.traj._buffers[name].append(frame[name].numpy())
+            if self.store == "disk":
+                self.step_rows.append(np.array([t, s, clipped]))
+        except OSError as exc:
+            raise OSError(exc.errno, f"streaming the trajectory to {self.path} failed at step {i} (t={t}): "
+                                     f"{exc.strerror or exc}; the {row} steps written before are kept and "
+                                     f"meta.json marks the recording incomplete") from exc
+        steps = self.traj._steps
+        steps["sigma"][row] = s
+        steps["clip_fraction"][row] = clipped
         steps["timesteps"][row] = t            # written last: marks the row as complete
         return out
 
     def finish(self, ok: bool):
         traj = self.traj
         complete = ok and self.n_steps is not None and self.calls == self.n_steps
-        traj.meta.update(complete=complete, steps_run=self.calls,
+        traj.meta.update(complete=complete, steps_run=self.calls, steps_recorded=traj._n(),
                          first_nonfinite=list(self.first_bad) if self.first_bad else None)
-        for buf in traj._buffers.values():
-            buf.close()
+        buffers = list(traj._buffers.values()) + ([self.step_rows] if hasattr(self, "step_rows") else [])
+        for buf in buffers:
+            try:
+                buf.close()
+            except OSError:          # a full disk can fail the final flush too; the frames before stay
+                pass
         if self.store == "disk" and traj._steps is not None:
-            with atomic_path(self.path / "steps.npz", suffix=".npz") as tmp:
-                np.savez(tmp, **traj._steps)
-            self._write_meta(complete)
+            try:
+                self._write_meta(complete)
+            except OSError:
+                pass                 # meta.json from the start still says complete=false
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ patching and comparison mechanics do not depend on the weights. Tests about samp
 quality use the bundled trained model instead.
 """
 import os
+import uuid
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def saved_pipe_dir(tmp_path_factory, unet):
 def hand_loop(unet, scheduler, seed, steps, batch_size=1):
     """The reverse process written out by hand over `scheduler.step` (no pipeline):
     what every recorder must reproduce bitwise."""
-    generator = paddle.Generator().manual_seed(seed, generator_name=f"hand-loop-{seed}-{np.random.rand()}")
+    generator = paddle.Generator().manual_seed(seed, generator_name=f"hand-loop-{seed}-{uuid.uuid4()}")
     shape = (batch_size, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     x = randn_tensor(shape, generator=generator, dtype=unet.dtype)
     scheduler.set_timesteps(steps)
