@@ -12,20 +12,24 @@ _EXPORTS = {
     "DEFAULT_FIELDS": "recording", "FIELDS": "recording", "Trajectory": "recording",
     "TrajectoryError": "recording", "kept_steps": "recording", "record": "recording",
     "sample_trajectory": "recording",
-    "get_variant": "step_variants", "register_variant": "step_variants", "unregister_variant": "step_variants",
-    "variants": "step_variants",
+    "get_variant": "step_variants", "register_variant": "step_variants",
+    "unregister_variant": "step_variants", "variants": "step_variants",
     "load_pipeline": "loading", "PipelineLoadError": "loading",
 }
+_SUBMODULES = {"comparison", "data", "demo", "loading", "metrics", "models", "patching", "pipeline", "plotting",
+               "recording", "reference", "source_patches", "stepping", "step_variants", "training", "upstream"}
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
+    import importlib
 
+    if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:                      # `ppddpm.plotting.plot_grid(...)` after a bare `import ppddpm`
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'ppddpm' has no attribute {name!r}")
 
 

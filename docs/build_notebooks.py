@@ -1,0 +1,288 @@
+"""Write notebooks/*.ipynb from the cell lists below and execute them (outputs committed).
+
+    .venv/bin/python docs/build_notebooks.py          # full-length run, as committed
+    PPDDPM_FAST=1 .venv/bin/python docs/build_notebooks.py --no-execute   # only rewrite the sources
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+NB = ROOT / "notebooks"
+
+SETUP = '''# Setup 环境准备 — works in AI Studio (paddle preinstalled) and locally.
+import importlib.util, subprocess, sys
+from pathlib import Path
+if importlib.util.find_spec("ppddpm") is None:
+    repo = Path.cwd().parent if (Path.cwd().parent / "setup.py").exists() else Path.cwd()
+    extra = "" if importlib.util.find_spec("paddle") else "[cpu]"   # keep AI Studio's paddle (GPU) as it is
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo}{extra}"])
+
+import os, warnings
+warnings.filterwarnings("ignore", message="No ccache found")
+import numpy as np
+import paddle
+import ppddpm
+
+# FAST=1 (set by `make test`) shortens only the cells that say so.
+FAST = os.environ.get("PPDDPM_FAST", "0") == "1"
+# The bundled offline model by default. With network access, try e.g. "google/ddpm-celebahq-256"
+# (the article's model; 256x256, about 30x slower per step than the bundled one on a GPU).
+MODEL = os.environ.get("PPDDPM_MODEL") or None
+pipe = ppddpm.load_pipeline(MODEL)
+print("device:", paddle.device.get_device(), "| model:", MODEL or "bundled ddpm-digits-16",
+      "| ppddpm", ppddpm.__version__)'''
+
+NOTEBOOKS = {
+"01_forward_process.ipynb": [
+("md", """# 01 · The forward process 前向过程 (加噪)
+
+DDPM destroys an image in T = 1000 small Gaussian steps (eq. 2), and the whole chain has a
+closed form (eq. 4). This notebook shows the noise schedule 噪声调度 β_t, what q(x_t | x_0)
+does to a real image every 50 steps, and checks eq. 4 against eq. 2 chained — statistically,
+because they are equal in distribution, not sample by sample.
+
+| | formula | ppdiffusers | TF code |
+|---|---|---|---|
+| (2) one step | x_t = √(1−β_t) x_{t−1} + √β_t ε | — | — |
+| (4) closed form | x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε | `DDPMScheduler.add_noise` | `q_sample` |"""),
+("code", SETUP),
+("md", """## The schedule 噪声调度
+β_t grows linearly from 1e-4 to 0.02; ᾱ_t = ∏(1−β_s) is the share of signal variance left.
+The signal-to-noise ratio SNR_t = ᾱ_t/(1−ᾱ_t) falls by ten orders of magnitude. The last panel
+shows the two coefficients of the posterior mean (eq. 7) that the reverse step uses."""),
+("code", "ppddpm.plotting.plot_schedule(pipe.scheduler)"),
+("md", """## q(x_t | x_0) on a real digit, every 50 steps
+One fixed ε for all tiles, so they differ only by t. By t ≈ 600 the digit is gone to the eye;
+by t = 999 it is (almost exactly) N(0, I): √ᾱ_999 ≈ 0.006."""),
+("code", """sched = pipe.scheduler
+print("sqrt(alpha_bar) at t = 0, 250, 500, 999:",
+      np.sqrt(sched.alphas_cumprod.numpy()[[0, 250, 500, 999]]).round(4))
+ppddpm.plotting.plot_forward("digit", sched, every=50)"""),
+("md", """## Closed form (eq. 4) vs chained steps (eq. 2)
+Start N copies at the same x_0, noise them t times with eq. 2, and once with eq. 4. Both must
+have mean √ᾱ_t x_0 and variance 1 − ᾱ_t. The table shows the gap in units of the standard
+error (|z| < 5 means agreement at the 1e-6 level)."""),
+("code", """from ppddpm import reference as ref
+s64 = ref.Schedule.from_scheduler(sched)           # ppdiffusers' β_t, products redone in float64
+N = 4000 if FAST else 20000                        # FAST: fewer draws, same test
+rng = np.random.RandomState(0)
+x0 = np.linspace(-1, 1, 5)
+print(f"{'t':>5} {'mean z (chained)':>17} {'mean z (closed)':>16} {'var z (chained)':>16} {'var z (closed)':>15}")
+for t in (10, 100, 500, 999):
+    chained = np.broadcast_to(x0, (N, 5)).copy()
+    for s in range(t + 1):
+        chained = ref.q_step(s64, chained, s, rng.randn(N, 5))                   # eq. (2), t+1 times
+    closed = ref.q_sample(s64, np.broadcast_to(x0, (N, 5)), np.full(N, t), rng.randn(N, 5))   # eq. (4)
+    mean, var = np.sqrt(s64.alphas_cumprod[t]) * x0, 1 - s64.alphas_cumprod[t]
+    z = lambda a, ref_, se: np.abs(a - ref_).max() / se
+    print(f"{t:>5} {z(chained.mean(0), mean, np.sqrt(var / N)):>17.2f} {z(closed.mean(0), mean, np.sqrt(var / N)):>16.2f}"
+          f" {z(chained.var(0), var, var * np.sqrt(2 / N)):>16.2f} {z(closed.var(0), var, var * np.sqrt(2 / N)):>15.2f}")"""),
+("md", """And ppdiffusers' float32 `add_noise` against the float64 formula, at the same ε:"""),
+("code", """x0 = ppddpm.plotting.load_image("digit", 16)[None].repeat(4, 0)
+eps = np.random.RandomState(1).randn(*x0.shape).astype("float32")
+t = np.array([0, 10, 500, 999])
+mine = sched.add_noise(paddle.to_tensor(x0), paddle.to_tensor(eps), paddle.to_tensor(t)).numpy()
+print("max |add_noise − q_sample| =", np.abs(mine - ref.q_sample(s64, x0, t, eps)).max(), "(float32 rounding)")"""),
+],
+"02_reverse_trajectory.ipynb": [
+("md", """# 02 · The reverse trajectory 反向过程: x_t and x̂_0 every 50 steps
+
+The article edited ppdiffusers' source to get every x_t (`output[1]`) and every predicted
+x_0 (`output[2]`, eq. 15). ppddpm records them by observing `scheduler.step` on one scheduler
+instance — ppdiffusers untouched. Seed 777, 1000 steps, every step recorded."""),
+("code", SETUP),
+("code", """traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=1, fields="all")
+print(traj)
+traj.images[0].resize((128, 128), 0)"""),
+("md", """## The article's two grids 两张图
+x_t every 50 steps: noise turning into a digit. Then x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t
+(eq. 15), the model's guess of the final image at each step (clipped to [−1, 1] as the
+step uses it): a blurry average early, sharp and fixed long before x_t is."""),
+("code", "ppddpm.plotting.plot_grid(traj, \"prev_sample\", every=50)"),
+("code", "ppddpm.plotting.plot_grid(traj, \"pred_original_sample\", every=50)"),
+("code", "ppddpm.plotting.plot_trajectory(traj, every=50)"),
+("md", """## eq. (15) checked against the recorded values
+Recompute x̂_0 from the recorded x_t and ε̂ in float64 and compare with what ppdiffusers
+computed in float32 (before clipping). Dividing by √ᾱ_t (0.006 at t = 999) magnifies float32
+rounding, so the error is shown relative to |x_t| + |ε̂| and divided by √ᾱ_t."""),
+("code", """from ppddpm import reference as ref
+s64 = ref.Schedule.from_scheduler(pipe.scheduler)
+worst = 0.0
+for i, t in enumerate(traj.timesteps):
+    x0 = ref.predict_start_from_noise(s64, traj.sample[i].astype(np.float64), t, traj.model_output[i].astype(np.float64))
+    err = np.abs(traj.pred_original_sample_unclipped[i] - x0).max()
+    scale = (np.abs(traj.sample[i]).max() + np.abs(traj.model_output[i]).max()) / np.sqrt(s64.alphas_cumprod[t])
+    worst = max(worst, err / scale)
+print(f"max relative error of ppdiffusers' x̂_0 over 1000 steps: {worst:.2e} (float32 unit roundoff 6.0e-08)")
+print("steps where clipping changed x̂_0:", int((traj.clip_fraction > 0).sum()), "of", len(traj))"""),
+("md", """## The article's code, verbatim, on `RecordingDDPMPipeline`
+`ppddpm.RecordingDDPMPipeline` is a `DDPMPipeline` whose call accepts `seed=` and returns the
+article's triple, so its plotting code runs unchanged:"""),
+("code", """from matplotlib import pyplot as plt
+pipe = ppddpm.load_pipeline(MODEL, pipeline_class=ppddpm.RecordingDDPMPipeline)
+output = pipe(seed=777)
+images = output[0].images
+image = images[0]
+all_images = output[1]  # 保存了所有预测过程中的 x_t
+all_x_0 = output[2]     # 保存了所有预测过程中的 x_0,参考本文公式 5
+
+plt.figure(figsize=(10,5))
+count = 0
+for i in range(1,1000,50):
+    img = all_images[i][0].resize((64,64))
+    count += 1
+    plt.subplot(5,10,count)
+    plt.imshow(img)
+    plt.axis("off")
+plt.show()"""),
+("md", "## The trajectory as an animation 动画"),
+("code", """from IPython.display import Image as Show
+short = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=20)
+paths = ppddpm.plotting.animate(short, "reverse_777.gif", field="prev_sample")
+Show(filename=str(paths[0]))"""),
+],
+"03_step_equivalence.ipynb": [
+("md", """# 03 · Posterior route vs direct route 两种采样公式是否等价
+
+ppdiffusers computes x_{t−1} through x̂_0 (eq. 15) and the posterior mean (eq. 7); the paper's
+Algorithm 2 uses eq. 11 directly. Substituting (15) into (7) gives (11) exactly — **as long as
+x̂_0 is not clipped**. The article swapped the formula and got "similar" images. Here we
+measure where the two agree and where, and why, they do not.
+
+- `shadow` mode: one real trajectory; at every step each variant is applied to the same
+  (x_t, ε̂, z): the exact per-step discrepancy.
+- `free` mode: each variant runs its own trajectory from the same seed: how it compounds.
+- Tolerance: variants compute in float32 like ppdiffusers; a step rounds ~10 times and the
+  coefficients agree only up to u/(1−ᾱ_t), so |Δ| ≤ 16·u/(1−ᾱ_t)·(|x_t|+|ε̂|+1), u = 2⁻²⁴."""),
+("code", SETUP),
+("md", "## Clipping off 不裁剪: equal to rounding"),
+("code", """V = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
+off = ppddpm.compare(pipe, V, seed=777, num_inference_steps=1000, mode="shadow", clip_sample=False)
+print(off.table(rows=8))"""),
+("md", "## Clipping on 裁剪 (ppdiffusers' default): the direct route departs"),
+("code", """on = ppddpm.compare(pipe, V, seed=777, num_inference_steps=1000, mode="shadow", clip_sample=True)
+print(on.table(rows=8))
+ppddpm.plotting.plot_ab(on, "direct")"""),
+("md", """## Free mode: does it show in the final image?
+Each route runs its own 1000 steps from seed 777."""),
+("code", """free = ppddpm.compare(pipe, ["posterior", "direct"], seed=777, num_inference_steps=1000, mode="free", clip_sample=True)
+s = free.summary()["direct"]
+print(f"final images: max |Δ| = {s['final_max_abs'][0]:.3f}, PSNR = {s['final_psnr_db'][0]} dB")
+ppddpm.plotting.plot_ab(free, "direct")"""),
+("md", """## How often, and how much: many seeds at once
+The same comparison over several seeds in one batched run (each seed's noise is exactly its
+solo run's)."""),
+("code", """seeds = list(range(4)) if FAST else list(range(16))      # FAST: fewer seeds
+many = ppddpm.compare(pipe, ["posterior", "direct"], seed=seeds, num_inference_steps=1000, mode="free", clip_sample=True)
+psnr = np.array(many.summary()["direct"]["final_psnr_db"], dtype=float)
+print(f"{len(seeds)} seeds: final PSNR direct vs posterior: median {np.median(psnr):.1f} dB, min {psnr.min():.1f}, max {psnr.max():.1f}")
+print("steps with clipping per seed:", (many.clip_fraction["posterior"] > 0).sum(0).tolist())"""),
+("md", """## Your own variant 自定义采样公式
+Register a step with `DDPMScheduler.step`'s contract. Here: the posterior route with its
+coefficients in float64 — it differs from ppdiffusers only by rounding, and the report says so."""),
+("code", """from ppddpm.step_variants import coefficients, predict_start_from_noise, modify_x0, add_noise, _output
+
+@ppddpm.register_variant("posterior-float64", replace=True)
+def posterior_f64(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+    \"\"\"eq. (15) → clip → eq. (7), coefficients computed in float64.\"\"\"
+    c = coefficients(scheduler, timestep)
+    ab, ab_prev = float(c.alpha_prod_t), float(c.alpha_prod_t_prev)
+    alpha = ab / ab_prev
+    x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample))
+    mean = (ab_prev ** 0.5 * (1 - alpha) / (1 - ab)) * x0 + (alpha ** 0.5 * (1 - ab_prev) / (1 - ab)) * sample
+    return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+
+mine = ppddpm.compare(pipe, ["ppdiffusers", "posterior-float64"], seed=777, num_inference_steps=1000, clip_sample=False)
+print(mine.table(rows=6))"""),
+("md", """## The article's route, as diffs 源码修改
+The same edits as source patches, applied to a copy of ppdiffusers (never to site-packages):"""),
+("code", """from ppddpm import source_patches
+for name, status in source_patches.check().items():
+    print(f"{name:22s} {status:4s} {source_patches.describe(name)[:90]}")"""),
+],
+"04_training.ipynb": [
+("md", """# 04 · Training 训练: the article's loop with ppdiffusers parts
+
+`ppddpm.train` is the article's `train_losses` + epoch loop: x_t = `add_noise`(x_0, ε, t)
+(eq. 4), loss = MSE(ε, ε_θ(x_t, t)) (eq. 14), t uniform, AdamW, EMA, gradient clipping,
+checkpoints. The result is a plain `DDPMPipeline` directory."""),
+("code", SETUP),
+("code", """from ppddpm.training import TrainConfig, train
+from ppdiffusers import DDPMPipeline
+from ppdiffusers.utils import make_image_grid
+from ppddpm.recording import to_pil
+TRAIN_STEPS = 20 if FAST else 600          # FAST: a short smoke run; the bundled model trained 3000
+cfg = TrainConfig(output_dir="runs/notebook-train", resolution=16, steps=TRAIN_STEPS, batch_size=64, seed=0)
+
+def samples(p, n=8):
+    x = ppddpm.metrics.sample_images(p, n=n, seed=0, num_inference_steps=1000, batch_size=n)
+    return make_image_grid([im.resize((48, 48), 0) for im in to_pil(x)], 1, n), x"""),
+("md", "## Before training: an untrained UNet2DModel samples noise"),
+("code", """from ppddpm.models import small_unet, ddpm_scheduler
+paddle.seed(0)
+untrained = DDPMPipeline(unet=small_unet(16, 1), scheduler=ddpm_scheduler())
+untrained.set_progress_bar_config(disable=True)
+grid, _ = samples(untrained)
+grid"""),
+("md", "## Train 训练"),
+("code", """result = train(cfg, progress=False)
+print(f"{len(result.losses)} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} → {np.mean(result.losses[-10:]):.3f}")"""),
+("md", """## Loss curves
+This run, and the run that produced the bundled model (3000 steps, shipped with it)."""),
+("code", """import json
+from matplotlib.figure import Figure
+bundled = json.loads((ppddpm.loading.BUNDLED_DIR / "train_losses.json").read_text())["losses"]
+fig = Figure(figsize=(9, 3))
+ax = fig.subplots()
+smooth = lambda l: np.convolve(l, np.ones(25) / 25, mode="valid") if len(l) > 50 else l
+ax.semilogy(smooth(bundled), label="bundled model (3000 steps, 25-step mean)")
+ax.semilogy(result.losses, label=f"this notebook ({len(result.losses)} steps)")
+ax.set_xlabel("step"); ax.set_ylabel("MSE on ε (eq. 14)"); ax.legend()
+fig"""),
+("md", "## After training: samples and their score 采样与评估"),
+("code", """trained = DDPMPipeline.from_pretrained(cfg.output_dir)
+trained.set_progress_bar_config(disable=True)
+grid, x_mine = samples(trained)
+print(f"this notebook's model ({TRAIN_STEPS} steps):")
+grid"""),
+("code", """grid, x_bundled = samples(pipe)
+print("the bundled model (3000 steps):")
+grid"""),
+("code", """from ppddpm import metrics
+ceiling = metrics.real_ceiling(8, resolution=16)
+for name, x in (("this notebook", x_mine), ("bundled model", x_bundled)):
+    s = metrics.score(x)
+    print(f"{name:14s} confidence {s.confidence:.2f}  class entropy {s.class_entropy:.2f}  Fréchet {s.frechet_distance:.1f}")
+print(f"{'real digits':14s} confidence {ceiling.confidence:.2f}  class entropy {ceiling.class_entropy:.2f}  Fréchet {ceiling.frechet_distance:.1f}")
+print("(8 samples: a rough look; `ppddpm eval --n 256` for the figures in README)")"""),
+],
+}
+
+
+def build(execute=True, only=None):
+    from nbclient import NotebookClient
+
+    NB.mkdir(exist_ok=True)
+    for name, cells in NOTEBOOKS.items():
+        if only and name not in only:
+            continue
+        nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
+        if execute:
+            NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(NB)}}).execute()
+        nbformat.write(nb, NB / name)
+        print("wrote", NB / name)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--no-execute", action="store_true")
+    p.add_argument("only", nargs="*")
+    a = p.parse_args()
+    build(execute=not a.no_execute, only=a.only)

@@ -1,0 +1,63 @@
+"""The model ppddpm ships: loads offline with plain ppdiffusers, samples digits, documented."""
+import json
+
+import numpy as np
+import pytest
+from ppdiffusers import DDPMPipeline
+
+import ppddpm
+from ppddpm import metrics
+from ppddpm.loading import BUNDLED_DIR, PipelineLoadError
+
+
+def test_bundled_model_loads_offline_and_is_small():
+    pipe = ppddpm.load_pipeline()
+    assert isinstance(pipe, DDPMPipeline) and pipe.unet.config.sample_size == 16
+    size = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
+    assert size <= 5 * 2 ** 20
+    assert DDPMPipeline.from_pretrained(str(BUNDLED_DIR)).scheduler.config.num_train_timesteps == 1000
+    record = json.loads((BUNDLED_DIR / "train_losses.json").read_text())
+    assert record["config"]["steps"] == len(record["losses"]) == 3000
+    assert (BUNDLED_DIR / "TRAINING.md").read_text().count("ppddpm train") >= 1
+
+
+def test_bundled_model_samples_look_like_digits():
+    """16 samples, 1000 steps: the classifier's confidence reaches ≥ 80% of real digits'."""
+    pipe = ppddpm.load_pipeline()
+    x = metrics.sample_images(pipe, n=16, seed=123, num_inference_steps=1000, batch_size=16)
+    mine, real = metrics.score(x), metrics.real_ceiling(16, resolution=16)
+    assert mine.confidence >= 0.8 * real.confidence, (mine, real)
+    assert mine.class_entropy > 1.5             # several different digits, not one
+
+
+def test_metrics_separate_noise_from_digits():
+    clf, accuracy = metrics.classifier()
+    assert accuracy > 0.95
+    real = metrics.real_ceiling()
+    noise = metrics.score(np.random.RandomState(0).uniform(-1, 1, (64, 1, 16, 16)))
+    assert real.frechet_distance < 2 < 20 < noise.frechet_distance
+    assert noise.class_entropy < 0.5 < 2.0 < real.class_entropy
+
+
+@pytest.mark.parametrize("name,message", [
+    ("google/ddpm-celebahq-256", "could not load 'google/ddpm-celebahq-256' (offline, or no such model). Tried"),
+    ("./not/here", "no pipeline directory at './not/here'"),
+])
+def test_unreachable_models_give_a_clear_error(name, message):
+    with pytest.raises(PipelineLoadError) as info:
+        ppddpm.load_pipeline(name)
+    text = str(info.value)
+    assert message in text
+    if name.startswith("google"):
+        assert "ppdiffusers hub" in text and "Hugging Face hub" in text and "save_pretrained(DIR)" in text
+
+
+def test_a_directory_that_is_not_a_pipeline(tmp_path):
+    with pytest.raises(PipelineLoadError, match="not a saved pipeline"):
+        ppddpm.load_pipeline(tmp_path)
+
+
+def test_recording_pipeline_class_through_load_pipeline():
+    pipe = ppddpm.load_pipeline(pipeline_class=ppddpm.RecordingDDPMPipeline)
+    out = pipe(seed=777, num_inference_steps=20)
+    assert len(out[1]) == 20 and out[0].images[0].size == (16, 16)
