@@ -10,28 +10,26 @@ import sys
 from pathlib import Path
 
 
-def _positive(name):
+def _int_at_least(low, name):
+    kind = "positive" if low == 1 else "non-negative"
+
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be a {kind} integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{name} must be a {kind} integer, got {value}")
         return value
     return parse
+
+
+def _positive(name):
+    return _int_at_least(1, name)
 
 
 def _nonneg(name):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer, got {text!r}") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer, got {value}")
-        return value
-    return parse
+    return _int_at_least(0, name)
 
 
 def _steps(text):

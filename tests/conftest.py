@@ -4,6 +4,7 @@ The UNet is a randomly initialised `UNet2DModel` (8x8, 1 channel): the recording
 patching and comparison mechanics do not depend on the weights. Tests about sample
 quality use the bundled trained model instead.
 """
+import contextlib
 import os
 import uuid
 
@@ -46,6 +47,39 @@ def saved_pipe_dir(tmp_path_factory, unet):
     path = tmp_path_factory.mktemp("tiny-ddpm")
     DDPMPipeline(unet=unet, scheduler=ddpm_scheduler()).save_pretrained(str(path))
     return path
+
+
+@contextlib.contextmanager
+def interrupted_after(pipe, n_calls, exc=KeyboardInterrupt):
+    """Ctrl-C as a user would press it: the n-th UNet forward pass raises."""
+    calls = []
+
+    def hook(layer, inputs, output):
+        calls.append(1)
+        if len(calls) == n_calls:
+            raise exc
+
+    handle = pipe.unet.register_forward_post_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def expected_prev(sched, variant, x_t, eps, z, t):
+    """x_{t-1} recomputed from recorded (x_t, ε̂, z) by eq. (15) → clip → eq. (7) ("posterior") or
+    by eq. (11) ("direct"), with the same float32 operations as the step."""
+    from ppddpm.step_variants import coefficients, modify_x0, predict_start_from_noise, sigma
+
+    x_t, eps, z = (paddle.to_tensor(a) for a in (x_t, eps, z))
+    c = coefficients(sched, paddle.to_tensor(t))
+    if variant == "posterior":
+        x0 = modify_x0(sched, predict_start_from_noise(c, eps, x_t))
+        mean = ((c.alpha_prod_t_prev ** 0.5 * c.current_beta_t) / c.beta_prod_t) * x0 + \
+            (c.current_alpha_t ** 0.5 * c.beta_prod_t_prev / c.beta_prod_t) * x_t
+    else:
+        mean = (x_t - eps * c.current_beta_t / c.beta_prod_t ** 0.5) / c.current_alpha_t ** 0.5
+    return (mean + sigma(sched, t) * z if t > 0 else mean).numpy()
 
 
 def hand_loop(unet, scheduler, seed, steps, batch_size=1):

@@ -4,13 +4,13 @@ import threading
 import numpy as np
 import paddle
 import pytest
-from conftest import hand_loop
+from conftest import expected_prev, hand_loop, interrupted_after
 from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 
 import ppddpm
 from ppddpm.models import ddpm_scheduler
 from ppddpm.recording import to_pil
-from ppddpm.step_variants import add_noise, coefficients, modify_x0, predict_start_from_noise, sigma
+from ppddpm.step_variants import coefficients, modify_x0, predict_start_from_noise, sigma
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +60,13 @@ def test_what_led_to_each_step_is_recorded_and_reproduces_it(pipe):
     traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=30, every=1, fields="all")
     sched = pipe.scheduler
     for i, t in enumerate(traj.timesteps):
-        x_t, eps, z = (paddle.to_tensor(a[i]) for a in (traj.sample, traj.model_output, traj.noise))
         c = coefficients(sched, paddle.to_tensor(t))
-        raw = predict_start_from_noise(c, eps, x_t)                                       # eq. (15)
-        assert np.array_equal(raw.numpy(), traj.pred_original_sample_unclipped[i])
-        x0 = modify_x0(sched, raw)
-        assert np.array_equal(x0.numpy(), traj.pred_original_sample[i])
-        mean = ((c.alpha_prod_t_prev ** 0.5 * c.current_beta_t) / c.beta_prod_t) * x0 + \
-            (c.current_alpha_t ** 0.5 * c.beta_prod_t_prev / c.beta_prod_t) * x_t         # eq. (7)
-        s = sigma(sched, t)
-        assert traj.sigma[i] == pytest.approx(float(s) if t else 0.0, rel=1e-7)
-        expected = mean + s * z if t > 0 else mean
-        assert np.array_equal(expected.numpy(), traj.prev_sample[i])
+        raw = predict_start_from_noise(c, paddle.to_tensor(traj.model_output[i]), paddle.to_tensor(traj.sample[i]))
+        assert np.array_equal(raw.numpy(), traj.pred_original_sample_unclipped[i])           # eq. (15)
+        assert np.array_equal(modify_x0(sched, raw).numpy(), traj.pred_original_sample[i])   # clip
+        assert traj.sigma[i] == pytest.approx(float(sigma(sched, t)) if t else 0.0, rel=1e-7)
+        expected = expected_prev(sched, "posterior", traj.sample[i], traj.model_output[i], traj.noise[i], t)
+        assert np.array_equal(expected, traj.prev_sample[i])                                   # eq. (7) + σ_t z
         if i + 1 < len(traj):
             assert np.array_equal(traj.sample[i + 1], traj.prev_sample[i])   # x_{t-1} feeds the next step
     assert not traj.noise[-1].any()       # the last step adds no noise
@@ -99,20 +94,9 @@ def test_only_that_scheduler_instance_is_touched(pipe, unet):
 
 
 def test_step_restored_and_partial_steps_kept_when_the_run_raises(pipe, tmp_path):
-    calls = []
-
-    def stop_after_seven(layer, inputs, output):
-        calls.append(1)
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-
-    hook = pipe.unet.register_forward_post_hook(stop_after_seven)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            with ppddpm.record(pipe, every=2) as traj:
-                pipe(generator=paddle.Generator().manual_seed(2, generator_name="kbd-2"), num_inference_steps=20)
-    finally:
-        hook.remove()
+    with pytest.raises(KeyboardInterrupt), interrupted_after(pipe, 7):
+        with ppddpm.record(pipe, every=2) as traj:
+            pipe(generator=paddle.Generator().manual_seed(2, generator_name="kbd-2"), num_inference_steps=20)
     assert "step" not in pipe.scheduler.__dict__
     assert traj.timesteps.tolist() == [900, 800, 700]        # steps 2, 4, 6 of 20 (t = 950, 900, …) were kept
     assert not traj.complete

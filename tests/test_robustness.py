@@ -11,9 +11,9 @@ import pytest
 from ppdiffusers import DDPMPipeline
 
 import ppddpm
+from conftest import expected_prev, interrupted_after
 from ppddpm.models import ddpm_scheduler
 from ppddpm.recording import NonFiniteWarning
-from ppddpm.step_variants import add_noise, coefficients, modify_x0, predict_start_from_noise
 
 
 def test_streamed_recording_equals_the_in_memory_one(pipe, tmp_path):
@@ -31,19 +31,8 @@ def test_streamed_recording_equals_the_in_memory_one(pipe, tmp_path):
 
 
 def test_an_interrupted_streamed_run_leaves_a_loadable_partial_trajectory(pipe, tmp_path):
-    calls = []
-
-    def interrupt(layer, inputs, output):
-        calls.append(1)
-        if len(calls) == 13:
-            raise KeyboardInterrupt
-
-    hook = pipe.unet.register_forward_post_hook(interrupt)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=40, store="disk", path=tmp_path / "cut")
-    finally:
-        hook.remove()
+    with pytest.raises(KeyboardInterrupt), interrupted_after(pipe, 13):
+        ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=40, store="disk", path=tmp_path / "cut")
     partial = ppddpm.Trajectory.load(tmp_path / "cut")
     assert len(partial) == 12 and not partial.complete
     assert json.loads((tmp_path / "cut" / "meta.json").read_text())["complete"] is False
@@ -117,17 +106,8 @@ def test_two_pipelines_patched_and_recorded_in_threads_do_not_interfere(unet):
     for variant, (sched, traj) in runs.items():
         assert traj.meta["variant"] == variant and "step" not in sched.__dict__
         for i, t in enumerate(traj.timesteps):
-            x_t, eps, z = (paddle.to_tensor(a[i]) for a in (traj.sample, traj.model_output, traj.noise))
-            c = coefficients(sched, paddle.to_tensor(t))
-            x0 = modify_x0(sched, predict_start_from_noise(c, eps, x_t))
-            if variant == "posterior":
-                mean = ((c.alpha_prod_t_prev ** 0.5 * c.current_beta_t) / c.beta_prod_t) * x0 + \
-                    (c.current_alpha_t ** 0.5 * c.beta_prod_t_prev / c.beta_prod_t) * x_t
-            else:
-                mean = (x_t - eps * c.current_beta_t / c.beta_prod_t ** 0.5) / c.current_alpha_t ** 0.5
-            from ppddpm.step_variants import sigma
-            expected = mean + sigma(sched, t) * z if t > 0 else mean
-            assert np.array_equal(expected.numpy(), traj.prev_sample[i]), (variant, i)
+            expected = expected_prev(sched, variant, traj.sample[i], traj.model_output[i], traj.noise[i], t)
+            assert np.array_equal(expected, traj.prev_sample[i]), (variant, i)
 
 
 def test_a_failed_save_leaves_the_previous_file_intact(pipe, tmp_path, monkeypatch):
