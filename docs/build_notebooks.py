@@ -216,7 +216,7 @@ checkpoints. The result is a plain `DDPMPipeline` directory."""),
 from ppdiffusers import DDPMPipeline
 from ppdiffusers.utils import make_image_grid
 from ppddpm.recording import to_pil
-TRAIN_STEPS = 20 if FAST else 600          # FAST: a short smoke run; the bundled model trained 3000
+TRAIN_STEPS = 20 if FAST else 300          # FAST: a short smoke run; the bundled model trained 3000
 cfg = TrainConfig(output_dir="runs/notebook-train", resolution=16, steps=TRAIN_STEPS, batch_size=64, seed=0)
 
 def samples(p, n=8):

@@ -252,42 +252,63 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
 
     from tqdm.auto import tqdm
 
+    alphas_cumprod = sched.alphas_cumprod.numpy().astype(np.float64)
+
+    def clipped_fraction(t, x_t, e):
+        """Share of x̂_0 values that clipping/thresholding changes. For plain clipping x̂_0 is
+        recomputed by eq. (15) in float64 numpy (a value within 1e-7 of the bound may count
+        differently than in float32; this is a diagnostic share, not a step)."""
+        if sched.config.thresholding:
+            raw = predict_start_from_noise(coefficients(sched, t), e, x_t, prediction_type)
+            return float((modify_x0(sched, raw) != raw).astype("float32").mean())
+        if not sched.config.clip_sample:
+            return 0.0
+        if prediction_type != "epsilon":
+            raw = predict_start_from_noise(coefficients(sched, t), e, x_t, prediction_type).numpy()
+        else:
+            ab = alphas_cumprod[int(t)]
+            raw = (x_t.numpy() - np.sqrt(1 - ab) * e.numpy()) / np.sqrt(ab)            # eq. (15)
+        return float((np.abs(raw) > sched.config.clip_sample_range).mean())
+
+    # the per-step statistics are taken in numpy: a paddle op costs ~20 µs of dispatch on CPU
     with paddle.no_grad(), _rng.STEP_LOCK:
         for i, t in enumerate(tqdm(sched.timesteps, disable=not progress, desc=f"compare ({mode})")):
             batch = paddle.concat([x[l][s] for l in range(lanes) for s in range(n_s)], axis=0)
             eps_all = unet(batch, t).sample
             eps = paddle.split(eps_all, lanes * n_s, axis=0)
-            c = coefficients(sched, t)
-            outs = [[None] * n_s for _ in range(n_v)]
+            prev = [[None] * n_s for _ in range(n_v)]
+            x0 = [[None] * n_s for _ in range(n_v)]
             for s, st in enumerate(streams):
                 start = st.state
+                driven = {}
                 for v, variant in enumerate(steps):
                     lane = v if mode == "free" else 0
                     x_t, e = x[lane][s], eps[lane * n_s + s]
                     st.state = start                             # every variant draws the same z
                     with st:
-                        outs[v][s] = variant.step(sched, e, t, x_t, generator=None, return_dict=True)
-                    if v == 0 or mode == "free":
-                        raw = predict_start_from_noise(c, e, x_t, prediction_type)
-                        frac = float((modify_x0(sched, raw) != raw).astype("float32").mean())
-                        clip[names[v]][i, s] = frac
-                        scale[names[v]][i, s] = float(x_t.abs().max()) + float(e.abs().max()) + 1.0
+                        out = variant.step(sched, e, t, x_t, generator=None, return_dict=True)
+                    if lane == v:                                # this variant's output drives its lane
+                        driven[lane] = out.prev_sample
+                    prev[v][s] = out.prev_sample.numpy()
+                    x0[v][s] = None if out.pred_original_sample is None else out.pred_original_sample.numpy()
+                    if v == lane:                                # per trajectory: clipping and scale
+                        clip[names[v]][i, s] = clipped_fraction(t, x_t, e)
+                        scale[names[v]][i, s] = float(np.abs(x_t.numpy()).max() + np.abs(e.numpy()).max() + 1.0)
+                for lane, new in driven.items():                 # only after every variant saw x_t
+                    x[lane][s] = new
                 if mode == "shadow":
                     for v in range(1, n_v):
                         clip[names[v]][i, s] = clip[names[0]][i, s]
                         scale[names[v]][i, s] = scale[names[0]][i, s]
             for v in range(1, n_v):
                 for s in range(n_s):
-                    dp = (outs[v][s].prev_sample - outs[0][s].prev_sample).abs()
-                    d_prev[names[v]][i, s] = float(dp.max())
-                    m_prev[names[v]][i, s] = float(dp.mean())
-                    a0, b0 = outs[v][s].pred_original_sample, outs[0][s].pred_original_sample
-                    d_x0[names[v]][i, s] = float((a0 - b0).abs().max()) if a0 is not None and b0 is not None else np.nan
-            for lane in range(lanes):
-                for s in range(n_s):
-                    x[lane][s] = outs[lane][s].prev_sample
+                    dp = np.abs(prev[v][s] - prev[0][s])
+                    d_prev[names[v]][i, s] = dp.max()
+                    m_prev[names[v]][i, s] = dp.mean()
+                    d_x0[names[v]][i, s] = np.nan if x0[v][s] is None or x0[0][s] is None else \
+                        np.abs(x0[v][s] - x0[0][s]).max()
             if i == n - 1:
-                final = {names[v]: np.stack([outs[v][s].prev_sample.numpy() for s in range(n_s)]) for v in range(n_v)}
+                final = {names[v]: np.stack(prev[v]) for v in range(n_v)}
 
     return ABReport(
         variants=names, mode=mode, seeds=seeds, num_inference_steps=n, batch_size=batch_size,
