@@ -136,14 +136,18 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     fig = _figure(10, 6.2)
     grid = fig.add_gridspec(2, 3, height_ratios=[1.5, 1], hspace=0.45)
     ax = fig.add_subplot(grid[0, :])
-    tiny = 1e-12        # zeros on a log axis: drawn at the floor
-    ax.semilogy(t, np.maximum(report.max_abs_prev[v][:, seed_index], tiny), label="max |Δ x_{t−1}|", lw=1.2)
-    ax.semilogy(t, np.maximum(report.max_abs_x0[v][:, seed_index], tiny), label="max |Δ x̂_0|", lw=1.0, alpha=0.8)
-    ax.semilogy(t, report.step_bound()[:, seed_index], "k--", lw=0.8, label="float32 rounding bound")
+    d_prev, d_x0 = report.max_abs_prev[v][:, seed_index], report.max_abs_x0[v][:, seed_index]
+    bound = report.step_bound()[:, seed_index]
+    shown = np.concatenate([d_prev, d_x0, bound])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    floor = shown.min() / 10 if len(shown) else 1e-12      # exact zeros are drawn on the floor
+    ax.semilogy(t, np.maximum(d_prev, floor), label="max |Δ x_{t−1}|", lw=1.2)
+    ax.semilogy(t, np.maximum(d_x0, floor), label="max |Δ x̂_0|", lw=1.0, alpha=0.8)
+    ax.semilogy(t, bound, "k--", lw=0.8, label="float32 rounding bound")
+    ax.set_ylim(bottom=floor / 2)
     ax.set_xlim(t.max(), t.min())
     ax.set_xlabel("t (sampling runs right →)")
-    ax.set_ylabel("|Δ| vs " + report.reference)
-    ax.set_ylim(bottom=tiny / 2)
+    ax.set_ylabel("|Δ| vs " + report.reference + " (0 drawn at the floor)")
     ax2 = ax.twinx()
     ax2.fill_between(t, report.clip_fraction[report.reference][:, seed_index], step="mid", color="tab:red",
                      alpha=0.15, label="x̂_0 values clipped")
