@@ -23,10 +23,13 @@ if importlib.util.find_spec("ppddpm") is None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo}{extra}"])
 
 import os, warnings
-warnings.filterwarnings("ignore", message="No ccache found")
+for noise in ("No ccache found", "Setuptools is replacing distutils", "IProgress not found"):
+    warnings.filterwarnings("ignore", message=noise)
 import numpy as np
 import paddle
 import ppddpm
+from ppdiffusers.utils import logging as ppd_logging
+ppd_logging.disable_progress_bar()          # no "Loading pipeline components" bars in the outputs
 
 # FAST=1 (set by `make test`) shortens only the cells that say so.
 FAST = os.environ.get("PPDDPM_FAST", "0") == "1"
@@ -172,7 +175,7 @@ ppddpm.plotting.plot_ab(on, "direct")"""),
 Each route runs its own 1000 steps from seed 777."""),
 ("code", """free = ppddpm.compare(pipe, ["posterior", "direct"], seed=777, num_inference_steps=1000, mode="free", clip_sample=True)
 s = free.summary()["direct"]
-print(f"final images: max |Δ| = {s['final_max_abs'][0]:.3f}, PSNR = {s['final_psnr_db'][0]} dB")
+print(f"final images: max |Δ| = {s['final_max_abs'][0]:.4f}, PSNR = {s['final_psnr_db'][0]:.1f} dB")
 ppddpm.plotting.plot_ab(free, "direct")"""),
 ("md", """## How often, and how much: many seeds at once
 The same comparison over several seeds in one batched run (each seed's noise is exactly its

@@ -144,7 +144,7 @@ class ABReport:
             fm, ps = self.final_max_abs(v), self.final_psnr(v)
             lines.append(f"final images: max|Δ| {fm.max():.3e}"
                          + (f" (median {np.median(fm):.3e})" if s > 1 else "")
-                         + f", PSNR {_db(np.min(ps))}" + (f" (median {_db(np.median(ps))})" if s > 1 else ""))
+                         + f", PSNR as displayed {_db(np.min(ps))}" + (f" (median {_db(np.median(ps))})" if s > 1 else ""))
             dep = self.departures(v)
             lines.append(f"equivalent within float32 rounding: {'yes' if not len(dep) else 'no'}"
                          + (f" — departs at {len(dep)} of {n} steps, first at t={int(self.timesteps[dep[0]])}"
@@ -183,7 +183,7 @@ class ABReport:
 
 
 def _db(x):
-    return "inf dB (identical)" if math.isinf(x) else f"{x:.1f} dB"
+    return "inf dB (identical as displayed)" if math.isinf(x) else f"{x:.1f} dB"
 
 
 def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample):
