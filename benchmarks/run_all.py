@@ -147,8 +147,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=str(HERE / "results.json"))
+    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; 3 with --quick)")
     args = p.parse_args(argv)
     steps, repeats = (200, 3) if args.quick else (1000, 5)
+    repeats = args.repeats or repeats
     import warnings
 
     warnings.filterwarnings("ignore")
