@@ -68,8 +68,16 @@ def load_pipeline(name_or_path=None, pipeline_class=None):
 def _quiet(pipeline_class, name, **kwargs):
     import warnings
 
-    with warnings.catch_warnings():         # huggingface_hub's deprecation notices are not the user's concern
-        warnings.simplefilter("ignore", FutureWarning)
-        pipe = pipeline_class.from_pretrained(name, **kwargs)
+    from ppdiffusers.utils import logging as ppd_logging
+
+    bars = ppd_logging.is_progress_bar_enabled()
+    ppd_logging.disable_progress_bar()      # no "Loading pipeline components" bar for a 2-part pipeline
+    try:
+        with warnings.catch_warnings():     # huggingface_hub's deprecation notices are not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            pipe = pipeline_class.from_pretrained(name, **kwargs)
+    finally:
+        if bars:
+            ppd_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -18,7 +18,28 @@ from .recording import kept_steps
 def _figure(width, height):
     from matplotlib.figure import Figure
 
+    _enable_notebook_display()
     return Figure(figsize=(width, height), dpi=100)
+
+
+def _enable_notebook_display():
+    """In IPython/Jupyter, teach the display system to draw a returned matplotlib Figure as PNG
+    (what `%matplotlib inline` does). Figures made here stay out of pyplot's list, so each is
+    drawn once, as the cell's value."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+
+    png = shell.display_formatter.formatters["image/png"]
+    if Figure not in png.type_printers:
+        from IPython.core.pylabtools import print_figure
+
+        png.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
 
 
 def _save(fig, save):
