@@ -111,9 +111,3 @@ class SeedStream:
         self.state = paddle.get_rng_state()
         paddle.set_rng_state(self._outer)
         return False
-
-    def fork(self):
-        """A copy at the current position (for applying several formulas to one draw)."""
-        other = SeedStream.__new__(SeedStream)
-        other.seed, other.state = self.seed, self.state
-        return other
