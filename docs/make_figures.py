@@ -14,6 +14,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 import ppddpm  # noqa: E402
 from ppddpm import metrics, plotting  # noqa: E402
+from ppddpm.config import with_config  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "figures"
 
@@ -34,7 +35,7 @@ def main(quality_n=256):
     variants = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
     for steps in (1000, 50):
         for vt in ("fixed_small", "fixed_large"):
-            pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, "variance_type": vt})
+            pipe.scheduler = with_config(pipe.scheduler, variance_type=vt)
             for mode in ("shadow", "free"):
                 for clip in (False, True):
                     t0 = time.time()
@@ -49,7 +50,7 @@ def main(quality_n=256):
                     if steps == 1000 and vt == "fixed_small" and clip:
                         plotting.plot_ab(r, "direct", save=OUT / f"ab_direct_{mode}.png")
                     print(findings[-1], flush=True)
-    pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, "variance_type": "fixed_small"})
+    pipe.scheduler = with_config(pipe.scheduler, variance_type="fixed_small")
     many = ppddpm.compare(pipe, ["posterior", "direct"], seed=list(range(32)), num_inference_steps=1000, mode="free",
                           clip_sample=True)
     psnr = many.summary()["direct"]["final_psnr_db"]

@@ -1,4 +1,4 @@
-"""ppddpm: watch DDPM work, step by step, on real ppdiffusers pipelines.
+"""ppddpm: watch diffusion sampling work, step by step, on real ppdiffusers pipelines and schedulers.
 
 Equation numbers in docstrings are the DDPM paper's (Ho et al. 2020), restated in MATH.md.
 The public names are imported lazily, so `import ppddpm` is cheap until one is used.
@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ABReport": "comparison", "compare": "comparison",
     "patch_step": "patching",
-    "RecordingDDPMPipeline": "pipeline",
+    "RecordingDDPMPipeline": "pipeline", "SamplerPipeline": "pipeline",
+    "StepRecord": "steps", "with_config": "config",
     "DEFAULT_FIELDS": "recording", "FIELDS": "recording", "Trajectory": "recording",
     "TrajectoryError": "recording", "kept_steps": "recording", "record": "recording",
     "sample_trajectory": "recording",
@@ -16,7 +17,7 @@ _EXPORTS = {
     "unregister_variant": "step_variants", "variants": "step_variants",
     "load_pipeline": "loading", "PipelineLoadError": "loading",
 }
-_SUBMODULES = {"comparison", "data", "demo", "loading", "metrics", "models", "patching", "pipeline", "plotting",
+_SUBMODULES = {"comparison", "config", "data", "samplers", "steps", "demo", "loading", "metrics", "models", "patching", "pipeline", "plotting",
                "recording", "reference", "source_patches", "stepping", "step_variants", "training", "upstream"}
 __all__ = sorted(_EXPORTS)
 

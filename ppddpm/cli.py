@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+from .errors import BadValue, InputError
+
 
 def _int_at_least(low, name):
     kind = "positive" if low == 1 else "non-negative"
@@ -32,11 +34,24 @@ def _nonneg(name):
     return _int_at_least(0, name)
 
 
-def _steps(text):
-    value = _positive("--steps")(text)
-    if value > 1000:
-        raise argparse.ArgumentTypeError(f"--steps must be between 1 and 1000 (the model's T), got {value}")
-    return value
+_steps = _positive("--steps")
+
+
+def _load(args):
+    """The pipeline of --model, with --steps checked against its scheduler's num_train_timesteps."""
+    from .loading import load_pipeline
+
+    pipe = load_pipeline(args.model)
+    steps, limit = getattr(args, "steps", None), pipe.scheduler.config.num_train_timesteps
+    if steps is not None and steps > limit:
+        raise BadValue(f"--steps must be at most {limit} (the model's num_train_timesteps), got {steps}")
+    return pipe
+
+
+def _suites():
+    from .upstream import SUITES
+
+    return SUITES
 
 
 def _model_arg(p):
@@ -47,22 +62,28 @@ def _model_arg(p):
 def _sampling_args(p, every_default=1):
     _model_arg(p)
     p.add_argument("--seed", type=_nonneg("--seed"), default=777)
-    p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps (1..1000)")
+    p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps (1 to the model's T)")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1)
     p.add_argument("--every", type=_positive("--every"), default=every_default,
                    help="record every k-th step (and always the last)")
 
 
 def cmd_sample(args):
-    from .loading import load_pipeline
     from .recording import sample_trajectory
 
-    pipe = load_pipeline(args.model)
+    from .pipeline import with_sampler
+
+    if args.eta is not None and args.scheduler != "ddim":
+        raise BadValue(f"--eta is DDIM's η (eq. 16); use it with --scheduler ddim, not {args.scheduler or 'the default'}")
+    pipe = _load(args)
+    if args.scheduler:
+        pipe = with_sampler(pipe, args.scheduler)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fields = "all" if args.all_fields else ("prev_sample", "pred_original_sample")
     traj = sample_trajectory(pipe, seed=args.seed, num_inference_steps=args.steps, batch_size=args.batch_size,
-                             every=args.every, fields=fields, progress=not args.quiet)
+                             every=args.every, fields=fields, progress=not args.quiet,
+                             pipe_kwargs={"eta": args.eta} if args.eta is not None else None)
     paths = []
     for i, image in enumerate(traj.images):
         path = out / f"sample_seed{args.seed}_{i}.png"
@@ -80,10 +101,28 @@ def _out(args) -> Path:
 
 
 def _variant_list(text):
-    names = [v.strip() for v in text.split(",") if v.strip()]
+    from .step_variants import split_specs
+
+    names = split_specs(text)
     if len(names) < 2:
-        raise argparse.ArgumentTypeError(f"--variants needs at least two comma-separated names, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--variants needs at least two comma-separated variants, got {text!r}")
     return names
+
+
+def _families():
+    from .samplers import families
+
+    return list(families())
+
+
+def _eta(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--eta takes a number ≥ 0 (η of eq. 16), got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"--eta takes a number ≥ 0 (η of eq. 16), got {text!r}")
+    return value
 
 
 def _seeds(text):
@@ -105,12 +144,11 @@ def _clip(text):
 
 def cmd_ab(args):
     from .comparison import compare
-    from .loading import load_pipeline
     from .step_variants import get_variant
 
     for name in args.variants:          # fail before loading a model
         get_variant(name)
-    pipe = load_pipeline(args.model)
+    pipe = _load(args)
     report = compare(pipe, args.variants, seed=args.seed, num_inference_steps=args.steps,
                      batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip, progress=not args.quiet)
     out = _out(args)
@@ -139,20 +177,30 @@ def cmd_patches(args):
         for name, status in result.items():
             print(f"{name:22s} {status}")
         if any(v != "ok" for v in result.values()):
-            raise ValueError("some patches do not apply to the installed ppdiffusers (see above)")
+            raise BadValue("some patches do not apply to the installed ppdiffusers (see above)")
     else:
         if not args.to:
-            raise ValueError("patches apply needs --to DIR (a new folder; site-packages is never patched)")
+            raise BadValue("patches apply needs --to DIR (a new folder; site-packages is never patched)")
         dest = sp.apply(args.to, args.names or None)
         print(f"patched copy of ppdiffusers in {dest}; use it with: import sys; sys.path.insert(0, {str(dest)!r})")
 
 
 def cmd_upstream(args):
-    from .upstream import KNOWN_FAILURES, run_scheduler_suite
+    from .step_variants import get_variant
+    from .upstream import KNOWN_FAILURES, SUITES, run_scheduler_suite
 
-    stock = run_scheduler_suite()
-    other = run_scheduler_suite(args.variant)
-    print(f"{'ppdiffusers test':55s} {'stock':8s} {args.variant}")
+    if args.variant is not None:
+        get_variant(args.variant)                  # an unknown name fails here, before any test runs
+        if args.scheduler != "ddpm":
+            raise BadValue(f"--variant patches DDPMScheduler; use it with --scheduler ddpm, not {args.scheduler!r}")
+    label = args.variant or "observed"
+    stock = run_scheduler_suite(family=args.scheduler)
+    other, steps = run_scheduler_suite(args.variant, family=args.scheduler, observe=args.variant is None,
+                                       with_count=True)
+    print(f"ppdiffusers' {SUITES[args.scheduler][1]}: stock vs {label} "
+          f"({'variant patched into DDPMScheduler' if args.variant else f'ppddpm observer on {SUITES[args.scheduler][0]}'}"
+          f"; {steps} steps went through ppddpm)")
+    print(f"{'ppdiffusers test':55s} {'stock':8s} {label}")
     regressions = []
     for name in sorted(stock):
         note = KNOWN_FAILURES.get(name, "") if stock[name] != "passed" else ""
@@ -160,8 +208,7 @@ def cmd_upstream(args):
         if stock[name] == "passed" and other.get(name) != "passed":
             regressions.append(name)
     if regressions:
-        raise ValueError(f"{args.variant} fails tests the stock step passes: {', '.join(regressions)}")
-
+        raise BadValue(f"{label} fails tests the stock run passes: {', '.join(regressions)}")
 
 def cmd_train(args):
     from .training import TrainConfig, train
@@ -176,13 +223,12 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .loading import load_pipeline
     from .metrics import classifier, real_ceiling, sample_images, score
 
-    pipe = load_pipeline(args.model)
+    pipe = _load(args)
     if pipe.unet.config.in_channels != 1:
-        raise ValueError("ppddpm eval scores digit models (1 channel); this pipeline has "
-                         f"{pipe.unet.config.in_channels} channels")
+        raise BadValue("ppddpm eval scores digit models (1 channel); this pipeline has "
+                       f"{pipe.unet.config.in_channels} channels")
     images = sample_images(pipe, n=args.n, seed=args.seed, num_inference_steps=args.steps)
     mine = score(images)
     ceiling = real_ceiling(min(args.n, 359), resolution=pipe.unet.config.sample_size)
@@ -269,6 +315,9 @@ def build_parser():
 
     p = sub.add_parser("sample", help="sample with a pipeline, write PNGs and the trajectory .npz")
     _sampling_args(p)
+    p.add_argument("--scheduler", choices=_families(), default=None,
+                   help="sample with this sampler, made from the model's scheduler config (default: the model's own)")
+    p.add_argument("--eta", type=_eta, default=None, help="with --scheduler ddim: η of eq. (16) (default 0)")
     p.add_argument("--all-fields", action="store_true", help="also record x_t, ε̂, unclipped x̂_0 and z")
     p.add_argument("--out", default="runs/sample")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -277,7 +326,8 @@ def build_parser():
     p = sub.add_parser("ab", help="A/B-compare step variants; print the table, write ab.json (and plots)")
     _model_arg(p)
     p.add_argument("--variants", type=_variant_list, default=["posterior", "direct"],
-                   help="comma-separated, the first is the reference (default: posterior,direct)")
+                   help='comma-separated specs, the first is the reference: "posterior,direct" (default) or '
+                        '"ppdiffusers,ddim(eta=1.0, use_clipped_model_output=True)"')
     p.add_argument("--seed", type=_seeds, default=777, help="an integer, or a comma-separated list")
     p.add_argument("--steps", type=_steps, default=1000)
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1)
@@ -295,8 +345,12 @@ def build_parser():
     p.add_argument("--to", help="apply: a new folder for the patched copy of ppdiffusers")
     p.set_defaults(func=cmd_patches)
 
-    p = sub.add_parser("upstream", help="run ppdiffusers' own DDPM scheduler tests with a variant patched in")
-    p.add_argument("--variant", default="posterior")
+    p = sub.add_parser("upstream", help="run ppdiffusers' own scheduler tests with ppddpm's observer (or a DDPM "
+                                        "variant) installed class-wide, against a stock run")
+    p.add_argument("--scheduler", default="ddpm", choices=list(_suites()),
+                   help="which sampler family's suite (default: ddpm)")
+    p.add_argument("--variant", default=None,
+                   help="with --scheduler ddpm: patch this step variant in instead of observing (e.g. posterior)")
     p.set_defaults(func=cmd_upstream)
 
     p = sub.add_parser("train", help="train a DDPM (the article's loop) and save it as a DDPMPipeline")
@@ -357,8 +411,6 @@ def build_parser():
     return parser
 
 
-EXPECTED_ERRORS = (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, NotImplementedError,
-                   OSError)
 
 
 def _quiet_imports():
@@ -378,9 +430,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("ppddpm: interrupted", file=sys.stderr)
         return 130
-    except EXPECTED_ERRORS as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"ppddpm {args.command}: error: {message}", file=sys.stderr)
+    except InputError as exc:            # raised on purpose for bad input; anything else is a bug and stays loud
+        print(f"ppddpm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

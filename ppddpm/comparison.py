@@ -34,8 +34,9 @@ import numpy as np
 
 from . import _rng
 from ._rng import SeedStream
-from .stepping import ddpm_scheduler_of
-from .step_variants import coefficients, get_variant, modify_x0, predict_start_from_noise
+from .config import config_in_force
+from .step_variants import get_variant
+from .errors import BadValue, check_int, int_problem
 
 UNIT_ROUNDOFF = 2.0 ** -24          # float32
 K_ROUNDINGS = 16
@@ -57,7 +58,7 @@ class ABReport:
     max_abs_prev: Dict[str, np.ndarray]              # v → [N, S]  max |Δ x_{t−1}| vs the reference
     mean_abs_prev: Dict[str, np.ndarray]             # v → [N, S]
     max_abs_x0: Dict[str, np.ndarray]                # v → [N, S]  max |Δ x̂_0| vs the reference
-    clip_fraction: Dict[str, np.ndarray]             # v → [N, S]  share of x̂_0 values clipping changed
+    clip_fraction: Dict[str, np.ndarray]             # v → [N, S]  share of x̂_0 values outside the clip range
     final: Dict[str, np.ndarray]                     # v → [S, B, C, H, W]  final samples in [−1, 1]
     meta: dict = field(default_factory=dict)
 
@@ -125,7 +126,9 @@ class ABReport:
         n = len(self.timesteps)
         idx = sorted(set(np.linspace(0, n - 1, min(rows, n)).round().astype(int).tolist()))
         s = len(self.seeds)
-        head = (f"A/B {self.mode}: reference {self.reference!r} vs {', '.join(map(repr, self.others))} | "
+        runs_on = self.meta.get("variants", {})
+        named = lambda v: f"{v!r}" + (f" on {runs_on[v]['scheduler']}" if v in runs_on else "")  # noqa: E731
+        head = (f"A/B {self.mode}: reference {named(self.reference)} vs {', '.join(map(named, self.others))} | "
                 f"{self.num_inference_steps} steps, {s} seed(s) x batch {self.batch_size}, "
                 f"clip_sample={self.clip_sample}, thresholding={self.thresholding}")
         lines = [head]
@@ -188,19 +191,17 @@ def _db(x):
 
 def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample):
     if isinstance(variants, str) or len(variants) < 2:
-        raise ValueError(f"compare needs a list of at least two variants, the first being the reference; "
-                         f"got {variants!r}")
+        raise BadValue(f"compare needs a list of at least two variants, the first being the reference; "
+                       f"got {variants!r}")
     if mode not in MODES:
-        raise ValueError(f"mode must be 'shadow' or 'free', got {mode!r}")
+        raise BadValue(f"mode must be 'shadow' or 'free', got {mode!r}")
     seeds = [seed] if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else seed
-    if not isinstance(seeds, (list, tuple)) or not seeds or not all(
-            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ValueError(f"seed must be a non-negative integer or a list of them, got {seed!r}")
-    for name, value in (("num_inference_steps", num_inference_steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(seeds, (list, tuple)) or not seeds or any(int_problem("seed", s, low=0) for s in seeds):
+        raise BadValue(f"seed must be a non-negative integer or a list of them, got {seed!r}")
+    check_int("num_inference_steps", num_inference_steps)
+    check_int("batch_size", batch_size)
     if clip_sample not in (None, True, False):
-        raise ValueError(f"clip_sample must be None (as configured), True or False, got {clip_sample!r}")
+        raise BadValue(f"clip_sample must be None (as configured), True or False, got {clip_sample!r}")
     return [int(s) for s in seeds]
 
 
@@ -210,23 +211,38 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     """Run an A/B of step variants (the first is the reference) on `pipe`'s UNet and scheduler.
 
     `clip_sample` / `thresholding`: None keeps the scheduler's setting, True/False override it
-    on a copy (the pipeline's own scheduler is never modified).
+    on copies (`ppddpm.with_config`; the pipeline's own scheduler is never modified). Every
+    variant, and every seed, steps its own copy of the scheduler, so a sampler that keeps state
+    between steps (multistep history, step index) is never fed another lane's steps. x_T is
+    drawn as the pipelines draw it (`randn_tensor(shape, generator, dtype) · init_noise_sigma`)
+    and the UNet sees `scale_model_input(x_t, t)`.
     """
+    import contextlib
+
     import paddle
     from ppdiffusers.utils.paddle_utils import randn_tensor
 
+    from .config import with_config
+    from .patching import patch_step
+    from .samplers import clipped_share, scheduler_of
+    from .steps import StepObserver, observe
+
     seeds = _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample)
     steps = [get_variant(v) for v in variants]
-    names = [v.name for v in steps]
+    names = [v.spec for v in steps]
     if len(set(names)) != len(names):
-        raise ValueError(f"variants must be distinct, got {names}")
-    base = ddpm_scheduler_of(pipe, "ppddpm.compare")
+        raise BadValue(f"variants must be distinct, got {names}")
+    base = scheduler_of(pipe, "ppddpm.compare")
     overrides = {k: v for k, v in (("clip_sample", clip_sample), ("thresholding", thresholding)) if v is not None}
-    sched = type(base).from_config({**base.config, **overrides})
+    sched = with_config(base, **overrides)
     unet = pipe.unet
     if num_inference_steps > sched.config.num_train_timesteps:
-        raise ValueError(f"num_inference_steps must be at most {sched.config.num_train_timesteps}, "
-                         f"got {num_inference_steps}")
+        raise BadValue(f"num_inference_steps must be at most {sched.config.num_train_timesteps} (the "
+                       f"scheduler's num_train_timesteps), got {num_inference_steps}")
+    lane_schedulers = [scheduler_for(v, sched) for v in steps]       # each variant's own kind of scheduler
+    for template in lane_schedulers:
+        template.set_timesteps(num_inference_steps)
+    _check_same_timesteps(steps, lane_schedulers)
     sched.set_timesteps(num_inference_steps)
 
     size = unet.config.sample_size
@@ -235,64 +251,57 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     x_init = []
     for st in streams:
         with st:
-            x_init.append(randn_tensor(shape, generator=None, dtype=unet.dtype))      # the pipeline's x_T
+            x_init.append(randn_tensor(shape, generator=None, dtype=unet.dtype) * sched.init_noise_sigma)   # x_T
     n_v, n_s, n = len(steps), len(seeds), len(sched.timesteps)
     lanes = n_v if mode == "free" else 1
     x = [[x_init[s] for s in range(n_s)] for _ in range(lanes)]
 
-    ts = np.array([int(t) for t in sched.timesteps])
-    omab = np.array([1.0 - float(sched.alphas_cumprod[int(t)]) for t in ts], np.float64)
+    ts = np.array([float(t) for t in sched.timesteps])
+    ts = ts.astype(np.int64) if np.all(ts == np.round(ts)) else ts
+    omab = _one_minus_alpha_bar(sched, ts)
     stat = lambda: np.zeros((n, n_s))  # noqa: E731
     scale = {v: stat() for v in names}
     d_prev = {v: stat() for v in names[1:]}
     m_prev = {v: stat() for v in names[1:]}
     d_x0 = {v: stat() for v in names[1:]}
     clip = {v: stat() for v in names}
-    prediction_type = sched.config.prediction_type
 
     from tqdm.auto import tqdm
 
-    alphas_cumprod = sched.alphas_cumprod.numpy().astype(np.float64)
-
-    def clipped_fraction(t, x_t, e):
-        """Share of x̂_0 values that clipping/thresholding changes. For plain clipping x̂_0 is
-        recomputed by eq. (15) in float64 numpy (a value within 1e-7 of the bound may count
-        differently than in float32; this is a diagnostic share, not a step)."""
-        if sched.config.thresholding:
-            raw = predict_start_from_noise(coefficients(sched, t), e, x_t, prediction_type)
-            return float((modify_x0(sched, raw) != raw).astype("float32").mean())
-        if not sched.config.clip_sample:
-            return 0.0
-        if prediction_type != "epsilon":
-            raw = predict_start_from_noise(coefficients(sched, t), e, x_t, prediction_type).numpy()
-        else:
-            ab = alphas_cumprod[int(t)]
-            raw = (x_t.numpy() - np.sqrt(1 - ab) * e.numpy()) / np.sqrt(ab)            # eq. (15)
-        return float((np.abs(raw) > sched.config.clip_sample_range).mean())
-
+    # every (variant, seed) steps its own scheduler copy, with the variant patched in and an
+    # observer that hands over the step's StepRecord (`ppddpm.steps`)
+    records = [[[] for _ in range(n_s)] for _ in range(n_v)]
+    copies = [[with_config(lane_schedulers[v]) for _ in range(n_s)] for v in range(n_v)]
     # the per-step statistics are taken in numpy: a paddle op costs ~20 µs of dispatch on CPU
-    with paddle.no_grad(), _rng.STEP_LOCK:
+    with contextlib.ExitStack() as stack, paddle.no_grad(), _rng.STEP_LOCK:
+        for v, variant in enumerate(steps):
+            for s in range(n_s):
+                copy = copies[v][s]
+                copy.set_timesteps(num_inference_steps)
+                stack.enter_context(patch_step(copy, variant))
+                stack.enter_context(observe(copy, StepObserver(records[v][s].append), "compare"))
         for i, t in enumerate(tqdm(sched.timesteps, disable=not progress, desc=f"compare ({mode})")):
-            batch = paddle.concat([x[l][s] for l in range(lanes) for s in range(n_s)], axis=0)
-            eps_all = unet(batch, t).sample
-            eps = paddle.split(eps_all, lanes * n_s, axis=0)
+            batch = paddle.concat([copies[l][s].scale_model_input(x[l][s], t)
+                                   for l in range(lanes) for s in range(n_s)], axis=0)
+            eps = paddle.split(unet(batch, t).sample, lanes * n_s, axis=0)
             prev = [[None] * n_s for _ in range(n_v)]
             x0 = [[None] * n_s for _ in range(n_v)]
             for s, st in enumerate(streams):
                 start = st.state
                 driven = {}
-                for v, variant in enumerate(steps):
+                for v in range(n_v):
                     lane = v if mode == "free" else 0
                     x_t, e = x[lane][s], eps[lane * n_s + s]
                     st.state = start                             # every variant draws the same z
                     with st:
-                        out = variant.step(sched, e, t, x_t, generator=None, return_dict=True)
+                        copies[v][s].step(e, t, x_t)
+                    rec = records[v][s].pop()
                     if lane == v:                                # this variant's output drives its lane
-                        driven[lane] = out.prev_sample
-                    prev[v][s] = out.prev_sample.numpy()
-                    x0[v][s] = None if out.pred_original_sample is None else out.pred_original_sample.numpy()
+                        driven[lane] = rec.prev
+                    prev[v][s] = rec.prev.numpy()
+                    x0[v][s] = None if rec.x0 is None else rec.x0.numpy()
                     if v == lane:                                # per trajectory: clipping and scale
-                        clip[names[v]][i, s] = clipped_fraction(t, x_t, e)
+                        clip[names[v]][i, s] = clipped_share(sched, rec.x0_raw)
                         scale[names[v]][i, s] = float(np.abs(x_t.numpy()).max() + np.abs(e.numpy()).max() + 1.0)
                 for lane, new in driven.items():                 # only after every variant saw x_t
                     x[lane][s] = new
@@ -312,7 +321,53 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
 
     return ABReport(
         variants=names, mode=mode, seeds=seeds, num_inference_steps=n, batch_size=batch_size,
-        clip_sample=bool(sched.config.clip_sample), thresholding=bool(sched.config.thresholding),
+        clip_sample=bool(sched.config.get("clip_sample", False)),
+        thresholding=bool(sched.config.get("thresholding", False)),
         timesteps=ts, one_minus_alpha_bar=omab, scale=scale, max_abs_prev=d_prev, mean_abs_prev=m_prev,
         max_abs_x0=d_x0, clip_fraction=clip, final=final,
-        meta={"variance_type": sched.config.variance_type, "model": getattr(pipe, "name_or_path", None)})
+        meta={"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
+              "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched),
+              "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
+                           for v, lane in zip(steps, lane_schedulers)}})
+
+
+def scheduler_for(variant, sched):
+    """The scheduler a variant runs on: the (overridden) pipeline scheduler when the variant is of
+    its family, else the variant's own class built from the same config (DDPM → DDIM carries the
+    schedule, `clip_sample`, `thresholding`, `steps_offset`, `timestep_spacing`)."""
+    import ppdiffusers
+
+    from .config import with_config
+    from .samplers import adapter_for, scheduler_of
+    from .step_variants import check_arguments
+
+    if variant.families is None or adapter_for(sched).family in variant.families:
+        lane = with_config(sched)
+    elif variant.scheduler:
+        lane = with_config(sched, cls=getattr(ppdiffusers, variant.scheduler))
+    else:
+        scheduler_of(sched, f"variant {variant.name!r}", families=variant.families)     # the one-line error
+    check_arguments(variant, type(lane))
+    return lane
+
+
+def _check_same_timesteps(variants, schedulers):
+    """Variants are compared step for step: every scheduler must visit the same t."""
+    first = [float(t) for t in schedulers[0].timesteps]
+    for v, lane in zip(variants[1:], schedulers[1:]):
+        mine = [float(t) for t in lane.timesteps]
+        if mine != first:
+            raise BadValue(f"{variants[0].spec!r} ({type(schedulers[0]).__name__}) and {v.spec!r} "
+                           f"({type(lane).__name__}) visit different timesteps ({_head(first)} vs {_head(mine)}); "
+                           f"compare runs them step for step, so their schedules must agree (timestep_spacing, "
+                           f"steps_offset)")
+
+
+def _head(ts):
+    return "[" + ", ".join(f"{t:g}" for t in ts[:3]) + (", …]" if len(ts) > 3 else "]")
+
+
+def _one_minus_alpha_bar(sched, ts) -> np.ndarray:
+    """1 − ᾱ_t (float64) at each visited t; the bound's amplification (module docstring)."""
+    ab = sched.alphas_cumprod.numpy().astype(np.float64)
+    return np.array([1.0 - ab[int(round(float(t)))] for t in ts], np.float64)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from .errors import BadValue, NotFound
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 SPLIT_SEED = 0          # the fixed permutation that defines the digits train / held-out split
@@ -24,7 +25,7 @@ def _digits_split(split: str):
     n_test = int(round(len(images) * HELD_OUT_FRACTION))
     chosen = {"train": order[n_test:], "test": order[:n_test], "all": order}
     if split not in chosen:
-        raise ValueError(f"split must be one of {sorted(chosen)}, got {split!r}")
+        raise BadValue(f"split must be one of {sorted(chosen)}, got {split!r}")
     idx = np.sort(chosen[split])
     return images[idx], labels[idx]
 
@@ -65,12 +66,12 @@ def load_image_folder(path, resolution: int, channels: int = 3) -> np.ndarray:
 
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"--data {path}: not a directory (give a folder of images, or 'digits')")
+        raise NotFound(f"--data {path}: not a directory (give a folder of images, or 'digits')")
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise BadValue(f"channels must be 1 or 3, got {channels}")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"--data {path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise BadValue(f"--data {path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     out = []
     for f in files:
         im = Image.open(f).convert("L" if channels == 1 else "RGB")
@@ -87,6 +88,6 @@ def load_dataset(data: str = "digits", resolution: int = 16, channels: int = 1) 
     """`data="digits"` (the offline default, train split) or a folder of images."""
     if data == "digits":
         if channels != 1:
-            raise ValueError("the digits are grayscale: use channels=1 with data='digits'")
+            raise BadValue("the digits are grayscale: use channels=1 with data='digits'")
         return load_digits("train", resolution)
     return load_image_folder(data, resolution, channels)

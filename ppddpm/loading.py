@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import InputError
+
 BUNDLED_NAME = "ddpm-digits-16"
 BUNDLED_DIR = Path(__file__).parent / "assets" / BUNDLED_NAME
 
 
-class PipelineLoadError(OSError):
+class PipelineLoadError(InputError, OSError):
     """A pipeline could not be loaded; the message says what was tried and what to do."""
 
 

@@ -20,6 +20,7 @@ import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from .errors import BadValue
 
 
 @dataclass
@@ -52,7 +53,7 @@ def _features_in(images: np.ndarray) -> np.ndarray:
     """[N, 1, H, W] in [−1, 1] → [N, 64] in [0, 1] at 8x8 (area average)."""
     x = np.asarray(images, np.float64)
     if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"digit samples must be [N, 1, H, W] grayscale, got shape {x.shape}")
+        raise BadValue(f"digit samples must be [N, 1, H, W] grayscale, got shape {x.shape}")
     h = x.shape[-1]
     if h != 8:
         if h % 8:
@@ -90,7 +91,7 @@ def score(images: np.ndarray) -> Scores:
     clf, _ = classifier()
     feats = _features_in(images)
     if len(feats) < 2:
-        raise ValueError("need at least 2 samples to score")
+        raise BadValue("need at least 2 samples to score")
     p = clf.predict_proba(feats)
     marginal = p.mean(0)
     eps = 1e-12
@@ -110,7 +111,7 @@ def real_ceiling(n=None, resolution: int = 8, seed: int = 0) -> Scores:
     test = load_digits("test", resolution)
     n = len(test) if n is None else n
     if n > len(test):
-        raise ValueError(f"n must be at most {len(test)} (the held-out digits), got {n}")
+        raise BadValue(f"n must be at most {len(test)} (the held-out digits), got {n}")
     pick = np.random.RandomState(seed).choice(len(test), n, replace=False)
     return score(test[pick])
 

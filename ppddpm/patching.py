@@ -1,9 +1,10 @@
-"""`patch_step`: run a step variant in place of `DDPMScheduler.step`, without editing ppdiffusers."""
+"""`patch_step`: run a step variant in place of a scheduler's `step`, without editing ppdiffusers."""
 from __future__ import annotations
 
 import contextlib
 
-from .stepping import Layer, ddpm_scheduler_of, intercept
+from .samplers import scheduler_of
+from .stepping import Layer, intercept
 from .step_variants import get_variant
 
 
@@ -17,12 +18,13 @@ def patch_step(target, variant):
             run_code_that_builds_its_own_scheduler()           # builds its own scheduler
 
     `target` may also be a pipeline (its scheduler is patched). `variant` is a registered
-    name (`ppddpm.variants()`) or a function with the contract of `DDPMScheduler.step`.
+    name (`ppddpm.variants()`) or a function with the contract of the scheduler's `step`
+    (`ppddpm.stepping`); a variant written for one family (DDPM's) refuses other schedulers.
     Restored on exit, also on exceptions; nestable (the innermost patch wins; an instance
     patch wins over a class patch); composes with `ppddpm.record` in either order.
     A class-wide patch is seen by every thread: prefer instance patches in threaded code.
     """
     v = get_variant(variant)
-    scheduler = ddpm_scheduler_of(target, "patch_step")
-    with intercept(scheduler, Layer("formula", v.step, v.name)):
+    scheduler = scheduler_of(target, "patch_step", families=v.families)
+    with intercept(scheduler, Layer("formula", v.step, v.spec, v.arguments)):
         yield v

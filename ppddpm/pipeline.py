@@ -42,3 +42,60 @@ class RecordingDDPMPipeline(DDPMPipeline):
             traj.images = output.images if return_dict else output[0]
         self.trajectory = traj
         return output, traj.to_pil("prev_sample"), traj.to_pil("pred_original_sample")
+
+
+class SamplerPipeline(DDPMPipeline):
+    """`DDPMPipeline`'s loop written for any scheduler, as ppdiffusers' latent-diffusion pipelines
+    write it: x_T is scaled by `scheduler.init_noise_sigma`, the UNet sees
+    `scheduler.scale_model_input(x_t, t)`, and `step` gets `eta` and `generator` where it takes
+    them. For DDPM and DDIM (init_noise_sigma 1, scale_model_input the identity) it gives the
+    same samples as `DDPMPipeline` / `DDIMPipeline`; for Euler-type schedulers it is what makes
+    their samples right (`DDPMPipeline` skips both scalings).
+
+        pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=EulerAncestralDiscreteScheduler.from_config(cfg))
+        traj = ppddpm.sample_trajectory(pipe, seed=0, num_inference_steps=50)
+    """
+
+    def __call__(self, batch_size: int = 1, generator=None, num_inference_steps: int = 1000, eta: float = 0.0,
+                 output_type: str = "pil", return_dict: bool = True):
+        import inspect
+
+        import paddle
+        from ppdiffusers.pipelines.pipeline_utils import ImagePipelineOutput
+        from ppdiffusers.utils.paddle_utils import randn_tensor
+
+        size = self.unet.config.sample_size
+        shape = (batch_size, self.unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
+        image = randn_tensor(shape, generator=generator, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps)
+        accepted = inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in accepted}
+        with paddle.no_grad():
+            for t in self.progress_bar(self.scheduler.timesteps):
+                model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample
+                image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
+        image = (image / 2 + 0.5).clip(0, 1).transpose([0, 2, 3, 1]).cpu().numpy()
+        if output_type == "pil":
+            image = self.numpy_to_pil(image)
+        return ImagePipelineOutput(images=image) if return_dict else (image,)
+
+
+def with_sampler(pipe, family: str):
+    """`pipe`'s UNet with a scheduler of `family` ("ddim", "euler-ancestral", … — `ppddpm.samplers`)
+    made from its scheduler's config (`ppddpm.with_config`), in a `SamplerPipeline`; `pipe` itself
+    when its scheduler already is of that family."""
+    import ppdiffusers
+
+    from .config import with_config
+    from .errors import BadValue
+    from .samplers import adapter_for, families
+
+    known = families()
+    if family not in known:
+        raise BadValue(f"unknown sampler {family!r}; choose from {', '.join(known)}")
+    if adapter_for(pipe.scheduler).family == family:
+        return pipe
+    scheduler = with_config(pipe.scheduler, cls=getattr(ppdiffusers, known[family][0]))
+    new = SamplerPipeline(unet=pipe.unet, scheduler=scheduler)
+    new.set_progress_bar_config(disable=True)
+    return new

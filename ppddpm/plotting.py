@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from .recording import kept_steps
+from .errors import BadValue, NotFound, check_int
 
 
 def _figure(width, height):
@@ -75,11 +76,10 @@ def select_steps(traj, every: Optional[int]) -> np.ndarray:
     n_steps = int(traj.meta.get("num_inference_steps", len(traj)))
     if every is None:
         return np.arange(len(traj))
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"every must be a positive integer, got {every!r}")
+    check_int("every", every)
     if every % recorded_every:
-        raise ValueError(f"this trajectory was recorded every {recorded_every} steps; choose every as a "
-                         f"multiple of {recorded_every}, or record with a smaller every")
+        raise BadValue(f"this trajectory was recorded every {recorded_every} steps; choose every as a "
+                       f"multiple of {recorded_every}, or record with a smaller every")
     step_index = kept_steps(n_steps, recorded_every)[: len(traj)]
     wanted = set(kept_steps(n_steps, every).tolist())
     return np.array([i for i, s in enumerate(step_index) if s in wanted], dtype=np.int64)
@@ -90,7 +90,7 @@ def _samples(traj, index):
     if index is None:
         return list(range(b))
     if not 0 <= index < b:
-        raise ValueError(f"index must be in [0, {b}) for a batch of {b}, got {index}")
+        raise BadValue(f"index must be in [0, {b}) for a batch of {b}, got {index}")
     return [index]
 
 
@@ -102,8 +102,7 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols
               index: Optional[int] = None, tile: float = 0.9, save=None):
     """The article's figure: `field` every `every` steps, `ncols` tiles a row, each titled with
     its t. A batch gives one block of rows per sample (or only sample `index`)."""
-    if ncols < 1:
-        raise ValueError(f"ncols must be a positive integer, got {ncols}")
+    check_int("ncols", ncols)
     data = traj.field(field)
     steps = select_steps(traj, every)
     samples = _samples(traj, index)
@@ -152,7 +151,7 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     share of clipped x̂_0 values, and the final images side by side with their difference."""
     v = variant or report.others[0]
     if v not in report.others:
-        raise ValueError(f"variant must be one of {report.others}, got {v!r}")
+        raise BadValue(f"variant must be one of {report.others}, got {v!r}")
     t = report.timesteps
     fig = _figure(10, 6.2)
     grid = fig.add_gridspec(2, 3, height_ratios=[1.5, 1], hspace=0.45)
@@ -177,7 +176,9 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     lines = ax.get_legend_handles_labels()
     extra = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
-    ax.set_title(f"{v} vs {report.reference} ({report.mode}, {report.num_inference_steps} steps, "
+    runs_on = report.meta.get("variants", {})
+    on = lambda name: f"{name} [{runs_on[name]['scheduler']}]" if name in runs_on else name  # noqa: E731
+    ax.set_title(f"{on(v)} vs {on(report.reference)} ({report.mode}, {report.num_inference_steps} steps, "
                  f"clip_sample={report.clip_sample}, seed {report.seeds[seed_index]})", fontsize=10)
     a, b = report.final[report.reference][seed_index, 0], report.final[v][seed_index, 0]
     _show(fig.add_subplot(grid[1, 0]), a, f"final: {report.reference}", fontsize=9)
@@ -193,6 +194,42 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     return _save(fig, save)
 
 
+def clip_map(source) -> tuple:
+    """(timesteps [N], share [N, S]): the share of x̂_0's values outside the clipping range, per
+    step and per sample — from a Trajectory that recorded `pred_original_sample_unclipped`
+    (per sample of the batch), or from an ABReport (per seed, on the reference's trajectory)."""
+    if hasattr(source, "clip_fraction") and isinstance(source.clip_fraction, dict):       # an ABReport
+        return source.timesteps, source.clip_fraction[source.reference]
+    raw = source.field("pred_original_sample_unclipped")
+    clip_range = source.meta.get("scheduler_config", {}).get("clip_sample_range", 1.0)
+    if not source.meta.get("scheduler_config", {}).get("clip_sample", False):
+        return source.timesteps, np.zeros(raw.shape[:2])
+    return source.timesteps, (np.abs(raw) > clip_range).reshape(raw.shape[0], raw.shape[1], -1).mean(axis=2)
+
+
+def plot_clip_map(source, title: Optional[str] = None, save=None):
+    """Where clipping of x̂_0 fires: a map of step × sample, coloured by the share of x̂_0's values
+    outside [−1, 1] before the clip (0: the step used eq. 15's x̂_0 as it was)."""
+    t, share = clip_map(source)
+    fig = _figure(8, 2.2 + 0.12 * share.shape[1])
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(share.T, aspect="auto", cmap="Reds", vmin=0, vmax=max(float(share.max()), 1e-6),
+                   interpolation="nearest", extent=(-0.5, len(t) - 0.5, share.shape[1] - 0.5, -0.5))
+    ticks = np.unique(np.linspace(0, len(t) - 1, min(len(t), 11)).round().astype(int))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t[i]:g}" for i in ticks], fontsize=8)
+    ax.set_xlabel("t (sampling runs right →)")
+    ax.set_ylabel("sample" if not hasattr(source, "seeds") else "seed")
+    if hasattr(source, "seeds") and len(source.seeds) <= 16:
+        ax.set_yticks(range(len(source.seeds)))
+        ax.set_yticklabels(source.seeds, fontsize=7)
+    fired = (share > 0).any(axis=1)
+    ax.set_title(title or f"clipping of x̂_0 fired at {int(fired.sum())} of {len(t)} steps "
+                          f"(share of values outside the range, max {share.max():.1%})", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.03, label="share clipped")
+    return _save(fig, save)
+
+
 def load_image(image, resolution: Optional[int] = None, channels: Optional[int] = None) -> np.ndarray:
     """"digit" (a held-out scikit-learn digit), a path, a PIL image or an array → [C, H, W] in [−1, 1]."""
     from PIL import Image
@@ -204,7 +241,7 @@ def load_image(image, resolution: Optional[int] = None, channels: Optional[int] 
         return load_digits("test", resolution or 16)[k]
     if isinstance(image, (str, Path)):
         if not Path(image).exists():
-            raise FileNotFoundError(f"no image at {image}")
+            raise NotFound(f"no image at {image}")
         image = Image.open(image)
     if isinstance(image, Image.Image):
         image = image.convert("L" if channels == 1 else "RGB")
@@ -214,7 +251,7 @@ def load_image(image, resolution: Optional[int] = None, channels: Optional[int] 
         return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     a = np.asarray(image, np.float32)
     if a.ndim != 3:
-        raise ValueError(f"an image array must be [C, H, W] in [-1, 1], got shape {a.shape}")
+        raise BadValue(f"an image array must be [C, H, W] in [-1, 1], got shape {a.shape}")
     return a
 
 
@@ -224,8 +261,7 @@ def plot_forward(image, scheduler, every: int = 50, ncols: int = 10, seed: int =
     import paddle
 
     x0 = load_image(image)
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"every must be a positive integer, got {every!r}")
+    check_int("every", every)
     T = scheduler.config.num_train_timesteps
     ts = list(range(0, T, every)) + ([T - 1] if (T - 1) % every else [])
     eps = np.random.RandomState(seed).randn(*x0.shape).astype(np.float32)
@@ -305,10 +341,10 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
 
     path = Path(path)
     if path.suffix != ".gif":
-        raise ValueError(f"animate writes a .gif, got {path.name!r}")
+        raise BadValue(f"animate writes a .gif, got {path.name!r}")
     pics = frames(traj, field, index, size)
     if not pics:
-        raise ValueError("the trajectory has no recorded steps")
+        raise BadValue("the trajectory has no recorded steps")
     written = []
     with atomic_path(path, suffix=".gif") as tmp:
         export_to_gif(pics, str(tmp))

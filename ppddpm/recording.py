@@ -23,7 +23,10 @@ import numpy as np
 
 from . import _rng
 from ._io import atomic_path
-from .stepping import Layer, ddpm_scheduler_of, formula_in_force, intercept
+from .samplers import adapter_for, clipped_share, scheduler_of
+from .steps import StepObserver, StepRecord, observe
+from .stepping import formula_in_force
+from .errors import BadType, BadValue, Exists, NotFound, Unknown, WriteFailed, check_int
 
 FIELDS = {
     "prev_sample": "x_{t-1}: the step's output (Algorithm 2: μ + σ_t z)",
@@ -41,7 +44,7 @@ STORES = ("memory", "disk")
 DTYPES = ("float32", "float16")
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(BadValue):
     """A file that is not a ppddpm trajectory, or a truncated / corrupt one."""
 
 
@@ -52,9 +55,7 @@ class NonFiniteWarning(RuntimeWarning):
 # --------------------------------------------------------------------------- validation
 
 def check_every(every) -> int:
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-        raise ValueError(f"every must be a positive integer (1 records every step, 50 every 50th), got {every!r}")
-    return int(every)
+    return check_int("every", every, hint=" (1 records every step, 50 every 50th)")
 
 
 def check_fields(fields) -> tuple:
@@ -65,7 +66,7 @@ def check_fields(fields) -> tuple:
     fields = tuple(fields)
     unknown = [f for f in fields if f not in FIELDS]
     if unknown or not fields:
-        raise ValueError(f"unknown field(s) {unknown or fields!r}; choose from {', '.join(FIELDS)} or 'all'")
+        raise BadValue(f"unknown field(s) {unknown or fields!r}; choose from {', '.join(FIELDS)} or 'all'")
     return tuple(dict.fromkeys(fields))
 
 
@@ -76,6 +77,12 @@ def kept_steps(n_steps: int, every: int) -> np.ndarray:
     if n_steps and (len(idx) == 0 or idx[-1] != n_steps - 1):
         idx = np.append(idx, n_steps - 1)
     return idx.astype(np.int64)
+
+
+def _timestep_array(timesteps) -> np.ndarray:
+    """int64 when every t is a whole number (DDPM, DDIM, …), float64 otherwise (Euler-type)."""
+    t = np.asarray(timesteps, np.float64)
+    return t.astype(np.int64) if np.all(t == np.round(t)) else t
 
 
 def versions() -> dict:
@@ -142,17 +149,21 @@ class _Buffer:
 class Trajectory:
     """The recorded steps of one sampling run (B samples), oldest first.
 
-    Arrays: `timesteps` [N] (the t of each recorded step), `sigma` [N] (σ_t of the noise
-    the step added), `clip_fraction` [N] (share of x̂_0 values clipping/thresholding
-    changed), and each recorded field [N, B, C, H, W] (see `ppddpm.FIELDS`).
+    Arrays: `timesteps` [N] (the t of each recorded step: integers, or floats for Euler-type
+    schedulers), `sigma` [N] (std of the noise the step added), `clip_fraction` [N] (share of
+    x̂_0's values outside the clipping range, measured before clipping), `stages` [N] ("" or,
+    where a scheduler calls the model more than once per timestep, "predictor"/"corrector",
+    "prk1"…"plms"), and each recorded field [N, B, C, H, W] (see `ppddpm.FIELDS`).
+    `meta["scheduler"]` and `meta["scheduler_config"]` name the sampler that ran.
     `images` is the pipeline's final output (PIL list) when the last step was recorded.
     """
 
-    def __init__(self, timesteps, fields: dict, sigma, clip_fraction, meta: dict, images=None):
-        self._timesteps = np.asarray(timesteps, np.int64)
+    def __init__(self, timesteps, fields: dict, sigma, clip_fraction, meta: dict, images=None, stages=None):
+        self._timesteps = _timestep_array(timesteps)
         self._fields = dict(fields)
         self._sigma = np.asarray(sigma, np.float64)
         self._clip = np.asarray(clip_fraction, np.float32)
+        self._stages = np.asarray([""] * len(self._timesteps) if stages is None else stages, str)
         self.meta = dict(meta)
         self._images = images
 
@@ -169,12 +180,21 @@ class Trajectory:
     def clip_fraction(self) -> np.ndarray:
         return self._clip
 
+    @property
+    def stages(self) -> np.ndarray:
+        return self._stages
+
+    @property
+    def scheduler(self) -> str:
+        """Class name of the scheduler that ran (DDPMScheduler for files written by ppddpm 0.1)."""
+        return self.meta.get("scheduler", "DDPMScheduler")
+
     def field(self, name: str) -> np.ndarray:
         if name not in FIELDS:
-            raise ValueError(f"unknown field {name!r}; choose from {', '.join(FIELDS)}")
+            raise BadValue(f"unknown field {name!r}; choose from {', '.join(FIELDS)}")
         if name not in self.fields:
-            raise KeyError(f"field {name!r} was not recorded (recorded: {', '.join(self.fields) or 'none'}); "
-                           f"record it with fields=({name!r}, ...) or fields='all'")
+            raise Unknown(f"field {name!r} was not recorded (recorded: {', '.join(self.fields) or 'none'}); "
+                          f"record it with fields=({name!r}, ...) or fields='all'")
         return self._field_array(name)
 
     def _field_array(self, name):
@@ -218,7 +238,7 @@ class Trajectory:
     def index_of(self, t: int) -> int:
         hits = np.nonzero(self.timesteps == t)[0]
         if not len(hits):
-            raise KeyError(f"t={t} was not recorded; recorded t: {self.timesteps.tolist()}")
+            raise Unknown(f"t={t} was not recorded; recorded t: {self.timesteps.tolist()}")
         return int(hits[0])
 
     def first_nonfinite(self):
@@ -240,8 +260,9 @@ class Trajectory:
         left under `path`."""
         path = Path(path)
         if path.suffix != ".npz":
-            raise ValueError(f"trajectory files end in .npz, got {path.name!r}")
-        arrays = {"timesteps": self.timesteps, "sigma": self.sigma, "clip_fraction": self.clip_fraction}
+            raise BadValue(f"trajectory files end in .npz, got {path.name!r}")
+        arrays = {"timesteps": self.timesteps, "sigma": self.sigma, "clip_fraction": self.clip_fraction,
+                  "stages": self.stages}
         arrays.update({name: np.asarray(self.field(name)) for name in self.fields})
         meta = dict(self.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.fields))
         arrays[META_KEY] = np.array(json.dumps(meta, default=str))
@@ -256,7 +277,7 @@ class Trajectory:
         if path.is_dir():
             return _load_stream(path)
         if not path.exists():
-            raise FileNotFoundError(f"no trajectory at {path}")
+            raise NotFound(f"no trajectory at {path}")
         import zipfile
 
         try:
@@ -277,7 +298,7 @@ class Trajectory:
         if missing:
             raise TrajectoryError(f"{path} is truncated: missing arrays {missing}")
         fields = {k: data[k] for k in meta["fields"]}
-        return cls(data["timesteps"], fields, data["sigma"], data["clip_fraction"], meta)
+        return cls(data["timesteps"], fields, data["sigma"], data["clip_fraction"], meta, stages=data.get("stages"))
 
 
 def _read_frames(path: Path) -> np.ndarray:
@@ -308,8 +329,9 @@ def _load_stream(path: Path) -> Trajectory:
         raise TrajectoryError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
     n = min([len(steps)] + [len(a) for a in fields.values()])
     meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
-    return Trajectory(steps[:n, 0].astype(np.int64), {k: a[:n] for k, a in fields.items()}, steps[:n, 1],
-                      steps[:n, 2], meta)
+    stages = [STAGES[int(c)] if 0 <= c < len(STAGES) else "?" for c in steps[:n, 3]] if steps.shape[1] > 3 else None
+    return Trajectory(steps[:n, 0], {k: a[:n] for k, a in fields.items()}, steps[:n, 1], steps[:n, 2], meta,
+                      stages=stages)
 
 
 class _LiveTrajectory(Trajectory):
@@ -334,7 +356,11 @@ class _LiveTrajectory(Trajectory):
 
     @property
     def timesteps(self):
-        return self._rows("timesteps").astype(np.int64)
+        return _timestep_array(self._rows("timesteps"))
+
+    @property
+    def stages(self):
+        return np.asarray([STAGES[c] if c >= 0 else "?" for c in self._rows("stage").astype(int)], str)
 
     @property
     def sigma(self):
@@ -347,39 +373,53 @@ class _LiveTrajectory(Trajectory):
     def _rows(self, key):
         if self._steps is None:
             return np.empty((0,))
-        return self._steps[key][self._steps["timesteps"] >= 0][: self._n()]
+        return self._steps[key][~np.isnan(self._steps["timesteps"])][: self._n()]
 
 
 # --------------------------------------------------------------------------- the recorder
 
+STAGES = ("", "predictor", "corrector", "prk1", "prk2", "prk3", "prk4", "plms")   # codes in streamed steps.npy
+
+
 class _Recorder:
+    """Consumes the StepRecords of one run (`ppddpm.steps.StepObserver`) into a Trajectory."""
+
     def __init__(self, scheduler, every, fields, store, dtype, path, on_nonfinite, meta):
         self.scheduler, self.every, self.store, self.dtype, self.path = scheduler, every, store, dtype, path
         self.on_nonfinite = on_nonfinite
         self.traj = _LiveTrajectory(fields, meta)
-        self.calls = 0
         self.kept = None
         self.n_steps = None
         self.first_bad = None
+        self.observer = StepObserver(self.consume, want_noise="noise" in fields, keep=self.keep,
+                                     every_call=self.check_finite)
 
-    def _start(self, shape):
+    @property
+    def calls(self):
+        return self.observer.calls
+
+    def keep(self, i) -> bool:
+        if self.kept is None:                 # the first call: the pipeline has set the timesteps by now
+            self._start()
+        elif i >= self.n_steps:
+            raise RuntimeError("one ppddpm.record block holds one sampling run; "
+                               "use a new `with ppddpm.record(...)` for each run")
+        return i in self.kept
+
+    def _start(self):
         sched = self.scheduler
-        self.n_steps = len(sched.timesteps)
+        self.n_steps = len(sched.timesteps)   # calls of step in one run (Heun: two per timestep but the last)
         self.kept = set(kept_steps(self.n_steps, self.every).tolist())
         n = len(self.kept)
-        traj = self.traj
-        traj._steps = {"timesteps": np.full(n, -1, np.int64), "sigma": np.full(n, np.nan),
-                       "clip_fraction": np.full(n, np.nan)}
-        traj.meta.update(num_inference_steps=self.n_steps, batch_size=int(shape[0]),
-                         scheduler_config=_jsonable(sched.config), variant=formula_in_force(sched)[0])
+        self.traj._steps = {"timesteps": np.full(n, np.nan), "sigma": np.full(n, np.nan),
+                            "clip_fraction": np.full(n, np.nan), "stage": np.zeros(n, np.int8)}
+        self.traj.meta.update(num_inference_steps=self.n_steps, scheduler=type(sched).__name__,
+                              sampler=adapter_for(sched).family, scheduler_config=_jsonable(sched.config),
+                              variant=formula_in_force(sched)[0])
         if self.store == "disk":
             self.path.mkdir(parents=True, exist_ok=True)
             self._write_meta(complete=False)
-        for name in traj._wanted:
-            file = self.path / f"{name}.npy" if self.store == "disk" else None
-            traj._buffers[name] = _Buffer(n, tuple(shape), self.dtype, file)
-        if self.store == "disk":          # (t, σ_t, clipped fraction) per row, written after the row's frames
-            self.step_rows = _Buffer(n, (3,), "float64", self.path / "steps.npy")
+            self.step_rows = _Buffer(n, (4,), "float64", self.path / "steps.npy")
 
     def _write_meta(self, complete):
         meta = dict(self.traj.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.traj._wanted),
@@ -387,66 +427,54 @@ class _Recorder:
         with atomic_path(self.path / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta, default=str, indent=1))
 
-    def observe(self, call, scheduler, model_output, timestep, sample, generator):
+    def check_finite(self, i, timestep, out):
         import paddle
 
-        from .step_variants import coefficients, predict_start_from_noise, sigma
-
-        if self.kept is None:
-            self._start(sample.shape)
-        elif self.calls >= self.n_steps:
-            raise RuntimeError("one ppddpm.record block holds one sampling run; "
-                               "use a new `with ppddpm.record(...)` for each run")
-        i = self.calls
-        keep = i in self.kept
-        want = self.traj._wanted
-        if keep and "noise" in want:
-            with _rng.STEP_LOCK:
-                before = _rng.snapshot(generator)
-                out = call()
-                z = _rng.replay_noise(generator, before, model_output.shape, model_output.dtype) \
-                    if int(timestep) > 0 else paddle.zeros_like(model_output)
-        else:
-            out = call()
-        self.calls += 1
-        prev = out.prev_sample
-
-        if self.first_bad is None and not bool(paddle.isfinite(prev).all()):
-            self.first_bad = (i, int(timestep))
-            msg = f"non-finite values (NaN/Inf) in prev_sample first at step {i} (t={int(timestep)})"
+        if self.first_bad is None and not bool(paddle.isfinite(out.prev_sample).all()):
+            t = _number(timestep)
+            self.first_bad = (i, t)
+            msg = f"non-finite values (NaN/Inf) in prev_sample first at step {i} (t={t})"
             if self.on_nonfinite == "raise":
                 raise FloatingPointError(msg)
             if self.on_nonfinite == "warn":
                 warnings.warn(msg, NonFiniteWarning, stacklevel=2)
-        if not keep:
-            return out
 
-        t = int(timestep)
-        x0 = out.pred_original_sample
-        x0_raw = predict_start_from_noise(coefficients(scheduler, timestep), model_output, sample,
-                                          scheduler.config.prediction_type)          # eq. (15)
-        frame = {"prev_sample": prev, "pred_original_sample": x0, "sample": sample,
-                 "model_output": model_output, "pred_original_sample_unclipped": x0_raw}
-        if "noise" in want:
-            frame["noise"] = z
-        row = self.traj._buffers[want[0]].count
-        s = sigma(scheduler, timestep)
-        s = float(s.item()) if hasattr(s, "item") else float(s)
-        clipped = float((x0 != x0_raw).astype("float32").mean()) if x0 is not None else 0.0
+    def consume(self, rec: StepRecord):
+        traj = self.traj
+        frame = {"prev_sample": rec.prev, "pred_original_sample": rec.x0, "sample": rec.sample,
+                 "model_output": rec.model_output, "pred_original_sample_unclipped": rec.x0_raw,
+                 "noise": rec.noise}
+        if not traj._buffers:
+            self._allocate(frame)
+        t = _number(rec.t)
+        row = traj._n()
+        clipped = clipped_share(self.scheduler, rec.x0_raw)
+        stage = STAGES.index(rec.stage) if rec.stage in STAGES else -1
         try:
-            for name in want:
-                self.traj._buffers[name].append(frame[name].numpy())
+            for name in traj._wanted:
+                value = frame[name]
+                traj._buffers[name].append(np.zeros(traj._buffers[name].shape, np.float32) if value is None
+                                           else value.numpy())
             if self.store == "disk":
-                self.step_rows.append(np.array([t, s, clipped]))
+                self.step_rows.append(np.array([t, rec.sigma, clipped, stage]))
         except OSError as exc:
-            raise OSError(exc.errno, f"streaming the trajectory to {self.path} failed at step {i} (t={t}): "
+            raise WriteFailed(exc.errno, f"streaming the trajectory to {self.path} failed at step {rec.i} (t={t}): "
                                      f"{exc.strerror or exc}; the {row} steps written before are kept and "
                                      f"meta.json marks the recording incomplete") from exc
-        steps = self.traj._steps
-        steps["sigma"][row] = s
+        steps = traj._steps
+        steps["sigma"][row] = rec.sigma
         steps["clip_fraction"][row] = clipped
+        steps["stage"][row] = stage
         steps["timesteps"][row] = t            # written last: marks the row as complete
-        return out
+
+    def _allocate(self, frame):
+        n = len(self.kept)
+        shape = tuple(frame["prev_sample"].shape)
+        for name in self.traj._wanted:
+            value = frame[name]
+            file = self.path / f"{name}.npy" if self.store == "disk" else None
+            self.traj._buffers[name] = _Buffer(n, shape if value is None else tuple(value.shape), self.dtype, file)
+        self.traj.meta.update(batch_size=int(shape[0]))
 
     def finish(self, ok: bool):
         traj = self.traj
@@ -466,6 +494,12 @@ class _Recorder:
                 pass                 # meta.json from the start still says complete=false
 
 
+def _number(t):
+    """A timestep as a Python int (DDPM, DDIM, …) or float (Euler-type schedulers)."""
+    value = t.item() if hasattr(t, "item") else t
+    return int(value) if float(value).is_integer() else float(value)
+
+
 @contextlib.contextmanager
 def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, store: str = "memory",
            dtype: str = "float32", path=None, on_nonfinite: str = "warn", meta: Optional[dict] = None):
@@ -482,30 +516,30 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
     Only that scheduler instance is touched; it gets its own `step` back on exit, also when
     the block raises — and the steps recorded so far stay in the yielded Trajectory.
     """
-    scheduler = ddpm_scheduler_of(pipe_or_scheduler, "ppddpm.record")
+    scheduler = scheduler_of(pipe_or_scheduler, "ppddpm.record")
     if isinstance(scheduler, type):
-        raise TypeError("ppddpm.record records one scheduler instance; pass a pipeline or a scheduler, not a class")
+        raise BadType("ppddpm.record records one scheduler instance; pass a pipeline or a scheduler, not a class")
     every = check_every(every)
     fields = check_fields(fields)
     if store not in STORES:
-        raise ValueError(f"store must be one of {STORES}, got {store!r}")
+        raise BadValue(f"store must be one of {STORES}, got {store!r}")
     if str(dtype) not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        raise BadValue(f"dtype must be one of {DTYPES}, got {dtype!r}")
     if on_nonfinite not in ("warn", "raise", "ignore"):
-        raise ValueError(f"on_nonfinite must be 'warn', 'raise' or 'ignore', got {on_nonfinite!r}")
+        raise BadValue(f"on_nonfinite must be 'warn', 'raise' or 'ignore', got {on_nonfinite!r}")
     if store == "disk":
         if path is None:
-            raise ValueError('store="disk" needs path= (a directory to stream the frames into)')
+            raise BadValue('store="disk" needs path= (a directory to stream the frames into)')
         path = Path(path)
         if path.exists() and any(path.iterdir()):
-            raise FileExistsError(f"{path} exists and is not empty; streamed trajectories need a fresh directory")
+            raise Exists(f"{path} exists and is not empty; streamed trajectories need a fresh directory")
     info = {"every": every, "model": _model_id(pipe_or_scheduler), "versions": versions(), "store": store,
             "dtype": str(dtype)}
     info.update(meta or {})
     rec = _Recorder(scheduler, every, fields, store, str(dtype), path, on_nonfinite, info)
     ok = False
     try:
-        with intercept(scheduler, Layer("observer", rec.observe, "record")):
+        with observe(scheduler, rec.observer, "record"):
             yield rec.traj
         ok = True
     finally:
@@ -520,21 +554,21 @@ def _model_id(obj):
 
 def sample_trajectory(pipe, seed: int = 777, num_inference_steps: int = 1000, batch_size: int = 1,
                       every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, progress: bool = False,
-                      **record_kwargs) -> Trajectory:
-    """Run `pipe` (a `DDPMPipeline`) once with `paddle.Generator().manual_seed(seed)` and return
-    its recorded trajectory; `traj.images` is the pipeline's own output for this seed."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if not isinstance(num_inference_steps, (int, np.integer)) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+                      pipe_kwargs: Optional[dict] = None, **record_kwargs) -> Trajectory:
+    """Run `pipe` (a `DDPMPipeline`, `DDIMPipeline`, or one whose scheduler was swapped) once with
+    `paddle.Generator().manual_seed(seed)` and return its recorded trajectory; `traj.images` is
+    the pipeline's own output for this seed. `pipe_kwargs` go to the pipeline's call
+    (`{"eta": 1.0}` for a DDIMPipeline)."""
+    check_int("seed", seed, low=0)
+    check_int("num_inference_steps", num_inference_steps)
+    check_int("batch_size", batch_size)
     generator = _rng.make_generator(seed)
     pipe.set_progress_bar_config(disable=not progress)
     try:
         meta = dict(record_kwargs.pop("meta", None) or {}, seed=int(seed))
         with record(pipe, every=every, fields=fields, meta=meta, **record_kwargs) as traj:
-            out = pipe(batch_size=batch_size, generator=generator, num_inference_steps=num_inference_steps)
+            out = pipe(batch_size=batch_size, generator=generator, num_inference_steps=num_inference_steps,
+                       **(pipe_kwargs or {}))
         if isinstance(out, tuple):         # RecordingDDPMPipeline returns the article's triple
             out = out[0]
     finally:

@@ -1,5 +1,6 @@
 """The DDPM paper's formulas in float64 NumPy, named as in the original TF code
-(hojonathanho/diffusion, `diffusion_utils_2.py`), each with its equation number (MATH.md).
+(hojonathanho/diffusion, `diffusion_utils_2.py`), each with its equation number (MATH.md);
+DDIM's step named as in the DDIM authors' code (ermongroup/ddim, `generalized_steps`).
 
 Timesteps are 0-indexed like ppdiffusers (its t is the paper's t+1): ᾱ_t = alphas_cumprod[t]
 and the step t → prev_t uses ᾱ_prev = alphas_cumprod[prev_t], or 1 when prev_t < 0.
@@ -103,6 +104,33 @@ def p_sample(s: Schedule, model_output, x_t, t, noise, prev_t=None, clip_denoise
     """Algorithm 2, one step: x_{t−1} = μ_θ + σ_t z, with no noise at the last step (t = 0)."""
     mean, variance, _ = p_mean_variance(s, model_output, x_t, t, prev_t, clip_denoised, variance_type)
     return mean + (np.sqrt(variance) * noise if t > 0 else 0.0)
+
+
+def compute_alpha(s: Schedule, t, alpha_bar_final=1.0):
+    """ᾱ_t, with ᾱ past the end (t < 0) = `alpha_bar_final` (1 with `set_alpha_to_one`, else ᾱ_0).
+    DDIM code (ermongroup/ddim `functions/denoising.py`): `compute_alpha`."""
+    return s.alphas_cumprod[t] if t >= 0 else alpha_bar_final
+
+
+def generalized_step(s: Schedule, model_output, x_t, t, next_t, eta, noise, clip_denoised=False,
+                     use_clipped_model_output=False, alpha_bar_final=1.0):
+    """One step of DDIM's `generalized_steps` (Song et al. 2020), t → next_t (next_t < t):
+        x0_t = (x_t − √(1−a_t) ε) / √a_t                        eq. (15)
+        c1   = η · √((1 − a_t/a_next) (1 − a_next) / (1 − a_t))    σ_t(η), eq. (16)
+        c2   = √(1 − a_next − c1²)
+        x_next = √a_next · x0_t + c1 · z + c2 · ε                 eq. (12)
+    plus what ppdiffusers adds: x0_t clipped to [−1, 1] (`clip_denoised`) and, with
+    `use_clipped_model_output`, ε re-derived from the clipped x0_t. Returns (x_next, x0_t)."""
+    at, at_next = compute_alpha(s, t), compute_alpha(s, next_t, alpha_bar_final)
+    x0_t = (x_t - model_output * np.sqrt(1.0 - at)) / np.sqrt(at)
+    et = model_output
+    if clip_denoised:
+        x0_t = np.clip(x0_t, -1.0, 1.0)
+        if use_clipped_model_output:
+            et = (x_t - np.sqrt(at) * x0_t) / np.sqrt(1.0 - at)
+    c1 = eta * np.sqrt((1.0 - at / at_next) * (1.0 - at_next) / (1.0 - at))
+    c2 = np.sqrt((1.0 - at_next) - c1 ** 2)
+    return np.sqrt(at_next) * x0_t + c1 * noise + c2 * et, x0_t
 
 
 def training_losses(s: Schedule, model_fn, x_start, t, noise):

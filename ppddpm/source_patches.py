@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
+from .errors import BadValue, Exists, Unknown
 
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
@@ -94,7 +95,7 @@ def _apply_text(source: str, hunks) -> str:
 def _load(name: str) -> List[FilePatch]:
     path = patches_dir() / f"{name}.diff"
     if not path.exists():
-        raise KeyError(f"unknown patch {name!r}; available: {', '.join(available())}")
+        raise Unknown(f"unknown patch {name!r}; available: {', '.join(available())}")
     return parse(path.read_text(encoding="utf-8"))
 
 
@@ -127,10 +128,10 @@ def apply(to, names=None) -> Path:
     dest = Path(to).expanduser().resolve()
     src_root = installed_root()
     if dest == src_root or src_root in dest.parents or dest in src_root.parents:
-        raise ValueError(f"refusing to patch inside or above the installed ppdiffusers ({src_root}); "
-                         f"give a separate folder")
+        raise BadValue(f"refusing to patch inside or above the installed ppdiffusers ({src_root}); "
+                       f"give a separate folder")
     if dest.exists() and any(dest.iterdir()):
-        raise FileExistsError(f"{dest} is not empty; give a new or empty folder")
+        raise Exists(f"{dest} is not empty; give a new or empty folder")
     patched = {}
     for name in names:
         for fp in _load(name):

@@ -15,8 +15,11 @@ step while t > 0, so two runs with one seed differ only by their formula.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict
+import re
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, Optional
+from .errors import BadValue, Unknown, Unsupported
 
 # variance types whose σ_t needs more than the schedule: the model's extra variance channels
 # ("learned", "learned_range"), or that ppdiffusers 0.29 itself gets wrong ("fixed_large_log":
@@ -63,28 +66,23 @@ def check_supported(scheduler) -> None:
     """A clear error for configurations the written-out variants do not implement."""
     cfg = scheduler.config
     if scheduler.variance_type in UNSUPPORTED_VARIANCE_TYPES:
-        raise NotImplementedError(
+        raise Unsupported(
             f"variance_type={scheduler.variance_type!r} is not implemented by ppddpm's variants; they handle "
             f"fixed_small, fixed_small_log and fixed_large (and, like ppdiffusers, treat unknown names as "
             f"fixed_small). Use variant 'ppdiffusers' for the stock step.")
     if cfg.prediction_type not in SUPPORTED_PREDICTION_TYPES:
-        raise ValueError(f"prediction_type={cfg.prediction_type!r} is not one of "
-                         f"{', '.join(SUPPORTED_PREDICTION_TYPES)}")
+        raise BadValue(f"prediction_type={cfg.prediction_type!r} is not one of "
+                       f"{', '.join(SUPPORTED_PREDICTION_TYPES)}")
 
 
 def predict_start_from_noise(c: Coefficients, model_output, sample, prediction_type="epsilon"):
-    """x̂_0 before any clipping. eq. (15): x̂_0 = (x_t − √(1−ᾱ_t) ε_θ) / √ᾱ_t (TF `predict_start_from_noise`).
+    """x̂_0 before any clipping, eq. (15) (TF `predict_start_from_noise`): `ppddpm.samplers.x0_by_eq15`
+    at this step's ᾱ_t; "sample" and "v_prediction" as ppdiffusers."""
+    from .samplers import x0_by_eq15
 
-    For the other prediction types, as ppdiffusers: "sample" predicts x_0 itself,
-    "v_prediction" gives x̂_0 = √ᾱ_t x_t − √(1−ᾱ_t) v.
-    """
-    if prediction_type == "epsilon":
-        return (sample - c.beta_prod_t ** (0.5) * model_output) / c.alpha_prod_t ** (0.5)
-    if prediction_type == "sample":
-        return model_output
-    if prediction_type == "v_prediction":
-        return (c.alpha_prod_t ** 0.5) * sample - (c.beta_prod_t ** 0.5) * model_output
-    raise ValueError(f"prediction_type={prediction_type!r} is not one of {', '.join(SUPPORTED_PREDICTION_TYPES)}")
+    if prediction_type not in SUPPORTED_PREDICTION_TYPES:
+        raise BadValue(f"prediction_type={prediction_type!r} is not one of {', '.join(SUPPORTED_PREDICTION_TYPES)}")
+    return x0_by_eq15(c.alpha_prod_t, model_output, sample, prediction_type)
 
 
 def predict_noise(c: Coefficients, model_output, sample, prediction_type="epsilon"):
@@ -166,38 +164,148 @@ def _output(prev_sample, pred_original_sample, return_dict):
 @dataclass
 class Variant:
     name: str
-    step: Callable      # step(scheduler, model_output, timestep, sample, generator=None, return_dict=True)
+    step: Callable      # step(scheduler, model_output, timestep, sample, **the scheduler's other step arguments)
     doc: str = ""
+    families: Optional[tuple] = None     # sampler families (`ppddpm.samplers`) it applies to; None: any
+    scheduler: Optional[str] = None      # the class `compare` builds for it from another family's config
+    arguments: dict = field(default_factory=dict)   # step arguments fixed by its spec: "ddim(eta=1.0)"
+
+    @property
+    def spec(self) -> str:
+        """The variant as written: its name, with its arguments if any."""
+        return format_spec(self.name, self.arguments)
+
+    def bound(self, **arguments) -> "Variant":
+        return replace(self, arguments=dict(self.arguments, **arguments))
 
 
 _REGISTRY: Dict[str, Variant] = {}
 
 
-def register_variant(name: str, *, replace: bool = False):
+def register_variant(name: str, *, replace: bool = False, families: Optional[tuple] = ("ddpm",),
+                     scheduler: Optional[str] = "DDPMScheduler"):
     """Decorator: register a step function under `name`.
 
         @ppddpm.register_variant("halved-noise")
         def halved(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
             ...
 
-    The function must keep `DDPMScheduler.step`'s contract, and draw its noise like the
-    stock step (`ppddpm.step_variants.add_noise`) if runs are to share z.
+    The function must keep the contract of the step it replaces (`DDPMScheduler.step`'s for
+    the default `families=("ddpm",)`), and draw its noise like the stock step
+    (`ppddpm.step_variants.add_noise`) if runs are to share z. `families=None` applies to any
+    scheduler (the function then receives that scheduler's own step arguments). `scheduler`
+    names the class `compare` builds for the variant when the pipeline's scheduler is of another
+    family (None: the pipeline's own).
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"variant name must be a non-empty string, got {name!r}")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise BadValue(f"variant name must be letters, digits, '-', '_' or '+', starting with a letter; got {name!r}")
+    replace_existing = replace
 
     def decorate(fn):
-        if name in _REGISTRY and not replace:
-            raise ValueError(f"variant {name!r} is already registered (pass replace=True to redefine it)")
-        _REGISTRY[name] = Variant(name, fn, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+        if name in _REGISTRY and not replace_existing:
+            raise BadValue(f"variant {name!r} is already registered (pass replace=True to redefine it)")
+        _REGISTRY[name] = Variant(name, fn, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+                                  None if families is None else tuple(families), scheduler)
         return fn
 
     return decorate
 
 
+NOT_SPEC_ARGUMENTS = ("generator", "variance_noise", "return_dict")   # data and plumbing, not a spec's
+
+
+def check_arguments(variant: Variant, scheduler_cls=None) -> None:
+    """The spec's arguments must be ones the step takes: the variant function's own keyword
+    parameters, or — where it passes them on (`**step_arguments`) — those of the scheduler's step."""
+    import inspect
+
+    def named(fn):
+        params = inspect.signature(fn).parameters
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        return [n for n, p in params.items() if p.default is not p.empty and n not in NOT_SPEC_ARGUMENTS], open_ended
+
+    accepted, open_ended = named(variant.step)
+    if open_ended:
+        if scheduler_cls is None and variant.scheduler:
+            import ppdiffusers
+
+            scheduler_cls = getattr(ppdiffusers, variant.scheduler)
+        if scheduler_cls is None:
+            return                                   # checked again against the scheduler it runs on
+        accepted = named(scheduler_cls.step)[0]
+    unknown = [k for k in variant.arguments if k not in accepted]
+    if unknown:
+        raise BadValue(f"variant {variant.name!r} takes no argument {', '.join(map(repr, unknown))}"
+                       + (f"; it takes {', '.join(accepted)}" if accepted else "; it takes none"))
+
+
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*")
+SPEC_FORM = "name or name(key=value, ...) with numbers, True/False or quoted strings, e.g. ddim(eta=1.0, " \
+            "use_clipped_model_output=True)"
+
+
+def parse_spec(spec: str):
+    """`"ddim(eta=1.0, use_clipped_model_output=True)"` → ("ddim", {"eta": 1.0, "use_clipped_model_output": True}).
+
+    Parsed as a Python expression tree and read, never evaluated: only a name, or a call of a
+    name with keyword arguments whose values are literal numbers, booleans or strings."""
+    import ast
+
+    def bad(why):
+        return BadValue(f"bad variant spec {spec!r}: {why}; the accepted form is {SPEC_FORM}")
+
+    if not isinstance(spec, str) or not spec.strip():
+        raise bad("empty")
+    text = spec.strip()
+    if NAME.fullmatch(text):
+        return text, {}
+    head = re.match(r"([A-Za-z][A-Za-z0-9_+\-]*)\s*\((.*)\)\s*$", text, re.S)
+    if not head:
+        raise bad("not a name or a call")
+    name, inner = head.group(1), head.group(2)
+    try:
+        call = ast.parse(f"f({inner})", mode="eval").body
+    except SyntaxError:
+        raise bad("its arguments do not parse") from None
+    if not isinstance(call, ast.Call) or call.args:
+        raise bad("arguments must be given as key=value")
+    arguments = {}
+    for kw in call.keywords:
+        if kw.arg is None:
+            raise bad("** is not accepted")
+        value, sign = kw.value, 1
+        if isinstance(value, ast.UnaryOp) and isinstance(value.op, ast.USub):
+            value, sign = value.operand, -1
+        literal = isinstance(value, ast.Constant) and isinstance(value.value, (int, float, bool, str))
+        if not literal or (sign < 0 and (isinstance(value.value, (bool, str)))):
+            raise bad(f"the value of {kw.arg} is not a literal number, True/False or string")
+        arguments[kw.arg] = -value.value if sign < 0 else value.value
+    return name, arguments
+
+
+def format_spec(name: str, arguments: dict) -> str:
+    if not arguments:
+        return name
+    return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in arguments.items()) + ")"
+
+
+def split_specs(text: str) -> list:
+    """"ppdiffusers,ddim(eta=1.0, use_clipped_model_output=True)" → the two specs (commas inside
+    parentheses do not split)."""
+    specs, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            specs.append(text[start:i].strip())
+            start = i + 1
+    specs.append(text[start:].strip())
+    return [s for s in specs if s]
+
+
 def unregister_variant(name: str) -> None:
     if name in BUILTIN:
-        raise ValueError(f"{name!r} is built in and cannot be removed")
+        raise BadValue(f"{name!r} is built in and cannot be removed")
     _REGISTRY.pop(name, None)
 
 
@@ -206,27 +314,32 @@ def variants() -> list:
     return list(_REGISTRY)
 
 
-def get_variant(name_or_fn) -> Variant:
-    """A registered variant by name, or an unregistered step function wrapped as one."""
-    if isinstance(name_or_fn, Variant):
-        return name_or_fn
-    if callable(name_or_fn):
-        return Variant(getattr(name_or_fn, "__name__", "custom"), name_or_fn)
-    if name_or_fn not in _REGISTRY:
-        raise KeyError(f"unknown step variant {name_or_fn!r}; known: {', '.join(_REGISTRY)} "
-                       f"(add one with @ppddpm.register_variant)")
-    return _REGISTRY[name_or_fn]
+def get_variant(spec) -> Variant:
+    """A registered variant by spec — its name, or `name(key=value, …)` with the step arguments
+    it fixes ("ddim(eta=1.0, use_clipped_model_output=True)") — or an unregistered step function
+    wrapped as one."""
+    if isinstance(spec, Variant):
+        return spec
+    if callable(spec):
+        return Variant(getattr(spec, "__name__", "custom"), spec, families=None)
+    name, arguments = parse_spec(spec)
+    if name not in _REGISTRY:
+        raise Unknown(f"unknown step variant {name!r}; known: {', '.join(_REGISTRY)} "
+                      f"(add one with @ppddpm.register_variant)")
+    variant = _REGISTRY[name].bound(**arguments)
+    if arguments:
+        check_arguments(variant)
+    return variant
 
 
 # --------------------------------------------------------------------------- built-ins
 
-@register_variant("ppdiffusers")
-def stock_step(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
-    """ppdiffusers' own `DDPMScheduler.step`, untouched: the reference."""
+@register_variant("ppdiffusers", families=None, scheduler=None)
+def stock_step(scheduler, model_output, timestep, sample, **step_arguments):
+    """ppdiffusers' own `step` of the scheduler's class, untouched: the reference."""
     from .stepping import _class_original
 
-    return _class_original(type(scheduler))(scheduler, model_output, timestep, sample,
-                                           generator=generator, return_dict=return_dict)
+    return _class_original(type(scheduler))(scheduler, model_output, timestep, sample, **step_arguments)
 
 
 @register_variant("posterior")
@@ -283,5 +396,7 @@ def direct_article_step(scheduler, model_output, timestep, sample, generator=Non
     mean = (sample - eps * scheduler.betas[t] / (1 - scheduler.alphas_cumprod[t]) ** 0.5) / scheduler.alphas[t] ** 0.5
     return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
 
+
+from . import ddim_variants  # noqa: E402,F401  (registers "ddim" and "ddim-written")
 
 BUILTIN = tuple(_REGISTRY)

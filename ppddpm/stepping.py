@@ -1,29 +1,36 @@
-"""The one mechanism: intercepting `scheduler.step`.
+"""The one mechanism: intercepting `scheduler.step`, for any ppdiffusers scheduler.
 
 Recording, patching and comparing all work by adding a *layer* around the `step` of one
 scheduler instance (or, for patches, of a scheduler class). ppdiffusers' source is never
 edited. A layer is one of two kinds:
 
 - a **formula** replaces what `step` computes: `fn(scheduler, model_output, timestep,
-  sample, generator=None, return_dict=True)`, the contract of `DDPMScheduler.step`.
-  The most recent formula on the instance wins, else the most recent on its class, else
-  the class's own `step`.
-- an **observer** sees every call: `fn(call, scheduler, model_output, timestep, sample,
-  generator)` where `call()` runs the formula (or the next observer) and returns a
-  `DDPMSchedulerOutput`. Observers always wrap the formula in force, whatever the order in
-  which the contexts were entered, so a patched and recorded run records the patch's values.
+  sample, **extra)`, where `extra` holds the other arguments of *that scheduler's* `step`
+  exactly as the caller passed them (`generator` for DDPM; `eta`, `use_clipped_model_output`,
+  `generator`, `variance_noise` for DDIM; `s_churn` … for Euler) plus `return_dict=True`. It
+  returns the scheduler's output object. The most recent formula on the instance wins, else
+  the most recent on its class, else the class's own `step`.
+- an **observer** sees every call: `fn(call, scheduler, model_output, timestep, sample, extra)`
+  where `call(**overrides)` runs the formula (or the next observer) with `extra` updated by
+  `overrides` and returns the output object. Observers always wrap the formula in force,
+  whatever the order in which the contexts were entered, so a patched and recorded run records
+  the patch's values. An observer may hand the step its noise as data (`variance_noise=z`
+  where the scheduler takes it) but must not otherwise change what the step computes.
 
 Layers are removed by identity, so contexts may exit in any order (threads, generators),
 and the instance's original `step` comes back when the last layer leaves, exceptions too.
-The installed `step` keeps `DDPMScheduler.step`'s signature (ppdiffusers' own scheduler
-tests inspect it).
+The installed `step` binds its arguments with the original's signature — positional or by
+keyword, an unknown one is the original's TypeError — and exposes that signature
+(ppdiffusers' own scheduler tests inspect it).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import threading
 import types
+from .errors import BadType, BadValue
 
 _LOCK = threading.RLock()
 _ATTR = "_ppddpm_layers"
@@ -31,12 +38,14 @@ _ORIGINAL = "_ppddpm_original_step"
 
 
 class Layer:
-    __slots__ = ("kind", "fn", "name")
+    """`arguments` (formula layers): step arguments the formula fixes, e.g. {"eta": 1.0} for the
+    spec "ddim(eta=1.0)"; they replace the caller's before any observer sees the call."""
+    __slots__ = ("kind", "fn", "name", "arguments")
 
-    def __init__(self, kind: str, fn, name: str = ""):
+    def __init__(self, kind: str, fn, name: str = "", arguments: dict = None):
         if kind not in ("formula", "observer"):
-            raise ValueError(f"layer kind must be 'formula' or 'observer', got {kind!r}")
-        self.kind, self.fn, self.name = kind, fn, name
+            raise BadValue(f"layer kind must be 'formula' or 'observer', got {kind!r}")
+        self.kind, self.fn, self.name, self.arguments = kind, fn, name, dict(arguments or {})
 
     def __repr__(self):
         return f"Layer({self.kind}, {self.name or self.fn!r})"
@@ -62,42 +71,66 @@ def _class_original(cls):
             return original
         if "step" in klass.__dict__:
             return klass.__dict__["step"]
-    raise TypeError(f"{cls.__name__} has no step method")
+    raise BadType(f"{cls.__name__} has no step method")
+
+
+def formula_layer(scheduler) -> Layer:
+    """The formula layer a call to `scheduler.step` would run now (the class's own step if none)."""
+    for layer in reversed(scheduler.__dict__.get(_ATTR, [])):
+        if layer.kind == "formula":
+            return layer
+    for layer in reversed(_class_layers(type(scheduler))):
+        if layer.kind == "formula":
+            return layer
+    return Layer("formula", _class_original(type(scheduler)), "ppdiffusers")
 
 
 def formula_in_force(scheduler):
     """(name, fn) of the formula a call to `scheduler.step` would run now."""
-    for layer in reversed(scheduler.__dict__.get(_ATTR, [])):
-        if layer.kind == "formula":
-            return layer.name, layer.fn
-    for layer in reversed(_class_layers(type(scheduler))):
-        if layer.kind == "formula":
-            return layer.name, layer.fn
-    return "ppdiffusers", _class_original(type(scheduler))
+    layer = formula_layer(scheduler)
+    return layer.name, layer.fn
 
 
-def _dispatch(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+_CORE = ("self", "model_output", "timestep", "sample", "return_dict")
+
+
+def _dispatch(scheduler, model_output, timestep, sample, extra: dict, return_dict=True):
     """Run the formula in force inside every observer (instance observers outermost)."""
-    _, formula = formula_in_force(scheduler)
+    layer = formula_layer(scheduler)
+    formula, extra = layer.fn, dict(extra, **layer.arguments)
     observers = [l.fn for l in _class_layers(type(scheduler)) if l.kind == "observer"]
     observers += [l.fn for l in scheduler.__dict__.get(_ATTR, []) if l.kind == "observer"]
 
-    def call_formula():
-        return formula(scheduler, model_output, timestep, sample, generator=generator, return_dict=True)
+    def call_formula(**overrides):
+        return formula(scheduler, model_output, timestep, sample, **dict(extra, **overrides), return_dict=True)
 
     call = call_formula
     for obs in observers:
-        call = functools.partial(obs, call, scheduler, model_output, timestep, sample, generator)
+        call = _observed(obs, call, scheduler, model_output, timestep, sample, extra)
     out = call()
     return out if return_dict else (out.prev_sample,)
 
 
+def _observed(obs, inner, scheduler, model_output, timestep, sample, extra):
+    """`call(**overrides)` for the observer `obs` wrapped around `inner`."""
+    def call(**overrides):
+        merged = dict(extra, **overrides)
+        return obs(lambda **more: inner(**dict(overrides, **more)), scheduler, model_output, timestep, sample, merged)
+    return call
+
+
 def _make_step(original):
     """A fresh `step` with `original`'s signature and docstring that dispatches through the layers."""
-    @functools.wraps(original)
-    def step(self, model_output, timestep, sample, generator=None, return_dict=True):
-        return _dispatch(self, model_output, timestep, sample, generator=generator, return_dict=return_dict)
+    signature = inspect.signature(original)
 
+    @functools.wraps(original)
+    def step(self, *args, **kwargs):
+        arguments = signature.bind(self, *args, **kwargs).arguments      # the original's TypeError on bad calls
+        core = {name: arguments.pop(name) for name in _CORE if name in arguments}
+        return _dispatch(self, core["model_output"], core["timestep"], core["sample"], arguments,
+                         return_dict=core.get("return_dict", True))
+
+    step.__signature__ = signature        # what inspect.signature(step, follow_wrapped=False) reports
     return step
 
 
@@ -150,17 +183,8 @@ def intercept(target, layer: Layer):
                 uninstall()
 
 
-def ddpm_scheduler_of(target, what: str = "ppddpm"):
-    """The DDPM scheduler behind `target` (a pipeline, a scheduler, or with `allow_class`
-    a scheduler class), or a clear error saying what is accepted."""
-    from ppdiffusers import DDPMScheduler
-
-    scheduler = getattr(target, "scheduler", target)
-    if isinstance(scheduler, type):
-        if issubclass(scheduler, DDPMScheduler):
-            return scheduler
-    elif isinstance(scheduler, DDPMScheduler):
-        return scheduler
-    name = scheduler.__name__ if isinstance(scheduler, type) else type(scheduler).__name__
-    raise TypeError(f"{what} needs a DDPM scheduler (ppdiffusers.DDPMScheduler, a subclass, or a pipeline "
-                    f"whose .scheduler is one); got {name}, whose step follows another formula")
+def step_parameters(scheduler_or_class) -> tuple:
+    """Names of the extra arguments the scheduler's own `step` takes (beyond model_output,
+    timestep, sample, return_dict): ("generator",) for DDPM, ("eta", …, "variance_noise") for DDIM."""
+    cls = scheduler_or_class if isinstance(scheduler_or_class, type) else type(scheduler_or_class)
+    return tuple(n for n in inspect.signature(_class_original(cls)).parameters if n not in _CORE)

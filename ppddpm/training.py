@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_path
+from .errors import BadValue, NotFound, int_problem
 
 CHECKPOINT = "checkpoint.pdparams"
 LOSSES = "train_losses.json"
@@ -46,8 +47,9 @@ class TrainConfig:
     def check(self):
         problems = []
         for name in ("resolution", "steps", "batch_size", "checkpoint_every", "layers_per_block"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            problem = int_problem(name, getattr(self, name))
+            if problem:
+                problems.append(problem)
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -56,7 +58,7 @@ class TrainConfig:
             problems.append(f"resolution {self.resolution} must be divisible by "
                             f"{2 ** (len(self.block_out_channels) - 1)} for {len(self.block_out_channels)} UNet levels")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise BadValue("; ".join(problems))
 
 
 @dataclass
@@ -124,7 +126,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     ckpt_path = out / CHECKPOINT
     if resume:
         if not ckpt_path.exists():
-            raise FileNotFoundError(f"resume: no checkpoint at {ckpt_path}")
+            raise NotFound(f"resume: no checkpoint at {ckpt_path}")
         ckpt = paddle.load(str(ckpt_path))
         unet.set_state_dict(ckpt["unet"])
         optimizer.set_state_dict(_optimizer_state_by_name(ckpt["optimizer"], unet))

@@ -82,3 +82,15 @@ def test_ppdiffusers_own_scheduler_tests_pass_with_the_posterior_variant():
         if outcome == "passed":
             assert posterior[name] == "passed", name
     assert posterior["test_thresholding"] == "passed"        # the variants threshold per sample
+
+
+@pytest.mark.parametrize("family", ["ddim", "euler", "euler-ancestral", "dpmsolver-multistep"])
+def test_ppdiffusers_own_scheduler_tests_pass_with_ppddpms_observer(family):
+    """The recorder's whole path (x̂_0, σ, z observed; DDIM's z passed in as data) installed
+    class-wide changes no outcome of ppdiffusers' own suite for that scheduler."""
+    stock = run_scheduler_suite(family=family)
+    observed, steps = run_scheduler_suite(family=family, observe=True, with_count=True)
+    assert len(stock) >= 10 and set(stock) == set(observed)
+    assert steps > 50                                         # the observer really saw the suite's steps
+    assert {n for n, o in stock.items() if o == "failed"} <= set(KNOWN_FAILURES)
+    assert [n for n, o in stock.items() if o == "passed" and observed[n] != "passed"] == []

@@ -91,3 +91,17 @@ def test_animate_writes_a_gif_with_one_frame_per_recorded_step(traj, tmp_path):
     assert gif.n_frames == 20 and gif.size == (128, 144)
     with pytest.raises(ValueError, match=r"\.gif"):
         P.animate(traj, tmp_path / "x.mp4")
+
+
+def test_clip_map_from_a_trajectory_and_from_a_report(pipe, tmp_path):
+    traj = ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=10, batch_size=3,
+                                    fields=("prev_sample", "pred_original_sample_unclipped"))
+    t, share = ppddpm.plotting.clip_map(traj)
+    assert share.shape == (10, 3)
+    np.testing.assert_allclose(share.mean(axis=1), traj.clip_fraction, rtol=0, atol=1e-6)   # one definition
+    fig = ppddpm.plotting.plot_clip_map(traj, save=tmp_path / "map.png")
+    assert (tmp_path / "map.png").stat().st_size > 1000 and "fired at" in fig.axes[0].get_title()
+    report = ppddpm.compare(pipe, ["ppdiffusers", "ddim(eta=1.0)"], seed=[0, 1], num_inference_steps=5)
+    assert ppddpm.plotting.clip_map(report)[1].shape == (5, 2)
+    fig = ppddpm.plotting.plot_ab(report, save=tmp_path / "ab.png")
+    assert "ddim(eta=1.0) [DDIMScheduler] vs ppdiffusers [DDPMScheduler]" in fig.axes[0].get_title()

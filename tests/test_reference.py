@@ -115,3 +115,42 @@ def test_training_loss_is_eq_14(sch64):
     x0, noise, t = rng.randn(4, 1, 2, 2), rng.randn(4, 1, 2, 2), np.array([0, 10, 500, 999])
     assert ref.training_losses(sch64, lambda x, tt: noise, x0, t, noise) == 0.0
     assert ref.training_losses(sch64, lambda x, tt: np.zeros_like(x), x0, t, noise) == pytest.approx(np.mean(noise ** 2))
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0, 0.3])
+@pytest.mark.parametrize("clip,clipped_eps", [(False, False), (True, False), (True, True)])
+@pytest.mark.parametrize("t,steps,one", [(980, 50, True), (500, 50, True), (0, 50, True), (0, 50, False),
+                                         (999, 1000, True), (1, 1000, True)])
+def test_ddim_step_is_generalized_step(eta, clip, clipped_eps, t, steps, one):
+    """One `DDIMScheduler.step` against the DDIM authors' step in float64, the same z.
+    Tolerance as for DDPM (test_stock_step_is_p_sample): the float32 coefficients of t → prev are
+    consistent only up to u/(1−ᾱ_t), and √(1 − ᾱ_prev − σ²) cancels at small t the same way, so
+    16·u/(1−ᾱ_t) relative to |x_t| + |ε| + 1."""
+    from ppdiffusers import DDIMScheduler
+
+    from ppddpm.config import with_config
+
+    sched = with_config(ddpm_scheduler(clip_sample=clip), cls=DDIMScheduler, set_alpha_to_one=one)
+    sched.set_timesteps(steps)
+    s64 = ref.Schedule.from_scheduler(sched)
+    rng = np.random.RandomState(t + steps)
+    x, eps, z = rng.randn(2, 1, 8, 8) * 1.5, rng.randn(2, 1, 8, 8), rng.randn(2, 1, 8, 8)
+    out = sched.step(paddle.to_tensor(eps, "float32"), paddle.to_tensor(t), paddle.to_tensor(x, "float32"),
+                     eta=eta, use_clipped_model_output=clipped_eps, variance_noise=paddle.to_tensor(z, "float32"))
+    final = 1.0 if one else s64.alphas_cumprod[0]
+    truth, x0 = ref.generalized_step(s64, eps, x, t, t - 1000 // steps, eta, z, clip_denoised=clip,
+                                     use_clipped_model_output=clipped_eps, alpha_bar_final=final)
+    tol = 16 * U32 / (1 - s64.alphas_cumprod[t]) * (np.abs(x).max() + np.abs(eps).max() + 1)
+    assert np.abs(out.prev_sample.numpy() - truth).max() <= tol
+    np.testing.assert_allclose(out.pred_original_sample.numpy(), x0, rtol=1e-5, atol=1e-5 * np.abs(x0).max())
+
+
+def test_ddim_at_eta_1_is_ddpms_posterior_step_in_float64(sch64):
+    """MATH.md, "DDIM": with η = 1, σ_t² = β̃_t and the mean of eq. (12) is μ̃_t of eq. (7),
+    exactly in real arithmetic (float64 here: agreement to 1e-12)."""
+    rng = np.random.RandomState(1)
+    x, eps, z = rng.randn(4, 1, 4, 4), rng.randn(4, 1, 4, 4), rng.randn(4, 1, 4, 4)
+    for t, prev_t in ((999, 979), (500, 480), (20, 0), (5, 4)):
+        ddim, _ = ref.generalized_step(sch64, eps, x, t, prev_t, 1.0, z)
+        ddpm = ref.p_sample(sch64, eps, x, t, z, prev_t=prev_t, clip_denoised=False)
+        assert np.abs(ddim - ddpm).max() <= 1e-12 * (np.abs(x).max() + np.abs(eps).max())

@@ -7,6 +7,7 @@ import pytest
 from ppdiffusers import DDPMPipeline, DDPMScheduler
 
 import ppddpm
+from conftest import expected_prev
 from ppddpm.models import ddpm_scheduler
 from ppddpm.step_variants import threshold
 
@@ -78,16 +79,29 @@ def test_unsupported_variance_type_is_a_clear_error(unet):
 def test_user_defined_variant(pipe):
     @ppddpm.register_variant("test-no-noise")
     def no_noise(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
-        """The posterior mean only: x_{t-1} = μ̃_t, never any σ_t z."""
-        from ppddpm.step_variants import add_noise  # noqa: F401  (documented helper, deliberately unused here)
-        out = ppddpm.get_variant("posterior").step(scheduler, model_output, timestep, sample, generator=None)
-        return out
+        """The posterior mean only: x_{t-1} = μ̃_t(x̂_0, x_t) of eq. (7), never any σ_t z."""
+        from ppddpm.step_variants import _output, coefficients, modify_x0, predict_start_from_noise
+
+        c = coefficients(scheduler, timestep)
+        x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample))
+        mean = (c.alpha_prod_t_prev ** 0.5 * c.current_beta_t / c.beta_prod_t) * x0 + \
+            (c.current_alpha_t ** 0.5 * c.beta_prod_t_prev / c.beta_prod_t) * sample
+        return _output(mean, x0, return_dict)
 
     try:
         assert "test-no-noise" in ppddpm.variants()
         with pytest.raises(ValueError, match="already registered"):
             ppddpm.register_variant("test-no-noise")(no_noise)
-        assert run(pipe, "test-no-noise", steps=10).prev_sample.shape == (10, 1, 1, 8, 8)
+        with ppddpm.patch_step(pipe.scheduler, "test-no-noise"):
+            traj = ppddpm.sample_trajectory(pipe, seed=8, num_inference_steps=10, fields="all")
+        assert traj.meta["variant"] == "test-no-noise"
+        sched = ddpm_scheduler()
+        sched.set_timesteps(10)
+        for i, t in enumerate(traj.timesteps):    # the recorded step is the mean alone: z never reaches it
+            zero = np.zeros_like(traj.noise[i])
+            assert np.array_equal(traj.prev_sample[i], expected_prev(sched, "posterior", traj.sample[i],
+                                                                     traj.model_output[i], zero, int(t)))
+        assert traj.noise[:-1].any()           # ... though the stock step would have drawn one
     finally:
         ppddpm.unregister_variant("test-no-noise")
     assert "test-no-noise" not in ppddpm.variants()
@@ -145,11 +159,27 @@ def test_a_patched_recorded_run_records_the_variants_values(pipe, order):
     assert np.array_equal(traj.prev_sample, expected.prev_sample)
 
 
-def test_the_replaced_step_keeps_ddpm_step_signature(pipe):
+def test_the_replaced_step_keeps_its_schedulers_signature(pipe):
+    """The installed step *is* a function with the original's parameters: inspect reports them
+    without following __wrapped__, and it binds (and refuses) arguments as the original does."""
+    from ppdiffusers import DDIMScheduler
+
     stock = inspect.signature(DDPMScheduler.step)
     with ppddpm.patch_step(pipe.scheduler, "direct"):
-        assert inspect.signature(pipe.scheduler.step) == inspect.signature(DDPMScheduler().step)
+        installed = pipe.scheduler.__dict__["step"]
+        assert installed is not DDPMScheduler.step
+        assert inspect.signature(installed, follow_wrapped=False) == inspect.signature(DDPMScheduler().step)
         with ppddpm.patch_step(DDPMScheduler, "posterior"):
-            assert inspect.signature(DDPMScheduler.step) == stock
+            assert DDPMScheduler.__dict__["step"].__name__ == "step"
+            assert inspect.signature(DDPMScheduler.__dict__["step"], follow_wrapped=False) == stock
         assert pipe.scheduler.step(paddle.zeros([1, 1, 8, 8]), 5, paddle.zeros([1, 1, 8, 8]),
                                    return_dict=False)[0].shape == [1, 1, 8, 8]
+        with pytest.raises(TypeError, match="eta"):          # DDPM's step takes no eta: the original's TypeError
+            pipe.scheduler.step(paddle.zeros([1, 1, 8, 8]), 5, paddle.zeros([1, 1, 8, 8]), eta=1.0)
+    ddim = DDIMScheduler()
+    ddim.set_timesteps(10)
+    seen = {}
+    with ppddpm.patch_step(ddim, lambda s, m, t, x, **extra: seen.update(extra) or DDIMScheduler.step(s, m, t, x)):
+        assert inspect.signature(ddim.__dict__["step"], follow_wrapped=False) == inspect.signature(ddim.step)
+        ddim.step(paddle.zeros([1, 1, 8, 8]), 900, paddle.zeros([1, 1, 8, 8]), 0.5, True)   # eta, positionally
+    assert seen == {"eta": 0.5, "use_clipped_model_output": True, "return_dict": True}

@@ -1,0 +1,60 @@
+"""Bad input, said once: the exception types ppddpm raises *on purpose*, and the shared checks.
+
+Each type is also the built-in one its message is about (`BadValue` is a ValueError, `NotFound`
+a FileNotFoundError, …), so API users catch them as usual; the CLI prints exactly these as one
+line with exit status 2, and lets anything else — a real bug — stay loud.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+
+class InputError(Exception):
+    """Raised on purpose: the input was wrong, and the message says what is accepted."""
+
+
+class BadValue(InputError, ValueError):
+    pass
+
+
+class BadType(InputError, TypeError):
+    pass
+
+
+class Unknown(InputError, KeyError):
+    def __str__(self):                       # KeyError would quote its message
+        return str(self.args[0]) if self.args else ""
+
+
+class NotFound(InputError, FileNotFoundError):
+    pass
+
+
+class Exists(InputError, FileExistsError):
+    pass
+
+
+class Unsupported(InputError, NotImplementedError):
+    pass
+
+
+class WriteFailed(InputError, OSError):
+    """Writing an output failed (a full disk): the message names what was kept."""
+
+
+def int_problem(name: str, value, low: int = 1, hint: str = "") -> Optional[str]:
+    """The message for `value` if it is not an integer ≥ `low` (bools are not integers here), else None."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        kind = "positive" if low == 1 else "non-negative" if low == 0 else f"≥ {low}"
+        return f"{name} must be a {kind} integer{hint}, got {value!r}"
+    return None
+
+
+def check_int(name: str, value, low: int = 1, hint: str = "") -> int:
+    """`value` as an int, or BadValue("NAME must be a positive integer, got …")."""
+    problem = int_problem(name, value, low, hint)
+    if problem:
+        raise BadValue(problem)
+    return int(value)

@@ -1,0 +1,82 @@
+"""One step record, for every sampler, and the observer that makes it.
+
+    StepRecord(i, t, stage, sample, model_output, x0, x0_raw, prev, noise, sigma)
+
+is what a step of any ppdiffusers scheduler did, in one vocabulary (`ppddpm.samplers` says how
+each family maps onto it). `StepObserver` is an observer layer (`ppddpm.stepping`) that turns
+every call of `scheduler.step` into a StepRecord and hands it to a consumer — k-diffusion's
+"one small dict per step to a callback". `record` / `sample_trajectory` (into a Trajectory) and
+`compare` (into an ABReport) are such consumers, so they cannot drift apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .samplers import GENERIC, adapter_for, supported
+from .stepping import Layer, intercept
+from .errors import BadType, BadValue
+
+
+@dataclass
+class StepRecord:
+    """One call of `scheduler.step` (paddle tensors, as the step saw and made them)."""
+    i: int                   # 0-based index of the call in this run
+    t: Any                   # the timestep passed to the step (int, or float for Euler-type schedulers)
+    stage: str               # "" for one call per timestep; Heun: "predictor" / "corrector"; PNDM: "prk1"… / "plms"
+    sample: Any              # x_t, the step's input (in the scheduler's own parameterisation)
+    model_output: Any        # ε̂ (or v̂, x̂_0) from the model
+    x0: Any                  # x̂_0 as the step used it (after clip / threshold)
+    x0_raw: Any              # x̂_0 before any clipping (eq. 15, or x − σε)
+    prev: Any                # the step's output: x_{t-1}
+    noise: Any               # z the step added (None: no noise added, or not observed)
+    sigma: float             # std of the added noise: prev = … + sigma·z
+
+
+class StepObserver:
+    """Turns each `scheduler.step` call into a StepRecord for `consume(record)`.
+
+    want_noise  observe z (a replay of the RNG where the scheduler cannot take z as an
+                argument: costs one extra draw, so only when asked; `keep(i)` says when).
+    keep(i)     whether call i is recorded at all (the others run untouched).
+    every_call  `every_call(i, timestep, output)` after every call, recorded or not.
+    """
+
+    def __init__(self, consume: Callable[[StepRecord], None], want_noise: bool = False,
+                 keep: Optional[Callable[[int], bool]] = None, every_call: Optional[Callable] = None):
+        self.consume, self.want_noise, self.keep = consume, want_noise, keep or (lambda i: True)
+        self.every_call = every_call
+        self.calls = 0
+
+    def __call__(self, call, scheduler, model_output, timestep, sample, extra):
+        adapter = adapter_for(scheduler)
+        i = self.calls
+        keep = self.keep(i)
+        ctx = adapter.before(scheduler, model_output, timestep, sample, extra) if keep else {}
+        if keep:
+            if adapter is GENERIC and self.want_noise:
+                raise BadValue(f"the noise of {type(scheduler).__name__}'s step cannot be observed (ppddpm knows "
+                               f"how for {supported()}); record without the 'noise' field")
+            out, z = adapter.run(call, scheduler, model_output, timestep, sample, extra, ctx, self.want_noise)
+        else:
+            out, z = call(), None
+        self.calls += 1
+        if self.every_call is not None:
+            self.every_call(i, timestep, out)
+        if not keep:
+            return out
+        x0 = adapter.x0_used(scheduler, model_output, timestep, sample, ctx, out)
+        if x0 is None and adapter is GENERIC:
+            raise BadType(f"{type(scheduler).__name__}.step returns no pred_original_sample, and ppddpm has no "
+                          f"adapter for it; supported: {supported()}")
+        record = StepRecord(
+            i=i, t=timestep, stage=adapter.stage(scheduler, ctx), sample=sample, model_output=model_output,
+            x0=x0, x0_raw=adapter.x0_raw(scheduler, model_output, timestep, sample, ctx, out), prev=out.prev_sample,
+            noise=z, sigma=adapter.sigma(scheduler, timestep, extra, ctx))
+        self.consume(record)
+        return out
+
+
+def observe(scheduler, observer: StepObserver, name: str = "observe"):
+    """Context: `observer` sees every step of this scheduler instance (or class)."""
+    return intercept(scheduler, Layer("observer", observer, name))

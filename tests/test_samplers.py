@@ -1,0 +1,215 @@
+"""Recording any sampler: every scheduler family ppddpm adapts, on real pipelines.
+
+The specification: for each family, recording `every=1` is bitwise the run a hand-written loop
+over that scheduler's own `step` makes with the same seed (so the recorder neither changes the
+values nor disturbs a sampler's state or random stream), x̂_0 is the one the step used, and the
+recorded noise is what the step added.
+"""
+import inspect
+import uuid
+
+import numpy as np
+import paddle
+import pytest
+from ppdiffusers import (DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler,
+                         EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
+                         LMSDiscreteScheduler, PNDMScheduler, UniPCMultistepScheduler)
+from ppdiffusers.utils.paddle_utils import randn_tensor
+
+import ppddpm
+from ppddpm.config import with_config
+from ppddpm.models import ddpm_scheduler
+
+STEPS = 8
+
+
+def hand_loop(unet, scheduler, seed, steps, step_kwargs=None, scaled=True):
+    """The reverse process written out over `scheduler.step`, as the pipelines write it: x_T
+    (times init_noise_sigma), scale_model_input, `generator` to the step where it takes one.
+    `scaled=False` is DDPMPipeline's loop, which skips both scalings."""
+    generator = paddle.Generator().manual_seed(seed, generator_name=f"hand-{uuid.uuid4()}")
+    shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    x = randn_tensor(shape, generator=generator, dtype=unet.dtype)
+    if scaled:
+        x = x * scheduler.init_noise_sigma
+    scheduler.set_timesteps(steps)
+    kwargs = dict(step_kwargs or {})
+    if "generator" in inspect.signature(type(scheduler).step).parameters:
+        kwargs["generator"] = generator
+    prev, x0 = [], []
+    with paddle.no_grad():
+        for t in scheduler.timesteps:
+            model_output = unet(scheduler.scale_model_input(x, t) if scaled else x, t).sample
+            out = scheduler.step(model_output, t, x, **kwargs)
+            x = out.prev_sample
+            prev.append(x.numpy())
+            x0.append(getattr(out, "pred_original_sample", None))
+    return np.stack(prev), x0
+
+
+def make(cls, **overrides):
+    return with_config(ddpm_scheduler(), cls=cls, **overrides)
+
+
+# (scheduler class, config overrides, pipeline class, pipeline kwargs); the pipeline is the one a
+# user runs: DDPMPipeline / DDIMPipeline for their schedulers, SamplerPipeline for the rest
+FAMILIES = {
+    "ddpm": (DDPMScheduler, {}, DDPMPipeline, {}),
+    "ddim-eta1": (DDIMScheduler, {}, DDIMPipeline, {"eta": 1.0}),
+    "ddim-eta0": (DDIMScheduler, {}, DDIMPipeline, {"eta": 0.0}),
+    "pndm": (PNDMScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "euler": (EulerDiscreteScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "euler-ancestral": (EulerAncestralDiscreteScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "lms": (LMSDiscreteScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "heun": (HeunDiscreteScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "dpmsolver++": (DPMSolverMultistepScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "sde-dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"},
+                        ppddpm.SamplerPipeline, {}),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recording_any_sampler_is_bitwise_the_hand_loop(unet, family):
+    cls, overrides, pipeline_cls, call_kwargs = FAMILIES[family]
+    pipe = pipeline_cls(unet=unet, scheduler=make(cls, **overrides))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=11, num_inference_steps=STEPS, every=1, fields="all",
+                                    pipe_kwargs=call_kwargs)
+    expected, x0 = hand_loop(unet, make(cls, **overrides), 11, STEPS, call_kwargs)
+    assert traj.complete and len(traj) == len(expected)
+    assert np.array_equal(traj.prev_sample, expected)          # values and RNG stream untouched
+    returned = [a for a in x0 if a is not None]
+    if returned:                                              # the x̂_0 the step returned, bitwise
+        assert len(returned) == len(x0)
+        assert np.array_equal(traj.pred_original_sample, np.stack([a.numpy() for a in returned]))
+    assert traj.scheduler == cls.__name__
+    assert traj.meta["scheduler_config"]["num_train_timesteps"] == 1000
+    assert np.isfinite(traj.pred_original_sample).all() and np.isfinite(traj.sigma).all()
+
+
+def test_a_ddpm_pipeline_whose_scheduler_was_swapped_records_what_it_ran(unet, pipe):
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=STEPS, every=1)
+    expected, _ = hand_loop(unet, EulerAncestralDiscreteScheduler.from_config(ddpm_scheduler().config), 5, STEPS,
+                            scaled=False)
+    assert traj.scheduler == "EulerAncestralDiscreteScheduler"
+    assert np.array_equal(traj.prev_sample, expected)
+
+
+def test_heun_records_which_stage_each_model_call_is(unet):
+    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=make(HeunDiscreteScheduler))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=4, every=1)
+    # 4 timesteps, 7 model calls: an Euler predictor from t_k, then the corrector evaluates the
+    # model at t_{k+1} (where the next predictor starts); the last step is the predictor alone
+    assert traj.stages.tolist() == ["predictor", "corrector"] * 3 + ["predictor"]
+    ts = traj.timesteps.tolist()
+    assert len(ts) == 7 and ts[1] == ts[2] and ts[3] == ts[4] and ts[5] == ts[6] and ts[0] > ts[1]
+
+
+@pytest.mark.parametrize("family", ["ddim-eta1", "euler-ancestral", "ddpm"])
+def test_recorded_noise_is_what_the_step_added(unet, family):
+    """prev = (the step's deterministic part) + σ·z: recomputing the step with z as data (DDIM)
+    or its deterministic part by hand, the recorded σ·z closes the gap to float32 rounding."""
+    cls, overrides, pipeline_cls, call_kwargs = FAMILIES[family]
+    pipe = pipeline_cls(unet=unet, scheduler=make(cls, **overrides))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=STEPS, fields="all", pipe_kwargs=call_kwargs)
+    sched = make(cls, **overrides)
+    sched.set_timesteps(STEPS)
+    assert (traj.sigma[:-1] > 0).all()
+    for i, t in enumerate(sched.timesteps):
+        x_t, eps, z = (paddle.to_tensor(a) for a in (traj.sample[i], traj.model_output[i], traj.noise[i]))
+        if family == "ddim-eta1":
+            again = sched.step(eps, t, x_t, eta=1.0, variance_noise=z).prev_sample.numpy()
+            assert np.array_equal(again, traj.prev_sample[i])                    # z is the noise, as data
+            quiet = sched.step(eps, t, x_t, eta=1.0, variance_noise=paddle.zeros_like(z)).prev_sample.numpy()
+        elif family == "euler-ancestral":
+            sched._step_index = i
+            s_from, s_to = float(sched.sigmas[i]), float(sched.sigmas[i + 1])
+            s_down = (s_to ** 2 - traj.sigma[i] ** 2) ** 0.5
+            quiet = (x_t + (x_t - (x_t - s_from * eps)) / s_from * (s_down - s_from)).numpy()
+        else:
+            from conftest import expected_prev
+
+            quiet = expected_prev(sched, "posterior", traj.sample[i], traj.model_output[i],
+                                  np.zeros_like(traj.noise[i]), int(t))
+        scale = np.abs(traj.sample[i]).max() + np.abs(traj.model_output[i]).max() + 1
+        np.testing.assert_allclose(traj.prev_sample[i], quiet + traj.sigma[i] * traj.noise[i],
+                                   rtol=0, atol=1e-5 * scale)   # float32: a few roundings of |x_t|, |ε̂|
+    if family == "ddpm":
+        assert not traj.noise[-1].any() and traj.sigma[-1] == 0   # no noise at the last step
+
+
+def test_dpmsolver_x0_is_the_data_prediction_it_kept(unet):
+    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=make(DPMSolverMultistepScheduler))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=4, num_inference_steps=STEPS, fields="all")
+    # DPM-Solver++ keeps x̂_0 = (x_t − σ_t ε)/α_t; reconstructed by eq. (15) it agrees to rounding
+    np.testing.assert_allclose(traj.pred_original_sample, traj.pred_original_sample_unclipped, rtol=0, atol=1e-4)
+
+
+def test_clip_fraction_measures_clipping_not_rounding(unet):
+    """With clipping off the share is exactly 0, even where x̂_0 is reconstructed (DPM-Solver);
+    with clipping on it is the share of |x̂_0| > 1 before the clip."""
+    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=make(DPMSolverMultistepScheduler))
+    pipe.set_progress_bar_config(disable=True)
+    assert not ppddpm.sample_trajectory(pipe, seed=4, num_inference_steps=STEPS).clip_fraction.any()
+    pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(clip_sample=True))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=4, num_inference_steps=STEPS, fields="all")
+    raw = traj.pred_original_sample_unclipped
+    np.testing.assert_allclose(traj.clip_fraction, (np.abs(raw) > 1).mean(axis=(1, 2, 3, 4)), rtol=0, atol=1e-7)
+    assert traj.clip_fraction[0] > 0
+
+
+def test_a_scheduler_without_adapter_or_x0_is_refused_in_one_line(unet):
+    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=make(UniPCMultistepScheduler))
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(TypeError, match=r"UniPCMultistepScheduler.step returns no pred_original_sample.*supported: "
+                                        r"DDPMScheduler.*EulerDiscreteScheduler"):
+        ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3)
+    assert "step" not in pipe.scheduler.__dict__
+    with pytest.raises(TypeError, match="needs a ppdiffusers scheduler.*got int"):
+        with ppddpm.record(3):
+            pass
+
+
+def test_variants_written_for_ddpm_refuse_other_schedulers(unet):
+    """patch_step puts a formula on *that* scheduler: DDPM's formulas refuse DDIM's. compare
+    instead runs a DDPM variant on a DDPMScheduler made from the pipeline's config, unless the
+    variant names no scheduler to run on."""
+    with pytest.raises(TypeError, match="patch_step needs DDPMScheduler.*got EulerDiscreteScheduler"):
+        with ppddpm.patch_step(make(EulerDiscreteScheduler), "posterior"):
+            pass
+    ddim = DDIMPipeline(unet=unet, scheduler=make(DDIMScheduler))
+    report = ppddpm.compare(ddim, ["ppdiffusers", "direct"], num_inference_steps=3)
+    assert report.meta["variants"]["direct"]["scheduler"] == "DDPMScheduler"
+    assert report.meta["variants"]["ppdiffusers"]["scheduler"] == "DDIMScheduler"
+
+    @ppddpm.register_variant("test-ddpm-only", scheduler=None)
+    def ddpm_only(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+        return ppddpm.get_variant("posterior").step(scheduler, model_output, timestep, sample, generator=generator)
+
+    try:
+        with pytest.raises(TypeError, match="variant 'test-ddpm-only' needs DDPMScheduler.*got DDIMScheduler"):
+            ppddpm.compare(ddim, ["ppdiffusers", "test-ddpm-only"], num_inference_steps=3)
+    finally:
+        ppddpm.unregister_variant("test-ddpm-only")
+
+
+def test_learned_variance_is_recorded(unet):
+    """variance_type="learned_range": the UNet predicts the variance in extra channels; σ is
+    recorded as the mean over elements of the per-element std."""
+    from ppddpm.models import small_unet
+
+    paddle.seed(0)
+    wide = small_unet(resolution=8, channels=1)
+    wide = type(wide)(**{**dict(wide.config), "out_channels": 2})
+    wide.eval()
+    sched = ddpm_scheduler(variance_type="learned_range")
+    pipe = DDPMPipeline(unet=wide, scheduler=sched)
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=STEPS, fields="all")
+    assert traj.model_output.shape[2] == 2 and traj.prev_sample.shape[2] == 1
+    assert (traj.sigma[:-1] > 0).all() and traj.sigma[-1] == 0
