@@ -14,15 +14,32 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 ROOT = Path(__file__).resolve().parent.parent
 NB = ROOT / "notebooks"
 
-SETUP = '''# Setup 环境准备 — works in AI Studio (paddle preinstalled) and locally.
-import importlib.util, subprocess, sys
+SETUP = '''# Setup 环境准备 — one cell, in one go: AI Studio or local, paddle preinstalled or not.
+import importlib, importlib.util, os, subprocess, sys
 from pathlib import Path
-if importlib.util.find_spec("ppddpm") is None:
-    repo = Path.cwd().parent if (Path.cwd().parent / "setup.py").exists() else Path.cwd()
-    extra = "" if importlib.util.find_spec("paddle") else "[cpu]"   # keep AI Studio's paddle (GPU) as it is
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", f"{repo}{extra}"])
 
-import os, warnings
+def ensure_ppddpm():
+    \"\"\"Install ppddpm if it is missing and make it importable in this running kernel.
+    Source: $PPDDPM_SOURCE (a path or a pip requirement) if set, else the repository this notebook
+    sits in, else the package index. A preinstalled paddle (AI Studio's GPU build) is never touched.\"\"\"
+    if importlib.util.find_spec("ppddpm") is not None:
+        return "ppddpm: already installed"
+    here = Path.cwd().resolve()
+    repo = next((p for p in (here, *here.parents) if (p / "setup.py").exists() and (p / "ppddpm").is_dir()), None)
+    source = os.environ.get("PPDDPM_SOURCE") or (str(repo) if repo else "ppddpm")
+    local = Path(source).expanduser().exists()
+    extra = "" if importlib.util.find_spec("paddle") else "[cpu]"     # [cpu] only where there is no paddle
+    target = str(Path(source).expanduser().resolve()) + extra if local else source + extra
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q"] + (["-e"] if local else []) + [target])
+    if local:   # an editable install is read by new interpreters only: put it on this one's path
+        sys.path.insert(0, str(Path(source).expanduser().resolve()))
+    importlib.invalidate_caches()
+    if importlib.util.find_spec("ppddpm") is None:
+        raise SystemExit("ppddpm was installed but this kernel cannot see it: restart the kernel and run this cell again")
+    return f"ppddpm: installed from {source}"
+
+print(ensure_ppddpm())
+import warnings
 for noise in ("No ccache found", "Setuptools is replacing distutils", "IProgress not found"):
     warnings.filterwarnings("ignore", message=noise)
 import numpy as np
@@ -33,12 +50,12 @@ ppd_logging.disable_progress_bar()          # no "Loading pipeline components" b
 
 # FAST=1 (set by `make test`) shortens only the cells that say so.
 FAST = os.environ.get("PPDDPM_FAST", "0") == "1"
-# The bundled offline model by default. With network access, try e.g. "google/ddpm-celebahq-256"
-# (the article's model; 256x256, about 30x slower per step than the bundled one on a GPU).
+# The model: the bundled offline one, or any hub id / directory in PPDDPM_MODEL — e.g. the
+# article's google/ddpm-celebahq-256 (256x256, ~30x slower per step) where the hub is reachable.
 MODEL = os.environ.get("PPDDPM_MODEL") or None
 pipe = ppddpm.load_pipeline(MODEL)
-print("device:", paddle.device.get_device(), "| model:", MODEL or "bundled ddpm-digits-16",
-      "| ppddpm", ppddpm.__version__)'''
+print("device:", paddle.device.get_device(), "| ppddpm", ppddpm.__version__, "| model:",
+      MODEL or "bundled ddpm-digits-16 (set PPDDPM_MODEL=google/ddpm-celebahq-256 for the article's model)")'''
 
 NOTEBOOKS = {
 "01_forward_process.ipynb": [
@@ -165,15 +182,16 @@ measure where the two agree and where, and why, they do not.
 ("code", SETUP),
 ("md", "## Clipping off 不裁剪: equal to rounding"),
 ("code", """V = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
-off = ppddpm.compare(pipe, V, seed=777, num_inference_steps=1000, mode="shadow", clip_sample=False)
+STEPS = 100 if FAST else 1000                       # FAST: strided, the same comparisons
+off = ppddpm.compare(pipe, V, seed=777, num_inference_steps=STEPS, mode="shadow", clip_sample=False)
 print(off.table(rows=8))"""),
 ("md", "## Clipping on 裁剪 (ppdiffusers' default): the direct route departs"),
-("code", """on = ppddpm.compare(pipe, V, seed=777, num_inference_steps=1000, mode="shadow", clip_sample=True)
+("code", """on = ppddpm.compare(pipe, V, seed=777, num_inference_steps=STEPS, mode="shadow", clip_sample=True)
 print(on.table(rows=8))
 ppddpm.plotting.plot_ab(on, "direct")"""),
 ("md", """## Free mode: does it show in the final image?
 Each route runs its own 1000 steps from seed 777."""),
-("code", """free = ppddpm.compare(pipe, ["posterior", "direct"], seed=777, num_inference_steps=1000, mode="free", clip_sample=True)
+("code", """free = ppddpm.compare(pipe, ["posterior", "direct"], seed=777, num_inference_steps=STEPS, mode="free", clip_sample=True)
 s = free.summary()["direct"]
 print(f"final images: max |Δ| = {s['final_max_abs'][0]:.4f}, PSNR = {s['final_psnr_db'][0]:.1f} dB")
 ppddpm.plotting.plot_ab(free, "direct")"""),
@@ -181,7 +199,7 @@ ppddpm.plotting.plot_ab(free, "direct")"""),
 The same comparison over several seeds in one batched run (each seed's noise is exactly its
 solo run's)."""),
 ("code", """seeds = list(range(4)) if FAST else list(range(16))      # FAST: fewer seeds
-many = ppddpm.compare(pipe, ["posterior", "direct"], seed=seeds, num_inference_steps=1000, mode="free", clip_sample=True)
+many = ppddpm.compare(pipe, ["posterior", "direct"], seed=seeds, num_inference_steps=STEPS, mode="free", clip_sample=True)
 psnr = np.array(many.summary()["direct"]["final_psnr_db"], dtype=float)
 print(f"{len(seeds)} seeds: final PSNR direct vs posterior: median {np.median(psnr):.1f} dB, min {psnr.min():.1f}, max {psnr.max():.1f}")
 print("steps with clipping per seed:", (many.clip_fraction["posterior"] > 0).sum(0).tolist())"""),
@@ -200,7 +218,7 @@ def posterior_f64(scheduler, model_output, timestep, sample, generator=None, ret
     mean = (ab_prev ** 0.5 * (1 - alpha) / (1 - ab)) * x0 + (alpha ** 0.5 * (1 - ab_prev) / (1 - ab)) * sample
     return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
 
-mine = ppddpm.compare(pipe, ["ppdiffusers", "posterior-float64"], seed=777, num_inference_steps=1000, clip_sample=False)
+mine = ppddpm.compare(pipe, ["ppdiffusers", "posterior-float64"], seed=777, num_inference_steps=STEPS, clip_sample=False)
 print(mine.table(rows=6))"""),
 ("md", """## The article's route, as diffs 源码修改
 The same edits as source patches, applied to a copy of ppdiffusers (never to site-packages):"""),
@@ -217,14 +235,13 @@ checkpoints. The result is a plain `DDPMPipeline` directory."""),
 ("code", SETUP),
 ("code", """from ppddpm.training import TrainConfig, train
 from ppdiffusers import DDPMPipeline
-from ppdiffusers.utils import make_image_grid
-from ppddpm.recording import to_pil
 TRAIN_STEPS = 20 if FAST else 300          # FAST: a short smoke run; the bundled model trained 3000
+SAMPLE_STEPS = 100 if FAST else 1000       # FAST: strided sampling
 cfg = TrainConfig(output_dir="runs/notebook-train", resolution=16, steps=TRAIN_STEPS, batch_size=64, seed=0)
 
 def samples(p, n=8):
-    x = ppddpm.metrics.sample_images(p, n=n, seed=0, num_inference_steps=1000, batch_size=n)
-    return make_image_grid([im.resize((48, 48), 0) for im in to_pil(x)], 1, n), x"""),
+    x = ppddpm.metrics.sample_images(p, n=n, seed=0, num_inference_steps=SAMPLE_STEPS, batch_size=n)
+    return ppddpm.plotting.contact_sheet(x, ncols=n, scale=3), x"""),
 ("md", "## Before training: an untrained UNet2DModel samples noise"),
 ("code", """from ppddpm.models import small_unet, ddpm_scheduler
 paddle.seed(0)
@@ -238,15 +255,9 @@ print(f"{len(result.losses)} steps in {result.seconds:.0f} s; loss {result.losse
 ("md", """## Loss curves
 This run, and the run that produced the bundled model (3000 steps, shipped with it)."""),
 ("code", """import json
-from matplotlib.figure import Figure
 bundled = json.loads((ppddpm.loading.BUNDLED_DIR / "train_losses.json").read_text())["losses"]
-fig = Figure(figsize=(9, 3))
-ax = fig.subplots()
-smooth = lambda l: np.convolve(l, np.ones(25) / 25, mode="valid") if len(l) > 50 else l
-ax.semilogy(smooth(bundled), label="bundled model (3000 steps, 25-step mean)")
-ax.semilogy(result.losses, label=f"this notebook ({len(result.losses)} steps)")
-ax.set_xlabel("step"); ax.set_ylabel("MSE on ε (eq. 14)"); ax.legend()
-fig"""),
+ppddpm.plotting.plot_losses({f"bundled model ({len(bundled)} steps)": bundled,
+                             f"this notebook ({len(result.losses)} steps)": result.losses})"""),
 ("md", "## After training: samples and their score 采样与评估"),
 ("code", """trained = DDPMPipeline.from_pretrained(cfg.output_dir)
 trained.set_progress_bar_config(disable=True)
@@ -264,6 +275,65 @@ for name, x in (("this notebook", x_mine), ("bundled model", x_bundled)):
 print(f"{'real digits':14s} confidence {ceiling.confidence:.2f}  class entropy {ceiling.class_entropy:.2f}  Fréchet {ceiling.frechet_distance:.1f}")
 print("(8 samples: a rough look; `ppddpm eval --n 256` for the figures in README)")"""),
 ],
+"05_ddim.ipynb": [
+("md", """# 05 · DDIM: the same algebra, one scheduler over 换一个调度器
+
+The article ends by announcing DDIM (Song, Meng, Ermon 2020), where clipping "matters more".
+DDIM's step (eq. 12) with σ_t(η) of eq. 16:
+
+x_prev = √ᾱ_prev · x̂_0 + √(1 − ᾱ_prev − σ_t²) · ε_θ + σ_t z
+
+With **η = 1**, σ_t² = β̃_t (DDPM's `fixed_small`) and, with ε = (x_t − √ᾱ_t x̂_0)/√(1−ᾱ_t),
+the mean is exactly μ̃_t of eq. 7: **DDIM(η=1) is DDPM's posterior step whenever ε and x̂_0
+agree** — no clipping, or `use_clipped_model_output=True`. With clipping firing and the
+default, DDIM mixes the clipped x̂_0 with the raw ε (diffusers #553, #1545; PaddleNLP #5692).
+This notebook measures all of it on the same UNet, the same x_T, the same z and the same t."""),
+("code", SETUP),
+("md", """## Recording a DDIM run 记录 DDIM 的每一步
+The recorder works for any sampler: here DDIMPipeline with η = 1, every step, with the noise
+z the step added (passed to the step as data: `variance_noise`)."""),
+("code", """from ppdiffusers import DDIMPipeline, DDIMScheduler
+ddim = DDIMPipeline(unet=pipe.unet, scheduler=ppddpm.with_config(pipe.scheduler, cls=DDIMScheduler))
+traj = ppddpm.sample_trajectory(ddim, seed=777, num_inference_steps=50, fields="all", pipe_kwargs={"eta": 1.0})
+print(traj)
+print("σ_t(η=1) at the first steps:", np.round(traj.sigma[:3], 4), "| scheduler:", traj.scheduler)
+ppddpm.plotting.plot_trajectory(traj, every=5)"""),
+("md", """## DDIM(η=1) vs DDPM 等价性
+`compare` runs variants of different schedulers on one UNet: the reference is ppdiffusers'
+DDPM step; the others run on a DDIMScheduler made from the same config."""),
+("code", """V = ["ppdiffusers", "ddim(eta=1.0, use_clipped_model_output=True)", "ddim(eta=1.0)"]
+steps = 50 if FAST else 1000                        # FAST: 50 steps
+off = ppddpm.compare(pipe, V, seed=777, num_inference_steps=steps, mode="shadow", clip_sample=False)
+on = ppddpm.compare(pipe, V, seed=777, num_inference_steps=steps, mode="shadow", clip_sample=True)
+for name, r in (("clip off", off), ("clip on", on)):
+    for v in r.others:
+        s = r.summary()[v]
+        print(f"{name:8s} {v:46s} equivalent={s['equivalent']!s:5s} worst × bound {s['worst_ratio_to_bound']:.3g}")"""),
+("md", """## Where it breaks: exactly where clipping fires 裁剪处分叉
+With the default `use_clipped_model_output=False`, DDIM(η=1) leaves the float32 bound at the
+steps where clipping changed x̂_0 — and only there (the last step excepted: there
+√(1 − ᾱ_prev − σ²) = 0 and ε drops out of eq. 12)."""),
+("code", """fired = set(np.nonzero(on.clip_fraction["ppdiffusers"][:, 0] > 0)[0].tolist())
+departs = set(on.departures("ddim(eta=1.0)").tolist())
+print(f"clipping fired at {len(fired)} of {steps} steps; DDIM(η=1) departs at {len(departs)}; "
+      f"all departures where clipping fired: {departs <= fired}")
+ppddpm.plotting.plot_ab(on, "ddim(eta=1.0)")"""),
+("md", """## diffusers #553: does the final image change with the seed?
+Free mode over several seeds: how often do DDPM and DDIM(η=1) end on the same image?"""),
+("code", """seeds = list(range(4)) if FAST else list(range(16))
+many = ppddpm.compare(pipe, V, seed=seeds, num_inference_steps=50, mode="free")
+for v in many.others:
+    psnr = many.final_psnr(v)
+    print(f"{v:46s} seeds agreeing above 50 dB: {np.mean(psnr > 50):.0%} (median {np.median(np.minimum(psnr, 999)):.1f} dB)")"""),
+("md", """## Deterministic DDIM (η = 0): where does clipping fire? 裁剪在哪里发生
+A map of step × sample: the share of x̂_0's values outside [−1, 1] before the clip."""),
+("code", """det = DDIMPipeline(unet=pipe.unet, scheduler=ppddpm.with_config(pipe.scheduler, cls=DDIMScheduler))
+t20 = ppddpm.sample_trajectory(det, seed=0, num_inference_steps=20, batch_size=8,
+                               fields=("prev_sample", "pred_original_sample_unclipped"))
+ppddpm.plotting.plot_clip_map(t20)"""),
+("md", """The measured study — 10, 20 and 50 steps, clipping on vs off, sample quality on n = 256 —
+is README's "DDIM" section (`make figures` → `docs/figures/ddim.json`)."""),
+],
 }
 
 
@@ -277,7 +347,8 @@ def build(execute=True, only=None):
         nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
-        if execute:
+        if execute:               # committed outputs without progress bars (PPDDPM_PROGRESS=0)
+            os.environ["PPDDPM_PROGRESS"] = "0"
             NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(NB)}}).execute()
         nbformat.write(nb, NB / name)
         print("wrote", NB / name)

@@ -1,9 +1,10 @@
 """Regenerate README's figures and tables from a real run of the bundled model.
 
-    make figures      # = .venv/bin/python docs/make_figures.py   (about 10 minutes on 2 CPU cores)
+    make figures      # = .venv/bin/python docs/make_figures.py   (about 35 minutes on 2 CPU cores)
 
 Writes docs/figures/*.png, docs/figures/equivalence.json (the A/B findings) and
-docs/figures/quality.json (the digit scores, n = 256 samples).
+docs/figures/quality.json (the digit scores, n = 256 samples), fills README's tables from them
+(docs/readme_blocks.py), then runs docs/ddim_findings.py (`--no-ddim` skips it).
 """
 import json
 import sys
@@ -17,9 +18,10 @@ from ppddpm import metrics, plotting  # noqa: E402
 from ppddpm.config import with_config  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "figures"
+sys.path.insert(0, str(OUT.parent))           # readme_blocks, ddim_findings
 
 
-def main(quality_n=256):
+def main(quality_n=256, ddim=True):
     OUT.mkdir(parents=True, exist_ok=True)
     pipe = ppddpm.load_pipeline()
     traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=50)
@@ -65,13 +67,17 @@ def main(quality_n=256):
     (OUT / "quality.json").write_text(json.dumps({"samples": mine.as_dict(), "real_same_n": real_n.as_dict(),
                                                   "real_all_held_out": real.as_dict(), "classifier_accuracy": acc},
                                                  indent=1))
-    from ppdiffusers.utils import make_image_grid
-
-    from ppddpm.recording import to_pil
-
-    make_image_grid([im.resize((48, 48), 0) for im in to_pil(x[:64])], 4, 16).save(OUT / "samples.png")
+    plotting.contact_sheet(x[:64], ncols=16, scale=3, save=OUT / "samples.png")
     print(mine, real_n, acc)
+    from readme_blocks import fill_all
+
+    fill_all("docs/make_figures.py from docs/figures/*.json")
+    if ddim:
+        import ddim_findings
+
+        ddim_findings.main()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 256)
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    main(int(args[0]) if args else 256, ddim="--no-ddim" not in sys.argv)

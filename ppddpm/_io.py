@@ -13,6 +13,8 @@ def atomic_path(path, suffix=""):
 
     On any exception the temporary file is removed and `path` is left as it was.
     `suffix` keeps extension-sniffing writers (numpy's `.npz`) from renaming the file.
+    The file ends with the mode an ordinary `open(path, "w")` would give it (0644 under the
+    usual umask), not mkstemp's private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -20,8 +22,15 @@ def atomic_path(path, suffix=""):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+import numpy as np
 from pathlib import Path
 
 from .errors import BadValue, InputError
@@ -69,33 +71,61 @@ def _sampling_args(p, every_default=1):
 
 
 def cmd_sample(args):
-    from .recording import sample_trajectory
+    """Sample, streaming the trajectory to OUT/trajectory_<run>/ as it goes: a Ctrl-C keeps the
+    steps done (and says how to load them); a finished run becomes trajectory_<run>.npz."""
+    import shutil
 
     from .pipeline import with_sampler
+    from .plotting import contact_sheet
+    from .recording import Trajectory, sample_trajectory
 
     if args.eta is not None and args.scheduler != "ddim":
         raise BadValue(f"--eta is DDIM's η (eq. 16); use it with --scheduler ddim, not {args.scheduler or 'the default'}")
+    if args.every > args.steps:
+        raise BadValue(f"--every {args.every} is more than --steps {args.steps}: only the last step would be "
+                       f"recorded; choose --every between 1 and {args.steps}")
+    out = _out(args)
+    run = f"seed{args.seed}" + (f"_batch{args.batch_size}" if args.batch_size > 1 else "")
+    stream = out / f"trajectory_{run}"
+    if stream.exists():
+        raise BadValue(f"{stream} holds an earlier (interrupted?) run; load it with ppddpm.Trajectory.load, then "
+                       f"remove it or choose another --out")
     pipe = _load(args)
     if args.scheduler:
         pipe = with_sampler(pipe, args.scheduler)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     fields = "all" if args.all_fields else ("prev_sample", "pred_original_sample")
-    traj = sample_trajectory(pipe, seed=args.seed, num_inference_steps=args.steps, batch_size=args.batch_size,
-                             every=args.every, fields=fields, progress=not args.quiet,
-                             pipe_kwargs={"eta": args.eta} if args.eta is not None else None)
+    try:
+        traj = sample_trajectory(pipe, seed=args.seed, num_inference_steps=args.steps, batch_size=args.batch_size,
+                                 every=args.every, fields=fields, progress=not args.quiet, store="disk", path=stream,
+                                 pipe_kwargs={"eta": args.eta} if args.eta is not None else None)
+    except KeyboardInterrupt:
+        kept = Trajectory.load(stream) if stream.exists() else None
+        done = kept.meta.get("steps_run", 0) if kept is not None else 0
+        print(f"ppddpm sample: interrupted after {done} of {args.steps} steps; the {len(kept or [])} recorded steps "
+              f"are kept in {stream} (ppddpm grid {stream}, or ppddpm.Trajectory.load({str(stream)!r}))",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    npz = traj.save(out / f"trajectory_{run}.npz")
+    shutil.rmtree(stream)
+    final = np.asarray(Trajectory.load(npz).prev_sample[-1], np.float32)
+    scale = max(1, 128 // final.shape[-1])              # nearest-neighbour upscale: pixels stay pixels
     paths = []
-    for i, image in enumerate(traj.images):
-        path = out / f"sample_seed{args.seed}_{i}.png"
-        image.save(path)
-        paths.append(str(path))
-    npz = traj.save(out / f"trajectory_seed{args.seed}.npz")
-    print(f"wrote {len(paths)} PNG(s) and {npz} ({len(traj)} recorded steps of {args.steps})")
+    for i in range(len(final)):
+        path = out / (f"sample_{run}.png" if len(final) == 1 else f"sample_{run}_{i}.png")
+        contact_sheet(final[i:i + 1], scale=scale, gap=0, save=path)
+        paths.append(path)
+    if len(final) > 1:
+        contact_sheet(final, ncols=min(8, len(final)), scale=scale, save=out / f"sheet_{run}.png")
+        paths.append(out / f"sheet_{run}.png")
+    print(f"wrote {len(paths)} PNG(s) ({scale}x nearest) and {npz} ({len(traj)} recorded steps of {args.steps})")
     return traj
 
 
 def _out(args) -> Path:
+    """--out as a folder (created if missing); a file in its place is one clear error."""
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BadValue(f"--out {out} is a file; give a folder (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -115,14 +145,19 @@ def _families():
     return list(families())
 
 
-def _eta(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--eta takes a number ≥ 0 (η of eq. 16), got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"--eta takes a number ≥ 0 (η of eq. 16), got {text!r}")
-    return value
+def _positive_float(name, zero=False, what=""):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value >= 0 if zero else value > 0):
+            raise argparse.ArgumentTypeError(f"{name} takes a number {'≥' if zero else '>'} 0{what}, got {text!r}")
+        return value
+    return parse
+
+
+_eta = _positive_float("--eta", zero=True, what=" (η of eq. 16)")
 
 
 def _seeds(text):
@@ -218,18 +253,20 @@ def cmd_train(args):
                       seed=args.seed, checkpoint_every=args.checkpoint_every)
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     tail = result.losses[-100:]
-    print(f"trained {len(result.losses)} steps in {result.seconds:.0f} s this run; mean loss of the last "
+    total = f" ({len(result.losses)} in all)" if len(result.losses) != result.steps_this_run else ""
+    print(f"trained {result.steps_this_run} steps in {result.seconds:.0f} s this run{total}; mean loss of the last "
           f"{len(tail)} steps {sum(tail) / max(1, len(tail)):.4f}; pipeline saved to {result.output_dir}")
 
 
 def cmd_eval(args):
     from .metrics import classifier, real_ceiling, sample_images, score
 
+    out = _out(args) if args.out else None          # a bad --out fails before minutes of sampling
     pipe = _load(args)
     if pipe.unet.config.in_channels != 1:
         raise BadValue("ppddpm eval scores digit models (1 channel); this pipeline has "
                        f"{pipe.unet.config.in_channels} channels")
-    images = sample_images(pipe, n=args.n, seed=args.seed, num_inference_steps=args.steps)
+    images = sample_images(pipe, n=args.n, seed=args.seed, num_inference_steps=args.steps, progress=not args.quiet)
     mine = score(images)
     ceiling = real_ceiling(min(args.n, 359), resolution=pipe.unet.config.sample_size)
     _, acc = classifier()
@@ -237,14 +274,20 @@ def cmd_eval(args):
     print(f"{'':16s} {'samples':>10s} {'real held-out':>14s}")
     for key in ("confidence", "class_entropy", "inception_score", "frechet_distance"):
         print(f"{key:16s} {getattr(mine, key):10.3f} {getattr(ceiling, key):14.3f}")
-    print(f"n = {mine.n} samples ({args.steps} steps, seed {args.seed}) vs {ceiling.n} real digits; "
-          f"confidence at {mine.confidence / ceiling.confidence:.0%} of the real ceiling")
-    if args.out:
+    print(f"n = {mine.n} samples ({args.steps} steps, seeds {args.seed}…{args.seed + args.n - 1}) vs {ceiling.n} "
+          f"real digits; confidence at {mine.confidence / ceiling.confidence:.0%} of the real ceiling")
+    if out is not None:
         from ._io import atomic_path
+        from .plotting import contact_sheet
 
-        with atomic_path(Path(args.out)) as tmp:
+        with atomic_path(out / "scores.json") as tmp:
             tmp.write_text(json.dumps({"samples": mine.as_dict(), "real": ceiling.as_dict(),
                                        "classifier_accuracy": acc, "steps": args.steps, "seed": args.seed}, indent=1))
+        with atomic_path(out / "samples.npz", suffix=".npz") as tmp:
+            np.savez(tmp, samples=images, seeds=np.arange(args.seed, args.seed + args.n))
+        contact_sheet(images, save=out / "samples.png")
+        print(f"wrote {out / 'scores.json'}, {out / 'samples.npz'} (the {args.n} samples in [-1, 1]) and "
+              f"{out / 'samples.png'}")
 
 
 def cmd_grid(args):
@@ -254,12 +297,18 @@ def cmd_grid(args):
     traj = Trajectory.load(args.run)
     out = _out(args)
     written = []
+    spacing = dict(every=args.every, every_t=args.every_t, tiles=args.tiles)
+    if args.every is None and args.tiles is None and args.every_t is None:
+        spacing["every_t"] = 50                        # the article's grids: t = 950, 900, …, 0
+    if not traj.complete:
+        print(f"{args.run}: a partial run ({len(traj)} steps recorded of {traj.meta.get('num_inference_steps')}); "
+              f"drawing the steps it has")
     for field, name in (("prev_sample", "grid_x_t.png"), ("pred_original_sample", "grid_x0.png")):
         if field in traj.fields:
-            plot_grid(traj, field, every=args.every, ncols=args.ncols, save=out / name)
+            plot_grid(traj, field, ncols=args.ncols, save=out / name, **spacing)
             written.append(out / name)
     if {"prev_sample", "pred_original_sample"} <= set(traj.fields):
-        plot_trajectory(traj, every=args.every, ncols=args.ncols, save=out / "trajectory.png")
+        plot_trajectory(traj, ncols=args.ncols, save=out / "trajectory.png", **spacing)
         written.append(out / "trajectory.png")
     print("wrote " + ", ".join(map(str, written)))
 
@@ -291,7 +340,8 @@ def cmd_animate(args):
     from .recording import Trajectory
 
     traj = Trajectory.load(args.run)
-    written = animate(traj, _out(args) / f"{args.field}.gif", field=args.field, index=args.index)
+    written = animate(traj, _out(args) / f"{args.field}.gif", field=args.field, index=args.index, fps=args.fps,
+                      every=args.every, hold=args.hold)
     print("wrote " + ", ".join(map(str, written)))
 
 
@@ -302,15 +352,23 @@ def cmd_demo(args):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (`ppddpm sample: error: ...`), exit 2."""
+    """argparse, but a usage error is one line (`ppddpm sample: error: ...`), exit 2, and every
+    option's --help line shows its default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser():
-    parser = _Parser(prog="ppddpm", description="Watch DDPM work, step by step (ppdiffusers).")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from . import __version__
+
+    parser = _Parser(prog="ppddpm", description="Watch diffusion sampling work, step by step (ppdiffusers).")
+    parser.add_argument("--version", action="version", version=f"ppddpm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
     p = sub.add_parser("sample", help="sample with a pipeline, write PNGs and the trajectory .npz")
@@ -373,19 +431,26 @@ def build_parser():
     p.add_argument("--n", type=_positive("--n"), default=64, help="number of samples")
     p.add_argument("--steps", type=_steps, default=1000)
     p.add_argument("--seed", type=_nonneg("--seed"), default=0)
-    p.add_argument("--out", default=None, help="also write the scores as JSON here")
+    p.add_argument("--out", default=None,
+                   help="a folder for scores.json, the samples (samples.npz) and their contact sheet (samples.png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("grid", help="the article's 50-step grids (x_t, x̂_0) from a trajectory .npz")
-    p.add_argument("run", help="a trajectory .npz (ppddpm sample) or a streamed trajectory folder")
-    p.add_argument("--every", type=_positive("--every"), default=50)
+    p = sub.add_parser("grid", help="the article's grids (x_t, x̂_0 at t = 950, 900, …, 0) from a trajectory")
+    p.add_argument("run", help="a trajectory .npz (ppddpm sample) or a streamed trajectory folder, partial or not")
+    spacing = p.add_mutually_exclusive_group()
+    spacing.add_argument("--every-t", type=_positive("--every-t"), default=None,
+                         help="tiles every N in t, whatever the number of sampling steps (default: 50)")
+    spacing.add_argument("--every", type=_positive("--every"), default=None, help="tiles every N sampling steps")
+    spacing.add_argument("--tiles", type=_positive("--tiles"), default=None, help="N tiles, evenly spaced")
     p.add_argument("--ncols", type=_positive("--ncols"), default=10)
     p.add_argument("--out", default="runs/grid")
     p.set_defaults(func=cmd_grid)
 
     p = sub.add_parser("forward", help="the forward process q(x_t|x_0) on an image, every 50 steps")
     _model_arg(p)
-    p.add_argument("--image", default="digit", help="'digit' / 'digitN' (a held-out digit) or an image path")
+    p.add_argument("--image", default="digit",
+                   help="'digit', 'digit0'…'digit9' (the first held-out digit of that class) or an image path")
     p.add_argument("--every", type=_positive("--every"), default=50)
     p.add_argument("--out", default="runs/forward")
     p.set_defaults(func=cmd_forward)
@@ -398,7 +463,11 @@ def build_parser():
     p = sub.add_parser("animate", help="a trajectory as an animated GIF (and MP4 where OpenCV is installed)")
     p.add_argument("run", help="a trajectory .npz or streamed folder")
     p.add_argument("--field", default="prev_sample")
-    p.add_argument("--index", type=_nonneg("--index"), default=0)
+    p.add_argument("--index", type=_nonneg("--index"), default=0, help="which sample of the batch")
+    p.add_argument("--fps", type=_positive_float("--fps"), default=10.0, help="frames a second")
+    p.add_argument("--every", type=_positive("--every"), default=1, help="every N-th recorded step (and the last)")
+    p.add_argument("--hold", type=_positive_float("--hold", zero=True), default=2.0,
+                   help="seconds the final image stays before the loop restarts")
     p.add_argument("--out", default="runs/animate")
     p.set_defaults(func=cmd_animate)
 

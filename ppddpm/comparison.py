@@ -134,20 +134,21 @@ class ABReport:
         lines = [head]
         bound = self.step_bound()
         for v in self.others:
-            lines.append(f"\n{v} vs {self.reference}" + ("  (max over seeds; median in brackets)" if s > 1 else ""))
+            lines.append(f"\n{v} vs {self.reference}" + ("  (max over seeds, and the median)" if s > 1 else ""))
             lines.append(f"{'t':>5} {'max|Δx_t-1|':>12} {'mean|Δx_t-1|':>13} {'max|Δx̂_0|':>11} "
-                         f"{'bound':>10} {'clipped':>8}  ")
+                         f"{'bound':>10} {'clipped':>8}  {'vs bound':9s}" + (" median|Δx_t-1|" if s > 1 else ""))
             for i in idx:
                 d = self.max_abs_prev[v][i]
-                flag = "  > bound" if (d > bound[i]).any() else ""
-                med = f" [{np.median(d):.2e}]" if s > 1 else ""
-                lines.append(f"{int(self.timesteps[i]):>5} {d.max():>12.3e} {self.mean_abs_prev[v][i].max():>13.3e} "
+                flag = "> bound" if (d > bound[i]).any() else "within"
+                med = f" {np.median(d):>15.2e}" if s > 1 else ""
+                lines.append(f"{float(self.timesteps[i]):>5g} {d.max():>12.3e} {self.mean_abs_prev[v][i].max():>13.3e} "
                              f"{self.max_abs_x0[v][i].max():>11.3e} {bound[i].max():>10.2e} "
-                             f"{self.clip_fraction[self.reference][i].mean():>7.1%}{flag}{med}")
+                             f"{self.clip_fraction[self.reference][i].mean():>8.1%}  {flag:9s}{med}")
             fm, ps = self.final_max_abs(v), self.final_psnr(v)
-            lines.append(f"final images: max|Δ| {fm.max():.3e}"
+            lines.append(f"final samples: max|Δ| {fm.max():.3e} in [-1, 1] units, before display clipping"
                          + (f" (median {np.median(fm):.3e})" if s > 1 else "")
-                         + f", PSNR as displayed {_db(np.min(ps))}" + (f" (median {_db(np.median(ps))})" if s > 1 else ""))
+                         + f"; as displayed ([0, 1], clipped): PSNR {_db(np.min(ps))}"
+                         + (f" (median {_db(np.median(ps))})" if s > 1 else ""))
             dep = self.departures(v)
             lines.append(f"equivalent within float32 rounding: {'yes' if not len(dep) else 'no'}"
                          + (f" — departs at {len(dep)} of {n} steps, first at t={int(self.timesteps[dep[0]])}"
@@ -186,7 +187,7 @@ class ABReport:
 
 
 def _db(x):
-    return "inf dB (identical as displayed)" if math.isinf(x) else f"{x:.1f} dB"
+    return "inf — identical" if math.isinf(x) else f"{x:.1f} dB"
 
 
 def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample):
@@ -207,7 +208,7 @@ def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_samp
 
 def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_inference_steps: int = 1000,
             batch_size: int = 1, mode: str = "shadow", clip_sample: Optional[bool] = None,
-            thresholding: Optional[bool] = None, progress: bool = False) -> ABReport:
+            thresholding: Optional[bool] = None, progress: Optional[bool] = None) -> ABReport:
     """Run an A/B of step variants (the first is the reference) on `pipe`'s UNet and scheduler.
 
     `clip_sample` / `thresholding`: None keeps the scheduler's setting, True/False override it
@@ -268,6 +269,8 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
 
     from tqdm.auto import tqdm
 
+    from ._progress import wanted
+
     # every (variant, seed) steps its own scheduler copy, with the variant patched in and an
     # observer that hands over the step's StepRecord (`ppddpm.steps`)
     records = [[[] for _ in range(n_s)] for _ in range(n_v)]
@@ -280,7 +283,7 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
                 copy.set_timesteps(num_inference_steps)
                 stack.enter_context(patch_step(copy, variant))
                 stack.enter_context(observe(copy, StepObserver(records[v][s].append), "compare"))
-        for i, t in enumerate(tqdm(sched.timesteps, disable=not progress, desc=f"compare ({mode})")):
+        for i, t in enumerate(tqdm(sched.timesteps, disable=not wanted(progress), desc=f"compare ({mode})")):
             batch = paddle.concat([copies[l][s].scale_model_input(x[l][s], t)
                                    for l in range(lanes) for s in range(n_s)], axis=0)
             eps = paddle.split(unet(batch, t).sample, lanes * n_s, axis=0)

@@ -53,18 +53,43 @@ def load_pipeline(name_or_path=None, pipeline_class=None):
 
     routes = [("ppdiffusers hub", {}), ("Hugging Face hub", {"from_hf_hub": True}),
               ("Hugging Face hub, diffusers weights", {"from_hf_hub": True, "from_diffusers": True})]
-    tried = []
+    failures = []
     for label, kwargs in routes:
         try:
             return _quiet(pipeline_class, name, **kwargs)
-        except Exception as exc:  # each route fails in its own way; report them all
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            tried.append(f"{label}: {first[:160]}")
-    raise PipelineLoadError(
-        f"could not load {name!r} (offline, or no such model). Tried — " + "; ".join(tried) +
-        f". To use it here, on a machine with network run "
-        f"`DDPMPipeline.from_pretrained({name!r}).save_pretrained(DIR)`, copy DIR over and pass DIR; "
-        f"or call load_pipeline() for the bundled offline model.")
+        except Exception as exc:  # each route fails in its own way; the cause is read below
+            failures.append(exc)
+    offline = f"On a machine with network run DDPMPipeline.from_pretrained({name!r}).save_pretrained(DIR) and " \
+              f"pass DIR here, or call load_pipeline() for the bundled offline model."
+    if all(_unreachable(exc) for exc in failures):
+        raise PipelineLoadError(f"could not load {name!r}: the model hubs (ppdiffusers, Hugging Face) are not "
+                                f"reachable from here (no network). {offline}")
+    reason = next(str(e).strip().splitlines()[0] for e in failures if not _unreachable(e) and str(e).strip()) \
+        if any(not _unreachable(e) and str(e).strip() for e in failures) else type(failures[0]).__name__
+    raise PipelineLoadError(f"could not load {name!r}: no DDPM pipeline of that name on the ppdiffusers or Hugging "
+                            f"Face hub ({_shorten(reason, 120)}). {offline}")
+
+
+def _unreachable(exc) -> bool:
+    """Whether a loading error comes from the network (DNS, refused or timed-out connections)."""
+    import socket
+
+    seen = 0
+    while exc is not None and seen < 12:
+        name = type(exc).__name__
+        if isinstance(exc, (socket.gaierror, ConnectionError, TimeoutError)) or name in (
+                "ConnectionError", "MaxRetryError", "NewConnectionError", "ConnectTimeout", "ReadTimeout",
+                "OfflineModeIsEnabled"):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _shorten(text: str, limit: int) -> str:
+    """`text` cut at a word boundary to at most `limit` characters, with … when cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:.") + " …"
 
 
 def _quiet(pipeline_class, name, **kwargs):

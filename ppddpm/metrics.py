@@ -116,12 +116,18 @@ def real_ceiling(n=None, resolution: int = 8, seed: int = 0) -> Scores:
     return score(test[pick])
 
 
-def sample_images(pipe, n: int = 64, seed: int = 0, num_inference_steps: int = 1000, batch_size: int = 64):
-    """n samples from `pipe` as [n, C, H, W] in [−1, 1] (the pipeline's output before display mapping)."""
+def sample_images(pipe, n: int = 64, seed: int = 0, num_inference_steps: int = 1000, batch_size: int = 64,
+                  progress=None):
+    """n samples from `pipe` as [n, C, H, W] in [−1, 1] (the pipeline's output before display mapping);
+    batch k is drawn with seed `seed + k·batch_size`."""
+    from tqdm.auto import tqdm
+
     from . import _rng
+    from ._progress import wanted
 
     out = []
-    for start in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    for start in tqdm(starts, disable=not wanted(progress), desc=f"sampling {n} x {num_inference_steps} steps", unit="batch"):
         g = _rng.make_generator(seed + start)
         try:
             res = pipe(batch_size=min(batch_size, n - start), generator=g, num_inference_steps=num_inference_steps,

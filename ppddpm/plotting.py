@@ -69,9 +69,33 @@ def _show(ax, x, title=None, fontsize=8):
         ax.set_title(title, fontsize=fontsize, pad=2)
 
 
-def select_steps(traj, every: Optional[int]) -> np.ndarray:
-    """Indices into `traj` of the recorded steps that fall on every `every`-th sampling step
-    (and the last). `every` must be a multiple of the `every` the trajectory was recorded with."""
+def _t(t) -> str:
+    """A timestep as shown: 950, or 979.3 for the Euler-type schedulers' fractional t."""
+    return f"{float(t):g}"
+
+
+def select_steps(traj, every: Optional[int] = None, every_t: Optional[int] = None,
+                 tiles: Optional[int] = None) -> np.ndarray:
+    """Indices into `traj` of the recorded steps to show, and always the last one:
+    - `every`: every `every`-th *sampling step* (a multiple of the `every` it was recorded with);
+    - `every_t`: for each multiple of `every_t` in the run's range of t (950, 900, … for 50), the
+      recorded step whose t is nearest — the same tiles whatever the number of sampling steps;
+    - `tiles`: that many steps, evenly spaced over the recorded ones.
+    With none of them, every recorded step."""
+    chosen = [x is not None for x in (every, every_t, tiles)]
+    if sum(chosen) > 1:
+        raise BadValue("choose one of every (sampling steps), every_t (spacing in t) or tiles (how many)")
+    if every_t is not None:
+        check_int("every_t", every_t)
+        t = np.asarray(traj.timesteps, np.float64)
+        if not len(t):
+            return np.arange(0)
+        targets = np.arange(np.ceil(t.min() / every_t) * every_t, t.max() + 1e-9, every_t)
+        keep = [int(np.argmin(np.abs(t - target))) for target in targets]
+        return np.unique(keep + [len(traj) - 1]).astype(np.int64)
+    if tiles is not None:
+        check_int("tiles", tiles)
+        return np.unique(np.linspace(0, len(traj) - 1, min(tiles, len(traj))).round().astype(np.int64))
     recorded_every = int(traj.meta.get("every", 1))
     n_steps = int(traj.meta.get("num_inference_steps", len(traj)))
     if every is None:
@@ -99,12 +123,16 @@ FIELD_LABELS = {"prev_sample": "x_t", "pred_original_sample": "x̂_0", "sample":
 
 
 def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols: int = 10,
-              index: Optional[int] = None, tile: float = 0.9, save=None):
-    """The article's figure: `field` every `every` steps, `ncols` tiles a row, each titled with
-    its t. A batch gives one block of rows per sample (or only sample `index`)."""
+              index: Optional[int] = None, tile: float = 0.9, save=None, every_t: Optional[int] = None,
+              tiles: Optional[int] = None):
+    """The article's figure: `field` at the steps `select_steps` picks (every `every` sampling
+    steps, or every `every_t` in t, or `tiles` of them), `ncols` tiles a row, each titled with its
+    t. A batch gives one labelled block of rows per sample (or only sample `index`)."""
     check_int("ncols", ncols)
     data = traj.field(field)
-    steps = select_steps(traj, every)
+    if every_t is not None or tiles is not None:
+        every = None
+    steps = select_steps(traj, every, every_t, tiles)
     samples = _samples(traj, index)
     rows_per = -(-len(steps) // ncols)
     fig = _figure(ncols * tile, rows_per * len(samples) * (tile + 0.2) + 0.4)
@@ -115,17 +143,26 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols
         for k, i in enumerate(steps):
             ax = axes[si * rows_per + k // ncols, k % ncols]
             ax.axis("on")
-            _show(ax, data[i, b], f"t={int(traj.timesteps[i])}")
+            _show(ax, data[i, b], f"t={_t(traj.timesteps[i])}")
+        if len(samples) > 1:
+            first = axes[si * rows_per, 0]
+            first.set_ylabel(f"sample {b}", rotation=0, labelpad=24, fontsize=9)
     label = FIELD_LABELS.get(field, field)
-    fig.suptitle(f"{label} every {every or traj.meta.get('every', 1)} steps"
+    spacing = (f"every {every_t} in t" if every_t else f"{len(steps)} tiles" if tiles else
+               f"every {every or traj.meta.get('every', 1)} sampling steps")
+    fig.suptitle(f"{label}, t = {_t(traj.timesteps[steps[0]])} … {_t(traj.timesteps[steps[-1]])}: {spacing} "
+                 f"({traj.meta.get('num_inference_steps', len(traj))} sampling steps, {len(traj)} recorded)"
                  + (f", {len(samples)} samples" if len(samples) > 1 else ""), fontsize=10)
     return _save(fig, save)
 
 
-def plot_trajectory(traj, every: Optional[int] = 50, index: int = 0, ncols: int = 10, tile: float = 0.9, save=None):
+def plot_trajectory(traj, every: Optional[int] = 50, index: int = 0, ncols: int = 10, tile: float = 0.9, save=None,
+                    every_t: Optional[int] = None, tiles: Optional[int] = None):
     """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
-    noise falls."""
-    steps = select_steps(traj, every)
+    noise falls. Steps chosen as in `plot_grid`."""
+    if every_t is not None or tiles is not None:
+        every = None
+    steps = select_steps(traj, every, every_t, tiles)
     _samples(traj, index)
     x_t, x_0 = traj.field("prev_sample"), traj.field("pred_original_sample")
     chunks = -(-len(steps) // ncols)
@@ -138,7 +175,7 @@ def plot_trajectory(traj, every: Optional[int] = 50, index: int = 0, ncols: int 
         for row, data in ((r, x_t), (r + 1, x_0)):
             ax = axes[row, c]
             ax.axis("on")
-            _show(ax, data[i, index], f"t={int(traj.timesteps[i])}" if row == r else None)
+            _show(ax, data[i, index], f"t={_t(traj.timesteps[i])}" if row == r else None)
     for chunk in range(chunks):
         axes[2 * chunk, 0].set_ylabel("x_t", rotation=0, labelpad=14, fontsize=9)
         axes[2 * chunk + 1, 0].set_ylabel("x̂_0", rotation=0, labelpad=14, fontsize=9)
@@ -175,7 +212,8 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     ax2.set_ylabel("fraction of x̂_0 clipped", color="tab:red")
     lines = ax.get_legend_handles_labels()
     extra = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper center", ncol=4,
+              bbox_to_anchor=(0.5, -0.2), frameon=False)          # below the axes: no curve hidden
     runs_on = report.meta.get("variants", {})
     on = lambda name: f"{name} [{runs_on[name]['scheduler']}]" if name in runs_on else name  # noqa: E731
     ax.set_title(f"{on(v)} vs {on(report.reference)} ({report.mode}, {report.num_inference_steps} steps, "
@@ -184,14 +222,56 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     _show(fig.add_subplot(grid[1, 0]), a, f"final: {report.reference}", fontsize=9)
     _show(fig.add_subplot(grid[1, 1]), b, f"final: {v}", fontsize=9)
     ax = fig.add_subplot(grid[1, 2])
-    diff = np.abs(to_display(a) - to_display(b))
-    diff = diff if diff.ndim == 2 else diff.max(axis=-1)
+    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max(axis=0)   # the table's final max|Δ|
     im = ax.imshow(diff, cmap="magma", vmin=0, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"|difference| (max {diff.max():.2g})", fontsize=9)
+    ax.set_title(f"|Δ| in [−1, 1] units (max {diff.max():.2g})", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, save)
+
+
+def plot_losses(runs: dict, smooth: int = 25, save=None):
+    """Training losses (MSE on ε, eq. 14) on a log axis: `{label: per-step losses}`, each drawn
+    as is and, when long enough, as a `smooth`-step running mean."""
+    fig = _figure(9, 3)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, losses in runs.items():
+        losses = np.asarray(losses, np.float64)
+        if len(losses) > 2 * smooth:
+            line, = ax.semilogy(losses, lw=0.4, alpha=0.35)
+            ax.semilogy(np.arange(smooth - 1, len(losses)), np.convolve(losses, np.ones(smooth) / smooth, "valid"),
+                        color=line.get_color(), label=f"{label} ({smooth}-step mean)")
+        else:
+            ax.semilogy(losses, label=label)
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("MSE on ε, eq. (14)")
+    ax.legend(fontsize=8)
+    return _save(fig, save)
+
+
+def contact_sheet(images: np.ndarray, ncols: int = 16, scale: int = 4, gap: int = 2, save=None):
+    """[N, C, H, W] in [−1, 1] → one PIL image: tiles upscaled ×`scale` (nearest: the pixels stay
+    pixels), `gap` white pixels between them so neighbouring digits never run together."""
+    from PIL import Image
+
+    x = np.stack([to_display(im) for im in np.asarray(images, np.float32)])   # [N, H, W] or [N, H, W, 3], [0, 1]
+    n, h, w = x.shape[:3]
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    th, tw = h * scale, w * scale
+    sheet = np.ones((nrows * (th + gap) + gap, ncols * (tw + gap) + gap) + x.shape[3:], np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        tile = np.repeat(np.repeat(x[i], scale, axis=0), scale, axis=1)
+        sheet[gap + r * (th + gap): gap + r * (th + gap) + th, gap + c * (tw + gap): gap + c * (tw + gap) + tw] = tile
+    image = Image.fromarray((sheet * 255).round().astype(np.uint8))
+    if save is not None:
+        from ._io import atomic_path
+
+        with atomic_path(Path(save), suffix=Path(save).suffix) as tmp:
+            image.save(tmp, format="PNG")
+    return image
 
 
 def clip_map(source) -> tuple:
@@ -231,14 +311,19 @@ def plot_clip_map(source, title: Optional[str] = None, save=None):
 
 
 def load_image(image, resolution: Optional[int] = None, channels: Optional[int] = None) -> np.ndarray:
-    """"digit" (a held-out scikit-learn digit), a path, a PIL image or an array → [C, H, W] in [−1, 1]."""
+    """"digit" (the first held-out scikit-learn digit), "digitN" (the first held-out digit N, 0–9),
+    a path, a PIL image or an array → [C, H, W] in [−1, 1]."""
     from PIL import Image
 
     if isinstance(image, str) and image.startswith("digit"):
         from .data import load_digits
 
-        k = int(image[5:] or 0)
-        return load_digits("test", resolution or 16)[k]
+        label = image[5:]
+        if label not in ("",) + tuple("0123456789"):
+            raise BadValue(f"image {image!r}: use 'digit' or 'digit0' … 'digit9' (the first held-out digit of "
+                           f"that class), or the path of an image file")
+        digits, labels = load_digits("test", resolution or 16, with_labels=True)
+        return digits[0] if label == "" else digits[int(np.nonzero(labels == int(label))[0][0])]
     if isinstance(image, (str, Path)):
         if not Path(image).exists():
             raise NotFound(f"no image at {image}")
@@ -325,16 +410,18 @@ def frames(traj, field: str = "prev_sample", index: int = 0, size: int = 128):
         pil = Image.fromarray(img).convert("RGB").resize((size, size), Image.NEAREST)
         canvas = Image.new("RGB", (size, size + 16), "white")
         canvas.paste(pil, (0, 16))
-        ImageDraw.Draw(canvas).text((3, 2), f"{FIELD_LABELS.get(field, field)}  t={int(traj.timesteps[i])}",
+        ImageDraw.Draw(canvas).text((3, 2), f"{FIELD_LABELS.get(field, field)}  t={_t(traj.timesteps[i])}",
                                     fill="black")
         out.append(canvas)
     return out
 
 
-def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 128, mp4: bool = True) -> list:
-    """The trajectory as an animated GIF (ppdiffusers' `export_to_gif`), and an MP4 beside it
-    when OpenCV is installed (`export_to_video`). Returns the paths written."""
-    from ppdiffusers.utils import export_to_gif
+def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 128, mp4: bool = True,
+            fps: float = 10, every: int = 1, hold: float = 2.0) -> list:
+    """The trajectory as an animated GIF — every `every`-th recorded step (and the last) at `fps`
+    frames a second, the final image held for `hold` seconds before it loops — and an MP4 beside
+    it when OpenCV is installed (`export_to_video`). Returns the paths written. (ppdiffusers'
+    `export_to_gif` fixes 100 ms a frame, so the GIF is written with PIL directly.)"""
     from ppdiffusers.utils.import_utils import is_opencv_available
 
     from ._io import atomic_path
@@ -342,18 +429,26 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
     path = Path(path)
     if path.suffix != ".gif":
         raise BadValue(f"animate writes a .gif, got {path.name!r}")
+    check_int("every", every)
+    if not (isinstance(fps, (int, float)) and fps > 0) or not (isinstance(hold, (int, float)) and hold >= 0):
+        raise BadValue(f"fps must be > 0 and hold ≥ 0 seconds, got fps={fps!r}, hold={hold!r}")
     pics = frames(traj, field, index, size)
     if not pics:
         raise BadValue("the trajectory has no recorded steps")
+    pics = [pics[i] for i in sorted(set(range(0, len(pics), every)) | {len(pics) - 1})]
+    frame_ms = max(20, int(round(1000 / fps)))              # GIF players floor shorter frames
+    durations = [frame_ms] * (len(pics) - 1) + [max(frame_ms, int(round(1000 * hold)))]
     written = []
     with atomic_path(path, suffix=".gif") as tmp:
-        export_to_gif(pics, str(tmp))
+        pics[0].save(str(tmp), format="GIF", save_all=True, append_images=pics[1:], optimize=False,
+                     duration=durations, loop=0)
     written.append(path)
     if mp4 and is_opencv_available():
         from ppdiffusers.utils import export_to_video
 
         video = path.with_suffix(".mp4")
         with atomic_path(video, suffix=".mp4") as tmp:
-            export_to_video([np.asarray(p) for p in pics], str(tmp), fps=10)
+            export_to_video([np.asarray(p) for p in pics] + [np.asarray(pics[-1])] * int(round(hold * fps)),
+                            str(tmp), fps=int(round(fps)))
         written.append(video)
     return written

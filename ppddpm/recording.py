@@ -553,17 +553,20 @@ def _model_id(obj):
 
 
 def sample_trajectory(pipe, seed: int = 777, num_inference_steps: int = 1000, batch_size: int = 1,
-                      every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, progress: bool = False,
+                      every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, progress: Optional[bool] = None,
                       pipe_kwargs: Optional[dict] = None, **record_kwargs) -> Trajectory:
     """Run `pipe` (a `DDPMPipeline`, `DDIMPipeline`, or one whose scheduler was swapped) once with
     `paddle.Generator().manual_seed(seed)` and return its recorded trajectory; `traj.images` is
     the pipeline's own output for this seed. `pipe_kwargs` go to the pipeline's call
-    (`{"eta": 1.0}` for a DDIMPipeline)."""
+    (`{"eta": 1.0}` for a DDIMPipeline). `progress`: a bar over the steps (default: where someone
+    is watching — a terminal or a notebook — and not under tests; PPDDPM_PROGRESS=0 turns it off)."""
     check_int("seed", seed, low=0)
     check_int("num_inference_steps", num_inference_steps)
     check_int("batch_size", batch_size)
     generator = _rng.make_generator(seed)
-    pipe.set_progress_bar_config(disable=not progress)
+    from ._progress import wanted
+
+    pipe.set_progress_bar_config(disable=not wanted(progress))
     try:
         meta = dict(record_kwargs.pop("meta", None) or {}, seed=int(seed))
         with record(pipe, every=every, fields=fields, meta=meta, **record_kwargs) as traj:

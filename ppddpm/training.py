@@ -64,8 +64,9 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     output_dir: Path
-    losses: list = field(default_factory=list)   # one float per optimisation step
-    seconds: float = 0.0
+    losses: list = field(default_factory=list)   # one float per optimisation step, resumed ones included
+    seconds: float = 0.0                          # this run's
+    steps_this_run: int = 0                       # optimisation steps this run (after a resume: the new ones)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -173,4 +174,4 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         tmp.write_text(json.dumps({"config": {k: (list(v) if isinstance(v, tuple) else v)
                                               for k, v in vars(cfg).items()},
                                    "losses": losses, "seconds_this_run": seconds}))
-    return TrainResult(out, losses, seconds)
+    return TrainResult(out, losses, seconds, cfg.steps - start)

@@ -19,19 +19,48 @@ def test_sample_writes_pngs_and_a_trajectory(tmp_path, saved_pipe_dir):
     res = cli("sample", "--model", saved_pipe_dir, "--seed", 3, "--steps", 40, "--every", 10, "--batch-size", 2,
               "--out", tmp_path / "run", "--quiet")
     assert res.returncode == 0, res.stderr
-    pngs = sorted((tmp_path / "run").glob("*.png"))
-    assert [p.name for p in pngs] == ["sample_seed3_0.png", "sample_seed3_1.png"]
-    assert Image.open(pngs[0]).size == (8, 8)
-    traj = ppddpm.Trajectory.load(tmp_path / "run" / "trajectory_seed3.npz")
+    pngs = sorted(p.name for p in (tmp_path / "run").glob("*.png"))
+    # batch images are named for the batch: image 0 of a batch is not the seed's batch-1 sample
+    assert pngs == ["sample_seed3_batch2_0.png", "sample_seed3_batch2_1.png", "sheet_seed3_batch2.png"]
+    assert not (tmp_path / "run" / "trajectory_seed3_batch2").exists()        # the stream became the .npz
+    traj = ppddpm.Trajectory.load(tmp_path / "run" / "trajectory_seed3_batch2.npz")
     # 40 leading-spaced steps are t = 975, 950, …, 0; every 10th step and the last: 750, 500, 250, 0
     assert traj.timesteps.tolist() == [750, 500, 250, 0]
     assert traj.prev_sample.shape == (4, 2, 1, 8, 8) and traj.meta["seed"] == 3
-    assert np.array_equal(np.asarray(Image.open(pngs[1])), np.asarray(traj.images[1]))
+    big = np.asarray(Image.open(tmp_path / "run" / "sample_seed3_batch2_1.png"))
+    assert big.shape == (128, 128)                                             # 8 px ×16, nearest
+    assert np.array_equal(big[::16, ::16], np.asarray(traj.images[1]))         # the pipeline's own pixels
+    res = cli("sample", "--model", saved_pipe_dir, "--seed", 3, "--steps", 5, "--out", tmp_path / "one", "--quiet")
+    assert sorted(p.name for p in (tmp_path / "one").glob("*.png")) == ["sample_seed3.png"]
+
+
+def test_ctrl_c_during_sample_keeps_the_steps_done(tmp_path, saved_pipe_dir):
+    """SIGINT mid-run, as a user's Ctrl-C: exit 130, one line saying where the steps are, and the
+    partial run loads and draws."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "ppddpm", "sample", "--model", str(saved_pipe_dir), "--steps",
+                             "1000", "--out", str(tmp_path), "--quiet"], stderr=subprocess.PIPE, text=True)
+    steps = tmp_path / "trajectory_seed777" / "steps.npy"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not steps.exists() or steps.stat().st_size < 128 + 32 * 20):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted after" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    partial = ppddpm.Trajectory.load(tmp_path / "trajectory_seed777")
+    assert 20 <= len(partial) < 1000 and not partial.complete
+    res = cli("grid", tmp_path / "trajectory_seed777", "--out", tmp_path / "g")
+    assert res.returncode == 0 and "a partial run" in res.stdout, res.stderr
+    res = cli("sample", "--model", saved_pipe_dir, "--steps", 5, "--out", tmp_path, "--quiet")
+    assert res.returncode == 2 and "holds an earlier (interrupted?) run" in res.stderr        # nothing overwritten
 
 
 def test_grid_and_animate_from_a_saved_run(tmp_path, saved_pipe_dir):
     assert cli("sample", "--model", saved_pipe_dir, "--steps", 100, "--out", tmp_path, "--quiet").returncode == 0
-    run = tmp_path / "trajectory_seed777.npz"
+    run = tmp_path / "trajectory_seed777.npz"          # batch 1: named for the seed alone
     res = cli("grid", run, "--every", 10, "--out", tmp_path / "g")
     assert res.returncode == 0, res.stderr
     assert {p.name for p in (tmp_path / "g").iterdir()} == {"grid_x_t.png", "grid_x0.png", "trajectory.png"}
@@ -66,11 +95,13 @@ def test_sample_with_another_sampler_and_ab_across_schedulers(tmp_path, saved_pi
 
 @pytest.mark.parametrize("args,message", [
     (["sample", "--every", "0"], "--every must be a positive integer, got 0"),
+    (["sample", "--every", "500", "--steps", "100"], "--every 500 is more than --steps 100"),
     (["sample", "--steps", "5000"], "--steps must be at most 1000 (the model's num_train_timesteps), got 5000"),
     (["sample", "--steps", "0"], "--steps must be a positive integer, got 0"),
     (["sample", "--seed", "-3"], "--seed must be a non-negative integer"),
     (["sample", "--model", "/no/such/dir"], "no pipeline directory at '/no/such/dir'"),
-    (["sample", "--model", "google/ddpm-cifar10-32"], "could not load 'google/ddpm-cifar10-32'"),
+    (["sample", "--model", "google/ddpm-cifar10-32"], "could not load 'google/ddpm-cifar10-32': the model hubs "
+                                                      "(ppdiffusers, Hugging Face) are not reachable from here"),
     (["ab", "--variants", "posterior,drect"], "unknown step variant 'drect'; known: ppdiffusers"),
     (["ab", "--variants", "posterior"], "--variants needs at least two"),
     (["grid", "missing.npz"], "no trajectory at missing.npz"),
@@ -121,3 +152,48 @@ def test_a_real_bug_keeps_its_traceback(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="a bug inside plot_schedule"):
         cli_module.main(["schedule", "--out", str(tmp_path)])
     assert cli_module.main(["grid", str(tmp_path / "missing.npz"), "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["forward", "--image", "digit99999"], "image 'digit99999': use 'digit' or 'digit0' … 'digit9'"),
+    (["forward", "--image", "digitx"], "image 'digitx': use 'digit' or 'digit0' … 'digit9'"),
+    (["schedule", "--out", "afile"], "--out afile is a file; give a folder"),
+    (["eval", "--n", "2", "--out", "afile"], "--out afile is a file; give a folder"),
+])
+def test_newcomers_bad_input_is_one_line_too(tmp_path, args, message):
+    (tmp_path / "afile").write_text("x")
+    res = cli(*args, cwd=tmp_path)
+    assert res.returncode == 2 and message in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert (tmp_path / "afile").read_text() == "x"                  # nothing lost
+
+
+def test_forward_digit_n_is_a_digit_n(tmp_path):
+    """'digit3' is the first held-out image *of a 3*, not the held-out image at index 3."""
+    from ppddpm.data import load_digits
+    from ppddpm.plotting import load_image
+
+    digits, labels = load_digits("test", 16, with_labels=True)
+    for n in (3, 9):
+        assert np.array_equal(load_image(f"digit{n}", resolution=16), digits[np.nonzero(labels == n)[0][0]])
+
+
+def test_eval_keeps_its_samples_and_a_contact_sheet(tmp_path, saved_pipe_dir):
+    res = cli("eval", "--model", saved_pipe_dir, "--n", 4, "--steps", 5, "--out", tmp_path / "ev", "--quiet")
+    assert res.returncode == 0, res.stderr
+    scores = json.loads((tmp_path / "ev" / "scores.json").read_text())
+    with np.load(tmp_path / "ev" / "samples.npz") as npz:
+        assert npz["samples"].shape == (4, 1, 8, 8) and npz["seeds"].tolist() == [0, 1, 2, 3]
+    sheet = Image.open(tmp_path / "ev" / "samples.png")
+    assert sheet.size == (4 * (8 * 4 + 2) + 2, 8 * 4 + 2 + 2)          # 4 tiles ×4, 2-pixel gaps
+    assert scores["samples"]["n"] == 4
+    mode = (tmp_path / "ev" / "scores.json").stat().st_mode & 0o777
+    (tmp_path / "plain").write_text("x")
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777          # not mkstemp's 0600
+
+
+def test_version_and_help_show_what_a_newcomer_needs():
+    res = cli("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"ppddpm {ppddpm.__version__}"
+    res = cli("sample", "--help")
+    assert res.returncode == 0 and "(default: 1)" in " ".join(res.stdout.split())       # --every's default shown

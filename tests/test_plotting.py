@@ -105,3 +105,48 @@ def test_clip_map_from_a_trajectory_and_from_a_report(pipe, tmp_path):
     assert ppddpm.plotting.clip_map(report)[1].shape == (5, 2)
     fig = ppddpm.plotting.plot_ab(report, save=tmp_path / "ab.png")
     assert "ddim(eta=1.0) [DDIMScheduler] vs ppdiffusers [DDPMScheduler]" in fig.axes[0].get_title()
+
+
+def test_grid_spacing_by_t_by_steps_or_by_tiles(pipe):
+    """A 100-step run: every 50 in t gives t = 950 … 0 (20 tiles), not 2 tiles 50 steps apart."""
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=100)
+    by_t = P.select_steps(traj, every_t=50)
+    assert traj.timesteps[by_t].tolist() == list(range(950, -1, -50))
+    assert traj.timesteps[P.select_steps(traj, every=50)].tolist() == [500, 0]
+    assert len(P.select_steps(traj, tiles=7)) == 7 and P.select_steps(traj, tiles=7)[-1] == 99
+    fig = P.plot_grid(traj, every_t=50)
+    assert "every 50 in t" in fig._suptitle.get_text() and "100 sampling steps" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match="choose one of every"):
+        P.select_steps(traj, every=5, tiles=3)
+
+
+def test_batch_grids_label_each_samples_rows(pipe):
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=20, batch_size=3)
+    fig = P.plot_grid(traj, every_t=100, ncols=5)
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["sample 0", "sample 1", "sample 2"]
+
+
+def test_gif_takes_fps_and_every_and_holds_the_last_frame(pipe, tmp_path):
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=10)
+    P.animate(traj, tmp_path / "a.gif", fps=5, every=3, hold=1.5, mp4=False)
+    gif = Image.open(tmp_path / "a.gif")
+    durations = []
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        durations.append(gif.info["duration"])
+    assert gif.n_frames == 4                          # recorded steps 0, 3, 6 and the last (9)
+    assert durations == [200, 200, 200, 1500]
+
+
+def test_ab_figure_states_the_tables_number_and_hides_no_curve(pipe):
+    report = ppddpm.compare(pipe, ["ppdiffusers", "direct"], seed=3, num_inference_steps=20, mode="free",
+                            clip_sample=True)
+    fig = P.plot_ab(report, "direct")
+    diff_axes = next(ax for ax in fig.axes if "in [−1, 1] units" in ax.get_title())
+    assert f"(max {report.final_max_abs('direct')[0]:.2g})" in diff_axes.get_title()   # ABReport's definition
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    legend, curves = fig.axes[0].get_legend(), fig.axes[0]
+    assert legend.get_window_extent().y1 <= curves.get_window_extent().y0   # below the axes, over no curve

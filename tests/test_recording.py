@@ -247,3 +247,15 @@ def test_a_trajectory_names_its_scheduler_and_full_config(pipe, tmp_path):
 def test_integer_arguments_are_checked_one_way(pipe, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         ppddpm.sample_trajectory(pipe, **kwargs)
+
+
+def test_progress_is_shown_where_someone_watches(monkeypatch):
+    from ppddpm._progress import wanted
+
+    assert wanted(True) and not wanted(False)
+    assert not wanted(None)                                   # under pytest
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    monkeypatch.setitem(__import__("sys").modules, "ipykernel", object())
+    assert wanted(None)                                       # in a notebook kernel
+    monkeypatch.setenv("PPDDPM_PROGRESS", "0")
+    assert not wanted(None)

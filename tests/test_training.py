@@ -35,6 +35,7 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     more = train(TrainConfig(output_dir=out, resolution=8, steps=7, batch_size=4, checkpoint_every=2), resume=True,
                  progress=False)
     assert len(more.losses) == 7 and more.losses[:4] == first.losses
+    assert (first.steps_this_run, more.steps_this_run) == (4, 3)      # what the CLI reports as "this run"
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(TrainConfig(output_dir=str(tmp_path / "none"), resolution=8, steps=2), resume=True, progress=False)
 

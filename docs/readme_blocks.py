@@ -1,0 +1,116 @@
+"""README's measured tables, rendered from the committed JSON — one definition per number.
+
+`make figures` (docs/make_figures.py, docs/ddim_findings.py) writes docs/figures/*.json and then
+fills README's blocks between `<!-- NAME:start … -->` and `<!-- NAME:end -->` with `render_NAME`
+of that JSON; tests/test_readme.py fails when a block and its JSON disagree.
+
+Units, named once: |Δ| in the diffusion range [−1, 1]; "× bound": a step's |Δ x_{t−1}| over the
+float32 bound of `ABReport.step_bound` (≤ 1 is equivalent); PSNR of final images as displayed
+(mapped to [0, 1] and clipped, `ABReport.final_psnr`); scores as `ppddpm.metrics` defines them.
+"""
+import json
+import re
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+FIGURES = ROOT / "docs" / "figures"
+
+
+def block(name: str, text: str) -> str:
+    match = re.search(rf"<!-- {name}:start[^>]*-->\n(.*?)\n?<!-- {name}:end -->", text, re.S)
+    if not match:
+        raise KeyError(f"README.md has no {name} block")
+    return match.group(1)
+
+
+def fill(name: str, body: str, source: str, readme: Path = README) -> None:
+    text = readme.read_text(encoding="utf-8")
+    new, n = re.subn(rf"<!-- {name}:start[^>]*-->\n.*?<!-- {name}:end -->",
+                     lambda m: f"<!-- {name}:start (written by {source}) -->\n{body}\n<!-- {name}:end -->",
+                     text, flags=re.S)
+    if n != 1:
+        raise SystemExit(f"README.md has no {name} block to fill")
+    readme.write_text(new, encoding="utf-8")
+
+
+def _span(lo, hi, fmt):
+    """"a–b", or "a" when both ends print the same."""
+    a, b = format(lo, fmt), format(hi, fmt)
+    return a if a == b else f"{a}–{b}"
+
+
+def _db(x):
+    return "identical" if x is None else f"{x:.1f} dB"
+
+
+def render_equivalence(data) -> str:
+    """The DDPM routes against the stock step (docs/figures/equivalence.json)."""
+    def cell(row, v):
+        r = row[v]
+        return f"{r['max_abs_prev']:.1e} ({r['worst_ratio_to_bound']:.2g}) {'✓' if r['equivalent'] else '✗'}"
+
+    lines = ["| steps | σ_t² | mode | clip | clipping fired | posterior max\\|Δ\\| | direct max\\|Δ\\| (× bound) | "
+             "direct-clip-consistent max\\|Δ\\| (× bound) | direct final PSNR |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in data["findings"]:
+        lines.append(f"| {row['steps']} | {row['variance_type']} | {row['mode']} | {'on' if row['clip_sample'] else 'off'} "
+                     f"| {row['steps_with_clipping']}/{row['steps']} | {row['posterior']['max_abs_prev']:.0e} | "
+                     f"{cell(row, 'direct')} | {cell(row, 'direct-clip-consistent')} | "
+                     f"{_db(row['direct']['final_psnr_db'][0])} |")
+    return "\n".join(lines)
+
+
+def render_equivalence_summary(data) -> str:
+    """The numbers the prose under the table quotes, computed here rather than typed."""
+    rows = data["findings"]
+    off = [r for r in rows if not r["clip_sample"]]
+    on = [r for r in rows if r["clip_sample"]]
+    ratio_off = [r[v]["worst_ratio_to_bound"] for r in off for v in ("direct", "direct-clip-consistent")]
+    dep = [r["direct"]["steps_departing"] / r["steps"] for r in on]
+    psnr = [p for p in data["free_32_seeds_direct_psnr_db"] if p is not None]
+    fired = [r["steps_with_clipping"] / r["steps"] for r in on]
+    return "\n".join([
+        f"- **`posterior` is the stock step, bit for bit**: max |Δ| = "
+        f"{max(r['posterior']['max_abs_prev'] for r in rows):.0e} in all {len(rows)} settings.",
+        f"- **Clipping off: every route agrees** within rounding — the worst step uses "
+        f"{_span(min(ratio_off), max(ratio_off), '.2g')} of the bound; max |Δ| ≤ "
+        f"{max(r['direct']['max_abs_prev'] for r in off):.1e}.",
+        f"- **Clipping on: `direct` departs** at {_span(min(dep), max(dep), '.0%')} of the steps, because clipping "
+        f"fires at {_span(min(fired), max(fired), '.0%')} of them on this model (the digits' background is exactly −1 "
+        f"and x̂_0 "
+        f"overshoots it). The final images stay close — over 32 seeds (free, 1000 steps) PSNR median "
+        f"{statistics.median(psnr):.1f} dB, range {min(psnr):.1f}–{max(psnr):.1f} dB: the article's "
+        f"\"similar, not identical\".",
+        "- **`direct-clip-consistent` agrees with the stock step even with clipping**: the clip of x̂_0 is the "
+        "*only* thing that breaks the equivalence."])
+
+
+def render_quality(data) -> str:
+    """The bundled model's scores (docs/figures/quality.json)."""
+    s, r = data["samples"], data["real_same_n"]
+    return "\n".join([
+        f"Scored by `ppddpm.metrics` (an MLP trained on the digits' train split, held-out accuracy "
+        f"{data['classifier_accuracy']:.1%}), n = {s['n']} samples (1000 steps, seeds 0–{s['n'] - 1}) against "
+        f"{r['n']} real held-out digits, both taken through the same resize to 8x8:", "",
+        "| | samples | real held-out digits | samples / real |", "|---|---|---|---|",
+        f"| classifier confidence (mean top-class probability) | {s['confidence']:.3f} | {r['confidence']:.3f} | "
+        f"{s['confidence'] / r['confidence']:.0%} |",
+        f"| class entropy, nats (ln 10 = 2.303) | {s['class_entropy']:.3f} | {r['class_entropy']:.3f} | "
+        f"{s['class_entropy'] / r['class_entropy']:.0%} |",
+        f"| Inception-Score analogue (10 at best) | {s['inception_score']:.2f} | {r['inception_score']:.2f} | "
+        f"{s['inception_score'] / r['inception_score']:.0%} |",
+        f"| Fréchet distance on classifier features (0 at best) | {s['frechet_distance']:.2f} | "
+        f"{r['frechet_distance']:.2f} | {s['frechet_distance'] / r['frechet_distance']:.2f}x |"])
+
+
+BLOCKS = {  # README block → (JSON file, renderer)
+    "equivalence-table": ("equivalence.json", render_equivalence),
+    "equivalence-summary": ("equivalence.json", render_equivalence_summary),
+    "quality-table": ("quality.json", render_quality),
+}
+
+
+def fill_all(source: str) -> None:
+    for name, (file, render) in BLOCKS.items():
+        fill(name, render(json.loads((FIGURES / file).read_text())), source)

@@ -1,0 +1,59 @@
+"""README's examples run verbatim (the blocks marked for it)."""
+import re
+import sys
+from pathlib import Path
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def marked_block(marker):
+    match = re.search(r"<!-- " + re.escape(marker) + r".*?-->\s*```python\n(.*?)```", README, re.S)
+    assert match, f"README has no python block marked {marker!r}"
+    return match.group(1)
+
+
+def test_any_sampler_tour_runs_verbatim():
+    scope = {}
+    exec(compile(marked_block("readme-samplers"), "README.md (Any sampler)", "exec"), scope)
+    traj = scope["traj"]                                       # the Euler run, last in the block
+    assert traj.scheduler == "EulerAncestralDiscreteScheduler" and len(traj) == 50
+    assert traj.timesteps[:3].tolist() == [980, 960, 940]    # the bundled config's "leading" spacing
+    assert scope["ddim"].scheduler.config.clip_sample is True  # carried over from the bundled DDPM
+
+
+def _docs_module(name):
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "docs"))
+    spec = importlib.util.spec_from_file_location(name, root / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_tables_are_the_committed_json():
+    """Every measured table in README is rendered from docs/figures/*.json by `make figures`."""
+    import json
+
+    blocks = _docs_module("readme_blocks")
+    for name, (file, render) in blocks.BLOCKS.items():
+        data = json.loads((blocks.FIGURES / file).read_text())
+        assert blocks.block(name, README) == render(data), f"README's {name} is not {file} as rendered"
+
+
+def test_readme_ddim_tables_are_the_committed_json():
+    """README's DDIM numbers are generated (docs/ddim_findings.py) from docs/figures/ddim.json:
+    one definition per number, and a hand edit of either shows here."""
+    import json
+
+    findings = _docs_module("ddim_findings")
+    data = json.loads(findings.JSON.read_text())
+    assert _docs_module("readme_blocks").block("ddim-findings", README) == findings.render(data)
+    # the claims the section makes are what the JSON says
+    clipped = [r for r in data["equivalence"] if r["variant"] == findings.CLIPPED and r["variance_type"] == "fixed_small"]
+    assert clipped and all(r["equivalent"] for r in clipped)
+    default_on = [r for r in data["equivalence"] if r["variant"] == findings.DEFAULT and r["clip_sample"]]
+    assert default_on and all(not r["equivalent"] and r["departs_only_where_clipping_fires"] for r in default_on)
+    large = [r for r in data["equivalence"] if r["variance_type"] == "fixed_large"]
+    assert large and not any(r["equivalent"] for r in large)
