@@ -10,15 +10,16 @@ _EXPORTS = {
     "patch_step": "patching",
     "RecordingDDPMPipeline": "pipeline", "SamplerPipeline": "pipeline",
     "StepRecord": "steps", "with_config": "config",
-    "DEFAULT_FIELDS": "recording", "FIELDS": "recording", "Trajectory": "recording",
-    "TrajectoryError": "recording", "kept_steps": "recording", "record": "recording",
+    "DEFAULT_FIELDS": "trajectory", "FIELDS": "trajectory", "Trajectory": "trajectory",
+    "TrajectoryError": "trajectory", "kept_steps": "recording", "record": "recording",
     "sample_trajectory": "recording",
     "get_variant": "step_variants", "register_variant": "step_variants",
     "unregister_variant": "step_variants", "variants": "step_variants",
     "load_pipeline": "loading", "PipelineLoadError": "loading",
 }
 _SUBMODULES = {"comparison", "config", "data", "samplers", "steps", "demo", "loading", "metrics", "models", "patching", "pipeline", "plotting",
-               "recording", "reference", "source_patches", "stepping", "step_variants", "training", "upstream"}
+               "recording", "reference", "source_patches", "stepping", "step_variants", "training", "trajectory",
+               "upstream"}
 __all__ = sorted(_EXPORTS)
 
 

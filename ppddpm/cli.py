@@ -77,7 +77,8 @@ def cmd_sample(args):
 
     from .pipeline import with_sampler
     from .plotting import contact_sheet
-    from .recording import Trajectory, sample_trajectory
+    from .recording import sample_trajectory
+    from .trajectory import Trajectory
 
     if args.eta is not None and args.scheduler != "ddim":
         raise BadValue(f"--eta is DDIM's η (eq. 16); use it with --scheduler ddim, not {args.scheduler or 'the default'}")
@@ -292,7 +293,7 @@ def cmd_eval(args):
 
 def cmd_grid(args):
     from .plotting import plot_grid, plot_trajectory
-    from .recording import Trajectory
+    from .trajectory import Trajectory
 
     traj = Trajectory.load(args.run)
     out = _out(args)
@@ -337,7 +338,7 @@ def cmd_schedule(args):
 
 def cmd_animate(args):
     from .plotting import animate
-    from .recording import Trajectory
+    from .trajectory import Trajectory
 
     traj = Trajectory.load(args.run)
     written = animate(traj, _out(args) / f"{args.field}.gif", field=args.field, index=args.index, fps=args.fps,

@@ -14,7 +14,8 @@ from __future__ import annotations
 from ppdiffusers import DDPMPipeline
 
 from . import _rng
-from .recording import DEFAULT_FIELDS, record
+from .recording import record
+from .trajectory import DEFAULT_FIELDS
 
 
 class RecordingDDPMPipeline(DDPMPipeline):

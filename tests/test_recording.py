@@ -10,7 +10,7 @@ from ppdiffusers import DDPMPipeline, DDPMScheduler
 
 import ppddpm
 from ppddpm.models import ddpm_scheduler
-from ppddpm.recording import to_pil
+from ppddpm.trajectory import to_pil
 from ppddpm.step_variants import coefficients, modify_x0, predict_start_from_noise, sigma
 
 

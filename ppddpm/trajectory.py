@@ -1,0 +1,321 @@
+"""Trajectory: the recorded steps of one run as arrays, and its file formats.
+
+A `.npz` (`Trajectory.save` / `load`: arrays plus JSON metadata, written atomically) or a folder
+streamed step by step by `ppddpm.record(store="disk")` (`.npy` per field, `steps.npy` rows of
+(t, σ, clipped share, stage), `meta.json`), which loads complete or cut short. Files written by
+ppddpm 0.1 load too. Recording lives in `ppddpm.recording`; this module only stores.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ._io import atomic_path
+from .errors import BadValue, NotFound, Unknown
+
+FIELDS = {
+    "prev_sample": "x_{t-1}: the step's output (Algorithm 2: μ + σ_t z)",
+    "pred_original_sample": "x̂_0 as the step used it (eq. 15, then clip/threshold)",
+    "sample": "x_t: the step's input",
+    "model_output": "ε̂ = ε_θ(x_t, t): the UNet's output",
+    "pred_original_sample_unclipped": "x̂_0 by eq. (15) before clip/threshold",
+    "noise": "z ~ N(0, I) the step drew (zeros at the last step, which adds none)",
+}
+DEFAULT_FIELDS = ("prev_sample", "pred_original_sample")
+FORMAT = "ppddpm.trajectory"
+FORMAT_VERSION = 1
+META_KEY = "__ppddpm_meta__"
+STORES = ("memory", "disk")
+DTYPES = ("float32", "float16")
+STAGES = ("", "predictor", "corrector", "prk1", "prk2", "prk3", "prk4", "plms")   # codes in streamed steps.npy
+
+
+class TrajectoryError(BadValue):
+    """A file that is not a ppddpm trajectory, or a truncated / corrupt one."""
+
+
+def _timestep_array(timesteps) -> np.ndarray:
+    """int64 when every t is a whole number (DDPM, DDIM, …), float64 otherwise (Euler-type)."""
+    t = np.asarray(timesteps, np.float64)
+    return t.astype(np.int64) if np.all(t == np.round(t)) else t
+
+
+def to_pil(x: np.ndarray):
+    """[B, C, H, W] in [-1, 1] → PIL images, exactly as `DDPMPipeline` post-processes its output."""
+    from ppdiffusers import DiffusionPipeline
+
+    x = np.clip(x / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
+    return DiffusionPipeline.numpy_to_pil(x)
+
+
+# --------------------------------------------------------------------------- storage
+
+class _Buffer:
+    """Frames of one field: preallocated in memory, or streamed to a `.npy` file."""
+
+    def __init__(self, n: int, shape: tuple, dtype: str, path: Optional[Path] = None):
+        self.n, self.shape, self.dtype, self.path, self.count = n, shape, np.dtype(dtype), path, 0
+        if path is None:
+            self.data = np.empty((n,) + shape, self.dtype)
+            self.file = None
+        else:
+            self.file = open(path, "wb")
+            np.lib.format.write_array_header_1_0(
+                self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                            "shape": (n,) + shape})
+            self.offset = self.file.tell()
+
+    def append(self, frame: np.ndarray):
+        frame = np.ascontiguousarray(frame, dtype=self.dtype)
+        if self.file is None:
+            self.data[self.count] = frame
+        else:
+            self.file.write(frame.tobytes())
+        self.count += 1
+
+    def close(self):
+        if self.file is not None and not self.file.closed:
+            self.file.flush()
+            self.file.close()
+
+    def array(self) -> np.ndarray:
+        if self.file is None:
+            return self.data[: self.count]
+        if not self.file.closed:
+            self.file.flush()
+        if self.count == 0:
+            return np.empty((0,) + self.shape, self.dtype)
+        return np.memmap(self.path, self.dtype, "r", offset=self.offset, shape=(self.count,) + self.shape)
+
+
+class Trajectory:
+    """The recorded steps of one sampling run (B samples), oldest first.
+
+    Arrays: `timesteps` [N] (the t of each recorded step: integers, or floats for Euler-type
+    schedulers), `sigma` [N] (std of the noise the step added), `clip_fraction` [N] (share of
+    x̂_0's values outside the clipping range, measured before clipping), `stages` [N] ("" or,
+    where a scheduler calls the model more than once per timestep, "predictor"/"corrector",
+    "prk1"…"plms"), and each recorded field [N, B, C, H, W] (see `ppddpm.FIELDS`).
+    `meta["scheduler"]` and `meta["scheduler_config"]` name the sampler that ran.
+    `images` is the pipeline's final output (PIL list) when the last step was recorded.
+    """
+
+    def __init__(self, timesteps, fields: dict, sigma, clip_fraction, meta: dict, images=None, stages=None):
+        self._timesteps = _timestep_array(timesteps)
+        self._fields = dict(fields)
+        self._sigma = np.asarray(sigma, np.float64)
+        self._clip = np.asarray(clip_fraction, np.float32)
+        self._stages = np.asarray([""] * len(self._timesteps) if stages is None else stages, str)
+        self.meta = dict(meta)
+        self._images = images
+
+    # live recordings override these three
+    @property
+    def timesteps(self) -> np.ndarray:
+        return self._timesteps
+
+    @property
+    def sigma(self) -> np.ndarray:
+        return self._sigma
+
+    @property
+    def clip_fraction(self) -> np.ndarray:
+        return self._clip
+
+    @property
+    def stages(self) -> np.ndarray:
+        return self._stages
+
+    @property
+    def scheduler(self) -> str:
+        """Class name of the scheduler that ran (DDPMScheduler for files written by ppddpm 0.1)."""
+        return self.meta.get("scheduler", "DDPMScheduler")
+
+    def field(self, name: str) -> np.ndarray:
+        if name not in FIELDS:
+            raise BadValue(f"unknown field {name!r}; choose from {', '.join(FIELDS)}")
+        if name not in self.fields:
+            raise Unknown(f"field {name!r} was not recorded (recorded: {', '.join(self.fields) or 'none'}); "
+                          f"record it with fields=({name!r}, ...) or fields='all'")
+        return self._field_array(name)
+
+    def _field_array(self, name):
+        return self._fields[name]
+
+    prev_sample = property(lambda self: self.field("prev_sample"))
+    pred_original_sample = property(lambda self: self.field("pred_original_sample"))
+    sample = property(lambda self: self.field("sample"))
+    model_output = property(lambda self: self.field("model_output"))
+    pred_original_sample_unclipped = property(lambda self: self.field("pred_original_sample_unclipped"))
+    noise = property(lambda self: self.field("noise"))
+
+    @property
+    def fields(self) -> tuple:
+        return tuple(self._fields)
+
+    def __len__(self):
+        return len(self.timesteps)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta.get("complete", False))
+
+    @property
+    def images(self):
+        """The final images: the pipeline's own output, or rebuilt from the last x_{t-1}
+        exactly as the pipeline post-processes it."""
+        if self._images is None and self.complete and "prev_sample" in self.fields and len(self):
+            self._images = to_pil(np.asarray(self.prev_sample[-1], np.float32))
+        return self._images
+
+    @images.setter
+    def images(self, value):
+        self._images = value
+
+    def to_pil(self, field: str = "prev_sample") -> list:
+        """Per recorded step, a list of B PIL images of `field` (the article's `output[1]` / `output[2]`)."""
+        arr = self.field(field)
+        return [to_pil(np.asarray(arr[i], np.float32)) for i in range(len(arr))]
+
+    def index_of(self, t: int) -> int:
+        hits = np.nonzero(self.timesteps == t)[0]
+        if not len(hits):
+            raise Unknown(f"t={t} was not recorded; recorded t: {self.timesteps.tolist()}")
+        return int(hits[0])
+
+    def first_nonfinite(self):
+        """(index, t) of the first recorded step with a NaN/Inf in any field, or None."""
+        for i in range(len(self)):
+            for name in self.fields:
+                if not np.isfinite(self.field(name)[i]).all():
+                    return i, int(self.timesteps[i])
+        return None
+
+    def __repr__(self):
+        shape = self.field(self.fields[0]).shape if self.fields else ()
+        return (f"Trajectory({len(self)} steps, t={self.timesteps[:1].tolist()}…{self.timesteps[-1:].tolist()}, "
+                f"fields={list(self.fields)}, shape={tuple(shape)}, complete={self.complete})")
+
+    # ---- persistence
+    def save(self, path) -> Path:
+        """Write one `.npz` (arrays + JSON metadata) atomically: no half-written file is ever
+        left under `path`."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise BadValue(f"trajectory files end in .npz, got {path.name!r}")
+        arrays = {"timesteps": self.timesteps, "sigma": self.sigma, "clip_fraction": self.clip_fraction,
+                  "stages": self.stages}
+        arrays.update({name: np.asarray(self.field(name)) for name in self.fields})
+        meta = dict(self.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.fields))
+        arrays[META_KEY] = np.array(json.dumps(meta, default=str))
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Trajectory":
+        """Load a `.npz` written by `save`, or a directory streamed by `record(store="disk")`."""
+        path = Path(path)
+        if path.is_dir():
+            return _load_stream(path)
+        if not path.exists():
+            raise NotFound(f"no trajectory at {path}")
+        import zipfile
+
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                if META_KEY not in npz.files:
+                    raise TrajectoryError(f"{path} is not a ppddpm trajectory (no {META_KEY} entry; "
+                                          f"write one with Trajectory.save or `ppddpm sample`)")
+                meta = json.loads(str(npz[META_KEY]))
+                data = {k: npz[k] for k in npz.files if k != META_KEY}
+        except TrajectoryError:
+            raise
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise TrajectoryError(f"{path} is truncated or corrupt, not a readable trajectory "
+                                  f"({type(exc).__name__}: {exc})") from None
+        if meta.get("format") != FORMAT:
+            raise TrajectoryError(f"{path} is not a ppddpm trajectory (format={meta.get('format')!r})")
+        missing = [k for k in ["timesteps", "sigma", "clip_fraction"] + meta.get("fields", []) if k not in data]
+        if missing:
+            raise TrajectoryError(f"{path} is truncated: missing arrays {missing}")
+        fields = {k: data[k] for k in meta["fields"]}
+        return cls(data["timesteps"], fields, data["sigma"], data["clip_fraction"], meta, stages=data.get("stages"))
+
+
+def _read_frames(path: Path) -> np.ndarray:
+    """The complete frames of a streamed `.npy` (its header announces the planned count)."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = header(fh)
+        offset = fh.tell()
+    dtype = np.dtype(dtype)
+    frame = int(np.prod(shape[1:])) * dtype.itemsize
+    n = min(shape[0], (path.stat().st_size - offset) // frame) if frame else 0
+    if n == 0:
+        return np.empty((0,) + tuple(shape[1:]), dtype)
+    return np.memmap(path, dtype, "r", offset=offset, shape=(n,) + tuple(shape[1:]))
+
+
+def _load_stream(path: Path) -> Trajectory:
+    """A folder written by `record(store="disk")`: complete or cut short, it loads."""
+    meta_file = path / "meta.json"
+    if not meta_file.exists():
+        raise TrajectoryError(f"{path} is not a streamed ppddpm trajectory (no meta.json)")
+    try:
+        meta = json.loads(meta_file.read_text())
+        steps = _read_frames(path / "steps.npy")               # rows of (t, σ_t, clipped fraction)
+        fields = {name: _read_frames(path / f"{name}.npy") for name in meta["fields"]}
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrajectoryError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+    n = min([len(steps)] + [len(a) for a in fields.values()])
+    meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
+    stages = [STAGES[int(c)] if 0 <= c < len(STAGES) else "?" for c in steps[:n, 3]] if steps.shape[1] > 3 else None
+    return Trajectory(steps[:n, 0], {k: a[:n] for k, a in fields.items()}, steps[:n, 1], steps[:n, 2], meta,
+                      stages=stages)
+
+
+class _LiveTrajectory(Trajectory):
+    """What `record` yields: a Trajectory that fills as the pipeline runs."""
+
+    def __init__(self, fields, meta):
+        super().__init__([], {}, [], [], meta)
+        self._wanted = fields
+        self._buffers = {}
+        self._steps = None          # per-step arrays over the whole run, -1 / nan = not recorded
+
+    @property
+    def fields(self):
+        return self._wanted
+
+    def _field_array(self, name):
+        buf = self._buffers.get(name)
+        return buf.array() if buf is not None else np.empty((0,), np.float32)
+
+    def _n(self):
+        return next(iter(self._buffers.values())).count if self._buffers else 0
+
+    @property
+    def timesteps(self):
+        return _timestep_array(self._rows("timesteps"))
+
+    @property
+    def stages(self):
+        return np.asarray([STAGES[c] if c >= 0 else "?" for c in self._rows("stage").astype(int)], str)
+
+    @property
+    def sigma(self):
+        return self._rows("sigma")
+
+    @property
+    def clip_fraction(self):
+        return self._rows("clip_fraction").astype(np.float32)
+
+    def _rows(self, key):
+        if self._steps is None:
+            return np.empty((0,))
+        return self._steps[key][~np.isnan(self._steps["timesteps"])][: self._n()]
