@@ -208,7 +208,7 @@ def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_samp
 
 def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_inference_steps: int = 1000,
             batch_size: int = 1, mode: str = "shadow", clip_sample: Optional[bool] = None,
-            thresholding: Optional[bool] = None, progress: Optional[bool] = None) -> ABReport:
+            thresholding: Optional[bool] = None, progress: Optional[bool] = None, batched: bool = True) -> ABReport:
     """Run an A/B of step variants (the first is the reference) on `pipe`'s UNet and scheduler.
 
     `clip_sample` / `thresholding`: None keeps the scheduler's setting, True/False override it
@@ -217,6 +217,12 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     between steps (multistep history, step index) is never fed another lane's steps. x_T is
     drawn as the pipelines draw it (`randn_tensor(shape, generator, dtype) · init_noise_sigma`)
     and the UNet sees `scale_model_input(x_t, t)`.
+
+    `batched`: one UNet call per step for all lanes (free mode) and seeds — fast, but paddle's
+    float32 convolutions round differently at different batch sizes (~1e-6 relative here), so a
+    lane's numbers then depend, at that level, on how many lanes and seeds share the run (and
+    compound where clipping makes the trajectory sensitive). `batched=False` runs each lane and
+    seed at its own batch size: every lane is then bitwise the solo run of its variant and seed.
     """
     import contextlib
 
@@ -284,9 +290,11 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
                 stack.enter_context(patch_step(copy, variant))
                 stack.enter_context(observe(copy, StepObserver(records[v][s].append), "compare"))
         for i, t in enumerate(tqdm(sched.timesteps, disable=not wanted(progress), desc=f"compare ({mode})")):
-            batch = paddle.concat([copies[l][s].scale_model_input(x[l][s], t)
-                                   for l in range(lanes) for s in range(n_s)], axis=0)
-            eps = paddle.split(unet(batch, t).sample, lanes * n_s, axis=0)
+            inputs = [copies[l][s].scale_model_input(x[l][s], t) for l in range(lanes) for s in range(n_s)]
+            if batched:                                  # one UNet call for every lane and seed
+                eps = paddle.split(unet(paddle.concat(inputs, axis=0), t).sample, lanes * n_s, axis=0)
+            else:                                        # each lane and seed exactly as its solo run
+                eps = [unet(inp, t).sample for inp in inputs]
             prev = [[None] * n_s for _ in range(n_v)]
             x0 = [[None] * n_s for _ in range(n_v)]
             for s, st in enumerate(streams):
@@ -329,7 +337,7 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
         timesteps=ts, one_minus_alpha_bar=omab, scale=scale, max_abs_prev=d_prev, mean_abs_prev=m_prev,
         max_abs_x0=d_x0, clip_fraction=clip, final=final,
         meta={"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
-              "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched),
+              "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched), "batched": batched,
               "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
                            for v, lane in zip(steps, lane_schedulers)}})
 

@@ -115,3 +115,29 @@ def test_compare_never_modifies_the_pipelines_scheduler(pipe):
     before = dict(pipe.scheduler.config)
     ppddpm.compare(pipe, ["posterior", "direct"], num_inference_steps=5, clip_sample=False, thresholding=True)
     assert dict(pipe.scheduler.config) == before and "step" not in pipe.scheduler.__dict__
+
+
+def test_unbatched_lanes_are_their_solo_runs_whatever_else_shares_the_run(pipe):
+    """batched=False: a route's numbers do not depend on which other variants or seeds are in the
+    run, and each lane is bitwise the solo run of its variant with its seed."""
+    kw = dict(seed=[3, 4], num_inference_steps=15, mode="free", clip_sample=True, batched=False)
+    small = ppddpm.compare(pipe, ["posterior", "direct"], **kw)
+    large = ppddpm.compare(pipe, ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"], **kw)
+    assert np.array_equal(small.max_abs_prev["direct"], large.max_abs_prev["direct"])
+    assert np.array_equal(small.final["direct"], large.final["direct"])
+    for seed_index, seed in enumerate((3, 4)):
+        with ppddpm.patch_step(pipe.scheduler, "direct"):
+            solo = ppddpm.sample_trajectory(pipe, seed=seed, num_inference_steps=15)
+        assert np.array_equal(large.final["direct"][seed_index], solo.prev_sample[-1])
+
+
+def test_batched_lanes_differ_only_by_the_unets_batch_rounding(pipe):
+    """batched=True (the default, one UNet call a step): paddle's float32 convolution rounds
+    differently at another batch size, so the same route in a larger run differs — by rounding
+    (here < 1e-4 of |x| after 15 steps with clipping), not by formula."""
+    kw = dict(seed=[3, 4], num_inference_steps=15, mode="free", clip_sample=True)
+    small = ppddpm.compare(pipe, ["posterior", "direct"], **kw)
+    large = ppddpm.compare(pipe, ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"], **kw)
+    gap = np.abs(small.final["direct"] - large.final["direct"]).max()
+    assert gap <= 1e-4 * np.abs(large.final["direct"]).max()
+    assert small.meta["batched"] is True
