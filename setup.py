@@ -26,7 +26,10 @@ REQUIRES = [
 
 EXTRAS = {
     "cpu": PADDLE_CPU,
-    "test": ["pytest", "hypothesis", "nbformat", "nbclient", "ipykernel", "psutil"],
+    "test": ["pytest", "hypothesis", "nbformat", "nbclient", "ipykernel", "psutil",
+             # drives Debian's chromium for the explorer test; newer releases need urllib3 > 2.0,
+             # which ppdiffusers 0.29 refuses (urllib3<=2.0.0)
+             "selenium>=4.15,<4.33"],
 }
 
 setup(

@@ -180,6 +180,12 @@ def main(argv=None):
     print(f"   (two float32 fields of that size hold {results['memory']['expected_float32_mb']:.0f} MB)")
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")
+    if Path(args.out).resolve() == (HERE / "results.json").resolve():
+        sys.path.insert(0, str(HERE.parent / "docs"))
+        from readme_blocks import BLOCKS, fill
+
+        fill("benchmarks-table", BLOCKS["benchmarks-table"][1](results), "benchmarks/run_all.py from "
+             "benchmarks/results.json")
     return results
 
 

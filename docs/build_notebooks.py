@@ -165,6 +165,13 @@ plt.show()"""),
 short = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=20)
 paths = ppddpm.plotting.animate(short, "reverse_777.gif", field="prev_sample")
 Show(filename=str(paths[0]))"""),
+("md", """## Scrub through it 逐步浏览
+The explorer: one self-contained HTML page (also `ppddpm view RUN.npz --out view.html`). Use the
+slider or the arrow keys; the numbers are the step's, with their equation numbers."""),
+("code", """every10 = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=10, fields="all")
+view = ppddpm.plotting.explore(every10)
+view.save("runs/view_777.html")
+view"""),
 ],
 "03_step_equivalence.ipynb": [
 ("md", """# 03 · Posterior route vs direct route 两种采样公式是否等价

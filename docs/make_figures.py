@@ -7,6 +7,8 @@ docs/figures/quality.json (the digit scores, n = 256 samples), fills README's ta
 (docs/readme_blocks.py), then runs docs/ddim_findings.py (`--no-ddim` skips it).
 """
 import json
+
+import numpy as np
 import sys
 import time
 import warnings
@@ -21,6 +23,26 @@ OUT = Path(__file__).resolve().parent / "figures"
 sys.path.insert(0, str(OUT.parent))           # readme_blocks, ddim_findings
 
 
+def explorer_screenshot(traj, path=OUT / "explorer.png"):
+    """README's picture of the explorer: the page of `traj`, scrubbed to t = 500, shot by headless
+    Debian chromium (skipped, with a line, where chromium is not installed)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    chromium = shutil.which("chromium")
+    if not chromium:
+        print("explorer screenshot skipped: apt-get install chromium")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        page = plotting.explore(traj).save(Path(tmp) / "view.html")
+        i = int(np.argmin(np.abs(traj.timesteps - 500)))
+        text = page.read_text().replace("show(0);\n</script>", f"show({i});\n</script>")
+        page.write_text(text)
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={path}",
+                        "--window-size=1240,720", page.as_uri()], check=True, capture_output=True, timeout=120)
+
+
 def main(quality_n=256, ddim=True):
     OUT.mkdir(parents=True, exist_ok=True)
     pipe = ppddpm.load_pipeline()
@@ -30,6 +52,7 @@ def main(quality_n=256, ddim=True):
     plotting.plot_trajectory(traj, every=50, save=OUT / "trajectory.png")
     plotting.plot_forward("digit", pipe.scheduler, every=50, save=OUT / "forward.png")
     plotting.plot_schedule(pipe.scheduler, save=OUT / "schedule.png")
+    explorer_screenshot(ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=10, fields="all"))
     plotting.animate(ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=20),
                      OUT / "reverse_777.gif", mp4=False)
 

@@ -104,10 +104,38 @@ def render_quality(data) -> str:
         f"{r['frechet_distance']:.2f} | {s['frechet_distance'] / r['frechet_distance']:.2f}x |"])
 
 
+def render_benchmarks(data) -> str:
+    """The cost table (benchmarks/results.json, written by `make bench`)."""
+    m = data["machine"]
+    rec, ab, mem = data["recording"], data["ab"], data["memory"]
+    ratio = lambda r: f"{r['median']:.2f}x ({r['min']:.2f}–{r['max']:.2f})"  # noqa: E731
+    plain = rec["every=1"]["base_s"]
+    lines = [f"Measured by `make bench`: {m['cpu_count']} CPU cores ({m['processor']}), Python {m['python']}, paddle "
+             f"{m['paddle']} ({m['device']}), ppdiffusers {m['ppdiffusers']}, {data['model']}, {data['steps']} steps, "
+             f"batch 1, {data['repeats']} interleaved rounds (plain, measured, plain, …): median ratio (min–max over "
+             f"rounds).", "",
+             f"| what | ratio to a plain `pipe()` run ({plain:.1f} s) | target |", "|---|---|---|",
+             f"| recording every=50 | {ratio(rec['every=50'])} | ≤ 1.02x |",
+             f"| recording every=1 (x_t, x̂_0) | {ratio(rec['every=1'])} | ≤ 1.05x |",
+             f"| recording every=1, all six fields | {ratio(rec['every=1, all fields'])} | |",
+             f"| `compare` shadow, 2 variants | {ratio(ab['shadow, 2 variants'])} | ≤ 1.05x |",
+             f"| `compare` shadow, 4 variants | {ratio(ab['shadow, 4 variants'])} | |",
+             f"| `compare` free, 2 variants, batched | {ratio(ab['free, 2 variants (batched)'])} — "
+             f"{ab['free batched vs one after another']['median']:.2f}x of running them one after another "
+             f"({ab['2 variants one after another']['median']:.2f}x) | |", "",
+             f"Peak RSS growth recording the memory benchmark's steps (x_t and x̂_0 of 3x256x256; a cheap stand-in "
+             f"denoiser, since the recorder's cost does not depend on the model): in memory float32 "
+             f"+{mem['memory-float32']['growth_mb']:.0f} MB (the arrays are {mem['expected_float32_mb']:.0f} MB), "
+             f"float16 +{mem['memory-float16']['growth_mb']:.0f} MB, **streamed to disk "
+             f"+{mem['disk']['growth_mb']:.0f} MB** (target ≤ 150 MB)."]
+    return "\n".join(lines)
+
+
 BLOCKS = {  # README block → (JSON file, renderer)
     "equivalence-table": ("equivalence.json", render_equivalence),
     "equivalence-summary": ("equivalence.json", render_equivalence_summary),
     "quality-table": ("quality.json", render_quality),
+    "benchmarks-table": ("../../benchmarks/results.json", render_benchmarks),
 }
 
 

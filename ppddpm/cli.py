@@ -346,6 +346,23 @@ def cmd_animate(args):
     print("wrote " + ", ".join(map(str, written)))
 
 
+def cmd_view(args):
+    from .explorer import explore
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise BadValue(f"--out names the page: a file ending in .html, got {args.out!r}")
+    if out.exists() and out.is_dir():
+        raise BadValue(f"--out {out} is a folder; give the page's file name, e.g. {out / 'view.html'}")
+    if args.ab and args.other:
+        raise BadValue("give --ab or --with, not both")
+    if args.ab and not Path(args.ab).exists():
+        raise BadValue(f"no A/B report at {args.ab} (write one with ppddpm ab --out DIR: DIR/ab.json)")
+    view = explore(args.run, other=args.other, ab=args.ab)
+    view.save(out)
+    print(f"wrote {out} ({len(view) / 2 ** 20:.1f} MB, self-contained: open it in any browser, offline)")
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -471,6 +488,13 @@ def build_parser():
                    help="seconds the final image stays before the loop restarts")
     p.add_argument("--out", default="runs/animate")
     p.set_defaults(func=cmd_animate)
+
+    p = sub.add_parser("view", help="an explorer to scrub through a run: one self-contained HTML file")
+    p.add_argument("run", help="a trajectory .npz or streamed folder (record with --all-fields to see every pane)")
+    p.add_argument("--with", dest="other", default=None, help="a second run of the same steps, shown side by side")
+    p.add_argument("--ab", default=None, help="an ab.json (ppddpm ab) whose |Δ| curve is drawn with a cursor")
+    p.add_argument("--out", default="runs/view.html", help="the page to write")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("demo", help="what `make demo` runs: sample, grids, A/B summary")
     _model_arg(p)

@@ -231,6 +231,14 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     return _save(fig, save)
 
 
+def explore(traj, other=None, ab=None, title=None):
+    """The explorer: one self-contained HTML page to scrub through a run (`ppddpm.explorer`);
+    shows inline in a notebook, `.save("view.html")` writes the file."""
+    from .explorer import explore as build
+
+    return build(traj, other=other, ab=ab, title=title)
+
+
 def plot_losses(runs: dict, smooth: int = 25, save=None):
     """Training losses (MSE on ε, eq. 14) on a log axis: `{label: per-step losses}`, each drawn
     as is and, when long enough, as a `smooth`-step running mean."""

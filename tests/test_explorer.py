@@ -1,0 +1,96 @@
+"""The explorer (ppddpm view / ppddpm.plotting.explore) in a real browser: Debian's chromium,
+driven headless by selenium through chromium-driver (.ci/run installs both)."""
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ppddpm
+from ppddpm.explorer import explore
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def runs(pipe):
+    a = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=30, fields="all", batch_size=2)
+    with ppddpm.patch_step(pipe.scheduler, "direct"):
+        b = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=30, fields="all", batch_size=2)
+    return a, b
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and DRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are missing; .ci/run installs them with apt")
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    os.environ.setdefault("SE_OFFLINE", "true")               # never let Selenium Manager fetch a driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_page_is_one_offline_file(runs, tmp_path):
+    a, b = runs
+    page = explore(a, other=b).save(tmp_path / "view.html")
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text and "<script src" not in text    # nothing fetched
+    assert "8-bit images" in text                                                             # quantisation stated
+    assert 'iframe srcdoc="' in explore(a)._repr_html_()                                      # inline in notebooks
+
+
+def test_scrubbing_changes_t_numbers_and_pixels(runs, tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    a, b = runs
+    page = explore(a, other=b).save(tmp_path / "view.html")
+    browser.get(page.as_uri())
+    state = lambda: (browser.find_element(By.ID, "tval").text, browser.find_element(By.ID, "numbers").text,  # noqa
+                     browser.find_element(By.ID, "img-prev_sample").get_attribute("src"),
+                     browser.find_element(By.ID, "cursor").get_attribute("x1"))
+    t0, numbers0, pixels0, cursor0 = state()
+    assert t0 == str(int(a.timesteps[0])) and "ᾱ_t (eq. 4)" in numbers0 and "(eq. 7)" in numbers0
+    body = browser.find_element(By.TAG_NAME, "body")
+    for _ in range(5):
+        body.send_keys(Keys.ARROW_RIGHT)
+    t5, numbers5, pixels5, cursor5 = state()
+    assert t5 == str(int(a.timesteps[5])) and numbers5 != numbers0 and pixels5 != pixels0 and cursor5 != cursor0
+    browser.execute_script("const s = document.getElementById('slider'); s.value = s.max;"
+                           "s.dispatchEvent(new Event('input'));")
+    assert state()[0] == "0"
+    before = browser.find_element(By.ID, "img-sample").get_attribute("src")
+    browser.find_element(By.CSS_SELECTOR, "#sample option[value='1']").click()        # the batch's second sample
+    assert browser.find_element(By.ID, "img-sample").get_attribute("src") != before
+    shot = tmp_path / "explorer.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_size_limits(pipe, tmp_path):
+    """A 1000-step 16² run (all fields) stays ≤ 5 MB; a 256² run recorded every 10 steps ≤ 40 MB
+    (a stand-in trajectory of the right shape: the page's size depends on the frames, not the model)."""
+    from ppddpm.trajectory import Trajectory
+
+    rng = np.random.RandomState(0)
+    n, shape = 100, (1, 3, 256, 256)
+    x0 = np.clip(rng.randn(*shape) * 0.5, -1, 1)
+    frac = np.linspace(1, 0, n)[:, None, None, None, None]
+    noise = rng.randn(n, *shape).astype(np.float32)
+    xt = (np.sqrt(1 - frac ** 2) * x0 + frac * noise).astype(np.float32)
+    fields = {"prev_sample": xt, "pred_original_sample": np.clip(xt * 1.2, -1, 1), "sample": xt,
+              "model_output": noise, "pred_original_sample_unclipped": xt * 1.2, "noise": noise}
+    big = Trajectory(np.arange(990, -1, -10), fields, np.full(n, 0.1), np.zeros(n), {"num_inference_steps": 100})
+    assert len(explore(big)) <= 40 * 2 ** 20
+    small = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=1000, fields="all")
+    small.meta["note"] = "8x8"
+    assert len(explore(small)) <= 5 * 2 ** 20
