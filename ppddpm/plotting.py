@@ -190,8 +190,8 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     if v not in report.others:
         raise BadValue(f"variant must be one of {report.others}, got {v!r}")
     t = report.timesteps
-    fig = _figure(10, 6.2)
-    grid = fig.add_gridspec(2, 3, height_ratios=[1.5, 1], hspace=0.45)
+    fig = _figure(10, 6.8)
+    grid = fig.add_gridspec(2, 3, height_ratios=[1.5, 1], hspace=0.75)
     ax = fig.add_subplot(grid[0, :])
     d_prev, d_x0 = report.max_abs_prev[v][:, seed_index], report.max_abs_x0[v][:, seed_index]
     bound = report.step_bound()[:, seed_index]

@@ -181,10 +181,3 @@ def intercept(target, layer: Layer):
             layers.remove(layer)
             if not layers:
                 uninstall()
-
-
-def step_parameters(scheduler_or_class) -> tuple:
-    """Names of the extra arguments the scheduler's own `step` takes (beyond model_output,
-    timestep, sample, return_dict): ("generator",) for DDPM, ("eta", …, "variance_noise") for DDIM."""
-    cls = scheduler_or_class if isinstance(scheduler_or_class, type) else type(scheduler_or_class)
-    return tuple(n for n in inspect.signature(_class_original(cls)).parameters if n not in _CORE)

@@ -21,6 +21,15 @@ def test_any_sampler_tour_runs_verbatim():
     assert scope["ddim"].scheduler.config.clip_sample is True  # carried over from the bundled DDPM
 
 
+def test_ddim_example_runs_verbatim():
+    import ppddpm
+
+    scope = {"ppddpm": ppddpm, "pipe": ppddpm.load_pipeline()}
+    exec(compile(marked_block("readme-ddim"), "README.md (DDIM)", "exec"), scope)
+    assert scope["report"].equivalent() is True                     # what the block's comment claims
+    assert scope["report"].clip_sample is True
+
+
 def _docs_module(name):
     import importlib.util
 
