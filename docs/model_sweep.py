@@ -9,6 +9,12 @@ rank candidates cheaply the sweep samples with 100 strided DDPM steps (`--sample
 core, 256 samples at 1000 steps cost 16–50 minutes per candidate); the goal itself is checked on
 the winner with 1000 steps. Results are appended to OUT/sweep.json as each candidate finishes,
 so an interrupted sweep keeps what it measured; TRAINING.md's comparison table is made from it.
+docs/figures/model_sweep.json holds what has been measured so far.
+
+Found on the way: ppdiffusers' EMAModel (without use_ema_warmup) uses the decay
+min((1+n)/(10+n), ema_decay), so ema_decay 0.995 and 0.999 are the same run until step 1791 —
+native-8 and native-8-ema999 gave identical scores at 1000 steps. Compare EMA decays only on
+runs long enough for the cap to bind (0.999 binds from step 8991).
 """
 import argparse
 import json
@@ -23,6 +29,8 @@ BASE = dict(resolution=16, block_out_channels=(32, 64), batch_size=64, lr=2e-3, 
 CANDIDATES = {
     "base-16": {},                                                      # the bundled model's recipe
     "native-8": dict(resolution=8),
+    "native-8-ema999": dict(resolution=8, ema_decay=0.999),
+    "native-8-lr1e-3": dict(resolution=8, lr=1e-3),
     "native-8-wide": dict(resolution=8, block_out_channels=(64, 128)),
     "native-8-wide-ema999": dict(resolution=8, block_out_channels=(64, 128), ema_decay=0.999),
     "native-8-wide-b128": dict(resolution=8, block_out_channels=(64, 128), batch_size=128),
