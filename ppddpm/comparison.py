@@ -295,7 +295,9 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
                 copy = copies[v][s]
                 copy.set_timesteps(num_inference_steps)
                 stack.enter_context(patch_step(copy, variant))
-                stack.enter_context(observe(copy, StepObserver(records[v][s].append), "compare"))
+                drives = mode == "free" or v == 0          # only a lane's driver needs x̂_0 before clipping
+                stack.enter_context(observe(copy, StepObserver(records[v][s].append, want_sigma=False,
+                                                               want_x0_raw=drives), "compare"))
         for i, t in enumerate(tqdm(sched.timesteps, disable=not wanted(progress), desc=f"compare ({mode})")):
             inputs = [copies[l][s].scale_model_input(x[l][s], t) for l in range(lanes) for s in range(n_s)]
             if batched:                                  # one UNet call for every lane and seed

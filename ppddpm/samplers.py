@@ -322,6 +322,7 @@ class DPMSolverMultistepAdapter(Adapter):
 ADAPTERS: List[Adapter] = [DDPMAdapter(), DDIMAdapter(), PNDMAdapter(), EulerAdapter(), EulerAncestralAdapter(),
                            LMSAdapter(), HeunAdapter(), DPMSolverMultistepAdapter()]
 GENERIC = Adapter()
+_BY_CLASS: Dict[type, Adapter] = {}       # adapter_for runs at every step: look the class up once
 
 
 def supported() -> str:
@@ -333,10 +334,10 @@ def adapter_for(scheduler_or_class) -> Adapter:
     """The adapter of a scheduler (instance or class); the generic one for any other scheduler
     whose output has `pred_original_sample` (checked on its first step)."""
     cls = scheduler_or_class if isinstance(scheduler_or_class, type) else type(scheduler_or_class)
-    for adapter in ADAPTERS:
-        if adapter.matches(cls):
-            return adapter
-    return GENERIC
+    found = _BY_CLASS.get(cls)
+    if found is None:
+        found = _BY_CLASS[cls] = next((a for a in ADAPTERS if a.matches(cls)), GENERIC)
+    return found
 
 
 def is_scheduler(obj) -> bool:
