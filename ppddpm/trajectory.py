@@ -112,7 +112,7 @@ class Trajectory:
         self.meta = dict(meta)
         self._images = images
 
-    # live recordings override these three
+    # live recordings override these four
     @property
     def timesteps(self) -> np.ndarray:
         return self._timesteps

@@ -2,7 +2,6 @@
 driven headless by selenium through chromium-driver (.ci/run installs both)."""
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
