@@ -200,7 +200,8 @@ ppddpm.plotting.plot_ab(on, "direct")"""),
 Each route runs its own 1000 steps from seed 777."""),
 ("code", """free = ppddpm.compare(pipe, ["posterior", "direct"], seed=777, num_inference_steps=STEPS, mode="free", clip_sample=True)
 s = free.summary()["direct"]
-print(f"final images: max |Δ| = {s['final_max_abs'][0]:.4f}, PSNR = {s['final_psnr_db'][0]:.1f} dB")
+print(f"final samples: max |Δ| = {s['final_max_abs'][0]:.4f} (in [-1, 1] units); "
+      f"as displayed: PSNR = {s['final_psnr_db'][0]:.1f} dB")
 ppddpm.plotting.plot_ab(free, "direct")"""),
 ("md", """## How often, and how much: many seeds at once
 The same comparison over several seeds in one batched run (each seed's noise is exactly its

@@ -230,6 +230,8 @@ def cmd_upstream(args):
         if args.scheduler != "ddpm":
             raise BadValue(f"--variant patches DDPMScheduler; use it with --scheduler ddpm, not {args.scheduler!r}")
     label = args.variant or "observed"
+    print(f"running ppdiffusers' {SUITES[args.scheduler][1]} twice, stock and {label} (about half a minute) …",
+          flush=True)
     stock = run_scheduler_suite(family=args.scheduler)
     other, steps = run_scheduler_suite(args.variant, family=args.scheduler, observe=args.variant is None,
                                        with_count=True)

@@ -40,7 +40,8 @@ def test_metrics_separate_noise_from_digits():
 
 
 @pytest.mark.parametrize("name,message", [
-    ("google/ddpm-celebahq-256", "could not load 'google/ddpm-celebahq-256' (offline, or no such model). Tried"),
+    ("google/ddpm-celebahq-256", "could not load 'google/ddpm-celebahq-256': the model hubs (ppdiffusers, Hugging "
+                                 "Face) are not reachable from here (no network)"),
     ("./not/here", "no pipeline directory at './not/here'"),
 ])
 def test_unreachable_models_give_a_clear_error(name, message):
@@ -48,8 +49,9 @@ def test_unreachable_models_give_a_clear_error(name, message):
         ppddpm.load_pipeline(name)
     text = str(info.value)
     assert message in text
-    if name.startswith("google"):
-        assert "ppdiffusers hub" in text and "Hugging Face hub" in text and "save_pretrained(DIR)" in text
+    if name.startswith("google"):       # short, one line, and says what to do offline
+        assert "save_pretrained(DIR)" in text and "load_pipeline()" in text
+        assert len(text) < 400 and "\n" not in text and "model_index.json" not in text
 
 
 def test_a_directory_that_is_not_a_pipeline(tmp_path):

@@ -88,6 +88,10 @@ def test_report_table_and_json(pipe, tmp_path):
     text = report.table(rows=5)
     assert "direct vs posterior" in text and "equivalent within float32 rounding: no" in text
     assert "clipping of x̂_0 fired at 20 of 20 steps" in text
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("t "))
+    assert header.split() == ["t", "max|Δx_t-1|", "mean|Δx_t-1|", "max|Δx̂_0|", "bound", "clipped", "vs", "bound"]
+    final = next(line for line in text.splitlines() if line.startswith("final samples"))
+    assert f"max|Δ| {report.final_max_abs('direct')[0]:.3e} in [-1, 1] units" in final and "as displayed" in final
     data = json.loads(report.to_json(tmp_path / "ab.json"))
     assert data == json.loads((tmp_path / "ab.json").read_text())
     assert data["summary"]["direct"]["equivalent"] is False and len(data["timesteps"]) == 20

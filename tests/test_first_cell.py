@@ -55,6 +55,7 @@ def test_first_cell_installs_and_imports_in_one_go(tmp_path, fresh_kernel, monke
     first = next(c for c in nb.cells if c.cell_type == "code")
     text = "".join(o.get("text", "") for o in first.outputs if o.output_type == "stream")
     assert f"ppddpm: installed from {ROOT}" in text and "device:" in text, text
+    assert "PPDDPM_MODEL=google/ddpm-celebahq-256" in text          # the model switch, named where it is seen
     assert not any(o.output_type == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     # installed into the fresh environment, and the preinstalled paddle left exactly as it was
     assert any(p.name.startswith(("__editable__", "ppddpm")) for p in purelib.iterdir())

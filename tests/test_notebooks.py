@@ -40,3 +40,9 @@ def test_committed_reverse_trajectory_notebook_shows_the_two_grids():
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if {"image/png", "image/jpeg"} & set(o.get("data", {}))]    # GitHub renders both
     assert len(images) >= 5          # final image, x_t grid, x̂_0 grid, aligned rows, the article's plot
+
+
+def test_committed_training_notebook_shows_its_loss_curve_and_samples():
+    nb = nbformat.read(NOTEBOOKS[3], as_version=4)
+    loss_cell = next(c for c in nb.cells if c.cell_type == "code" and "plot_losses" in c.source)
+    assert any("image/png" in o.get("data", {}) for o in loss_cell.outputs)   # a picture, not "<Figure …>"
