@@ -137,9 +137,11 @@ def machine():
     import paddle
     import ppdiffusers
 
+    import ppddpm
+
     return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
             "python": platform.python_version(), "paddle": paddle.__version__, "ppdiffusers": ppdiffusers.__version__,
-            "device": paddle.device.get_device()}
+            "device": paddle.device.get_device(), "ppddpm": ppddpm.__version__}
 
 
 def main(argv=None):

@@ -110,7 +110,8 @@ def render_benchmarks(data) -> str:
     rec, ab, mem = data["recording"], data["ab"], data["memory"]
     ratio = lambda r: f"{r['median']:.2f}x ({r['min']:.2f}–{r['max']:.2f})"  # noqa: E731
     plain = rec["every=1"]["base_s"]
-    lines = [f"Measured by `make bench`: {m['cpu_count']} CPU cores ({m['processor']}), Python {m['python']}, paddle "
+    version = m.get("ppddpm", "0.1.0")           # results.json of 0.1.0 did not record it
+    lines = [f"Measured by `make bench` with ppddpm {version}: {m['cpu_count']} CPU cores ({m['processor']}), Python {m['python']}, paddle "
              f"{m['paddle']} ({m['device']}), ppdiffusers {m['ppdiffusers']}, {data['model']}, {data['steps']} steps, "
              f"batch 1, {data['repeats']} interleaved rounds (plain, measured, plain, …): median ratio (min–max over "
              f"rounds).", "",
