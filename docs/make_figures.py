@@ -94,7 +94,7 @@ def main(quality_n=256, ddim=True):
     print(mine, real_n, acc)
     from readme_blocks import fill_all
 
-    fill_all("docs/make_figures.py from docs/figures/*.json")
+    fill_all("docs/make_figures.py")
     if ddim:
         import ddim_findings
 

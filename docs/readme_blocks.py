@@ -140,6 +140,9 @@ BLOCKS = {  # README block → (JSON file, renderer)
 }
 
 
-def fill_all(source: str) -> None:
+def fill_all(script: str) -> None:
+    """Fill every block from its JSON; `script` is the program that wrote the JSON files in docs/figures."""
     for name, (file, render) in BLOCKS.items():
-        fill(name, render(json.loads((FIGURES / file).read_text())), source)
+        path = (FIGURES / file).resolve()
+        writer = "benchmarks/run_all.py" if path.parent.name == "benchmarks" else script
+        fill(name, render(json.loads(path.read_text())), f"{writer} from {path.relative_to(ROOT)}")
