@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import BadValue
+from .reference import Schedule, posterior_coefficients
 
 PANES = [("sample", "x_t (the step's input)"), ("prev_sample", "x_{t-1} (the step's output)"),
          ("pred_original_sample", "x̂_0 as the step used it (eq. 15, clipped)"),
@@ -53,14 +54,14 @@ def _schedule_numbers(traj) -> list:
     """Per recorded step: t, ᾱ_t, ᾱ_prev, the posterior coefficients of eq. (7) (DDPM/DDIM-type
     schedules), σ_t and the clipped share, as the page prints them."""
     cfg = traj.meta.get("scheduler_config") or {}
-    alphas = None
+    schedule = None
     try:
         import ppdiffusers
 
         cls = getattr(ppdiffusers, traj.scheduler)
         sched = cls(**{k: v for k, v in cfg.items() if not k.startswith("_")})
         sched.set_timesteps(int(traj.meta.get("num_inference_steps", len(traj))))
-        alphas = sched.alphas_cumprod.numpy().astype(np.float64)
+        schedule = Schedule.from_scheduler(sched)            # the float64 truth, as the tests use it
         visited = [float(t) for t in sched.timesteps]
     except Exception:               # an unknown scheduler or config: the page shows t, σ and clipping only
         visited = []
@@ -68,15 +69,12 @@ def _schedule_numbers(traj) -> list:
     for i, t in enumerate(np.asarray(traj.timesteps, np.float64)):
         row = {"t": float(t), "sigma": float(traj.sigma[i]), "clipped": float(traj.clip_fraction[i]),
                "stage": str(traj.stages[i]) if len(traj.stages) else ""}
-        if alphas is not None and float(t).is_integer() and 0 <= int(t) < len(alphas):
-            ab = alphas[int(t)]
+        if schedule is not None and float(t).is_integer() and 0 <= int(t) < schedule.num_timesteps:
             later = [v for v in visited if v < t]
             prev = int(later[0]) if later else -1
-            ab_prev = alphas[prev] if prev >= 0 else 1.0
-            beta = 1 - ab / ab_prev
-            row.update(alpha_bar=ab, alpha_bar_prev=ab_prev, prev_t=prev,
-                       c_x0=np.sqrt(ab_prev) * beta / (1 - ab), c_xt=np.sqrt(ab / ab_prev) * (1 - ab_prev) / (1 - ab),
-                       beta_tilde=(1 - ab_prev) / (1 - ab) * beta)
+            c_x0, c_xt, beta_tilde = posterior_coefficients(schedule, int(t), prev)
+            row.update(alpha_bar=schedule.alphas_cumprod[int(t)], alpha_bar_prev=schedule.alpha_bar_prev(int(t), prev),
+                       prev_t=prev, c_x0=c_x0, c_xt=c_xt, beta_tilde=beta_tilde)
         rows.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
     return rows
 

@@ -69,15 +69,20 @@ def predict_start_from_noise(s: Schedule, x_t, t, noise):
     return (x_t - np.sqrt(1.0 - ab) * noise) / np.sqrt(ab)
 
 
-def q_posterior_mean_variance(s: Schedule, x_start, x_t, t, prev_t=None):
-    """eqs. (6)(7): q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I),
-    μ̃_t = √ᾱ_{t−1} β_t/(1−ᾱ_t) · x_0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) · x_t,  β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) · β_t.
-    Returns (mean, variance)."""
+def posterior_coefficients(s: Schedule, t, prev_t=None):
+    """eq. (7)'s numbers for the step t → prev_t: (x_0 coefficient √ᾱ_{t−1} β_t/(1−ᾱ_t),
+    x_t coefficient √α_t (1−ᾱ_{t−1})/(1−ᾱ_t), β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) · β_t)."""
     ab, ab_prev = s.alphas_cumprod[t], s.alpha_bar_prev(t, prev_t)
     alpha, beta = s.step_alpha_beta(t, prev_t)
-    mean = np.sqrt(ab_prev) * beta / (1.0 - ab) * x_start + np.sqrt(alpha) * (1.0 - ab_prev) / (1.0 - ab) * x_t
-    variance = (1.0 - ab_prev) / (1.0 - ab) * beta
-    return mean, variance
+    return (np.sqrt(ab_prev) * beta / (1.0 - ab), np.sqrt(alpha) * (1.0 - ab_prev) / (1.0 - ab),
+            (1.0 - ab_prev) / (1.0 - ab) * beta)
+
+
+def q_posterior_mean_variance(s: Schedule, x_start, x_t, t, prev_t=None):
+    """eqs. (6)(7): q(x_{t−1} | x_t, x_0) = N(μ̃_t, β̃_t I), μ̃_t = c_0 · x_0 + c_t · x_t with the
+    coefficients of `posterior_coefficients`. Returns (mean, variance)."""
+    c_x0, c_xt, variance = posterior_coefficients(s, t, prev_t)
+    return c_x0 * x_start + c_xt * x_t, variance
 
 
 def p_mean_variance(s: Schedule, model_output, x_t, t, prev_t=None, clip_denoised=True,
