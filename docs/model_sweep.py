@@ -31,6 +31,8 @@ CANDIDATES = {
     "native-8": dict(resolution=8),
     "native-8-ema999": dict(resolution=8, ema_decay=0.999),
     "native-8-lr1e-3": dict(resolution=8, lr=1e-3),
+    "native-8-constant-lr": dict(resolution=8, lr_schedule="constant"),
+    "native-8-b128": dict(resolution=8, batch_size=128),
     "native-8-wide": dict(resolution=8, block_out_channels=(64, 128)),
     "native-8-wide-ema999": dict(resolution=8, block_out_channels=(64, 128), ema_decay=0.999),
     "native-8-wide-b128": dict(resolution=8, block_out_channels=(64, 128), batch_size=128),

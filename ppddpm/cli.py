@@ -63,7 +63,8 @@ def _model_arg(p):
 
 def _sampling_args(p, every_default=1):
     _model_arg(p)
-    p.add_argument("--seed", type=_nonneg("--seed"), default=777)
+    p.add_argument("--seed", type=_seeds, default=777,
+                   help="an integer, a comma-separated list or a range (0-15): one run per seed")
     p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps (1 to the model's T)")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=1)
     p.add_argument("--every", type=_positive("--every"), default=every_default,
@@ -72,13 +73,11 @@ def _sampling_args(p, every_default=1):
 
 def cmd_sample(args):
     """Sample, streaming the trajectory to OUT/trajectory_<run>/ as it goes: a Ctrl-C keeps the
-    steps done (and says how to load them); a finished run becomes trajectory_<run>.npz."""
-    import shutil
-
+    steps done (and says how to load them); a finished run becomes trajectory_<run>.npz. Several
+    seeds are several runs (split over the ranks with --nproc), and a sheet of their samples."""
+    from .distributed import sharded
     from .pipeline import with_sampler
     from .plotting import contact_sheet
-    from .recording import sample_trajectory
-    from .trajectory import Trajectory
 
     if args.eta is not None and args.scheduler != "ddim":
         raise BadValue(f"--eta is DDIM's η (eq. 16); use it with --scheduler ddim, not {args.scheduler or 'the default'}")
@@ -86,17 +85,44 @@ def cmd_sample(args):
         raise BadValue(f"--every {args.every} is more than --steps {args.steps}: only the last step would be "
                        f"recorded; choose --every between 1 and {args.steps}")
     out = _out(args)
-    run = f"seed{args.seed}" + (f"_batch{args.batch_size}" if args.batch_size > 1 else "")
-    stream = out / f"trajectory_{run}"
-    if stream.exists():
-        raise BadValue(f"{stream} holds an earlier (interrupted?) run; load it with ppddpm.Trajectory.load, then "
-                       f"remove it or choose another --out")
+    seeds = args.seed if isinstance(args.seed, list) else [args.seed]
+    for seed in seeds:                   # every run's folder is checked before any sampling
+        stream = out / f"trajectory_{_run_name(seed, args.batch_size)}"
+        if stream.exists():
+            raise BadValue(f"{stream} holds an earlier (interrupted?) run; load it with ppddpm.Trajectory.load, then "
+                           f"remove it or choose another --out")
     pipe = _load(args)
     if args.scheduler:
         pipe = with_sampler(pipe, args.scheduler)
+    finals = sharded([[seed] for seed in seeds], lambda group: _sample_one(args, pipe, out, group[0]), "sample")
+    if len(seeds) > 1 and _lead():
+        sheet = out / f"sheet_seeds{_seed_span(seeds)}.png"
+        final = np.concatenate(finals)
+        contact_sheet(final, ncols=min(8, len(final)), scale=max(1, 128 // final.shape[-1]), save=sheet)
+        print(f"wrote {sheet}: the {len(final)} samples of seeds {_seed_span(seeds)} (one trajectory .npz per seed)")
+
+
+def _run_name(seed, batch_size):
+    return f"seed{seed}" + (f"_batch{batch_size}" if batch_size > 1 else "")
+
+
+def _seed_span(seeds):
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else f"{seeds[0]}…{seeds[-1]}"
+
+
+def _sample_one(args, pipe, out, seed):
+    """One seed's run: the streamed trajectory, then its .npz and PNGs; returns the final x_0 [B, C, H, W]."""
+    import shutil
+
+    from .plotting import contact_sheet
+    from .recording import sample_trajectory
+    from .trajectory import Trajectory
+
+    run = _run_name(seed, args.batch_size)
+    stream = out / f"trajectory_{run}"
     fields = "all" if args.all_fields else ("prev_sample", "pred_original_sample")
     try:
-        traj = sample_trajectory(pipe, seed=args.seed, num_inference_steps=args.steps, batch_size=args.batch_size,
+        traj = sample_trajectory(pipe, seed=seed, num_inference_steps=args.steps, batch_size=args.batch_size,
                                  every=args.every, fields=fields, progress=not args.quiet, store="disk", path=stream,
                                  pipe_kwargs={"eta": args.eta} if args.eta is not None else None)
     except KeyboardInterrupt:
@@ -119,7 +145,7 @@ def cmd_sample(args):
         contact_sheet(final, ncols=min(8, len(final)), scale=scale, save=out / f"sheet_{run}.png")
         paths.append(out / f"sheet_{run}.png")
     print(f"wrote {len(paths)} PNG(s) ({scale}x nearest) and {npz} ({len(traj)} recorded steps of {args.steps})")
-    return traj
+    return final
 
 
 def _out(args) -> Path:
@@ -162,13 +188,38 @@ _eta = _positive_float("--eta", zero=True, what=" (η of eq. 16)")
 
 
 def _seeds(text):
+    """--seed: 7, 0,3,5 or 0-15 (inclusive), or a mix: 0-3,9."""
+    seeds = []
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            first, dash, last = part.partition("-")
+            span = range(int(first), int(last) + 1) if dash and first else [int(part)]
+            if dash and first and not len(span):
+                raise ValueError
+            seeds.extend(span)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed takes an integer or a comma-separated list, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"--seed takes an integer, a comma-separated list or a range such as 0-15, "
+                                         f"got {text!r}") from None
     if not seeds or min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"--seed takes non-negative integers, got {text!r}")
     return seeds[0] if len(seeds) == 1 else seeds
+
+
+def _launch_args(p):
+    p.add_argument("--nproc", type=_positive("--nproc"), default=1,
+                   help="split the seeds over N processes (paddle.distributed.launch; gloo on CPU, NCCL on GPUs); "
+                        "the results are bitwise those of one process")
+    p.add_argument("--ips", default=None, help="with --nproc: the nodes of a multi-node run, e.g. 10.0.0.1,10.0.0.2 "
+                                               "(run the same command on every node)")
+
+
+def _lead() -> bool:
+    """Whether this process writes the shared outputs: always, except on ranks 1… of a launch."""
+    import os
+
+    return os.environ.get("PADDLE_TRAINER_ID", "0") == "0"
 
 
 def _clip(text):
@@ -185,9 +236,12 @@ def cmd_ab(args):
     for name in args.variants:          # fail before loading a model
         get_variant(name)
     pipe = _load(args)
-    report = compare(pipe, args.variants, seed=args.seed, num_inference_steps=args.steps,
-                     batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip, progress=not args.quiet)
     out = _out(args)
+    report = compare(pipe, args.variants, seed=args.seed, num_inference_steps=args.steps,
+                     batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip, progress=not args.quiet,
+                     seed_batch=args.seed_batch)
+    if not _lead():
+        return report
     print(report.table(rows=args.rows))
     report.to_json(out / "ab.json")
     written = [out / "ab.json"]
@@ -253,7 +307,9 @@ def cmd_train(args):
 
     cfg = TrainConfig(output_dir=args.out, data=args.data, resolution=args.resolution, channels=args.channels,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-                      seed=args.seed, checkpoint_every=args.checkpoint_every)
+                      seed=args.seed, checkpoint_every=args.checkpoint_every, warmup=args.warmup,
+                      lr_schedule=args.lr_schedule, block_out_channels=tuple(args.block_out_channels),
+                      layers_per_block=args.layers_per_block)
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     tail = result.losses[-100:]
     total = f" ({len(result.losses)} in all)" if len(result.losses) != result.steps_this_run else ""
@@ -270,6 +326,8 @@ def cmd_eval(args):
         raise BadValue("ppddpm eval scores digit models (1 channel); this pipeline has "
                        f"{pipe.unet.config.in_channels} channels")
     images = sample_images(pipe, n=args.n, seed=args.seed, num_inference_steps=args.steps, progress=not args.quiet)
+    if not _lead():
+        return
     mine = score(images)
     ceiling = real_ceiling(min(args.n, 359), resolution=pipe.unet.config.sample_size)
     _, acc = classifier()
@@ -399,6 +457,7 @@ def build_parser():
     p.add_argument("--all-fields", action="store_true", help="also record x_t, ε̂, unclipped x̂_0 and z")
     p.add_argument("--out", default="runs/sample")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _launch_args(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("ab", help="A/B-compare step variants; print the table, write ab.json (and plots)")
@@ -412,9 +471,12 @@ def build_parser():
     p.add_argument("--mode", choices=["shadow", "free"], default="shadow")
     p.add_argument("--clip", type=_clip, default=None, help="x̂_0 clipping: config (default), on or off")
     p.add_argument("--rows", type=_positive("--rows"), default=20, help="table rows per variant")
+    p.add_argument("--seed-batch", type=_positive("--seed-batch"), default=4,
+                   help="seeds per batched UNet call (default 4); --nproc splits the seeds by these groups")
     p.add_argument("--plot", action="store_true", help="also write ab_<variant>.png")
     p.add_argument("--out", default="runs/ab")
     p.add_argument("--quiet", action="store_true")
+    _launch_args(p)
     p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser("patches", help="the article's source edits as diffs: list, check, apply --to DIR")
@@ -438,7 +500,13 @@ def build_parser():
     p.add_argument("--steps", type=_positive("--steps"), default=3000, help="optimisation steps")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=_nonneg("--warmup"), default=100, help="linear warm-up steps")
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                   help="after warm-up: cosine decay to lr/10 over the remaining steps, or constant")
     p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--block-out-channels", type=_positive("--block-out-channels"), nargs="+", default=[32, 64],
+                   help="UNet channels per level (one level per number)")
+    p.add_argument("--layers-per-block", type=_positive("--layers-per-block"), default=1)
     p.add_argument("--seed", type=_nonneg("--seed"), default=0)
     p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=250)
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pdparams")
@@ -454,6 +522,7 @@ def build_parser():
     p.add_argument("--out", default=None,
                    help="a folder for scores.json, the samples (samples.npz) and their contact sheet (samples.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _launch_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("grid", help="the article's grids (x_t, x̂_0 at t = 950, 900, …, 0) from a trajectory")
@@ -521,13 +590,38 @@ def main(argv=None):
     _quiet_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
+    from . import launch
+
+    if getattr(args, "nproc", 1) > 1 and launch.OUTPUT_ENV not in __import__("os").environ:
+        return launch.run(args.nproc, list(sys.argv[1:] if argv is None else argv), ips=args.ips)
+    rank = launch.RankOutput().start()
+    if rank.folder is not None:
+        args.quiet = True                # a rank's progress bar would only fill its log
+    try:
+        status = _dispatch(args)
+    except SystemExit as exc:
+        if rank.folder is None:
+            raise
+        status = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        if rank.folder is None:
+            raise
+        import traceback
+
+        traceback.print_exc()            # a real bug in a rank: its traceback is what the parent prints
+        status = 1
+    return rank.finish(status)
+
+
+def _dispatch(args) -> int:
     try:
         args.func(args)
     except KeyboardInterrupt:
         print("ppddpm: interrupted", file=sys.stderr)
         return 130
     except InputError as exc:            # raised on purpose for bad input; anything else is a bug and stays loud
-        print(f"ppddpm {args.command}: error: {exc}", file=sys.stderr)
+        rank = getattr(exc, "rank", None)
+        print(f"ppddpm {args.command}: error: {exc}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
         return 2
     return 0
 

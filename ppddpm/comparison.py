@@ -9,7 +9,9 @@
   one UNet pass per step.
 - mode="free": every variant runs its own trajectory from the same seed (one batched UNet
   call per step); shows how differences compound.
-- seed may be a list: one batched run, and every statistic is kept per seed.
+- seed may be a list: every statistic is kept per seed. Seeds run in groups of `seed_batch`
+  (one batched UNet call per group and step); under paddle.distributed the groups are split
+  over the ranks (`ppddpm.distributed`) and the report is bitwise the one-process report.
 
 Each seed's noise comes from its own stream (`ppddpm._rng.SeedStream`): the same x_T and
 the same z at every step as a solo `pipe(generator=paddle.Generator().manual_seed(seed))`,
@@ -215,7 +217,8 @@ def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_samp
 
 def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_inference_steps: int = 1000,
             batch_size: int = 1, mode: str = "shadow", clip_sample: Optional[bool] = None,
-            thresholding: Optional[bool] = None, progress: Optional[bool] = None, batched: bool = True) -> ABReport:
+            thresholding: Optional[bool] = None, progress: Optional[bool] = None, batched: bool = True,
+            seed_batch: int = 4) -> ABReport:
     """Run an A/B of step variants (the first is the reference) on `pipe`'s UNet and scheduler.
 
     `clip_sample` / `thresholding`: None keeps the scheduler's setting, True/False override it
@@ -230,16 +233,14 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     lane's numbers then depend, at that level, on how many lanes and seeds share the run (and
     compound where clipping makes the trajectory sensitive). `batched=False` runs each lane and
     seed at its own batch size: every lane is then bitwise the solo run of its variant and seed.
+
+    `seed_batch`: seeds that share a UNet call (with `batched`). A group's numbers do not depend on
+    the other groups, so a run under `paddle.distributed.launch` (group g on rank g mod N) gives
+    the one-process report bit for bit (`ppddpm.distributed`).
     """
-    import contextlib
-
-    import paddle
-    from ppdiffusers.utils.paddle_utils import randn_tensor
-
     from .config import with_config
-    from .patching import patch_step
-    from .samplers import clipped_share, scheduler_of
-    from .steps import StepObserver, observe
+    from .distributed import groups_of, sharded
+    from .samplers import scheduler_of
 
     seeds = _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample)
     steps = [get_variant(v) for v in variants]
@@ -249,7 +250,6 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     base = scheduler_of(pipe, "ppddpm.compare")
     overrides = {k: v for k, v in (("clip_sample", clip_sample), ("thresholding", thresholding)) if v is not None}
     sched = with_config(base, **overrides)
-    unet = pipe.unet
     if num_inference_steps > sched.config.num_train_timesteps:
         raise BadValue(f"num_inference_steps must be at most {sched.config.num_train_timesteps} (the "
                        f"scheduler's num_train_timesteps), got {num_inference_steps}")
@@ -258,6 +258,46 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
         template.set_timesteps(num_inference_steps)
     _check_same_timesteps(steps, lane_schedulers)
     sched.set_timesteps(num_inference_steps)
+
+    seed_batch = check_int("seed_batch", seed_batch, hint=" (seeds per batched UNet call)")
+    ts = np.array([float(t) for t in sched.timesteps])
+    ts = ts.astype(np.int64) if np.all(ts == np.round(ts)) else ts
+    omab = _one_minus_alpha_bar(sched, ts)
+    run = dict(pipe=pipe, steps=steps, lane_schedulers=lane_schedulers, sched=sched, mode=mode,
+               num_inference_steps=num_inference_steps, batch_size=batch_size, batched=batched, progress=progress)
+    parts = sharded(groups_of(seeds, seed_batch), lambda group: _compare_group(seeds=group, **run), "compare")
+    names = [v.spec for v in steps]
+    merged = {key: {v: np.concatenate([p[key][v] for p in parts], axis=0 if key == "final" else 1)
+                    for v in parts[0][key]} for key in parts[0]}
+    return ABReport(
+        variants=names, mode=mode, seeds=seeds, num_inference_steps=len(ts), batch_size=batch_size,
+        clip_sample=bool(sched.config.get("clip_sample", False)),
+        thresholding=bool(sched.config.get("thresholding", False)),
+        timesteps=ts, one_minus_alpha_bar=omab, scale=merged["scale"], max_abs_prev=merged["d_prev"],
+        mean_abs_prev=merged["m_prev"], max_abs_x0=merged["d_x0"], clip_fraction=merged["clip"],
+        final=merged["final"],
+        meta={"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
+              "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched), "batched": batched,
+              "seed_batch": seed_batch,
+              "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
+                           for v, lane in zip(steps, lane_schedulers)}})
+
+
+def _compare_group(pipe, steps, lane_schedulers, sched, seeds, mode, num_inference_steps, batch_size, batched,
+                   progress) -> dict:
+    """One group of seeds, stepped together: per-step statistics [N, S] and final samples per variant."""
+    import contextlib
+
+    import paddle
+    from ppdiffusers.utils.paddle_utils import randn_tensor
+
+    from .config import with_config
+    from .patching import patch_step
+    from .samplers import clipped_share
+    from .steps import StepObserver, observe
+
+    names = [v.spec for v in steps]
+    unet = pipe.unet
 
     size = unet.config.sample_size
     shape = (batch_size, unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
@@ -270,9 +310,6 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     lanes = n_v if mode == "free" else 1
     x = [[x_init[s] for s in range(n_s)] for _ in range(lanes)]
 
-    ts = np.array([float(t) for t in sched.timesteps])
-    ts = ts.astype(np.int64) if np.all(ts == np.round(ts)) else ts
-    omab = _one_minus_alpha_bar(sched, ts)
     stat = lambda: np.zeros((n, n_s))  # noqa: E731
     scale = {v: stat() for v in names}
     d_prev = {v: stat() for v in names[1:]}
@@ -296,7 +333,7 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
                 copy.set_timesteps(num_inference_steps)
                 stack.enter_context(patch_step(copy, variant))
                 drives = mode == "free" or v == 0          # only a lane's driver needs x̂_0 before clipping
-                stack.enter_context(observe(copy, StepObserver(records[v][s].append, want_sigma=False,
+                stack.enter_context(observe(copy, StepObserver(records[v][s].append,
                                                                want_x0_raw=drives), "compare"))
         for i, t in enumerate(tqdm(sched.timesteps, disable=not wanted(progress), desc=f"compare ({mode})")):
             inputs = [copies[l][s].scale_model_input(x[l][s], t) for l in range(lanes) for s in range(n_s)]
@@ -339,16 +376,7 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
             if i == n - 1:
                 final = {names[v]: np.stack(prev[v]) for v in range(n_v)}
 
-    return ABReport(
-        variants=names, mode=mode, seeds=seeds, num_inference_steps=n, batch_size=batch_size,
-        clip_sample=bool(sched.config.get("clip_sample", False)),
-        thresholding=bool(sched.config.get("thresholding", False)),
-        timesteps=ts, one_minus_alpha_bar=omab, scale=scale, max_abs_prev=d_prev, mean_abs_prev=m_prev,
-        max_abs_x0=d_x0, clip_fraction=clip, final=final,
-        meta={"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
-              "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched), "batched": batched,
-              "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
-                           for v, lane in zip(steps, lane_schedulers)}})
+    return {"scale": scale, "d_prev": d_prev, "m_prev": m_prev, "d_x0": d_x0, "clip": clip, "final": final}
 
 
 def scheduler_for(variant, sched):

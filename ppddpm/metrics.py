@@ -119,21 +119,29 @@ def real_ceiling(n=None, resolution: int = 8, seed: int = 0) -> Scores:
 def sample_images(pipe, n: int = 64, seed: int = 0, num_inference_steps: int = 1000, batch_size: int = 64,
                   progress=None):
     """n samples from `pipe` as [n, C, H, W] in [−1, 1] (the pipeline's output before display mapping);
-    batch k is drawn with seed `seed + k·batch_size`."""
+    batch k is drawn with seed `seed + k·batch_size`. Under paddle.distributed the batches are split
+    over the ranks (`ppddpm.distributed`), and every rank gets all n, bitwise as one process draws them."""
     from tqdm.auto import tqdm
 
     from . import _rng
     from ._progress import wanted
+    from .distributed import sharded
 
-    out = []
-    starts = range(0, n, batch_size)
-    for start in tqdm(starts, disable=not wanted(progress), desc=f"sampling {n} x {num_inference_steps} steps", unit="batch"):
+    starts = list(range(0, n, batch_size))
+    bar = tqdm(total=len(starts), disable=not wanted(progress), desc=f"sampling {n} x {num_inference_steps} steps",
+               unit="batch")
+
+    def batch(start):
         g = _rng.make_generator(seed + start)
         try:
             res = pipe(batch_size=min(batch_size, n - start), generator=g, num_inference_steps=num_inference_steps,
                        output_type="np")
         finally:
             _rng.release_generator(g)
+        bar.update()
         images = res[0].images if isinstance(res, tuple) else res.images
-        out.append(np.asarray(images).transpose(0, 3, 1, 2) * 2 - 1)
+        return np.asarray(images).transpose(0, 3, 1, 2) * 2 - 1
+
+    with bar:
+        out = sharded([[start] for start in starts], lambda group: batch(group[0]), "sampling")
     return np.concatenate(out).astype(np.float32)

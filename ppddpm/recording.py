@@ -23,7 +23,8 @@ import numpy as np
 
 from . import _rng
 from ._io import atomic_path
-from .samplers import adapter_for, clipped_share, scheduler_of
+from ._transfer import DeviceChunks, _pack, _unpack
+from .samplers import HostTables, adapter_for, clipped_share_on_device, scheduler_of
 from .steps import StepObserver, StepRecord, observe
 from .stepping import formula_in_force
 from .errors import BadType, BadValue, Exists, WriteFailed, check_int
@@ -78,17 +79,29 @@ def _jsonable(obj):
 # --------------------------------------------------------------------------- the recorder
 
 class _Recorder:
-    """Consumes the StepRecords of one run (`ppddpm.steps.StepObserver`) into a Trajectory."""
+    """Consumes the StepRecords of one run (`ppddpm.steps.StepObserver`) into a Trajectory.
 
-    def __init__(self, scheduler, every, fields, store, dtype, path, on_nonfinite, meta):
+    Nothing is read from the device per step: each call's frames and numbers (t, the NaN/Inf
+    check, the clipped share) go to `ppddpm._transfer.DeviceChunks` and reach the Trajectory a
+    chunk at a time (`receive`); σ_t, which needs t on the host, is computed there too.
+    """
+
+    def __init__(self, scheduler, every, fields, store, dtype, path, on_nonfinite, meta, chunk):
         self.scheduler, self.every, self.store, self.dtype, self.path = scheduler, every, store, dtype, path
         self.on_nonfinite = on_nonfinite
         self.traj = _LiveTrajectory(fields, meta)
+        self.traj._sync = self.sync
         self.kept = None
         self.n_steps = None
         self.first_bad = None
+        self.pending_error = None
+        self.rows = 0                       # steps that reached the host
+        self.waiting = []                   # per call sent to the device chunks: (i, record or None, stage code)
+        self.tables = HostTables(scheduler)
+        self.transfer = DeviceChunks(self.receive, chunk)
+        self.finite = None
         self.observer = StepObserver(self.consume, want_noise="noise" in fields, keep=self.keep,
-                                     every_call=self.check_finite)
+                                     every_call=self.after_call)
 
     @property
     def calls(self):
@@ -123,58 +136,103 @@ class _Recorder:
         with atomic_path(self.path / "meta.json") as tmp:
             tmp.write_text(json.dumps(meta, default=str, indent=1))
 
-    def check_finite(self, i, timestep, out):
+    # ---- per call, on the device
+    def after_call(self, i, timestep, out, recorded):
         import paddle
 
-        if self.first_bad is None and not bool(paddle.isfinite(out.prev_sample).all()):
-            t = _number(timestep)
-            self.first_bad = (i, t)
-            msg = f"non-finite values (NaN/Inf) in prev_sample first at step {i} (t={t})"
-            if self.on_nonfinite == "raise":
-                raise FloatingPointError(msg)
-            if self.on_nonfinite == "warn":
-                warnings.warn(msg, NonFiniteWarning, stacklevel=2)
+        finite = paddle.isfinite(out.prev_sample).all()
+        if recorded:
+            self.finite = finite              # consume() sends it with the step's frames
+        else:
+            self.waiting.append((i, None, 0))
+            self.transfer.add(None, [timestep, finite])
+            self._raise_pending()
 
     def consume(self, rec: StepRecord):
-        traj = self.traj
         frame = {"prev_sample": rec.prev, "pred_original_sample": rec.x0, "sample": rec.sample,
                  "model_output": rec.model_output, "pred_original_sample_unclipped": rec.x0_raw,
                  "noise": rec.noise}
-        if not traj._buffers:
-            self._allocate(frame)
-        t = _number(rec.t)
-        row = traj._n()
-        clipped = clipped_share(self.scheduler, rec.x0_raw)
+        frame = {name: frame[name] for name in self.traj._wanted}
+        if self.transfer.current is None:
+            self._allocate(frame, rec.prev)
         stage = STAGES.index(rec.stage) if rec.stage in STAGES else -1
-        try:
-            for name in traj._wanted:
-                value = frame[name]
-                traj._buffers[name].append(np.zeros(traj._buffers[name].shape, np.float32) if value is None
-                                           else value.numpy())
-            if self.store == "disk":
-                self.step_rows.append(np.array([t, rec.sigma, clipped, stage]))
-        except OSError as exc:
-            raise WriteFailed(exc.errno, f"streaming the trajectory to {self.path} failed at step {rec.i} (t={t}): "
-                                     f"{exc.strerror or exc}; the {row} steps written before are kept and "
-                                     f"meta.json marks the recording incomplete") from exc
-        steps = traj._steps
-        steps["sigma"][row] = rec.sigma
-        steps["clip_fraction"][row] = clipped
-        steps["stage"][row] = stage
-        steps["timesteps"][row] = t            # written last: marks the row as complete
+        self.waiting.append((rec.i, rec, stage))
+        self.transfer.add(frame, [rec.t, self.finite, clipped_share_on_device(self.scheduler, rec.x0_raw)])
+        self._raise_pending()
 
-    def _allocate(self, frame):
+    def _allocate(self, frame, prev):
         n = len(self.kept)
-        shape = tuple(frame["prev_sample"].shape)
-        for name in self.traj._wanted:
-            value = frame[name]
+        shapes, dtypes, itemsize = {}, {}, {}
+        for name, value in frame.items():
+            like = prev if value is None else value
+            shapes[name], dtypes[name] = tuple(like.shape), str(like.dtype).replace("paddle.", "")
+            itemsize[name] = like.element_size()
             file = self.path / f"{name}.npy" if self.store == "disk" else None
-            self.traj._buffers[name] = _Buffer(n, shape if value is None else tuple(value.shape), self.dtype, file)
-        self.traj.meta.update(batch_size=int(shape[0]))
+            self.traj._buffers[name] = _Buffer(n, shapes[name], self.dtype, file)
+        self.transfer.allocate(shapes, dtypes, itemsize)
+        self.traj.meta.update(batch_size=int(prev.shape[0]), chunk=self.transfer.chunk)
+
+    # ---- per chunk, on the host
+    def receive(self, frames: dict, values: list):
+        """A chunk reached the host: its rows go into the Trajectory (and the files)."""
+        values = iter(values)
+        rows = []                                          # (record, t, clipped, stage) of the recorded calls
+        while True:
+            try:
+                t = _number(next(values))
+            except StopIteration:
+                break
+            i, rec, stage = self.waiting.pop(0)
+            finite = next(values)
+            if not finite and self.first_bad is None:
+                self._nonfinite(i, t)
+            if rec is not None:
+                rows.append((rec, t, next(values), stage))
+        sigmas = _unpack(_pack([rec.sigma(t, self.tables) for rec, t, _, _ in rows]))
+        traj, row = self.traj, self.rows
+        for k, ((rec, t, clipped, stage), sigma) in enumerate(zip(rows, sigmas)):
+            try:
+                for name in traj._wanted:
+                    traj._buffers[name].append(frames[name][k])
+                if self.store == "disk":
+                    self.step_rows.append(np.array([t, sigma, clipped, stage]))
+            except OSError as exc:
+                raise WriteFailed(exc.errno, f"streaming the trajectory to {self.path} failed at step {rec.i} "
+                                             f"(t={t}): {exc.strerror or exc}; the {row} steps written before are "
+                                             f"kept and meta.json marks the recording incomplete") from exc
+            steps = traj._steps
+            steps["sigma"][row] = sigma
+            steps["clip_fraction"][row] = clipped
+            steps["stage"][row] = stage
+            steps["timesteps"][row] = t            # written last: marks the row as complete
+            row = self.rows = row + 1
+
+    def _nonfinite(self, i, t):
+        self.first_bad = (i, t)
+        msg = f"non-finite values (NaN/Inf) in prev_sample first at step {i} (t={t})"
+        if self.on_nonfinite == "raise":
+            self.pending_error = FloatingPointError(msg)      # raised once the chunk is stored
+        elif self.on_nonfinite == "warn":
+            warnings.warn(msg, NonFiniteWarning, stacklevel=2)
+
+    def _raise_pending(self):
+        if self.pending_error is not None:
+            error, self.pending_error = self.pending_error, None
+            raise error
+
+    def sync(self):
+        """Bring every step recorded so far to the host (reading the Trajectory mid-run does this)."""
+        self.transfer.drain()
 
     def finish(self, ok: bool):
         traj = self.traj
-        complete = ok and self.n_steps is not None and self.calls == self.n_steps
+        failure = None
+        try:
+            self.sync()
+        except WriteFailed as exc:            # the steps before are on disk; meta.json says incomplete
+            failure = exc
+        traj._sync = None
+        complete = ok and failure is None and self.n_steps is not None and self.calls == self.n_steps
         traj.meta.update(complete=complete, steps_run=self.calls, steps_recorded=traj._n(),
                          first_nonfinite=list(self.first_bad) if self.first_bad else None)
         buffers = list(traj._buffers.values()) + ([self.step_rows] if hasattr(self, "step_rows") else [])
@@ -188,6 +246,10 @@ class _Recorder:
                 self._write_meta(complete)
             except OSError:
                 pass                 # meta.json from the start still says complete=false
+        if ok:
+            if failure is not None:
+                raise failure
+            self._raise_pending()
 
 
 def _number(t):
@@ -198,7 +260,8 @@ def _number(t):
 
 @contextlib.contextmanager
 def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, store: str = "memory",
-           dtype: str = "float32", path=None, on_nonfinite: str = "warn", meta: Optional[dict] = None):
+           dtype: str = "float32", path=None, on_nonfinite: str = "warn", meta: Optional[dict] = None,
+           chunk: Optional[int] = None):
     """Record the steps of the next sampling run of this pipeline (or scheduler instance).
 
     every         keep every k-th step and always the last (k=1: all steps).
@@ -207,7 +270,11 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
     store/dtype   "memory" as float32 or float16 (half the memory), or "disk": frames are
                   streamed to `.npy` files under `path` as they come, so an interrupted run
                   leaves a loadable partial trajectory (`Trajectory.load(path)`).
-    on_nonfinite  "warn" (default), "raise" or "ignore" when x_{t-1} first holds NaN/Inf.
+    on_nonfinite  "warn" (default), "raise" or "ignore" when x_{t-1} first holds NaN/Inf
+                  (checked on the device, reported when its chunk reaches the host, naming the step).
+    chunk         steps per device → host transfer (`ppddpm._transfer`): frames stay on the device
+                  in between, so recording adds no host read per step. None: as many as fit
+                  256 MiB of device memory in two buffers, at most 64; 1: every step as it happens.
 
     Only that scheduler instance is touched; it gets its own `step` back on exit, also when
     the block raises — and the steps recorded so far stay in the yielded Trajectory.
@@ -232,7 +299,9 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
     info = {"every": every, "model": _model_id(pipe_or_scheduler), "versions": versions(), "store": store,
             "dtype": str(dtype)}
     info.update(meta or {})
-    rec = _Recorder(scheduler, every, fields, store, str(dtype), path, on_nonfinite, info)
+    if chunk is not None:
+        chunk = check_int("chunk", chunk, hint=" (steps per device → host transfer)")
+    rec = _Recorder(scheduler, every, fields, store, str(dtype), path, on_nonfinite, info, chunk)
     ok = False
     try:
         with observe(scheduler, rec.observer, "record"):

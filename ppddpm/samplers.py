@@ -8,7 +8,8 @@ Every ppdiffusers sampler turns (x_t, model output) into a guess of x_0 and a ne
              Euler-type schedulers (`σ = √((1−ᾱ)/ᾱ)`, the same guess written in their space);
 - `x0_used`  x̂_0 as the step used it: returned by the step (DDPM, DDIM, Euler, …), or read
              from the state the step keeps (DPMSolver's data prediction), or reconstructed;
-- `sigma`    the standard deviation of the noise the step added (0 for ODE samplers);
+- `sigma`    the standard deviation of the noise the step added (0 for ODE samplers), given
+             the step's t as a host number: a number or a 0-d device tensor, never a host read;
 - `run`      calls the step and observes the noise z it added: passed in as data where the
              scheduler takes it (`variance_noise`), else replayed from the RNG state the draw
              started from — the only place in ppddpm that rewinds a random stream;
@@ -59,8 +60,19 @@ def _int(t) -> int:
     return int(t.item()) if hasattr(t, "item") else int(t)
 
 
-def _float(x) -> float:
-    return float(x.item()) if hasattr(x, "item") else float(x)
+class HostTables:
+    """Host copies of a scheduler's constant tables (`sigmas`), each read from the device once
+    per table object, so that per-step σ arithmetic (Euler's churn, the ancestral σ_up) reads nothing."""
+
+    def __init__(self, scheduler):
+        self.scheduler, self._copies = scheduler, {}
+
+    def __call__(self, name: str):
+        table = getattr(self.scheduler, name)
+        kept = self._copies.get(name)
+        if kept is None or kept[0] is not table:      # set_timesteps makes a new table
+            kept = self._copies[name] = (table, table.numpy() if hasattr(table, "numpy") else table)
+        return kept[1]
 
 
 class Adapter:
@@ -105,7 +117,8 @@ class Adapter:
     def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
         return getattr(out, "pred_original_sample", None)
 
-    def sigma(self, scheduler, timestep, extra, ctx) -> float:
+    def sigma(self, scheduler, t, extra, ctx, tables):
+        """std of the noise added at host timestep `t`: a number or a 0-d device tensor."""
         return 0.0
 
     def __repr__(self):
@@ -129,21 +142,21 @@ class DDPMAdapter(Adapter):
         eps, _ = self._split(scheduler, model_output, sample)
         return x0_by_eq15(scheduler.alphas_cumprod[timestep], eps, sample, scheduler.config.prediction_type)
 
-    def sigma(self, scheduler, timestep, extra, ctx):
+    def sigma(self, scheduler, t, extra, ctx, tables):
         """σ_t as the stock step takes it from `_get_variance` (eq. 7's β̃_t for fixed_small, β_t
         for fixed_large); for learned variances the mean over elements of the per-element σ."""
-        if _int(timestep) <= 0:
+        if t <= 0:
             return 0.0
         import paddle
 
         _, predicted = self._split(scheduler, ctx["model_output"], ctx["sample"])
-        variance = scheduler._get_variance(timestep, predicted_variance=predicted)
+        variance = scheduler._get_variance(int(t), predicted_variance=predicted)
         if scheduler.variance_type == "fixed_small_log":      # ppdiffusers returns the std here already
-            return _float(variance)
+            return variance
         if scheduler.variance_type == "learned_range":
-            return _float(paddle.exp(0.5 * variance).mean())
+            return paddle.exp(0.5 * variance).mean()
         std = variance ** 0.5
-        return _float(std.mean() if hasattr(std, "mean") else std)
+        return std.mean() if hasattr(std, "mean") else std
 
     def before(self, scheduler, model_output, timestep, sample, extra):
         return {"model_output": model_output, "sample": sample}
@@ -174,13 +187,13 @@ class DDIMAdapter(Adapter):
     def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
         return x0_by_eq15(scheduler.alphas_cumprod[timestep], model_output, sample, scheduler.config.prediction_type)
 
-    def sigma(self, scheduler, timestep, extra, ctx):
+    def sigma(self, scheduler, t, extra, ctx, tables):
         """eq. (16): σ_t(η) = η·√(_get_variance(t, prev)), the std the step multiplies z by."""
         eta = extra.get("eta", 0.0)
         if not eta > 0:
             return 0.0
-        prev = timestep - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-        return _float(eta * scheduler._get_variance(timestep, prev) ** 0.5)
+        prev = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        return eta * scheduler._get_variance(int(t), prev) ** 0.5
 
 
 class PNDMAdapter(Adapter):
@@ -220,8 +233,8 @@ class EulerAdapter(_SigmaAdapter):
 
     family, classes, draws = "euler", ("EulerDiscreteScheduler",), "rng"
 
-    def _gamma(self, scheduler, extra, ctx):
-        sigma = _float(scheduler.sigmas[ctx["index"]])
+    def _gamma(self, scheduler, extra, ctx, tables):
+        sigma = float(tables("sigmas")[ctx["index"]])
         s_churn, s_tmin, s_tmax = (extra.get(k, d) for k, d in (("s_churn", 0.0), ("s_tmin", 0.0),
                                                                ("s_tmax", float("inf"))))
         gamma = min(s_churn / (len(scheduler.sigmas) - 1), 2 ** 0.5 - 1) if s_tmin <= sigma <= s_tmax else 0.0
@@ -233,9 +246,9 @@ class EulerAdapter(_SigmaAdapter):
     def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
         return out.pred_original_sample               # from the churned sample; Euler never clips
 
-    def sigma(self, scheduler, timestep, extra, ctx):
+    def sigma(self, scheduler, t, extra, ctx, tables):
         """s_noise·√(σ̂² − σ²), σ̂ = σ(1+γ): the std of the churn noise (0 without churn)."""
-        sigma, gamma = self._gamma(scheduler, extra, ctx)
+        sigma, gamma = self._gamma(scheduler, extra, ctx, tables)
         if gamma <= 0:
             return 0.0
         sigma_hat = sigma * (gamma + 1)
@@ -248,9 +261,9 @@ class EulerAncestralAdapter(_SigmaAdapter):
     def adds_noise(self, scheduler, timestep, extra, ctx):
         return True
 
-    def sigma(self, scheduler, timestep, extra, ctx):
+    def sigma(self, scheduler, t, extra, ctx, tables):
         """σ_up = √(σ_to² (σ_from² − σ_to²) / σ_from²), the std of the ancestral noise."""
-        s_from, s_to = (_float(scheduler.sigmas[ctx["index"] + k]) for k in (0, 1))
+        s_from, s_to = (float(tables("sigmas")[ctx["index"] + k]) for k in (0, 1))
         return (s_to ** 2 * (s_from ** 2 - s_to ** 2) / s_from ** 2) ** 0.5
 
 
@@ -370,21 +383,27 @@ def families() -> Dict[str, tuple]:
 def clipped_share(scheduler, x0_raw) -> float:
     """Share of x̂_0's values that the step's clipping changes, measured on x̂_0 before it:
     |x̂_0| > clip_sample_range with `clip_sample`; with `thresholding`, |x̂_0| above the sample's
-    threshold s = clip(quantile(|x̂_0|, ratio), 1, sample_max_value) (Imagen). 0 when neither is
-    on, or the scheduler's step honours neither (a DDPM config carried over to Euler keeps
-    `clip_sample`, which Euler's step ignores)."""
-    import numpy as np
+    threshold s = clip(quantile(|x̂_0|, ratio), 1, sample_max_value) (Imagen, as ppdiffusers'
+    `_threshold_sample` computes it). 0 when neither is on, or the scheduler's step honours
+    neither (a DDPM config carried over to Euler keeps `clip_sample`, which Euler's step ignores)."""
+    share = clipped_share_on_device(scheduler, x0_raw)
+    return float(share) if hasattr(share, "place") else share
+
+
+def clipped_share_on_device(scheduler, x0_raw):
+    """`clipped_share` as a 0-d device tensor (or 0.0), without reading it from the host."""
+    import paddle
 
     honoured = adapter_for(scheduler).clipping
     config = scheduler.config
     if x0_raw is None:
         return 0.0
     if "thresholding" in honoured and config.get("thresholding", False):
-        x = np.abs(x0_raw.cast("float32").numpy().reshape(x0_raw.shape[0], -1))
-        s = np.quantile(x, config.dynamic_thresholding_ratio, axis=1, keepdims=True)
-        s = np.full_like(s, config.sample_max_value) if config.sample_max_value < 1 else \
-            np.clip(s, 1, config.sample_max_value)
-        return float((x > s).mean())
+        x = x0_raw.cast("float32").abs().reshape([x0_raw.shape[0], -1])
+        s = paddle.quantile(x, config.dynamic_thresholding_ratio, axis=1, keepdim=True)
+        s = (paddle.ones_like(s) * config.sample_max_value if config.sample_max_value < 1 else
+             paddle.clip(s, min=1, max=config.sample_max_value))
+        return (x > s).astype("float32").mean()
     if "clip_sample" in honoured and config.get("clip_sample", False):
-        return float((x0_raw.abs() > config.get("clip_sample_range", 1.0)).astype("float32").mean())
+        return (x0_raw.abs() > config.get("clip_sample_range", 1.0)).astype("float32").mean()
     return 0.0

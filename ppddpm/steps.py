@@ -1,6 +1,6 @@
 """One step record, for every sampler, and the observer that makes it.
 
-    StepRecord(i, t, stage, sample, model_output, x0, x0_raw, prev, noise, sigma)
+    StepRecord(i, t, stage, sample, model_output, x0, x0_raw, prev, noise, …)
 
 is what a step of any ppdiffusers scheduler did, in one vocabulary (`ppddpm.samplers` says how
 each family maps onto it). `StepObserver` is an observer layer (`ppddpm.stepping`) that turns
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .samplers import GENERIC, adapter_for, supported
+from .samplers import GENERIC, HostTables, adapter_for, supported
 from .stepping import Layer, intercept
 from .errors import BadType, BadValue
 
@@ -30,7 +30,16 @@ class StepRecord:
     x0_raw: Any              # x̂_0 before any clipping (eq. 15, or x − σε)
     prev: Any                # the step's output: x_{t-1}
     noise: Any               # z the step added (None: no noise added, or not observed)
-    sigma: float             # std of the added noise: prev = … + sigma·z
+    scheduler: Any = None    # the scheduler that stepped, and what its adapter read around the call:
+    extra: Any = None        # the step's other arguments (eta, generator, s_churn, …)
+    ctx: Any = None
+
+    def sigma(self, t, tables=None):
+        """std of the noise the step added (prev = … + σ·z) at host timestep `t` (the record's t,
+        read from the device): a number, or a 0-d device tensor, never a host read of its own
+        (`tables`: `ppddpm.samplers.HostTables` of the scheduler, for the σ-schedulers)."""
+        adapter = adapter_for(self.scheduler)
+        return adapter.sigma(self.scheduler, t, self.extra, self.ctx, tables or HostTables(self.scheduler))
 
 
 class StepObserver:
@@ -39,16 +48,20 @@ class StepObserver:
     want_noise  observe z (a replay of the RNG where the scheduler cannot take z as an
                 argument: costs one extra draw, so only when asked; `keep(i)` says when).
     keep(i)     whether call i is recorded at all (the others run untouched).
-    every_call  `every_call(i, timestep, output)` after every call, recorded or not.
-    want_sigma, want_x0_raw   False leaves `sigma` NaN / `x0_raw` None, saving their paddle ops
-                (a few hundred µs a step on CPU) where the consumer does not use them (compare).
+    every_call  `every_call(i, timestep, output, recorded)` after every call; `recorded` is False
+                for the calls `keep` skips (their StepRecord is not made).
+    want_x0_raw False leaves `x0_raw` None, saving its paddle ops where the consumer does not use it.
+
+    Nothing here reads a device tensor from the host (except the noise replay of the schedulers
+    that draw from an RNG, when `want_noise`): σ is computed by the consumer once it has t
+    (`StepRecord.sigma`), so a recorder can keep every number on the device (`ppddpm._transfer`).
     """
 
     def __init__(self, consume: Callable[[StepRecord], None], want_noise: bool = False,
                  keep: Optional[Callable[[int], bool]] = None, every_call: Optional[Callable] = None,
-                 want_sigma: bool = True, want_x0_raw: bool = True):
+                 want_x0_raw: bool = True):
         self.consume, self.want_noise, self.keep = consume, want_noise, keep or (lambda i: True)
-        self.every_call, self.want_sigma, self.want_x0_raw = every_call, want_sigma, want_x0_raw
+        self.every_call, self.want_x0_raw = every_call, want_x0_raw
         self.calls = 0
 
     def __call__(self, call, scheduler, model_output, timestep, sample, extra):
@@ -65,7 +78,7 @@ class StepObserver:
             out, z = call(), None
         self.calls += 1
         if self.every_call is not None:
-            self.every_call(i, timestep, out)
+            self.every_call(i, timestep, out, keep)
         if not keep:
             return out
         x0 = adapter.x0_used(scheduler, model_output, timestep, sample, ctx, out)
@@ -75,8 +88,7 @@ class StepObserver:
         record = StepRecord(
             i=i, t=timestep, stage=adapter.stage(scheduler, ctx), sample=sample, model_output=model_output,
             x0=x0, x0_raw=adapter.x0_raw(scheduler, model_output, timestep, sample, ctx, out) if self.want_x0_raw
-            else None, prev=out.prev_sample, noise=z,
-            sigma=adapter.sigma(scheduler, timestep, extra, ctx) if self.want_sigma else float("nan"))
+            else None, prev=out.prev_sample, noise=z, scheduler=scheduler, extra=extra, ctx=ctx)
         self.consume(record)
         return out
 

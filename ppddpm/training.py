@@ -22,6 +22,7 @@ from ._io import atomic_path
 from .errors import BadValue, NotFound, int_problem
 
 CHECKPOINT = "checkpoint.pdparams"
+LR_SCHEDULES = ("cosine", "constant")
 LOSSES = "train_losses.json"
 
 
@@ -34,7 +35,8 @@ class TrainConfig:
     steps: int = 3000
     batch_size: int = 64
     lr: float = 2e-3
-    warmup: int = 100             # linear warm-up steps, then cosine decay to lr / 10
+    warmup: int = 100             # linear warm-up steps, then `lr_schedule`
+    lr_schedule: str = "cosine"   # "cosine": decay from lr to lr / 10 over the remaining steps; "constant"
     weight_decay: float = 0.0
     ema_decay: float = 0.995
     grad_clip: float = 1.0        # global-norm clipping
@@ -52,6 +54,8 @@ class TrainConfig:
                 problems.append(problem)
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.resolution % (2 ** (len(self.block_out_channels) - 1)):
@@ -70,9 +74,11 @@ class TrainResult:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up for `cfg.warmup` steps, then cosine decay from lr to lr/10."""
+    """Linear warm-up for `cfg.warmup` steps, then cosine decay from lr to lr/10 (or constant lr)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 

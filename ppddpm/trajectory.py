@@ -287,16 +287,22 @@ class _LiveTrajectory(Trajectory):
         self._wanted = fields
         self._buffers = {}
         self._steps = None          # per-step arrays over the whole run, -1 / nan = not recorded
+        self._sync = None           # while recording: brings the steps still on the device to the host
+
+    def _synced(self):
+        if self._sync is not None:
+            self._sync()
 
     @property
     def fields(self):
         return self._wanted
 
     def _field_array(self, name):
+        self._synced()
         buf = self._buffers.get(name)
         return buf.array() if buf is not None else np.empty((0,), np.float32)
 
-    def _n(self):
+    def _n(self):            # steps on the host (a recorder's own count: no sync)
         return next(iter(self._buffers.values())).count if self._buffers else 0
 
     @property
@@ -316,6 +322,7 @@ class _LiveTrajectory(Trajectory):
         return self._rows("clip_fraction").astype(np.float32)
 
     def _rows(self, key):
+        self._synced()
         if self._steps is None:
             return np.empty((0,))
         return self._steps[key][~np.isnan(self._steps["timesteps"])][: self._n()]

@@ -1,0 +1,121 @@
+"""Many-seed work over paddle.distributed (issue 14): two gloo ranks on this CPU give the
+one-process results bit for bit, and a failing rank fails the run with its own error.
+
+Each test starts real `paddle.distributed.launch` jobs (~5 s of start-up each), on the tiny
+8x8 pipeline and few steps; `timeout` bounds every run, so a hang fails the test instead of CI.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import ppddpm
+
+LAUNCH_TIMEOUT = 300
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "ppddpm", *map(str, args)], capture_output=True, text=True,
+                          timeout=LAUNCH_TIMEOUT)
+
+
+def test_ab_over_two_ranks_equals_one_process_bitwise(tmp_path, saved_pipe_dir):
+    common = ("ab", "--model", saved_pipe_dir, "--seed", "0-4", "--steps", 12, "--seed-batch", 2,
+              "--variants", "posterior,direct", "--mode", "free", "--quiet")
+    one = cli(*common, "--out", tmp_path / "one")
+    two = cli(*common, "--out", tmp_path / "two", "--nproc", 2)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.replace("/two/", "/one/") == one.stdout       # rank 0's table, as one process prints it
+    a, b = (json.loads((tmp_path / d / "ab.json").read_text()) for d in ("one", "two"))
+    assert a == b and a["seeds"] == [0, 1, 2, 3, 4] and a["meta"]["seed_batch"] == 2
+
+
+def test_eval_and_many_seed_sample_over_two_ranks_equal_one_process(tmp_path, saved_pipe_dir):
+    for out, extra in (("one", ()), ("two", ("--nproc", 2))):
+        res = cli("eval", "--model", saved_pipe_dir, "--n", 6, "--steps", 8, "--out", tmp_path / out / "eval", *extra)
+        assert res.returncode == 0, res.stderr
+        res = cli("sample", "--model", saved_pipe_dir, "--seed", "3-5", "--steps", 8, "--every", 2,
+                  "--out", tmp_path / out / "sample", "--quiet", *extra)
+        assert res.returncode == 0, res.stderr
+    # eval draws n = 6 in batches of 64: one batch, one rank busy; sample splits its three seeds 2 + 1
+    one, two = (np.load(tmp_path / d / "eval" / "samples.npz") for d in ("one", "two"))
+    assert np.array_equal(one["samples"], two["samples"])
+    for seed in (3, 4, 5):
+        a, b = (ppddpm.Trajectory.load(tmp_path / d / "sample" / f"trajectory_seed{seed}.npz") for d in ("one", "two"))
+        assert np.array_equal(a.prev_sample, b.prev_sample) and np.array_equal(a.timesteps, b.timesteps)
+    assert (tmp_path / "two" / "sample" / "sheet_seeds3-5.png").exists()
+
+
+SHARDED = """
+import os, sys
+import numpy as np
+from ppddpm.distributed import sharded, world
+from ppddpm.errors import BadValue
+
+mode = sys.argv[1]
+rank, ranks = world()
+
+def work(group):
+    if mode == "bad-input" and rank == 1:
+        raise BadValue("seed 5 is not welcome here")
+    if mode == "bug" and rank == 1:
+        return 1 / 0
+    if mode == "dies" and rank == 1:
+        os._exit(7)
+    return [s * s for s in group]
+
+try:
+    print("gathered", sharded([[0, 1], [2, 3], [4, 5]], work))
+except Exception as exc:
+    print(f"rank {rank} raised {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    sys.exit(3)
+"""
+
+
+def launch(tmp_path, mode):
+    script = tmp_path / "sharded.py"
+    script.write_text(textwrap.dedent(SHARDED))
+    from ppddpm.launch import backend_env
+
+    return subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                           "--max_restart", "0", "--log_dir", str(tmp_path / "log"), str(script), mode],
+                          env=backend_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+
+
+def rank_log(tmp_path, rank):
+    return (tmp_path / "log" / f"workerlog.{rank}").read_text()
+
+
+def test_groups_go_round_robin_and_come_back_in_order(tmp_path):
+    res = launch(tmp_path, "ok")
+    assert res.returncode == 0, res.stdout[-2000:]
+    for rank in (0, 1):              # groups 0 and 2 ran on rank 0, group 1 on rank 1; both ranks get all three
+        assert "gathered [[0, 1], [4, 9], [16, 25]]" in rank_log(tmp_path, rank)
+
+
+@pytest.mark.parametrize("mode, error", [
+    ("bad-input", "BadValue: seed 5 is not welcome here"),
+    ("bug", "RankFailed: rank 1 failed in work: ZeroDivisionError: division by zero"),
+])
+def test_a_failing_rank_fails_every_rank_with_its_error(tmp_path, mode, error):
+    res = launch(tmp_path, mode)
+    assert res.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} raised {error}" in rank_log(tmp_path, rank)
+
+
+def test_a_rank_that_dies_ends_the_run_instead_of_hanging(tmp_path):
+    res = launch(tmp_path, "dies")                # bounded by LAUNCH_TIMEOUT; gloo resets the peer's gather
+    assert res.returncode != 0
+    assert "gathered" not in rank_log(tmp_path, 0)
+
+
+def test_the_cli_relays_a_ranks_bad_input_as_one_line_and_exit_2(tmp_path, saved_pipe_dir):
+    res = cli("ab", "--model", saved_pipe_dir, "--seed", "0-3", "--steps", 2000, "--nproc", 2, "--out", tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "ppddpm ab: error: --steps must be at most 1000 (the model's num_train_timesteps), got 2000"]

@@ -1,0 +1,119 @@
+"""Recording does not read the device from the host per step (issue 14).
+
+Every `numpy()`, `item()`, `bool()`, `float()` and `int()` of a paddle tensor makes the host wait
+for the device; on a GPU each is a synchronisation. The counter below wraps those five methods of
+`paddle.Tensor` (the outermost call only: `item()` reading through `numpy()` is one read) and
+counts them during a real pipeline run, recorded and not.
+"""
+import collections
+import contextlib
+import traceback
+
+import numpy as np
+import paddle
+import pytest
+
+import ppddpm
+
+READS = ("numpy", "item", "__bool__", "__float__", "__int__")
+
+
+@contextlib.contextmanager
+def host_reads():
+    """Counter of host reads of paddle tensors, keyed by (method, file:line of the caller)."""
+    counts, depth = collections.Counter(), [0]
+    originals = {name: getattr(paddle.Tensor, name) for name in READS}
+
+    def counting(name, method):
+        def read(self, *args, **kwargs):
+            if depth[0] == 0:
+                caller = traceback.extract_stack(limit=2)[0]
+                counts[(name, f"{caller.filename.rsplit('/', 2)[-1]}:{caller.lineno}")] += 1
+            depth[0] += 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return read
+
+    for name, method in originals.items():
+        setattr(paddle.Tensor, name, counting(name, method))
+    try:
+        yield counts
+    finally:
+        for name, method in originals.items():
+            setattr(paddle.Tensor, name, method)
+
+
+STEPS = 60
+
+
+def test_the_counter_sees_the_pipelines_own_reads(pipe):
+    """The instrument first: ppdiffusers' DDPM loop and step read the device a few times per step
+    (`if t > 0`, the progress bar, …), and the counter sees them."""
+    with host_reads() as plain:
+        pipe(generator=paddle.Generator().manual_seed(0), num_inference_steps=STEPS)
+    assert sum(plain.values()) >= 2 * STEPS, plain
+
+
+@pytest.mark.parametrize("chunk", [None, 8])
+def test_recording_every_step_adds_a_few_reads_per_chunk_not_per_step(pipe, chunk):
+    with host_reads() as plain:
+        pipe(generator=paddle.Generator().manual_seed(0), num_inference_steps=STEPS)
+    with host_reads() as recorded:
+        traj = ppddpm.sample_trajectory(pipe, seed=0, num_inference_steps=STEPS, every=1, chunk=chunk)
+    added = sum(recorded.values()) - sum(plain.values())
+    chunks = -(-STEPS // traj.meta["chunk"])
+    fields = len(traj.fields)
+    # per chunk: one read per field and one for the packed numbers (t, NaN check, clipped share),
+    # and one for the chunk's σ_t (computed once its t is on the host)
+    assert added <= (fields + 2) * chunks, (recorded - plain).most_common(8)     # 0.1 added ~8 per step
+    assert len(traj) == STEPS and traj.complete
+
+
+def test_chunks_are_chosen_from_the_frame_size_and_bounded():
+    from ppddpm._transfer import MAX_CHUNK, MEMORY_BUDGET, chunk_for
+
+    assert chunk_for(2 * 1024) == MAX_CHUNK                              # 16x16 digits: 64 steps
+    big = 2 * 8 * 3 * 256 * 256 * 4                                     # two fields of a 256² batch of 8
+    assert chunk_for(big) == MEMORY_BUDGET // (2 * big) == 10
+    assert chunk_for(10 * MEMORY_BUDGET) == 1                            # never 0
+
+
+@pytest.mark.parametrize("chunk", [1, 7, None])
+def test_every_chunk_size_records_the_same_bits(pipe, chunk):
+    """Frames and numbers do not depend on how they travelled: chunk 1 is a transfer per step."""
+    ref = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=30, every=1, fields="all", chunk=1)
+    traj = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=30, every=1, fields="all", chunk=chunk)
+    for name in ppddpm.FIELDS:
+        assert np.array_equal(traj.field(name), ref.field(name)), name
+    for key in ("timesteps", "sigma", "clip_fraction", "stages"):
+        assert np.array_equal(getattr(traj, key), getattr(ref, key)), key
+
+
+def test_reading_a_trajectory_mid_run_brings_the_steps_so_far(pipe):
+    """Frames wait on the device for their chunk; looking at the Trajectory during the run (here from
+    a hook on the UNet, called before each step, as a notebook callback would) moves them over first."""
+    seen = []
+    with ppddpm.record(pipe, every=1, chunk=16) as traj:
+        hook = pipe.unet.register_forward_post_hook(lambda layer, inputs, output: seen.append(len(traj)))
+        try:
+            pipe(generator=paddle.Generator().manual_seed(0), num_inference_steps=20)
+        finally:
+            hook.remove()
+    assert seen == list(range(20)) and len(traj) == 20
+
+
+def test_a_nan_is_reported_at_its_chunk_naming_its_first_step(pipe):
+    def broken(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+        out = ppddpm.get_variant("posterior").step(scheduler, model_output, timestep, sample, generator)
+        if int(timestep) <= 500:
+            out.prev_sample = out.prev_sample / 0.0 * 0.0          # NaN from t = 500 on
+        return out
+
+    with ppddpm.patch_step(pipe.scheduler, broken):
+        with pytest.raises(FloatingPointError, match=r"step 9 \(t=500\)"):
+            with ppddpm.record(pipe, every=1, chunk=4, on_nonfinite="raise") as traj:
+                pipe(generator=paddle.Generator().manual_seed(1), num_inference_steps=20)
+    # step 9 is in the chunk of steps 8-11, which reaches the host when 12-15 is sent (two buffers)
+    assert len(traj) == 16 and traj.meta["first_nonfinite"] == [9, 500] and not traj.complete
