@@ -3,8 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.ppddpm-installed
-# `make test FAST=0` runs the notebooks' long cells at full length
+# `make test FAST=0` runs the notebooks' long cells at full length; JOBS pytest-xdist workers
 FAST   ?= 1
+JOBS   ?= 2
 
 .PHONY: demo test install figures bench clean
 
@@ -20,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/ppddpm demo --out runs/demo
 
 test: $(STAMP)
-	PPDDPM_FAST=$(FAST) $(BIN)/python -m pytest
+	PPDDPM_FAST=$(FAST) $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
 
 figures: $(STAMP)
 	$(BIN)/python docs/make_figures.py

@@ -27,6 +27,7 @@ REQUIRES = [
 EXTRAS = {
     "cpu": PADDLE_CPU,
     "test": ["pytest", "hypothesis", "nbformat", "nbclient", "ipykernel", "psutil",
+             "pytest-xdist",          # `make test` runs the suite on two workers (this machine has two cores)
              # drives Debian's chromium for the explorer test; newer releases need urllib3 > 2.0,
              # which ppdiffusers 0.29 refuses (urllib3<=2.0.0)
              "selenium>=4.15,<4.33"],

@@ -1,4 +1,4 @@
-"""ppddpm benchmarks: recording overhead, A/B cost, recording memory.
+"""ppddpm benchmarks: recording overhead and host reads, A/B cost, recording memory, 1 vs 2 processes.
 
     python benchmarks/run_all.py            # full: 1000-step runs on the bundled model
     python benchmarks/run_all.py --quick    # 200-step runs, fewer repeats (a smoke run)
@@ -90,6 +90,74 @@ def bench_ab(pipe, steps, repeats):
     return out
 
 
+def bench_host_reads(pipe, steps):
+    """Host reads of paddle tensors (each a device synchronisation on a GPU) per step: a plain run,
+    and the same run recorded every=1 on the default path (`ppddpm._transfer.host_reads`)."""
+    import ppddpm
+    from ppddpm import _rng
+    from ppddpm._transfer import host_reads
+
+    g = _rng.make_generator(777)
+    with host_reads() as plain:
+        pipe(generator=g, num_inference_steps=steps)
+    _rng.release_generator(g)
+    with host_reads() as recorded:
+        traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps, every=1)
+    return {"steps": steps, "plain": sum(plain.values()), "recorded": sum(recorded.values()),
+            "chunk": traj.meta["chunk"], "added_per_step": (sum(recorded.values()) - sum(plain.values())) / steps}
+
+
+PROCESSES_CHILD = r"""
+import hashlib, json, sys, time, warnings
+warnings.filterwarnings("ignore")
+import numpy as np
+import ppddpm
+from ppddpm.distributed import world
+model, n_seeds, steps = (sys.argv[1] or None), int(sys.argv[2]), int(sys.argv[3])
+rank, ranks = world()
+pipe = ppddpm.load_pipeline(model)
+ppddpm.compare(pipe, ["posterior", "direct"], seed=[0], num_inference_steps=3)     # warm-up (and the gather)
+t0 = time.perf_counter()
+report = ppddpm.compare(pipe, ["posterior", "direct"], seed=list(range(n_seeds)), num_inference_steps=steps)
+seconds = time.perf_counter() - t0
+digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for d in (report.max_abs_prev, report.final)
+                                 for a in d.values())).hexdigest()
+if rank == 0:
+    print("RESULT " + json.dumps({"seconds": seconds, "digest": digest}), flush=True)
+"""
+
+
+def bench_processes(model, seeds, steps, rounds):
+    """`compare` over `seeds` seeds x `steps` steps (2 variants, shadow, seed_batch 4): one process
+    against two ranks of paddle.distributed.launch (gloo), one thread each, interleaved rounds.
+    "work": the compare call alone, timed on rank 0 (it ends with the gather); "wall": the whole
+    command, start-up (the launcher, two interpreters importing paddle) included."""
+    import tempfile
+
+    from ppddpm.launch import backend_env
+
+    env = dict(backend_env(), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    work, wall, digests = {"1": [], "2": []}, {"1": [], "2": []}, set()
+    with tempfile.TemporaryDirectory() as tmp:
+        child = Path(tmp) / "child.py"
+        child.write_text(PROCESSES_CHILD)
+        args = [str(child), model or "", str(seeds), str(steps)]
+        for r in range(rounds):
+            for n in ("1", "2"):
+                cmd = [sys.executable] + args if n == "1" else [
+                    sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--max_restart", "0",
+                    "--log_dir", str(Path(tmp) / f"log{r}")] + args
+                t0 = time.perf_counter()
+                res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+                wall[n].append(time.perf_counter() - t0)
+                text = res.stdout if n == "1" else (Path(tmp) / f"log{r}" / "workerlog.0").read_text()
+                result = json.loads(text.split("RESULT ")[-1].splitlines()[0])
+                work[n].append(result["seconds"])
+                digests.add(result["digest"])
+    return {"seeds": seeds, "steps": steps, "rounds": rounds, "work": _ratio_stats(work["2"], work["1"]),
+            "wall": _ratio_stats(wall["2"], wall["1"]), "reports_equal": len(digests) == 1}
+
+
 MEMORY_CHILD = r"""
 import json, resource, sys, tempfile
 import numpy as np, paddle
@@ -167,6 +235,10 @@ def main(argv=None):
     results["recording"] = bench_recording(pipe, steps, repeats)
     for k, v in results["recording"].items():
         print(f"   {k:28s} {v['median']:.3f}x  (spread {v['min']:.3f}–{v['max']:.3f}; plain {v['base_s']:.2f} s)")
+    results["host_reads"] = bench_host_reads(pipe, 60)
+    h = results["host_reads"]
+    print(f"   host reads in a {h['steps']}-step run: plain {h['plain']}, recorded every=1 {h['recorded']} "
+          f"(chunks of {h['chunk']} steps): {h['added_per_step']:.2f} added per step")
     print(f"\n2. A/B cost ({steps} steps) — target shadow with 2 variants ≤ 1.05x a plain run")
     results["ab"] = bench_ab(pipe, steps, max(2, repeats - 2))
     for k, v in results["ab"].items():
@@ -180,6 +252,15 @@ def main(argv=None):
         if isinstance(v, dict):
             print(f"   {k:16s} +{v['growth_mb']:8.1f} MB  (peak {v['peak_mb']:.0f} MB)")
     print(f"   (two float32 fields of that size hold {results['memory']['expected_float32_mb']:.0f} MB)")
+    seeds, p_steps, rounds = (16, 100, max(2, repeats - 2)) if not args.quick else (8, 50, 1)
+    print(f"\n4. compare over {seeds} seeds x {p_steps} steps: 1 process vs 2 (paddle.distributed, gloo; one thread "
+          f"each) — target ≥ 1.6x")
+    results["processes"] = bench_processes(args.model, seeds, p_steps, rounds)
+    for key in ("work", "wall"):
+        sp = results["processes"][key]
+        print(f"   {key:5s} speed-up {sp['median']:.2f}x (spread {sp['min']:.2f}–{sp['max']:.2f}; 1 process "
+              f"{sp['other_s']:.1f} s, 2 processes {sp['base_s']:.1f} s)")
+    print(f"   reports bitwise equal: {results['processes']['reports_equal']}")
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")
     if Path(args.out).resolve() == (HERE / "results.json").resolve():

@@ -129,6 +129,22 @@ def render_benchmarks(data) -> str:
              f"+{mem['memory-float32']['growth_mb']:.0f} MB (the arrays are {mem['expected_float32_mb']:.0f} MB), "
              f"float16 +{mem['memory-float16']['growth_mb']:.0f} MB, **streamed to disk "
              f"+{mem['disk']['growth_mb']:.0f} MB** (target ≤ 150 MB)."]
+    if "host_reads" in data:
+        h = data["host_reads"]
+        lines += ["", f"Host reads of device tensors (each a synchronisation on a GPU) in a {h['steps']}-step run: "
+                      f"plain {h['plain']} ({h['plain'] / h['steps']:.1f} per step, ppdiffusers' own loop), recorded "
+                      f"every=1 {h['recorded']}: **{h['added_per_step']:.2f} added per step** (frames move in chunks of "
+                      f"{h['chunk']} steps; ppddpm 0.2.0 added ~8 per step)."]
+    if "processes" in data:
+        p = data["processes"]
+        work, wall = p["work"], p["wall"]
+        lines += ["", f"`compare` over {p['seeds']} seeds x {p['steps']} steps (2 variants, shadow), one thread per "
+                      f"process, {p['rounds']} interleaved rounds: two paddle.distributed ranks (gloo) are "
+                      f"**{work['median']:.2f}x** ({work['min']:.2f}–{work['max']:.2f}) as fast as one process for the "
+                      f"work itself ({work['other_s']:.1f} s vs {work['base_s']:.1f} s, gather included; target ≥ "
+                      f"1.6x) and {wall['median']:.2f}x for the whole command, start-up of the launcher and both "
+                      f"interpreters included ({wall['other_s']:.1f} s vs {wall['base_s']:.1f} s); the reports are "
+                      f"{'bitwise equal' if p['reports_equal'] else 'DIFFERENT'}."]
     return "\n".join(lines)
 
 

@@ -22,11 +22,14 @@ chunk from the frame size so that the two device buffers stay within a memory bu
 """
 from __future__ import annotations
 
+import collections
+import contextlib
+import traceback
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-MEMORY_BUDGET = 256 << 20     # bytes of device memory the two chunk buffers may take together
+MEMORY_BUDGET = 64 << 20      # bytes of device memory the two chunk buffers may take together
 MAX_CHUNK = 64                # steps per transfer at most: bounds how late a NaN is reported
 
 
@@ -78,17 +81,29 @@ class _Chunk:
 
 
 def _pack(values: list):
-    """Start moving a list of 0-d tensors and numbers to the host as one float64 vector."""
+    """Start moving a list of 0-d tensors and numbers to the host as one float64 vector: the tensors
+    are stacked by dtype (a handful of device ops per chunk, not a few per value)."""
     import paddle
 
-    tensors = [v.reshape([1]).astype("float64") for v in values if hasattr(v, "place")]
-    return values, (start_copy(paddle.concat(tensors)) if tensors else None)
+    by_dtype: Dict[str, list] = {}
+    for k, v in enumerate(values):
+        if hasattr(v, "place"):
+            by_dtype.setdefault(str(v.dtype), []).append(k)
+    if not by_dtype:
+        return values, None, []
+    order = [k for ks in by_dtype.values() for k in ks]
+    scalar = lambda v: v if not v.shape else v.reshape([])     # noqa: E731  (0-d already: no op)
+    parts = [paddle.stack([scalar(values[k]) for k in ks]).astype("float64") for ks in by_dtype.values()]
+    return values, start_copy(paddle.concat(parts) if len(parts) > 1 else parts[0]), order
 
 
 def _unpack(packed) -> List[float]:
-    values, copy = packed
-    numbers = iter(copy.numpy().tolist()) if copy is not None else iter(())
-    return [next(numbers) if hasattr(v, "place") else float(v) for v in values]
+    values, copy, order = packed
+    floats = [float(v) if not hasattr(v, "place") else None for v in values]
+    if copy is not None:
+        for k, number in zip(order, copy.numpy().tolist()):
+            floats[k] = number
+    return floats
 
 
 class DeviceChunks:
@@ -148,3 +163,38 @@ class DeviceChunks:
         if self.current.rows or self.current.values:
             self.current.start()
             self.sink(*self.current.finish())
+
+
+HOST_READS = ("numpy", "item", "__bool__", "__float__", "__int__")
+
+
+@contextlib.contextmanager
+def host_reads():
+    """Count host reads of paddle tensors in the block: a Counter keyed by (method, "file:line" of
+    the caller). The five methods of `paddle.Tensor` that wait for the device are wrapped; a read
+    made inside another (`item()` through `numpy()`) counts once. A diagnostic: how often does a
+    loop synchronise with the device?"""
+    import paddle
+
+    counts, depth = collections.Counter(), [0]
+    originals = {name: getattr(paddle.Tensor, name) for name in HOST_READS}
+
+    def counting(name, method):
+        def read(self, *args, **kwargs):
+            if depth[0] == 0:
+                caller = traceback.extract_stack(limit=2)[0]
+                counts[(name, f"{caller.filename.rsplit('/', 2)[-1]}:{caller.lineno}")] += 1
+            depth[0] += 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+        return read
+
+    for name, method in originals.items():
+        setattr(paddle.Tensor, name, counting(name, method))
+    try:
+        yield counts
+    finally:
+        for name, method in originals.items():
+            setattr(paddle.Tensor, name, method)

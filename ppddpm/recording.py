@@ -274,7 +274,7 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
                   (checked on the device, reported when its chunk reaches the host, naming the step).
     chunk         steps per device → host transfer (`ppddpm._transfer`): frames stay on the device
                   in between, so recording adds no host read per step. None: as many as fit
-                  256 MiB of device memory in two buffers, at most 64; 1: every step as it happens.
+                  64 MiB of device memory in two buffers, at most 64; 1: every step as it happens.
 
     Only that scheduler instance is touched; it gets its own `step` back on exit, also when
     the block raises — and the steps recorded so far stay in the yielded Trajectory.

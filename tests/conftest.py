@@ -66,6 +66,16 @@ def interrupted_after(pipe, n_calls, exc=KeyboardInterrupt):
         handle.remove()
 
 
+def nan_from_t500(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+    """A broken step formula: the posterior route, with NaN in x_{t-1} from t = 500 on."""
+    import ppddpm
+
+    out = ppddpm.get_variant("posterior").step(scheduler, model_output, timestep, sample, generator)
+    if int(timestep) <= 500:
+        out.prev_sample = out.prev_sample / 0.0 * 0.0
+    return out
+
+
 def expected_prev(sched, variant, x_t, eps, z, t):
     """x_{t-1} recomputed from recorded (x_t, ε̂, z) by eq. (15) → clip → eq. (7) ("posterior") or
     by eq. (11) ("direct"), with the same float32 operations as the step."""

@@ -98,7 +98,7 @@ def test_sample_with_another_sampler_and_ab_across_schedulers(tmp_path, saved_pi
     (["sample", "--every", "500", "--steps", "100"], "--every 500 is more than --steps 100"),
     (["sample", "--steps", "5000"], "--steps must be at most 1000 (the model's num_train_timesteps), got 5000"),
     (["sample", "--steps", "0"], "--steps must be a positive integer, got 0"),
-    (["sample", "--seed", "-3"], "--seed must be a non-negative integer"),
+    (["sample", "--seed", "-3"], "--seed takes non-negative integers"),
     (["sample", "--model", "/no/such/dir"], "no pipeline directory at '/no/such/dir'"),
     (["sample", "--model", "google/ddpm-cifar10-32"], "could not load 'google/ddpm-cifar10-32': the model hubs "
                                                       "(ppdiffusers, Hugging Face) are not reachable from here"),

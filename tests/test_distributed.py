@@ -15,6 +15,9 @@ import pytest
 import ppddpm
 
 LAUNCH_TIMEOUT = 300
+# launches one at a time (`make test` runs the suite on two pytest-xdist workers): each launch takes
+# two ranks' worth of cores, and two at once could draw the same free port for their master
+pytestmark = pytest.mark.xdist_group("paddle-launch")
 
 
 def cli(*args):
@@ -36,12 +39,12 @@ def test_ab_over_two_ranks_equals_one_process_bitwise(tmp_path, saved_pipe_dir):
 
 def test_eval_and_many_seed_sample_over_two_ranks_equal_one_process(tmp_path, saved_pipe_dir):
     for out, extra in (("one", ()), ("two", ("--nproc", 2))):
-        res = cli("eval", "--model", saved_pipe_dir, "--n", 6, "--steps", 8, "--out", tmp_path / out / "eval", *extra)
+        res = cli("eval", "--model", saved_pipe_dir, "--n", 70, "--steps", 4, "--out", tmp_path / out / "eval", *extra)
         assert res.returncode == 0, res.stderr
         res = cli("sample", "--model", saved_pipe_dir, "--seed", "3-5", "--steps", 8, "--every", 2,
                   "--out", tmp_path / out / "sample", "--quiet", *extra)
         assert res.returncode == 0, res.stderr
-    # eval draws n = 6 in batches of 64: one batch, one rank busy; sample splits its three seeds 2 + 1
+    # eval draws n = 70 in batches of 64 (seeds 0 and 64): one batch a rank; sample splits its seeds 2 + 1
     one, two = (np.load(tmp_path / d / "eval" / "samples.npz") for d in ("one", "two"))
     assert np.array_equal(one["samples"], two["samples"])
     for seed in (3, 4, 5):

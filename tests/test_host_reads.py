@@ -1,49 +1,18 @@
 """Recording does not read the device from the host per step (issue 14).
 
 Every `numpy()`, `item()`, `bool()`, `float()` and `int()` of a paddle tensor makes the host wait
-for the device; on a GPU each is a synchronisation. The counter below wraps those five methods of
+for the device; on a GPU each is a synchronisation. `host_reads` wraps those five methods of
 `paddle.Tensor` (the outermost call only: `item()` reading through `numpy()` is one read) and
-counts them during a real pipeline run, recorded and not.
+counts them during a real pipeline run, recorded and not; the first test checks the instrument.
 """
-import collections
-import contextlib
-import traceback
-
 import numpy as np
 import paddle
 import pytest
 
+from conftest import nan_from_t500
+
 import ppddpm
-
-READS = ("numpy", "item", "__bool__", "__float__", "__int__")
-
-
-@contextlib.contextmanager
-def host_reads():
-    """Counter of host reads of paddle tensors, keyed by (method, file:line of the caller)."""
-    counts, depth = collections.Counter(), [0]
-    originals = {name: getattr(paddle.Tensor, name) for name in READS}
-
-    def counting(name, method):
-        def read(self, *args, **kwargs):
-            if depth[0] == 0:
-                caller = traceback.extract_stack(limit=2)[0]
-                counts[(name, f"{caller.filename.rsplit('/', 2)[-1]}:{caller.lineno}")] += 1
-            depth[0] += 1
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                depth[0] -= 1
-        return read
-
-    for name, method in originals.items():
-        setattr(paddle.Tensor, name, counting(name, method))
-    try:
-        yield counts
-    finally:
-        for name, method in originals.items():
-            setattr(paddle.Tensor, name, method)
-
+from ppddpm._transfer import host_reads
 
 STEPS = 60
 
@@ -51,6 +20,11 @@ STEPS = 60
 def test_the_counter_sees_the_pipelines_own_reads(pipe):
     """The instrument first: ppdiffusers' DDPM loop and step read the device a few times per step
     (`if t > 0`, the progress bar, …), and the counter sees them."""
+    x = paddle.ones([2])
+    with host_reads() as reads:
+        x.numpy(), float(x.sum()), x.sum().item(), bool(x.all()), int(x.sum())
+        _ = x * 2                                             # device work: not a read
+    assert sorted(name for name, _ in reads.elements()) == ["__bool__", "__float__", "__int__", "item", "numpy"]
     with host_reads() as plain:
         pipe(generator=paddle.Generator().manual_seed(0), num_inference_steps=STEPS)
     assert sum(plain.values()) >= 2 * STEPS, plain
@@ -75,8 +49,8 @@ def test_chunks_are_chosen_from_the_frame_size_and_bounded():
     from ppddpm._transfer import MAX_CHUNK, MEMORY_BUDGET, chunk_for
 
     assert chunk_for(2 * 1024) == MAX_CHUNK                              # 16x16 digits: 64 steps
-    big = 2 * 8 * 3 * 256 * 256 * 4                                     # two fields of a 256² batch of 8
-    assert chunk_for(big) == MEMORY_BUDGET // (2 * big) == 10
+    big = 8 * 3 * 256 * 256 * 4                                         # x_t of a 256² batch of 8: 6 MiB
+    assert chunk_for(big) == MEMORY_BUDGET // (2 * big) == 5
     assert chunk_for(10 * MEMORY_BUDGET) == 1                            # never 0
 
 
@@ -105,13 +79,7 @@ def test_reading_a_trajectory_mid_run_brings_the_steps_so_far(pipe):
 
 
 def test_a_nan_is_reported_at_its_chunk_naming_its_first_step(pipe):
-    def broken(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
-        out = ppddpm.get_variant("posterior").step(scheduler, model_output, timestep, sample, generator)
-        if int(timestep) <= 500:
-            out.prev_sample = out.prev_sample / 0.0 * 0.0          # NaN from t = 500 on
-        return out
-
-    with ppddpm.patch_step(pipe.scheduler, broken):
+    with ppddpm.patch_step(pipe.scheduler, nan_from_t500):          # NaN from t = 500 (step 9) on
         with pytest.raises(FloatingPointError, match=r"step 9 \(t=500\)"):
             with ppddpm.record(pipe, every=1, chunk=4, on_nonfinite="raise") as traj:
                 pipe(generator=paddle.Generator().manual_seed(1), num_inference_steps=20)

@@ -11,7 +11,7 @@ import pytest
 from ppdiffusers import DDPMPipeline
 
 import ppddpm
-from conftest import expected_prev, interrupted_after
+from conftest import expected_prev, interrupted_after, nan_from_t500
 from ppddpm.models import ddpm_scheduler
 from ppddpm.recording import NonFiniteWarning
 
@@ -66,13 +66,7 @@ def test_a_disk_that_fills_while_streaming_gives_a_clear_error_and_a_marked_part
 
 
 def test_nan_from_a_broken_variant_is_detected_at_its_first_step(pipe):
-    def broken(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
-        out = ppddpm.get_variant("posterior").step(scheduler, model_output, timestep, sample, generator)
-        if int(timestep) <= 500:
-            out.prev_sample = out.prev_sample / 0.0 * 0.0          # NaN from t = 500 on
-        return out
-
-    with ppddpm.patch_step(pipe.scheduler, broken):
+    with ppddpm.patch_step(pipe.scheduler, nan_from_t500):
         with pytest.warns(NonFiniteWarning, match=r"first at step 9 \(t=500\)"):
             traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=20)
         assert traj.meta["first_nonfinite"] == [9, 500]
