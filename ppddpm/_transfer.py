@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-MEMORY_BUDGET = 64 << 20      # bytes of device memory the two chunk buffers may take together
+MEMORY_BUDGET = 32 << 20      # bytes of device memory the two chunk buffers may take together
 MAX_CHUNK = 64                # steps per transfer at most: bounds how late a NaN is reported
 
 

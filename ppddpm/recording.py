@@ -96,7 +96,7 @@ class _Recorder:
         self.first_bad = None
         self.pending_error = None
         self.rows = 0                       # steps that reached the host
-        self.waiting = []                   # per call sent to the device chunks: (i, record or None, stage code)
+        self.waiting = []                   # per call sent to the device chunks: (i, σ(t) or None, stage code)
         self.tables = HostTables(scheduler)
         self.transfer = DeviceChunks(self.receive, chunk)
         self.finite = None
@@ -156,7 +156,7 @@ class _Recorder:
         if self.transfer.current is None:
             self._allocate(frame, rec.prev)
         stage = STAGES.index(rec.stage) if rec.stage in STAGES else -1
-        self.waiting.append((rec.i, rec, stage))
+        self.waiting.append((rec.i, rec.sigma_later(), stage))     # not rec: its frames would stay alive
         self.transfer.add(frame, [rec.t, self.finite, clipped_share_on_device(self.scheduler, rec.x0_raw)])
         self._raise_pending()
 
@@ -182,22 +182,22 @@ class _Recorder:
                 t = _number(next(values))
             except StopIteration:
                 break
-            i, rec, stage = self.waiting.pop(0)
+            i, sigma_at, stage = self.waiting.pop(0)
             finite = next(values)
             if not finite and self.first_bad is None:
                 self._nonfinite(i, t)
-            if rec is not None:
-                rows.append((rec, t, next(values), stage))
-        sigmas = _unpack(_pack([rec.sigma(t, self.tables) for rec, t, _, _ in rows]))
+            if sigma_at is not None:
+                rows.append((i, sigma_at, t, next(values), stage))
+        sigmas = _unpack(_pack([sigma_at(t, self.tables) for _, sigma_at, t, _, _ in rows]))
         traj, row = self.traj, self.rows
-        for k, ((rec, t, clipped, stage), sigma) in enumerate(zip(rows, sigmas)):
+        for k, ((i, _, t, clipped, stage), sigma) in enumerate(zip(rows, sigmas)):
             try:
                 for name in traj._wanted:
                     traj._buffers[name].append(frames[name][k])
                 if self.store == "disk":
                     self.step_rows.append(np.array([t, sigma, clipped, stage]))
             except OSError as exc:
-                raise WriteFailed(exc.errno, f"streaming the trajectory to {self.path} failed at step {rec.i} "
+                raise WriteFailed(exc.errno, f"streaming the trajectory to {self.path} failed at step {i} "
                                              f"(t={t}): {exc.strerror or exc}; the {row} steps written before are "
                                              f"kept and meta.json marks the recording incomplete") from exc
             steps = traj._steps
@@ -274,7 +274,7 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
                   (checked on the device, reported when its chunk reaches the host, naming the step).
     chunk         steps per device → host transfer (`ppddpm._transfer`): frames stay on the device
                   in between, so recording adds no host read per step. None: as many as fit
-                  64 MiB of device memory in two buffers, at most 64; 1: every step as it happens.
+                  32 MiB of device memory in two buffers, at most 64; 1: every step as it happens.
 
     Only that scheduler instance is touched; it gets its own `step` back on exit, also when
     the block raises — and the steps recorded so far stay in the yielded Trajectory.

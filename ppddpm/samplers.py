@@ -149,7 +149,7 @@ class DDPMAdapter(Adapter):
             return 0.0
         import paddle
 
-        _, predicted = self._split(scheduler, ctx["model_output"], ctx["sample"])
+        _, predicted = self._split(scheduler, ctx["model_output"], ctx["sample"]) if ctx else (None, None)
         variance = scheduler._get_variance(int(t), predicted_variance=predicted)
         if scheduler.variance_type == "fixed_small_log":      # ppdiffusers returns the std here already
             return variance
@@ -159,7 +159,9 @@ class DDPMAdapter(Adapter):
         return std.mean() if hasattr(std, "mean") else std
 
     def before(self, scheduler, model_output, timestep, sample, extra):
-        return {"model_output": model_output, "sample": sample}
+        if scheduler.variance_type in self.LEARNED:      # σ then depends on the model's output
+            return {"model_output": model_output, "sample": sample}
+        return {}
 
 
 class DDIMAdapter(Adapter):

@@ -38,8 +38,15 @@ class StepRecord:
         """std of the noise the step added (prev = … + σ·z) at host timestep `t` (the record's t,
         read from the device): a number, or a 0-d device tensor, never a host read of its own
         (`tables`: `ppddpm.samplers.HostTables` of the scheduler, for the σ-schedulers)."""
-        adapter = adapter_for(self.scheduler)
-        return adapter.sigma(self.scheduler, t, self.extra, self.ctx, tables or HostTables(self.scheduler))
+        return self.sigma_later()(t, tables)
+
+    def sigma_later(self):
+        """`sigma` as a function of (t, tables) that keeps only what σ needs — not the record's
+        frames, so that a recorder waiting for t to reach the host holds no image memory."""
+        scheduler, ctx = self.scheduler, self.ctx
+        extra = {k: v for k, v in (self.extra or {}).items() if not hasattr(v, "place")}     # η, s_churn, …
+        adapter = adapter_for(scheduler)
+        return lambda t, tables=None: adapter.sigma(scheduler, t, extra, ctx, tables or HostTables(scheduler))
 
 
 class StepObserver:
