@@ -134,7 +134,7 @@ def render_benchmarks(data) -> str:
         lines += ["", f"Host reads of device tensors (each a synchronisation on a GPU) in a {h['steps']}-step run: "
                       f"plain {h['plain']} ({h['plain'] / h['steps']:.1f} per step, ppdiffusers' own loop), recorded "
                       f"every=1 {h['recorded']}: **{h['added_per_step']:.2f} added per step** (frames move in chunks of "
-                      f"{h['chunk']} steps; ppddpm 0.2.0 added ~8 per step)."]
+                      f"{h['chunk']} steps)."]
     if "processes" in data:
         p = data["processes"]
         work, wall = p["work"], p["wall"]
