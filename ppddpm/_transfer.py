@@ -117,7 +117,6 @@ class DeviceChunks:
 
     def __init__(self, sink: Callable[[dict, list], None], chunk: Optional[int] = None):
         self.chunk, self.sink = chunk, sink
-        self.shapes: Optional[Dict[str, tuple]] = None
         self.current: Optional[_Chunk] = None
         self.previous: Optional[_Chunk] = None
         self.calls = 0
@@ -127,11 +126,14 @@ class DeviceChunks:
         """The buffers, at the first recorded step; `chunk=None` is chosen here from the frame sizes."""
         if self.chunk is None:
             self.chunk = chunk_for(sum(int(np.prod(shape)) * itemsize[name] for name, shape in shapes.items()))
-        self.shapes = dict(shapes)
         self.current = _Chunk(shapes, dtypes, self.chunk)
         self.previous = _Chunk(shapes, dtypes, self.chunk)
         self.current.values.extend(self._loose)
         self._loose = []
+
+    @property
+    def allocated(self) -> bool:
+        return self.current is not None
 
     def add(self, frames: Optional[dict], values: list):
         if self.current is None:            # calls before the first recorded step (every > 1)

@@ -592,7 +592,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from . import launch
 
-    if getattr(args, "nproc", 1) > 1 and launch.OUTPUT_ENV not in __import__("os").environ:
+    if getattr(args, "nproc", 1) > 1 and not launch.inside_launch():
         return launch.run(args.nproc, list(sys.argv[1:] if argv is None else argv), ips=args.ips)
     rank = launch.RankOutput().start()
     if rank.folder is not None:

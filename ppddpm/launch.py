@@ -25,22 +25,6 @@ ARGV_ENV = "PPDDPM_RANK_ARGV"           # the ranks' command line, as JSON: laun
                                         # take `--n` for its `--nnodes` if it came as arguments
 
 
-def strip_launch_options(argv: list) -> list:
-    """argv without `--nproc N` / `--ips A,B` (the parent's options, not the ranks')."""
-    out, skip = [], False
-    for i, arg in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if arg in ("--nproc", "--ips"):
-            skip = True
-            continue
-        if arg.startswith(("--nproc=", "--ips=")):
-            continue
-        out.append(arg)
-    return out
-
-
 def backend_env() -> dict:
     """gloo where there is no GPU: paddle's default, NCCL, needs one."""
     import paddle
@@ -51,12 +35,17 @@ def backend_env() -> dict:
     return env
 
 
+def inside_launch() -> bool:
+    """Whether this process is a rank of a paddle.distributed launch (then --nproc starts nothing)."""
+    return "PADDLE_TRAINER_ID" in os.environ
+
+
 def run(nproc: int, argv: list, ips: str = None) -> int:
     """Run `ppddpm <argv>` as `nproc` ranks per node; relay rank 0's output; return the exit status."""
     scratch = Path(tempfile.mkdtemp(prefix="ppddpm-launch-"))
     env = backend_env()
     env[OUTPUT_ENV] = str(scratch)
-    env[ARGV_ENV] = json.dumps(strip_launch_options(argv))
+    env[ARGV_ENV] = json.dumps(argv)       # --nproc included: a rank knows it is one (inside_launch)
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--max_restart", "0",
            "--log_dir", str(scratch / "log")]
     if ips:

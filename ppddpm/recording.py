@@ -153,7 +153,7 @@ class _Recorder:
                  "model_output": rec.model_output, "pred_original_sample_unclipped": rec.x0_raw,
                  "noise": rec.noise}
         frame = {name: frame[name] for name in self.traj._wanted}
-        if self.transfer.current is None:
+        if not self.transfer.allocated:
             self._allocate(frame, rec.prev)
         stage = STAGES.index(rec.stage) if rec.stage in STAGES else -1
         self.waiting.append((rec.i, rec.sigma_later(), stage))     # not rec: its frames would stay alive
