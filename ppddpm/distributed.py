@@ -23,20 +23,15 @@ import pickle
 import traceback
 from typing import Callable, List, Sequence, Tuple
 
-_INITIALISED = False
-
-
 def world() -> Tuple[int, int]:
     """(rank, number of ranks) of this process; (0, 1) outside a paddle.distributed launch."""
     size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
     if size <= 1:
         return 0, 1
-    global _INITIALISED
     import paddle.distributed as dist
 
-    if not _INITIALISED:
+    if not dist.is_initialized():
         dist.init_parallel_env()
-        _INITIALISED = True
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -13,6 +13,7 @@ scheduler as it found it when the block ends, exceptions included.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import warnings
@@ -96,7 +97,7 @@ class _Recorder:
         self.first_bad = None
         self.pending_error = None
         self.rows = 0                       # steps that reached the host
-        self.waiting = []                   # per call sent to the device chunks: (i, σ(t) or None, stage code)
+        self.waiting = collections.deque()  # per call sent to the device chunks: (i, σ(t) or None, stage code)
         self.tables = HostTables(scheduler)
         self.transfer = DeviceChunks(self.receive, chunk)
         self.finite = None
@@ -182,7 +183,7 @@ class _Recorder:
                 t = _number(next(values))
             except StopIteration:
                 break
-            i, sigma_at, stage = self.waiting.pop(0)
+            i, sigma_at, stage = self.waiting.popleft()
             finite = next(values)
             if not finite and self.first_bad is None:
                 self._nonfinite(i, t)
