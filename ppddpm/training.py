@@ -30,7 +30,7 @@ LOSSES = "train_losses.json"
 class TrainConfig:
     output_dir: str
     data: str = "digits"          # "digits" (scikit-learn, offline) or a folder of images
-    resolution: int = 16
+    resolution: int = 8            # the digits' own; larger resolutions are bilinear upscales
     channels: int = 1
     steps: int = 3000
     batch_size: int = 64
@@ -45,6 +45,7 @@ class TrainConfig:
     block_out_channels: tuple = (32, 64)
     layers_per_block: int = 1
     attention: bool = True
+    stop_at: int = 0              # stop after this many steps (0: at `steps`); the lr schedule still spans `steps`
 
     def check(self):
         problems = []
@@ -52,6 +53,8 @@ class TrainConfig:
             problem = int_problem(name, getattr(self, name))
             if problem:
                 problems.append(problem)
+        if not 0 <= self.stop_at <= self.steps:
+            problems.append(f"stop_at must be 0 (off) or 1..steps ({self.steps}), got {self.stop_at}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -71,6 +74,7 @@ class TrainResult:
     losses: list = field(default_factory=list)   # one float per optimisation step, resumed ones included
     seconds: float = 0.0                          # this run's
     steps_this_run: int = 0                       # optimisation steps this run (after a resume: the new ones)
+    seconds_total: float = 0.0                    # every run's, resumed ones included
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -128,7 +132,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         learning_rate=cfg.lr, parameters=unet.parameters(), weight_decay=cfg.weight_decay,
         grad_clip=paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip))
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
-    losses, start = [], 0
+    losses, start, seconds_before = [], 0, 0.0
+    end = cfg.stop_at or cfg.steps
 
     ckpt_path = out / CHECKPOINT
     if resume:
@@ -141,6 +146,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             s.copy_(paddle.to_tensor(v), False)
         ema.optimization_step = int(ckpt["step"])
         start, losses = int(ckpt["step"]), list(ckpt["losses"])
+        seconds_before = float(ckpt.get("seconds", 0.0))   # checkpoints before 0.2 did not keep it
+        if start > end:
+            raise BadValue(f"resume: the checkpoint is at step {start}, past where this run stops ({end}); "
+                           f"stop at {start} or later")
         rng.set_state(ckpt["numpy_rng"])
         paddle.seed(cfg.seed + start)   # fresh, reproducible paddle stream after a resume
         log(f"resumed from {ckpt_path} at step {start}")
@@ -149,11 +158,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         with atomic_path(ckpt_path) as tmp:
             paddle.save({"unet": unet.state_dict(), "optimizer": _optimizer_state_by_index(optimizer.state_dict(), unet),
                          "ema": [s.numpy() for s in ema.shadow_params], "step": step,
-                         "losses": losses, "numpy_rng": rng.get_state(), "config": vars(cfg)}, str(tmp))
+                         "losses": losses, "numpy_rng": rng.get_state(), "config": vars(cfg),
+                         "seconds": seconds_before + time.time() - t0}, str(tmp))
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc="train")
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not progress, desc="train")
     t0 = time.time()
     unet.train()
     for step in bar:
@@ -169,7 +179,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         ema.step(unet.parameters())
         losses.append(float(loss))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
             save_checkpoint(step + 1)
     seconds = time.time() - t0
 
@@ -179,5 +189,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     with atomic_path(out / LOSSES) as tmp:
         tmp.write_text(json.dumps({"config": {k: (list(v) if isinstance(v, tuple) else v)
                                               for k, v in vars(cfg).items()},
-                                   "losses": losses, "seconds_this_run": seconds}))
-    return TrainResult(out, losses, seconds, cfg.steps - start)
+                                   "losses": losses, "seconds_this_run": seconds,
+                                   "seconds_total": seconds_before + seconds}))
+    return TrainResult(out, losses, seconds, max(0, end - start), seconds_before + seconds)

@@ -40,6 +40,28 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
         train(TrainConfig(output_dir=str(tmp_path / "none"), resolution=8, steps=2), resume=True, progress=False)
 
 
+def test_stop_at_ends_early_on_the_full_schedule(tmp_path):
+    """stop_at=4 of steps=6 takes the first 4 steps of the 6-step run (its learning rates, not a 4-step
+    cosine), checkpoints there, and a resume with stop_at=0 finishes the schedule."""
+    def cfg(name, **kw):
+        return TrainConfig(output_dir=str(tmp_path / name), resolution=8, batch_size=4, warmup=1, checkpoint_every=5,
+                           **kw)
+    full = train(cfg("full", steps=6), progress=False)
+    early = train(cfg("early", steps=6, stop_at=4), progress=False)
+    short = train(cfg("short", steps=4), progress=False)
+    assert early.losses == full.losses[:4] and early.steps_this_run == 4
+    assert early.losses[3] != short.losses[3]             # step 2's lr differs between the 6- and 4-step cosines
+    record = json.loads((tmp_path / "early" / "train_losses.json").read_text())
+    assert record["config"]["stop_at"] == 4 and len(record["losses"]) == 4
+    with pytest.raises(ValueError, match="the checkpoint is at step 4, past where this run stops \\(3\\)"):
+        train(cfg("early", steps=6, stop_at=3), resume=True, progress=False)
+    rest = train(cfg("early", steps=6), resume=True, progress=False)
+    assert len(rest.losses) == 6 and rest.losses[:4] == full.losses[:4] and rest.steps_this_run == 2
+    assert rest.seconds_total > rest.seconds > 0          # the clock carried over the resume
+    with pytest.raises(ValueError, match="stop_at must be 0 \\(off\\) or 1..steps \\(6\\), got 7"):
+        cfg("bad", steps=6, stop_at=7).check()
+
+
 def test_learning_rate_warms_up_then_decays():
     cfg = TrainConfig(output_dir="x", steps=1000, lr=1e-3, warmup=100)
     assert learning_rate(cfg, 0) == pytest.approx(1e-5)
