@@ -101,7 +101,11 @@ def render_quality(data) -> str:
         f"| Inception-Score analogue (10 at best) | {s['inception_score']:.2f} | {r['inception_score']:.2f} | "
         f"{s['inception_score'] / r['inception_score']:.0%} |",
         f"| Fréchet distance on classifier features (0 at best) | {s['frechet_distance']:.2f} | "
-        f"{r['frechet_distance']:.2f} | {s['frechet_distance'] / r['frechet_distance']:.2f}x |"])
+        f"{r['frechet_distance']:.2f} | {s['frechet_distance'] / r['frechet_distance']:.2f}x |",
+        "", f"Digits the classifier names in every {data['coverage']['window']} consecutive seeds: at least "
+            f"{data['coverage']['fewest']} of 10; samples per digit 0–9: "
+            f"{', '.join(map(str, data['coverage']['counts']))}. `ppddpm eval --n {s['n']} --steps 1000` prints "
+            f"the same figures."])
 
 
 def render_benchmarks(data) -> str:

@@ -309,7 +309,7 @@ def cmd_train(args):
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
                       seed=args.seed, checkpoint_every=args.checkpoint_every, warmup=args.warmup,
                       lr_schedule=args.lr_schedule, block_out_channels=tuple(args.block_out_channels),
-                      layers_per_block=args.layers_per_block)
+                      layers_per_block=args.layers_per_block, stop_at=args.stop_at)
     result = train(cfg, resume=args.resume, progress=not args.quiet)
     tail = result.losses[-100:]
     total = f" ({len(result.losses)} in all)" if len(result.losses) != result.steps_this_run else ""
@@ -318,7 +318,7 @@ def cmd_train(args):
 
 
 def cmd_eval(args):
-    from .metrics import classifier, real_ceiling, sample_images, score
+    from .metrics import classifier, digit_coverage, real_ceiling, sample_images, score
 
     out = _out(args) if args.out else None          # a bad --out fails before minutes of sampling
     pipe = _load(args)
@@ -335,14 +335,19 @@ def cmd_eval(args):
     print(f"{'':16s} {'samples':>10s} {'real held-out':>14s}")
     for key in ("confidence", "class_entropy", "inception_score", "frechet_distance"):
         print(f"{key:16s} {getattr(mine, key):10.3f} {getattr(ceiling, key):14.3f}")
+    coverage = digit_coverage(images)
     print(f"n = {mine.n} samples ({args.steps} steps, seeds {args.seed}…{args.seed + args.n - 1}) vs {ceiling.n} "
-          f"real digits; confidence at {mine.confidence / ceiling.confidence:.0%} of the real ceiling")
+          f"real digits: confidence {mine.confidence / ceiling.confidence:.0%} of real, Inception Score "
+          f"{mine.inception_score / ceiling.inception_score:.0%} of real, Fréchet distance "
+          f"{mine.frechet_distance / ceiling.frechet_distance:.2f} x real's")
+    print(f"digits named in every {coverage['window']} consecutive seeds: at least {coverage['fewest']} of 10; "
+          f"samples per digit 0-9: {' '.join(map(str, coverage['counts']))}")
     if out is not None:
         from ._io import atomic_path
         from .plotting import contact_sheet
 
         with atomic_path(out / "scores.json") as tmp:
-            tmp.write_text(json.dumps({"samples": mine.as_dict(), "real": ceiling.as_dict(),
+            tmp.write_text(json.dumps({"samples": mine.as_dict(), "real": ceiling.as_dict(), "coverage": coverage,
                                        "classifier_accuracy": acc, "steps": args.steps, "seed": args.seed}, indent=1))
         with atomic_path(out / "samples.npz", suffix=".npz") as tmp:
             np.savez(tmp, samples=images, seeds=np.arange(args.seed, args.seed + args.n))
@@ -495,7 +500,8 @@ def build_parser():
 
     p = sub.add_parser("train", help="train a DDPM (the article's loop) and save it as a DDPMPipeline")
     p.add_argument("--data", default="digits", help="'digits' (offline) or a folder of images")
-    p.add_argument("--resolution", type=_positive("--resolution"), default=16)
+    p.add_argument("--resolution", type=_positive("--resolution"), default=8,
+                   help="training resolution (the digits are 8x8; larger is a bilinear upscale)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=1)
     p.add_argument("--steps", type=_positive("--steps"), default=3000, help="optimisation steps")
     p.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
@@ -507,6 +513,8 @@ def build_parser():
     p.add_argument("--block-out-channels", type=_positive("--block-out-channels"), nargs="+", default=[32, 64],
                    help="UNet channels per level (one level per number)")
     p.add_argument("--layers-per-block", type=_positive("--layers-per-block"), default=1)
+    p.add_argument("--stop-at", type=_nonneg("--stop-at"), default=0,
+                   help="stop after this many steps; the learning-rate schedule still spans --steps (default: at --steps)")
     p.add_argument("--seed", type=_nonneg("--seed"), default=0)
     p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=250)
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pdparams")

@@ -103,6 +103,17 @@ def score(images: np.ndarray) -> Scores:
                   frechet_distance=frechet_distance(_hidden(clf, feats), real))
 
 
+def digit_coverage(images: np.ndarray, window: int = 64) -> dict:
+    """Which digits the classifier names, over consecutive samples: `fewest` is the smallest number of
+    distinct digits in any `window` consecutive samples (10 when every window has all ten; with the
+    samples in seed order, "every 64 consecutive seeds"), `counts` how often each digit 0…9 was named."""
+    clf, _ = classifier()
+    named = clf.predict(_features_in(images))
+    window = min(window, len(named))
+    fewest = min(len(set(named[i:i + window].tolist())) for i in range(len(named) - window + 1))
+    return {"window": window, "fewest": fewest, "counts": np.bincount(named, minlength=10).tolist()}
+
+
 def real_ceiling(n=None, resolution: int = 8, seed: int = 0) -> Scores:
     """The same scores for n real held-out digits at `resolution` (taken through the same
     resize to 8x8 as samples of a model at that resolution): what a perfect model would reach."""

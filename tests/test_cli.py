@@ -185,8 +185,11 @@ def test_eval_keeps_its_samples_and_a_contact_sheet(tmp_path, saved_pipe_dir):
     with np.load(tmp_path / "ev" / "samples.npz") as npz:
         assert npz["samples"].shape == (4, 1, 8, 8) and npz["seeds"].tolist() == [0, 1, 2, 3]
     sheet = Image.open(tmp_path / "ev" / "samples.png")
-    assert sheet.size == (4 * (8 * 4 + 2) + 2, 8 * 4 + 2 + 2)          # 4 tiles ×4, 2-pixel gaps
+    assert sheet.size == (4 * (8 * 6 + 2) + 2, 8 * 6 + 2 + 2)          # 4 tiles of 8x8 ×6 (TILE_PX 48), 2-pixel gaps
     assert scores["samples"]["n"] == 4
+    cover = scores["coverage"]                    # the 4 samples are one window; each is named one digit
+    assert cover["window"] == 4 and sum(cover["counts"]) == 4 and 1 <= cover["fewest"] <= 4
+    assert f"digits named in every 4 consecutive seeds: at least {cover['fewest']} of 10" in res.stdout
     mode = (tmp_path / "ev" / "scores.json").stat().st_mode & 0o777
     (tmp_path / "plain").write_text("x")
     assert mode == (tmp_path / "plain").stat().st_mode & 0o777          # not mkstemp's 0600
