@@ -258,13 +258,18 @@ def plot_losses(runs: dict, smooth: int = 25, save=None):
     return _save(fig, save)
 
 
-def contact_sheet(images: np.ndarray, ncols: int = 16, scale: int = 4, gap: int = 2, save=None):
+TILE_PX = 48      # contact sheets upscale small images to about this many pixels a side, for display only
+
+
+def contact_sheet(images: np.ndarray, ncols: int = 16, scale: int = None, gap: int = 2, save=None):
     """[N, C, H, W] in [−1, 1] → one PIL image: tiles upscaled ×`scale` (nearest: the pixels stay
-    pixels), `gap` white pixels between them so neighbouring digits never run together."""
+    pixels; default: to about TILE_PX, so 8x8 digits ×6, 16x16 ×3, 64x64 and up ×1), `gap` white
+    pixels between them so neighbouring digits never run together."""
     from PIL import Image
 
     x = np.stack([to_display(im) for im in np.asarray(images, np.float32)])   # [N, H, W] or [N, H, W, 3], [0, 1]
     n, h, w = x.shape[:3]
+    scale = max(1, TILE_PX // max(h, w)) if scale is None else scale
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
     th, tw = h * scale, w * scale
