@@ -229,7 +229,7 @@ def main(argv=None):
     pipe = ppddpm.load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     results = {"machine": machine(), "steps": steps, "repeats": repeats,
-               "model": args.model or "bundled ddpm-digits-16"}
+               "model": args.model or "bundled ddpm-digits-8"}
     print(f"machine: {results['machine']}")
     print(f"\n1. recording overhead ({steps} steps, batch 1, {repeats} interleaved rounds) — target every=50 ≤ 1.02x, every=1 ≤ 1.05x")
     results["recording"] = bench_recording(pipe, steps, repeats)

@@ -86,6 +86,15 @@ def render_equivalence_summary(data) -> str:
         "*only* thing that breaks the equivalence."])
 
 
+def render_bundled_model(data) -> str:
+    """What the bundled model is (docs/figures/bundled_model.json, written by docs/ship_model.py)."""
+    res, folder = data["resolution"], data["folder"]
+    return (f"`{folder}` ({data['size_mb']:.1f} MB): a {data['params'] / 1e6:.2f}M-parameter `UNet2DModel` trained by\n"
+            f"`ppddpm train` on scikit-learn's digits at {res}x{res} for {data['steps']} steps at batch "
+            f"{data['batch_size']} ({data['took']}).\nCommand, seed, loss curve, the candidates it was chosen from and "
+            f"the scores along its training: its [TRAINING.md]({folder}/TRAINING.md).")
+
+
 def render_quality(data) -> str:
     """The bundled model's scores (docs/figures/quality.json)."""
     s, r = data["samples"], data["real_same_n"]
@@ -156,13 +165,17 @@ BLOCKS = {  # README block → (JSON file, renderer)
     "equivalence-table": ("equivalence.json", render_equivalence),
     "equivalence-summary": ("equivalence.json", render_equivalence_summary),
     "quality-table": ("quality.json", render_quality),
+    "bundled-model": ("bundled_model.json", render_bundled_model),
     "benchmarks-table": ("../../benchmarks/results.json", render_benchmarks),
 }
+
+
+WRITERS = {"bundled_model.json": "docs/ship_model.py"}     # JSON not written by `make figures`
 
 
 def fill_all(script: str) -> None:
     """Fill every block from its JSON; `script` is the program that wrote the JSON files in docs/figures."""
     for name, (file, render) in BLOCKS.items():
         path = (FIGURES / file).resolve()
-        writer = "benchmarks/run_all.py" if path.parent.name == "benchmarks" else script
+        writer = "benchmarks/run_all.py" if path.parent.name == "benchmarks" else WRITERS.get(file, script)
         fill(name, render(json.loads(path.read_text())), f"{writer} from {path.relative_to(ROOT)}")

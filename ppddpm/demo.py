@@ -18,14 +18,15 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda *a: None) if quiet else print
     pipe = load_pipeline(model)
-    name = model or "the bundled model (ppddpm/assets/ddpm-digits-16, trained on scikit-learn's digits)"
+    name = model or "the bundled model (ppddpm/assets/ddpm-digits-8, trained on scikit-learn's digits)"
     say(f"model: {name}")
 
     t0 = time.time()
     traj = sample_trajectory(pipe, seed=seed, num_inference_steps=steps, every=1, progress=not quiet)
     say(f"sampled seed {seed}, {steps} steps, every step recorded: {time.time() - t0:.1f} s")
     written = [traj.save(out / "trajectory.npz")]
-    contact_sheet(traj.prev_sample[-1][:1], scale=8, gap=0, save=out / "sample.png")
+    final = traj.prev_sample[-1][:1]
+    contact_sheet(final, scale=max(1, 128 // final.shape[-1]), gap=0, save=out / "sample.png")      # 128 px, nearest
     written.append(out / "sample.png")
     plot_grid(traj, "prev_sample", every_t=50, save=out / "grid_x_t.png")
     plot_grid(traj, "pred_original_sample", every_t=50, save=out / "grid_x0.png")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-BUNDLED_NAME = "ddpm-digits-16"
+BUNDLED_NAME = "ddpm-digits-8"
 BUNDLED_DIR = Path(__file__).parent / "assets" / BUNDLED_NAME
 
 
@@ -21,7 +21,7 @@ def _looks_like_path(name: str) -> bool:
 def load_pipeline(name_or_path=None, pipeline_class=None):
     """Load a DDPM pipeline.
 
-    - no argument: the model ppddpm ships (`ppddpm/assets/ddpm-digits-16`, trained on
+    - no argument: the model ppddpm ships (`ppddpm/assets/ddpm-digits-8`, trained on
       scikit-learn's digits; see its TRAINING.md), works offline;
     - a local directory written by `save_pretrained` (or `ppddpm train`);
     - a hub id such as "google/ddpm-celebahq-256" or "google/ddpm-cifar10-32": ppdiffusers'
