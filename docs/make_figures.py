@@ -5,6 +5,8 @@
 Writes docs/figures/*.png, docs/figures/equivalence.json (the A/B findings) and
 docs/figures/quality.json (the digit scores, n = 256 samples), fills README's tables from them
 (docs/readme_blocks.py), then runs docs/ddim_findings.py (`--no-ddim` skips it).
+`--samples-from=DIR` scores the samples a `ppddpm eval --n 256 --steps 1000 --out DIR` of the bundled
+model saved (the same draws, seeds 0–255) instead of drawing them again.
 """
 import json
 
@@ -43,7 +45,7 @@ def explorer_screenshot(traj, path=OUT / "explorer.png"):
                         "--window-size=1240,720", page.as_uri()], check=True, capture_output=True, timeout=120)
 
 
-def main(quality_n=256, ddim=True):
+def main(quality_n=256, ddim=True, samples_from=None):
     OUT.mkdir(parents=True, exist_ok=True)
     pipe = ppddpm.load_pipeline()
     traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=50)
@@ -82,15 +84,21 @@ def main(quality_n=256, ddim=True):
     (OUT / "equivalence.json").write_text(json.dumps({"findings": findings, "free_32_seeds_direct_psnr_db": psnr},
                                                      indent=1))
 
-    x = metrics.sample_images(pipe, n=quality_n, seed=0, num_inference_steps=1000, batch_size=64)
+    if samples_from:          # an earlier `ppddpm eval --n N --steps 1000 --seed 0 --out DIR` of this model
+        x = np.load(Path(samples_from) / "samples.npz")["samples"]
+        if len(x) != quality_n:
+            raise SystemExit(f"{samples_from} holds {len(x)} samples, not {quality_n}")
+    else:                     # the same call `ppddpm eval` makes: batch k seeded with 64·k
+        x = metrics.sample_images(pipe, n=quality_n, seed=0, num_inference_steps=1000, batch_size=64)
     mine = metrics.score(x)
-    real = metrics.real_ceiling(resolution=16)
-    real_n = metrics.real_ceiling(min(quality_n, 359), resolution=16)
+    resolution = pipe.unet.config.sample_size
+    real = metrics.real_ceiling(resolution=resolution)
+    real_n = metrics.real_ceiling(min(quality_n, 359), resolution=resolution)
     _, acc = metrics.classifier()
     (OUT / "quality.json").write_text(json.dumps({"samples": mine.as_dict(), "real_same_n": real_n.as_dict(),
-                                                  "real_all_held_out": real.as_dict(), "classifier_accuracy": acc},
-                                                 indent=1))
-    plotting.contact_sheet(x[:64], ncols=16, scale=3, save=OUT / "samples.png")
+                                                  "real_all_held_out": real.as_dict(), "classifier_accuracy": acc,
+                                                  "coverage": metrics.digit_coverage(x)}, indent=1))
+    plotting.contact_sheet(x[:64], ncols=16, save=OUT / "samples.png")
     print(mine, real_n, acc)
     from readme_blocks import fill_all
 
@@ -103,4 +111,5 @@ def main(quality_n=256, ddim=True):
 
 if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    main(int(args[0]) if args else 256, ddim="--no-ddim" not in sys.argv)
+    reuse = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--samples-from=")]
+    main(int(args[0]) if args else 256, ddim="--no-ddim" not in sys.argv, samples_from=reuse[0] if reuse else None)
