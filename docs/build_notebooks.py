@@ -55,7 +55,7 @@ FAST = os.environ.get("PPDDPM_FAST", "0") == "1"
 MODEL = os.environ.get("PPDDPM_MODEL") or None
 pipe = ppddpm.load_pipeline(MODEL)
 print("device:", paddle.device.get_device(), "| ppddpm", ppddpm.__version__, "| model:",
-      MODEL or "bundled ddpm-digits-16 (set PPDDPM_MODEL=google/ddpm-celebahq-256 for the article's model)")'''
+      MODEL or "bundled ddpm-digits-8 (set PPDDPM_MODEL=google/ddpm-celebahq-256 for the article's model)")'''
 
 NOTEBOOKS = {
 "01_forward_process.ipynb": [
@@ -243,17 +243,17 @@ checkpoints. The result is a plain `DDPMPipeline` directory."""),
 ("code", SETUP),
 ("code", """from ppddpm.training import TrainConfig, train
 from ppdiffusers import DDPMPipeline
-TRAIN_STEPS = 20 if FAST else 300          # FAST: a short smoke run; the bundled model trained 3000
+TRAIN_STEPS = 20 if FAST else 300          # FAST: a short smoke run; the bundled model trained 5500
 SAMPLE_STEPS = 100 if FAST else 1000       # FAST: strided sampling
-cfg = TrainConfig(output_dir="runs/notebook-train", resolution=16, steps=TRAIN_STEPS, batch_size=64, seed=0)
+cfg = TrainConfig(output_dir="runs/notebook-train", resolution=8, steps=TRAIN_STEPS, batch_size=64, seed=0)
 
 def samples(p, n=8):
     x = ppddpm.metrics.sample_images(p, n=n, seed=0, num_inference_steps=SAMPLE_STEPS, batch_size=n)
-    return ppddpm.plotting.contact_sheet(x, ncols=n, scale=3), x"""),
+    return ppddpm.plotting.contact_sheet(x, ncols=n), x"""),
 ("md", "## Before training: an untrained UNet2DModel samples noise"),
 ("code", """from ppddpm.models import small_unet, ddpm_scheduler
 paddle.seed(0)
-untrained = DDPMPipeline(unet=small_unet(16, 1), scheduler=ddpm_scheduler())
+untrained = DDPMPipeline(unet=small_unet(8, 1), scheduler=ddpm_scheduler())
 untrained.set_progress_bar_config(disable=True)
 grid, _ = samples(untrained)
 grid"""),
@@ -261,7 +261,7 @@ grid"""),
 ("code", """result = train(cfg, progress=False)
 print(f"{len(result.losses)} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} → {np.mean(result.losses[-10:]):.3f}")"""),
 ("md", """## Loss curves
-This run, and the run that produced the bundled model (3000 steps, shipped with it)."""),
+This run, and the run that produced the bundled model (shipped with it)."""),
 ("code", """import json
 bundled = json.loads((ppddpm.loading.BUNDLED_DIR / "train_losses.json").read_text())["losses"]
 ppddpm.plotting.plot_losses({f"bundled model ({len(bundled)} steps)": bundled,
@@ -273,10 +273,10 @@ grid, x_mine = samples(trained)
 print(f"this notebook's model ({TRAIN_STEPS} steps):")
 grid"""),
 ("code", """grid, x_bundled = samples(pipe)
-print("the bundled model (3000 steps):")
+print(f"the bundled model ({len(bundled)} steps):")
 grid"""),
 ("code", """from ppddpm import metrics
-ceiling = metrics.real_ceiling(8, resolution=16)
+ceiling = metrics.real_ceiling(8, resolution=8)
 for name, x in (("this notebook", x_mine), ("bundled model", x_bundled)):
     s = metrics.score(x)
     print(f"{name:14s} confidence {s.confidence:.2f}  class entropy {s.class_entropy:.2f}  Fréchet {s.frechet_distance:.1f}")
