@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 BASE = dict(resolution=16, block_out_channels=(32, 64), batch_size=64, lr=2e-3, ema_decay=0.995, warmup=100)
 CANDIDATES = {
-    "base-16": {},                                                      # the bundled model's recipe
+    "base-16": {},                                  # the recipe of the model bundled before 0.2 (ddpm-digits-16)
     "native-8": dict(resolution=8),
     "native-8-ema999": dict(resolution=8, ema_decay=0.999),
     "native-8-lr1e-3": dict(resolution=8, lr=1e-3),
