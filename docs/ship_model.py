@@ -105,7 +105,11 @@ def main(run, command, took=None):
 
     n_params = sum(int(np.prod(p.shape)) for p in UNet2DModel.from_pretrained(str(DEST / "unet")).parameters())
     size = sum(p.stat().st_size for p in DEST.rglob("*") if p.is_file())
-    took = took or f"{record.get('seconds_total', record.get('seconds_this_run', 0)) / 60:.0f} minutes"
+    if not took:
+        if record.get("seconds_total") is None:
+            raise SystemExit("train_losses.json does not know how long the run took (its checkpoint predates "
+                             "ppddpm 0.2's clock): say it as the third argument")
+        took = f"{record['seconds_total'] / 60:.0f} minutes"
     res, levels = cfg["resolution"], len(cfg["block_out_channels"])
     data = "native 8x8, the source resolution" if res == 8 else f"bilinear 8x8 → {res}x{res}"
     stop = cfg.get("stop_at") or cfg["steps"]

@@ -74,7 +74,7 @@ class TrainResult:
     losses: list = field(default_factory=list)   # one float per optimisation step, resumed ones included
     seconds: float = 0.0                          # this run's
     steps_this_run: int = 0                       # optimisation steps this run (after a resume: the new ones)
-    seconds_total: float = 0.0                    # every run's, resumed ones included
+    seconds_total: float | None = 0.0             # every run's, resumed ones included; None: unknown (an old checkpoint)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -146,7 +146,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             s.copy_(paddle.to_tensor(v), False)
         ema.optimization_step = int(ckpt["step"])
         start, losses = int(ckpt["step"]), list(ckpt["losses"])
-        seconds_before = float(ckpt.get("seconds", 0.0))   # checkpoints before 0.2 did not keep it
+        seconds_before = ckpt.get("seconds")     # None: checkpoints before 0.2 did not keep the clock
         if start > end:
             raise BadValue(f"resume: the checkpoint is at step {start}, past where this run stops ({end}); "
                            f"stop at {start} or later")
@@ -159,7 +159,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             paddle.save({"unet": unet.state_dict(), "optimizer": _optimizer_state_by_index(optimizer.state_dict(), unet),
                          "ema": [s.numpy() for s in ema.shadow_params], "step": step,
                          "losses": losses, "numpy_rng": rng.get_state(), "config": vars(cfg),
-                         "seconds": seconds_before + time.time() - t0}, str(tmp))
+                         "seconds": None if seconds_before is None else seconds_before + time.time() - t0},
+                        str(tmp))
 
     from tqdm.auto import tqdm
 
@@ -182,6 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
             save_checkpoint(step + 1)
     seconds = time.time() - t0
+    total = None if seconds_before is None else seconds_before + seconds
 
     ema.copy_to(unet.parameters())
     unet.eval()
@@ -190,5 +192,5 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         tmp.write_text(json.dumps({"config": {k: (list(v) if isinstance(v, tuple) else v)
                                               for k, v in vars(cfg).items()},
                                    "losses": losses, "seconds_this_run": seconds,
-                                   "seconds_total": seconds_before + seconds}))
-    return TrainResult(out, losses, seconds, max(0, end - start), seconds_before + seconds)
+                                   "seconds_total": total}))
+    return TrainResult(out, losses, seconds, max(0, end - start), total)
