@@ -40,21 +40,28 @@ def test_ctrl_c_during_sample_keeps_the_steps_done(tmp_path, saved_pipe_dir):
     import signal
     import time
 
+    # batch 8 makes the run last long enough (~10 s here) to be caught mid-way; the child gets the
+    # terminal's default SIGINT handling whatever its parent (a pytest worker) inherited
     proc = subprocess.Popen([sys.executable, "-m", "ppddpm", "sample", "--model", str(saved_pipe_dir), "--steps",
-                             "1000", "--out", str(tmp_path), "--quiet"], stderr=subprocess.PIPE, text=True)
-    steps = tmp_path / "trajectory_seed777" / "steps.npy"
+                             "1000", "--batch-size", "8", "--out", str(tmp_path), "--quiet"], stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    steps = tmp_path / "trajectory_seed777_batch8" / "steps.npy"
     deadline = time.time() + 120
-    while time.time() < deadline and (not steps.exists() or steps.stat().st_size < 128 + 32 * 20):
+    def fewer_than_20_steps_on_disk():
+        return not steps.exists() or steps.stat().st_size < 128 + 32 * 20
+
+    while proc.poll() is None and time.time() < deadline and fewer_than_20_steps_on_disk():
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted after" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    partial = ppddpm.Trajectory.load(tmp_path / "trajectory_seed777")
+    partial = ppddpm.Trajectory.load(tmp_path / "trajectory_seed777_batch8")
     assert 20 <= len(partial) < 1000 and not partial.complete
-    res = cli("grid", tmp_path / "trajectory_seed777", "--out", tmp_path / "g")
+    res = cli("grid", tmp_path / "trajectory_seed777_batch8", "--out", tmp_path / "g")
     assert res.returncode == 0 and "a partial run" in res.stdout, res.stderr
-    res = cli("sample", "--model", saved_pipe_dir, "--steps", 5, "--out", tmp_path, "--quiet")
+    res = cli("sample", "--model", saved_pipe_dir, "--steps", 5, "--batch-size", 8, "--out", tmp_path, "--quiet")
     assert res.returncode == 2 and "holds an earlier (interrupted?) run" in res.stderr        # nothing overwritten
 
 
