@@ -83,10 +83,7 @@ def main():
                                                       for k, v in dict(BASE, **CANDIDATES[name]).items()},
                         "steps": args.steps, "sample_steps": args.sample_steps, "params": n_params, "train_seconds": train_s,
                         "sample_seconds": sample_s, "loss_last100": sum(res.losses[-100:]) / 100,
-                        "samples": mine.as_dict(), "real": real.as_dict(),
-                        "confidence_share": mine.confidence / real.confidence,
-                        "is_share": mine.inception_score / real.inception_score,
-                        "fd_ratio": mine.frechet_distance / real.frechet_distance}
+                        "samples": mine.as_dict(), "real": real.as_dict(), **mine.against(real)}
         results_path.write_text(json.dumps(results, indent=1))
         r = results[key]
         print(f"{key:32s} params {n_params:>8d} train {train_s:6.0f}s sample {sample_s:5.0f}s "

@@ -49,13 +49,9 @@ def main():
         images = sample_images(pipe, n=args.n, seed=0, num_inference_steps=args.sample_steps)
     seconds = time.time() - t0
     mine, real = score(images), real_ceiling(min(args.n, 359), resolution=cfg["resolution"])
-    row = {"step": int(ckpt["step"]), "sample_steps": args.sample_steps, "n": args.n,
-           "confidence_share": mine.confidence / real.confidence,
-           "is_share": mine.inception_score / real.inception_score,
-           "fd_ratio": mine.frechet_distance / real.frechet_distance,
+    row = {"step": int(ckpt["step"]), "sample_steps": args.sample_steps, "n": args.n, **mine.against(real),
            "coverage": digit_coverage(images), "loss_last100": float(sum(ckpt["losses"][-100:]) / 100),
-           "sample_seconds": seconds, "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()
-                                                 if k != "output_dir"}}
+           "sample_seconds": seconds, "config": {k: v for k, v in cfg.items() if k != "output_dir"}}
     print(f"step {row['step']} @ {args.sample_steps} sampling steps: confidence {row['confidence_share']:.0%} of real, "
           f"IS {row['is_share']:.0%}, FD x{row['fd_ratio']:.2f}, at least {row['coverage']['fewest']} digits in every "
           f"{row['coverage']['window']} seeds ({seconds:.0f} s)")

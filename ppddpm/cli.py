@@ -335,11 +335,10 @@ def cmd_eval(args):
     print(f"{'':16s} {'samples':>10s} {'real held-out':>14s}")
     for key in ("confidence", "class_entropy", "inception_score", "frechet_distance"):
         print(f"{key:16s} {getattr(mine, key):10.3f} {getattr(ceiling, key):14.3f}")
-    coverage = digit_coverage(images)
+    coverage, shares = digit_coverage(images), mine.against(ceiling)
     print(f"n = {mine.n} samples ({args.steps} steps, seeds {args.seed}…{args.seed + args.n - 1}) vs {ceiling.n} "
-          f"real digits: confidence {mine.confidence / ceiling.confidence:.0%} of real, Inception Score "
-          f"{mine.inception_score / ceiling.inception_score:.0%} of real, Fréchet distance "
-          f"{mine.frechet_distance / ceiling.frechet_distance:.2f} x real's")
+          f"real digits: confidence {shares['confidence_share']:.0%} of real, Inception Score "
+          f"{shares['is_share']:.0%} of real, Fréchet distance {shares['fd_ratio']:.2f} x real's")
     print(f"digits named in every {coverage['window']} consecutive seeds: at least {coverage['fewest']} of 10; "
           f"samples per digit 0-9: {' '.join(map(str, coverage['counts']))}")
     if out is not None:

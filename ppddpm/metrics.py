@@ -34,6 +34,13 @@ class Scores:
     def as_dict(self):
         return asdict(self)
 
+    def against(self, real: "Scores") -> dict:
+        """The goal's figures: confidence and Inception Score as shares of `real`'s, Fréchet distance
+        as a multiple of `real`'s (real held-out vs real train digits, the same n)."""
+        return {"confidence_share": self.confidence / real.confidence,
+                "is_share": self.inception_score / real.inception_score,
+                "fd_ratio": self.frechet_distance / real.frechet_distance}
+
 
 @functools.lru_cache(maxsize=1)
 def classifier():

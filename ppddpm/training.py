@@ -193,4 +193,4 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
                                               for k, v in vars(cfg).items()},
                                    "losses": losses, "seconds_this_run": seconds,
                                    "seconds_total": total}))
-    return TrainResult(out, losses, seconds, max(0, end - start), total)
+    return TrainResult(out, losses, seconds, end - start, total)
