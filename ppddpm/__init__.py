@@ -8,7 +8,7 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "ABReport": "comparison", "compare": "comparison",
     "patch_step": "patching",
-    "RecordingDDPMPipeline": "pipeline", "SamplerPipeline": "pipeline",
+    "RecordingDDPMPipeline": "pipeline", "SamplerPipeline": "pipeline", "with_sampler": "pipeline",
     "StepRecord": "steps", "with_config": "config",
     "DEFAULT_FIELDS": "trajectory", "FIELDS": "trajectory", "Trajectory": "trajectory",
     "TrajectoryError": "trajectory", "kept_steps": "recording", "record": "recording",

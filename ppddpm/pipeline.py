@@ -67,8 +67,10 @@ class SamplerPipeline(DDPMPipeline):
 
         size = self.unet.config.sample_size
         shape = (batch_size, self.unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
-        image = randn_tensor(shape, generator=generator, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
+        # the timesteps first: init_noise_sigma is the σ of the first step that runs (MATH.md, "σ-space,
+        # and where x_T starts"); read before set_timesteps it is the full table's σ_max
         self.scheduler.set_timesteps(num_inference_steps)
+        image = randn_tensor(shape, generator=generator, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
         accepted = inspect.signature(self.scheduler.step).parameters
         step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in accepted}
         with paddle.no_grad():

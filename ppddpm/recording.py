@@ -37,6 +37,29 @@ class NonFiniteWarning(RuntimeWarning):
     pass
 
 
+class UnscaledLoopWarning(UserWarning):
+    """A `DDPMPipeline` / `DDIMPipeline` runs a scheduler that needs `init_noise_sigma` and
+    `scale_model_input`, which their loops skip: the run records what it ran, wrong samples."""
+
+
+def warn_if_loop_skips_scaling(pipe, scheduler):
+    """Once the timesteps are set: warn when `pipe`'s loop is DDPMPipeline's or DDIMPipeline's and
+    `scheduler` starts from init_noise_sigma ≠ 1. Every ppdiffusers scheduler whose
+    `scale_model_input` is not the identity (Euler, Euler ancestral, LMS, Heun, KDPM2, …) has
+    init_noise_sigma > 1, so this one number tells both."""
+    from ppdiffusers import DDIMPipeline, DDPMPipeline
+
+    from .pipeline import SamplerPipeline
+
+    if not isinstance(pipe, (DDPMPipeline, DDIMPipeline)) or isinstance(pipe, SamplerPipeline):
+        return
+    sigma = float(scheduler.init_noise_sigma)
+    if sigma != 1.0:
+        warnings.warn(f"{type(pipe).__name__} skips init_noise_sigma ({sigma:.4g}) and scale_model_input, which "
+                      f"{type(scheduler).__name__} needs: its samples will be wrong. Use ppddpm.SamplerPipeline(unet=…, "
+                      f"scheduler=…) or ppddpm.with_sampler(pipe, family)", UnscaledLoopWarning, stacklevel=4)
+
+
 # --------------------------------------------------------------------------- validation
 
 def check_every(every) -> int:
@@ -87,8 +110,9 @@ class _Recorder:
     chunk at a time (`receive`); σ_t, which needs t on the host, is computed there too.
     """
 
-    def __init__(self, scheduler, every, fields, store, dtype, path, on_nonfinite, meta, chunk):
+    def __init__(self, scheduler, every, fields, store, dtype, path, on_nonfinite, meta, chunk, pipe=None):
         self.scheduler, self.every, self.store, self.dtype, self.path = scheduler, every, store, dtype, path
+        self.pipe = pipe                    # the pipeline whose loop runs (None: a bare scheduler)
         self.on_nonfinite = on_nonfinite
         self.traj = _LiveTrajectory(fields, meta)
         self.traj._sync = self.sync
@@ -118,6 +142,7 @@ class _Recorder:
 
     def _start(self):
         sched = self.scheduler
+        warn_if_loop_skips_scaling(self.pipe, sched)
         self.n_steps = len(sched.timesteps)   # calls of step in one run (Heun: two per timestep but the last)
         self.kept = set(kept_steps(self.n_steps, self.every).tolist())
         n = len(self.kept)
@@ -154,6 +179,9 @@ class _Recorder:
                  "model_output": rec.model_output, "pred_original_sample_unclipped": rec.x0_raw,
                  "noise": rec.noise}
         frame = {name: frame[name] for name in self.traj._wanted}
+        if "step_arguments" not in self.traj.meta:      # η, use_clipped_model_output, s_churn, …: what a replay needs
+            self.traj.meta["step_arguments"] = {k: v for k, v in (rec.extra or {}).items()
+                                                if isinstance(v, (bool, int, float, str)) and k not in ("return_dict", "generator")}
         if not self.transfer.allocated:
             self._allocate(frame, rec.prev)
         stage = STAGES.index(rec.stage) if rec.stage in STAGES else -1
@@ -302,7 +330,8 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
     info.update(meta or {})
     if chunk is not None:
         chunk = check_int("chunk", chunk, hint=" (steps per device → host transfer)")
-    rec = _Recorder(scheduler, every, fields, store, str(dtype), path, on_nonfinite, info, chunk)
+    rec = _Recorder(scheduler, every, fields, store, str(dtype), path, on_nonfinite, info, chunk,
+                    pipe=None if pipe_or_scheduler is scheduler else pipe_or_scheduler)
     ok = False
     try:
         with observe(scheduler, rec.observer, "record"):

@@ -29,10 +29,10 @@ def hand_loop(unet, scheduler, seed, steps, step_kwargs=None, scaled=True):
     `scaled=False` is DDPMPipeline's loop, which skips both scalings."""
     generator = paddle.Generator().manual_seed(seed, generator_name=f"hand-{uuid.uuid4()}")
     shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    scheduler.set_timesteps(steps)                   # before init_noise_sigma, which depends on it
     x = randn_tensor(shape, generator=generator, dtype=unet.dtype)
     if scaled:
         x = x * scheduler.init_noise_sigma
-    scheduler.set_timesteps(steps)
     kwargs = dict(step_kwargs or {})
     if "generator" in inspect.signature(type(scheduler).step).parameters:
         kwargs["generator"] = generator
@@ -87,9 +87,10 @@ def test_recording_any_sampler_is_bitwise_the_hand_loop(unet, family):
     assert np.isfinite(traj.pred_original_sample).all() and np.isfinite(traj.sigma).all()
 
 
-def test_a_ddpm_pipeline_whose_scheduler_was_swapped_records_what_it_ran(unet, pipe):
+def test_a_ddpm_pipeline_whose_scheduler_was_swapped_records_what_it_ran_and_says_so(unet, pipe):
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
-    traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=STEPS, every=1)
+    with pytest.warns(ppddpm.recording.UnscaledLoopWarning, match="SamplerPipeline.*with_sampler"):
+        traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=STEPS, every=1)
     expected, _ = hand_loop(unet, EulerAncestralDiscreteScheduler.from_config(ddpm_scheduler().config), 5, STEPS,
                             scaled=False)
     assert traj.scheduler == "EulerAncestralDiscreteScheduler"
@@ -213,3 +214,23 @@ def test_learned_variance_is_recorded(unet):
     traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=STEPS, fields="all")
     assert traj.model_output.shape[2] == 2 and traj.prev_sample.shape[2] == 1
     assert (traj.sigma[:-1] > 0).all() and traj.sigma[-1] == 0
+
+
+@pytest.mark.parametrize("family", ["ddpm", "ddim-eta0", "euler", "heun"])
+def test_a_loop_that_scales_as_its_scheduler_needs_records_without_a_warning(unet, family):
+    import warnings
+
+    cls, overrides, pipeline_cls, call_kwargs = FAMILIES[family]
+    pipe = pipeline_cls(unet=unet, scheduler=make(cls, **overrides))
+    pipe.set_progress_bar_config(disable=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ppddpm.recording.UnscaledLoopWarning)
+        ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3, pipe_kwargs=call_kwargs)
+
+
+def test_the_step_arguments_a_replay_needs_are_in_the_metadata(unet):
+    pipe = DDIMPipeline(unet=unet, scheduler=make(DDIMScheduler))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3, every=3,
+                                    pipe_kwargs={"eta": 0.5, "use_clipped_model_output": True})
+    assert traj.meta["step_arguments"] == {"eta": 0.5, "use_clipped_model_output": True}
