@@ -16,10 +16,11 @@ _EXPORTS = {
     "get_variant": "step_variants", "register_variant": "step_variants",
     "unregister_variant": "step_variants", "variants": "step_variants",
     "load_pipeline": "loading", "PipelineLoadError": "loading",
+    "verify": "verify", "VerifyReport": "verify",
 }
 _SUBMODULES = {"comparison", "config", "data", "samplers", "steps", "demo", "loading", "metrics", "models", "patching", "pipeline", "plotting",
                "recording", "reference", "source_patches", "stepping", "step_variants", "training", "trajectory",
-               "upstream"}
+               "upstream", "verify"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -427,6 +427,16 @@ def cmd_view(args):
     print(f"wrote {out} ({len(view) / 2 ** 20:.1f} MB, self-contained: open it in any browser, offline)")
 
 
+def cmd_verify(args) -> int:
+    from .verify import save_json, verify
+
+    report = verify(args.run)
+    print(report.table())
+    if args.json:
+        print(f"wrote {save_json(report, args.json)}")
+    return 0 if report.ok else 1
+
+
 def cmd_demo(args):
     from .demo import run_demo
 
@@ -574,6 +584,12 @@ def build_parser():
     p.add_argument("--out", default="runs/view.html", help="the page to write")
     p.set_defaults(func=cmd_view)
 
+    p = sub.add_parser("verify", help="replay a recorded run through the float64 reference of its sampler "
+                                      "(exit 0: every step holds, 1: one departs)")
+    p.add_argument("run", help="a trajectory .npz or streamed folder recorded with --all-fields")
+    p.add_argument("--json", default=None, help="also write the per-step report to this JSON file")
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("demo", help="what `make demo` runs: sample, grids, A/B summary")
     _model_arg(p)
     p.add_argument("--steps", type=_steps, default=1000)
@@ -622,7 +638,7 @@ def main(argv=None):
 
 def _dispatch(args) -> int:
     try:
-        args.func(args)
+        status = args.func(args)         # None, or a command's own exit status (verify: 1 when a step departs)
     except KeyboardInterrupt:
         print("ppddpm: interrupted", file=sys.stderr)
         return 130
@@ -630,7 +646,7 @@ def _dispatch(args) -> int:
         rank = getattr(exc, "rank", None)
         print(f"ppddpm {args.command}: error: {exc}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

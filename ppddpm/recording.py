@@ -148,7 +148,8 @@ class _Recorder:
         n = len(self.kept)
         self.traj._steps = {"timesteps": np.full(n, np.nan), "sigma": np.full(n, np.nan),
                             "clip_fraction": np.full(n, np.nan), "stage": np.zeros(n, np.int8)}
-        self.traj.meta.update(num_inference_steps=self.n_steps, scheduler=type(sched).__name__,
+        self.traj.meta.update(num_inference_steps=self.n_steps, set_timesteps=getattr(sched, "num_inference_steps", None),
+                              scheduler=type(sched).__name__,
                               sampler=adapter_for(sched).family, scheduler_config=_jsonable(sched.config),
                               variant=formula_in_force(sched)[0])
         if self.store == "disk":
