@@ -186,7 +186,9 @@ def _reference(traj, family, config):
     try:
         return reference_for(family, config, int(n), **arguments)
     except NotImplementedError as exc:
-        raise Unsupported(f"verify: the float64 reference of {family} does not cover this run: {exc}") from None
+        raise Unsupported(f"the float64 reference of {family} does not cover this run: {exc}") from None
+    except ValueError as exc:                 # a step argument the sampler's formula does not take
+        raise BadValue(f"the run's step arguments do not fit {family}: {exc}") from None
 
 
 def _set_timesteps_of_old_file(traj, family):
