@@ -4,7 +4,8 @@
 
 Writes docs/figures/*.png, docs/figures/equivalence.json (the A/B findings) and
 docs/figures/quality.json (the digit scores, n = 256 samples), fills README's tables from them
-(docs/readme_blocks.py), then runs docs/ddim_findings.py (`--no-ddim` skips it).
+(docs/readme_blocks.py), then runs docs/verify_findings.py and docs/ddim_findings.py (`--no-ddim`
+skips the latter).
 `--samples-from=DIR` scores the samples a `ppddpm eval --n 256 --steps 1000 --out DIR` of the bundled
 model saved (the same draws, seeds 0–255) instead of drawing them again.
 """
@@ -103,6 +104,9 @@ def main(quality_n=256, ddim=True, samples_from=None):
     from readme_blocks import fill_all
 
     fill_all("docs/make_figures.py")
+    import verify_findings
+
+    verify_findings.main()
     if ddim:
         import ddim_findings
 

@@ -66,3 +66,15 @@ def test_readme_ddim_tables_are_the_committed_json():
     assert default_on and all(not r["equivalent"] and r["departs_only_where_clipping_fires"] for r in default_on)
     large = [r for r in data["equivalence"] if r["variance_type"] == "fixed_large"]
     assert large and not any(r["equivalent"] for r in large)
+
+
+def test_readme_verify_table_is_the_committed_json():
+    """README's `ppddpm.verify` table is docs/verify_findings.py's rendering of docs/figures/verify.json,
+    and what the section says of it holds there: every sampler verifies, every broken step departs."""
+    import json
+
+    findings = _docs_module("verify_findings")
+    data = json.loads(findings.JSON.read_text())
+    assert _docs_module("readme_blocks").block("verify-table", README) == findings.render(data)
+    assert data["samplers"] and all(row.get("ok") for row in data["samplers"]), data["samplers"]
+    assert len(data["broken"]) == 3 and not any(row["ok"] for row in data["broken"])
