@@ -638,7 +638,7 @@ def main(argv=None):
 
 def _dispatch(args) -> int:
     try:
-        status = args.func(args)         # None, or a command's own exit status (verify: 1 when a step departs)
+        status = args.func(args)         # an int is the command's own exit status (verify: 1 when a step departs)
     except KeyboardInterrupt:
         print("ppddpm: interrupted", file=sys.stderr)
         return 130
@@ -646,7 +646,7 @@ def _dispatch(args) -> int:
         rank = getattr(exc, "rank", None)
         print(f"ppddpm {args.command}: error: {exc}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
         return 2
-    return status or 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":
