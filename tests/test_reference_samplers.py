@@ -34,7 +34,7 @@ T = 1000
 #   relative error u/(1 − ᾱ_t) per such rounding (1 − ᾱ_0 = 1e-4 makes it 6e-4). As in ppddpm's A/B
 #   step bound (comparison.py), K = 16 roundings of that size: 16·u/(1 − ᾱ_t).
 # A call holds when its gap is within max(RTOL, 16·u/(1 − ᾱ_t)); `gaps` reports gap/bound.
-# Measured ratios are ≤ 0.1 (typical gaps 1e-7…4e-6); a wrong step must exceed 10.
+# Measured gap/bound ratios are ≤ 0.04 (gaps 1e-7…8e-5); every wrong step here exceeds 20, and must exceed 10.
 RTOL = 1e-4
 UNIT_ROUNDOFF, K_ROUNDINGS = 2.0 ** -24, 16
 
@@ -127,8 +127,8 @@ def config_of(scheduler):
 # ppdiffusers 0.29's DDPMScheduler and DDIMScheduler step t → t − ⌊T/n⌋ whatever the spacing, while
 # the next call is at the next timestep of the grid. The two agree for "leading" (the grid is
 # k·⌊T/n⌋) and for "trailing" when n divides T; for "linspace" and for "trailing" with n ∤ T the
-# step lands on a noise level the next call does not evaluate at (diffusers later made
-# `previous_timestep` read the grid). The reference follows the paper (DDIM §4.2: τ_i → τ_{i−1}
+# step lands on a noise level the next call does not evaluate at (ppdiffusers' DDPM reads the grid
+# only for custom timesteps). The reference follows the paper (DDIM §4.2: τ_i → τ_{i−1}
 # of the sub-sequence); the tests check ppdiffusers' convention precisely by giving the reference
 # ppdiffusers' previous timesteps, and check that the two differ.
 def _grid_agrees(spacing, n):
@@ -144,7 +144,8 @@ def _ppdiffusers_prev(ref):
 DDPM_CASES = [(10, "leading", 1, True, "epsilon", "fixed_small"), (30, "leading", 0, False, "epsilon", "fixed_small"),
               (50, "trailing", 0, True, "v_prediction", "fixed_small"), (10, "linspace", 0, True, "epsilon", "fixed_small"),
               (30, "trailing", 0, True, "epsilon", "fixed_small"), (50, "leading", 0, True, "v_prediction", "fixed_large"),
-              (1000, "leading", 0, True, "epsilon", "fixed_small"), (1000, "trailing", 0, False, "epsilon", "fixed_large")]
+              (1000, "leading", 0, True, "epsilon", "fixed_small"), (1000, "trailing", 0, False, "epsilon", "fixed_large"),
+              (20, "leading", 0, True, "sample", "fixed_small")]
 
 
 @pytest.mark.parametrize("n,spacing,offset,clip,prediction,variance", DDPM_CASES)
@@ -211,7 +212,7 @@ def test_ddpm_unclipped_step_is_caught():
 DDIM_CASES = [(10, "leading", 1, True, "epsilon", 0.0, False, True), (30, "leading", 0, True, "epsilon", 1.0, False, False),
               (50, "trailing", 0, False, "v_prediction", 0.5, False, True), (50, "leading", 1, True, "epsilon", 1.0, True, True),
               (10, "linspace", 0, True, "epsilon", 1.0, False, True), (30, "trailing", 0, True, "v_prediction", 0.0, True, True),
-              (1000, "leading", 0, True, "epsilon", 1.0, False, True)]
+              (1000, "leading", 0, True, "epsilon", 1.0, False, True), (20, "leading", 0, True, "sample", 1.0, False, True)]
 
 
 @pytest.mark.parametrize("n,spacing,offset,clip,prediction,eta,clipped_eps,alpha_one", DDIM_CASES)
@@ -391,6 +392,8 @@ DPM_CASES = [(10, "linspace", 0, 2, "dpmsolver++", "midpoint", "epsilon", True),
              (10, "linspace", 0, 2, "dpmsolver++", "midpoint", "epsilon", False),
              (25, "linspace", 0, 2, "dpmsolver", "midpoint", "v_prediction", True),
              (12, "leading", 0, 2, "dpmsolver", "heun", "epsilon", True),
+             (15, "trailing", 0, 2, "dpmsolver", "midpoint", "sample", True),
+             (16, "leading", 0, 2, "dpmsolver++", "midpoint", "sample", True),
              (500, "linspace", 0, 2, "dpmsolver++", "midpoint", "epsilon", True)]
 
 
@@ -405,10 +408,13 @@ def test_dpmsolver_multistep(n, spacing, offset, order, algorithm, solver, predi
     assert_departs(gaps(reference_for("dpmsolver-multistep", config_of(sched), n), off_by_one(rec)))
 
 
-def test_dpmsolver_thresholding_and_euler_at_final():
+@pytest.mark.parametrize("algorithm", ["dpmsolver++", "dpmsolver"])
+def test_dpmsolver_thresholding_and_euler_at_final(algorithm):
+    """Thresholding of the data prediction (for "dpmsolver" ε is re-derived from it); batch 1, see above."""
     sched = DPMSolverMultistepScheduler(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.0,
-                                        euler_at_final=True, lower_order_final=False)
-    rec = record(sched, 20, seed=11, shape=THRESHOLD_SHAPE, x0_after=data_prediction)
+                                        euler_at_final=True, lower_order_final=False, algorithm_type=algorithm)
+    rec = record(sched, 20, seed=11, shape=THRESHOLD_SHAPE,
+                 x0_after=data_prediction if algorithm == "dpmsolver++" else None)
     assert_holds(gaps(reference_for("dpmsolver-multistep", config_of(sched), 20), rec))
     assert_departs(gaps(reference_for("dpmsolver-multistep", {**config_of(sched), "thresholding": False}, 20), rec))
 
@@ -465,3 +471,9 @@ def test_registry_and_bad_input():
         reference_for("ddpm", {"variance_type": "learned"}, 10)
     with pytest.raises(NotImplementedError, match="no float64 reference"):
         reference_for("no-such-sampler", {}, 10)
+    with pytest.raises(NotImplementedError, match="rescale_betas_zero_snr"):
+        reference_for("ddim", {"rescale_betas_zero_snr": True}, 10)
+    with pytest.raises(NotImplementedError, match="use_karras_sigmas=True"):
+        reference_for("euler", {"use_karras_sigmas": True}, 10)
+    with pytest.raises(NotImplementedError, match="algorithm_type='sde-dpmsolver\+\+'"):
+        reference_for("dpmsolver-multistep", {"algorithm_type": "sde-dpmsolver++"}, 10)

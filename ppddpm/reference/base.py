@@ -87,9 +87,7 @@ class SamplerReference:
             if self.config.get(key) not in values:
                 raise NotImplementedError(f"{self.family} reference: {key}={self.config.get(key)!r} is not covered "
                                           f"(covered: {', '.join(map(repr, values))})")
-        if given.get("rescale_betas_zero_snr", False):
-            raise NotImplementedError("rescale_betas_zero_snr=True (zero terminal SNR) is not covered by the float64 references")
-        self.betas = betas_from_config(self.config)
+        self.betas = betas_from_config({**given, **self.config})      # given: rescale_betas_zero_snr too
         self.alphas_cumprod = alphas_cumprod_from_betas(self.betas)
         self.num_train_timesteps = len(self.betas)
         self.num_inference_steps = int(num_inference_steps)

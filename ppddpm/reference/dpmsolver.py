@@ -47,7 +47,9 @@ class DPMSolverMultistepReference(SamplerReference):
                 "variance_type": None, "timestep_spacing": "linspace", "steps_offset": 0}
     SUPPORTED = {"solver_order": (1, 2, 3), "prediction_type": ("epsilon", "sample", "v_prediction"),
                  "algorithm_type": ("dpmsolver++", "dpmsolver"), "solver_type": ("midpoint", "heun"),
-                 "use_karras_sigmas": (False,), "use_lu_lambdas": (False,), "variance_type": (None,),
+                 "use_karras_sigmas": (False,), "use_lu_lambdas": (False,),
+                 # read only to split a learned variance off the model output; a fixed one changes nothing
+                 "variance_type": (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"),
                  "timestep_spacing": ("linspace", "leading", "trailing")}
 
     def setup(self) -> None:
