@@ -21,7 +21,7 @@ import pytest
 from ppdiffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                          EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler)
 
-from ppddpm.reference import REFERENCES, reference_for
+from ppddpm.reference import REFERENCES, betas_from_config, reference_for, spaced_timesteps
 
 SHAPE = [2, 1, 8, 8]
 T = 1000
@@ -121,6 +121,46 @@ def assert_departs(worst):
 
 def config_of(scheduler):
     return dict(scheduler.config)
+
+
+# ---------------------------------------------------------------- timestep grids
+# ppdiffusers 0.29 builds "trailing" grids with np.arange(T, 0, −T/n), which by floating rounding gives
+# n + 1 points for 62 step counts n ≤ 1000 (61, 103, 121, ...); the extra last timestep is −1. DDPM
+# and DDIM then make an (n+1)-th call at t = −1 and read alphas_cumprod[−1] = ᾱ_{T−1}: a clean sample
+# is treated as pure noise and x̂_0 = (x − √(1−ᾱ) ε)/√ᾱ amplifies it ~160×. The reference's grid has n.
+def _arange_overshoots(n):
+    return len(np.arange(T, 0, -T / n)) == n + 1
+
+
+@pytest.mark.parametrize("spacing,offset", [("linspace", 0), ("leading", 1), ("trailing", 0)])
+def test_grids_for_every_step_count(spacing, offset):
+    ddpm = DDPMScheduler(timestep_spacing=spacing, steps_offset=offset)
+    euler = EulerDiscreteScheduler(timestep_spacing=spacing, steps_offset=offset)
+    extra = []
+    for n in range(1, T + 1):
+        ddpm.set_timesteps(n)
+        ours, theirs = spaced_timesteps(T, n, spacing, offset), ddpm.timesteps.numpy()
+        if spacing == "trailing" and _arange_overshoots(n):
+            extra.append(n)
+            assert np.array_equal(theirs, np.append(ours, -1)), n
+        else:
+            assert np.array_equal(ours, theirs), n
+        if n % 9 == 0:                             # the Euler-type grid: "linspace" not rounded, float32
+            euler.set_timesteps(n)
+            ours = spaced_timesteps(T, n, spacing, offset, round_linspace=False)
+            assert np.array_equal(ours.astype(np.float32)[:len(ours)], euler.timesteps.numpy()[:len(ours)]), n
+    assert len(extra) == (62 if spacing == "trailing" else 0), extra
+
+
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
+def test_betas(schedule):
+    """ppdiffusers' float32 β against float64 from the definitions: paddle.linspace in float32 is
+    start + k·step with a few roundings of the largest value (β ≤ 0.02, or 0.999 capped for cosine),
+    so an absolute 8·u·max β bounds the gap."""
+    cfg = {"beta_schedule": schedule, "beta_start": 0.00085, "beta_end": 0.012}
+    theirs = DDPMScheduler(**cfg).betas.numpy().astype(np.float64)
+    ours = betas_from_config(cfg)
+    assert np.abs(ours - theirs).max() <= 8 * UNIT_ROUNDOFF * np.abs(ours).max()
 
 
 # ---------------------------------------------------------------- DDPM
