@@ -13,7 +13,9 @@ reads nothing of ppddpm but the reference. For each family a deliberately wrong 
 unclipped, σ doubled, x_T unscaled, history off by one, ...) must NOT match, so the comparison
 has teeth.
 """
+import ast
 import math
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -503,6 +505,21 @@ def test_dpmsolver_third_order_is_exact_on_quadratic_data():
 
 
 # ---------------------------------------------------------------- the registry
+def test_reference_imports_only_numpy_and_the_standard_library():
+    """The contract: an oracle independent of ppdiffusers, paddle and the rest of ppddpm."""
+    allowed = {"__future__", "collections", "dataclasses", "math", "typing", "numpy"}
+    package = Path(__file__).resolve().parent.parent / "ppddpm" / "reference"
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [] if node.level else [node.module.split(".")[0]]     # relative: a sibling module
+            else:
+                continue
+            assert set(names) <= allowed, (path.name, names)
+
+
 def test_registry_and_bad_input():
     assert set(REFERENCES) == {"ddpm", "ddim", "pndm", "euler", "euler-ancestral", "heun", "lms", "dpmsolver-multistep"}
     with pytest.raises(ValueError, match="takes no argument"):

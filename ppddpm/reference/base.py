@@ -67,6 +67,11 @@ def dynamic_threshold(x0, ratio: float, sample_max_value: float):
 
 
 class SamplerReference:
+    """The interface every reference follows (see the module docstring):
+    `timesteps`, `stages`, `init_noise_sigma`, `scale_model_input(i, x)`, `step(i, model_output,
+    sample, noise) -> RefStep`; `multistep` when call i depends on earlier calls, `stochastic` when
+    some call adds noise. Subclasses fill `setup` and `step`."""
+
     family: str = ""
     multistep: bool = False
     stochastic: bool = False
