@@ -50,8 +50,14 @@ class PNDMReference(VPReference):
 
     def setup(self) -> None:
         self.setup_grid()
-        grid, nxt = self.timesteps, self.prev_timesteps
-        calls = []                                   # (model timestep, step start t, step end p, stage)
+        self.grid, self.grid_next = self.timesteps.copy(), self.prev_timesteps.copy()
+        self.build_calls()
+
+    def build_calls(self) -> None:
+        """The model calls in order, each (model timestep, step start t, step end p, stage), from the
+        grid τ and the step ends (`grid_next`, the next grid point)."""
+        grid, nxt = self.grid, self.grid_next
+        calls = []
         if self.config["skip_prk_steps"]:
             calls += [(grid[0], grid[0], nxt[0], "plms"), (nxt[0], grid[0], nxt[0], "plms")]
             calls += [(grid[k], grid[k], nxt[k], "plms") for k in range(1, len(grid))]
