@@ -220,8 +220,9 @@ def _recorded_calls(traj, ref) -> np.ndarray:
 
 
 def _inputs(traj, r):
-    """(model output, x_t, z) of recorded row r, in float64; z None where no noise was added or observed."""
-    noise = traj.noise[r] if "noise" in traj.fields and traj.sigma[r] > 0 else None
+    """(model output, x_t, z) of recorded row r, in float64; z None where it was not recorded (a step that
+    adds none records zeros, and the reference multiplies z by its own σ, 0 there)."""
+    noise = traj.noise[r] if "noise" in traj.fields else None
     return (np.asarray(traj.model_output[r], np.float64), np.asarray(traj.sample[r], np.float64),
             None if noise is None else np.asarray(noise, np.float64))
 

@@ -40,12 +40,17 @@ def test_every_recorded_sampler_holds_against_its_float64_reference(unet, family
     assert report.x_T is not None and report.x_T["holds"]
 
 
-@pytest.mark.parametrize("family", ["ddpm", "ddim-eta1", "euler", "heun", "dpmsolver++"])
+@pytest.mark.parametrize("family", ["ddpm", "ddim-eta1", "heun"])              # the steps that honour clip_sample
 @pytest.mark.parametrize("clip_sample", [True, False])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_clipping_and_prediction_types_are_replayed(unet, family, clip_sample, prediction_type):
     report = ppddpm.verify(run(unet, family, 10, clip_sample=clip_sample, prediction_type=prediction_type))
     assert report.ok, report.table()
+
+
+@pytest.mark.parametrize("family", ["euler", "euler-ancestral", "dpmsolver++"])
+def test_v_prediction_is_replayed_in_sigma_space_and_by_dpm_solver(unet, family):
+    assert ppddpm.verify(run(unet, family, 10, prediction_type="v_prediction")).ok
 
 
 def test_the_ddpm_step_formulas_are_told_apart(unet, pipe):
@@ -153,3 +158,10 @@ def test_the_cli_exits_0_when_every_step_holds_and_1_naming_the_first_that_depar
 
     res = cli("verify", tmp_path / "nothing.npz")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.parametrize("algorithm_type", ["sde-dpmsolver++", "sde-dpmsolver"])
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
+def test_the_sde_dpm_solvers_are_replayed_with_their_recorded_noise(unet, algorithm_type, solver_type):
+    report = ppddpm.verify(run(unet, "sde-dpmsolver++", 10, algorithm_type=algorithm_type, solver_type=solver_type))
+    assert report.ok, report.table()

@@ -16,6 +16,14 @@ and integrate each term exactly (∫ e^{λ}(λ − λ_s)^k/k! dλ):
 written in `_update`). `solver_type="midpoint"` at order 2 is DPM-Solver++ Algorithm 2 / DPM-Solver's
 multistep-2: the D1 term is (1 − e^{−h})/2 · α_t D1 instead. Order 1 is DDIM (DPM-Solver++ eq. 6).
 
+SDE variants (DPM-Solver++ paper, §5 and its appendix on SDE solvers): the exact solution of the
+reverse SDE adds the noise the ODE leaves out,
+    data prediction:  x_t = (σ_t/σ_s) e^{−h} x_s + 2 α_t ∫_{λ_s}^{λ_t} e^{−2(λ_t − λ)} x_θ(λ) dλ + σ_t √(1 − e^{−2h}) z,
+    noise prediction: x_t = (α_t/α_s) x_s − 2 σ_t ∫_{λ_s}^{λ_t} e^{λ − λ_s}·… ε_θ dλ + σ_t √(e^{2h} − 1) z,
+and the same Taylor terms integrate to α_t(1 − e^{−2h}) D0 + α_t((1 − e^{−2h})/(−2h) + 1) D1 ("heun"),
+or ½ α_t (1 − e^{−2h}) D1 ("midpoint"); for noise prediction −2σ_t(e^h − 1) D0 − 2σ_t((e^h − 1)/h − 1) D1
+("heun"), or −σ_t (e^h − 1) D1 ("midpoint"). Orders 1 and 2 (the SDE solvers the paper gives).
+
 Conventions of the implementations, not of the papers (written from the documented meaning):
 - the grid: "linspace" is n+1 points from T−1 to 0 and "leading" the (n+1)-point leading grid with
   ⌊T/(n+1)⌋ spacing, each without its last point; "trailing" the n-point trailing grid; the last step
@@ -46,7 +54,8 @@ class DPMSolverMultistepReference(SamplerReference):
                 "use_karras_sigmas": False, "use_lu_lambdas": False, "lambda_min_clipped": -float("inf"),
                 "variance_type": None, "timestep_spacing": "linspace", "steps_offset": 0}
     SUPPORTED = {"solver_order": (1, 2, 3), "prediction_type": ("epsilon", "sample", "v_prediction"),
-                 "algorithm_type": ("dpmsolver++", "dpmsolver"), "solver_type": ("midpoint", "heun"),
+                 "algorithm_type": ("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver"),
+                 "solver_type": ("midpoint", "heun"),
                  "use_karras_sigmas": (False,), "use_lu_lambdas": (False,),
                  # read only to split a learned variance off the model output; a fixed one changes nothing
                  "variance_type": (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"),
@@ -60,6 +69,10 @@ class DPMSolverMultistepReference(SamplerReference):
             grid = spaced_timesteps(T, n, "trailing")
         else:
             grid = spaced_timesteps(T, n + 1, cfg["timestep_spacing"], cfg["steps_offset"])[:-1]
+        self.stochastic = cfg["algorithm_type"].startswith("sde-")
+        if self.stochastic and int(cfg["solver_order"]) == 3:
+            raise NotImplementedError("dpmsolver-multistep reference: the SDE solvers are of order 1 and 2, "
+                                      "solver_order=3 is not covered")
         self.timesteps = grid
         self.stages = [""] * len(grid)
         train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
@@ -83,7 +96,7 @@ class DPMSolverMultistepReference(SamplerReference):
         a, s = self.alpha_t[i], self.sigma_t[i]
         x0_raw = x0_from_prediction(self.config["prediction_type"], as64(model_output), x, a, s)
         x0 = self.clip_x0(x0_raw)
-        if self.config["algorithm_type"] == "dpmsolver++":
+        if self.config["algorithm_type"] in ("dpmsolver++", "sde-dpmsolver++"):
             return x0, x0, x0_raw
         if self.config["prediction_type"] == "epsilon" and not self.config["thresholding"]:
             eps = as64(model_output)
@@ -95,7 +108,19 @@ class DPMSolverMultistepReference(SamplerReference):
         x = as64(sample)
         m, x0, x0_raw = self.convert(i, model_output, x)
         self.history = (self.history + [m])[-3:]
-        return RefStep(self._update(i, x, self.order_at(i)), x0, x0_raw, 0.0)
+        prev = self._update(i, x, self.order_at(i))
+        std = self.noise_std(i)
+        return RefStep(prev + self._noise(noise, std, x.shape), x0, x0_raw, std)
+
+    def noise_std(self, i: int) -> float:
+        """std of the noise the SDE solvers add on the step from call i: σ_t √(1 − e^{−2h}) with data
+        prediction, σ_t √(e^{2h} − 1) with noise prediction; 0 for the ODE solvers."""
+        if not self.stochastic:
+            return 0.0
+        h = self.lambdas[i + 1] - self.lambdas[i]
+        if self.config["algorithm_type"] == "sde-dpmsolver++":
+            return float(self.sigma_t[i + 1] * math.sqrt(-math.expm1(-2 * h)))
+        return float(self.sigma_t[i + 1] * math.sqrt(math.expm1(2 * h)))
 
     def _differences(self, i: int, order: int):
         """D0, D1, D2 of the module docstring from the kept predictions (newest last)."""
@@ -117,7 +142,16 @@ class DPMSolverMultistepReference(SamplerReference):
         h = self.lambdas[i + 1] - self.lambdas[i]
         d0, d1, d2 = self._differences(i, order)
         midpoint = self.config["solver_type"] == "midpoint" and order == 2
-        if self.config["algorithm_type"] == "dpmsolver++":
+        algorithm = self.config["algorithm_type"]
+        if algorithm == "sde-dpmsolver++":
+            phi1 = -math.expm1(-2 * h)                               # 1 − e^{−2h}
+            c1 = phi1 / 2 if midpoint else phi1 / (-2 * h) + 1
+            return (s_t / s_s) * math.exp(-h) * x + a_t * (phi1 * d0 + c1 * d1)
+        if algorithm == "sde-dpmsolver":
+            psi1 = math.expm1(h)                                     # e^{h} − 1
+            c1 = psi1 if midpoint else 2 * (psi1 / h - 1)
+            return (a_t / a_s) * x - s_t * (2 * psi1 * d0 + c1 * d1)
+        if algorithm == "dpmsolver++":
             phi1 = -math.expm1(-h)                                   # 1 − e^{−h}
             phi2 = 1 - phi1 / h                                      # 1 − (1 − e^{−h})/h
             phi3 = 2 * (0.5 - (h - phi1) / h ** 2)                  # 2(1/2 − (h − 1 + e^{−h})/h²)
