@@ -6,6 +6,9 @@ Timesteps are 0-indexed like ppdiffusers (its t is the paper's t+1): ᾱ_t = alp
 and the step t → prev_t uses ᾱ_prev = alphas_cumprod[prev_t], or 1 when prev_t < 0.
 `prev_t` defaults to t − 1; pass it for strided sampling (MATH.md, "Strided sampling").
 
+`DDPMReference` is the sampler reference of the "ddpm" family (base.py's contract): Algorithm 2
+with the posterior route of eqs. (15), (7), strided along the DDIM sub-sequence.
+
 This is the truth the float32 code is held against: `Schedule.from_scheduler` takes
 ppdiffusers' own β_t and redoes every product in float64, so a test against it measures
 the formula, not a second rounding of the schedule.
@@ -15,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .base import RefStep, VPReference, as64
 
 
 @dataclass
@@ -133,9 +138,19 @@ def generalized_step(s: Schedule, model_output, x_t, t, next_t, eta, noise, clip
         x0_t = np.clip(x0_t, -1.0, 1.0)
         if use_clipped_model_output:
             et = (x_t - np.sqrt(at) * x0_t) / np.sqrt(1.0 - at)
-    c1 = eta * np.sqrt((1.0 - at / at_next) * (1.0 - at_next) / (1.0 - at))
-    c2 = np.sqrt((1.0 - at_next) - c1 ** 2)
-    return np.sqrt(at_next) * x0_t + c1 * noise + c2 * et, x0_t
+    c1 = ddim_sigma(at, at_next, eta)
+    return ddim_update(x0_t, et, at_next, c1, noise), x0_t
+
+
+def ddim_sigma(alpha_bar_t, alpha_bar_prev, eta):
+    """DDIM eq. (16): σ_t(η) = η · √((1 − ᾱ_prev)/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_prev)."""
+    return eta * np.sqrt((1.0 - alpha_bar_t / alpha_bar_prev) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t))
+
+
+def ddim_update(x0, eps, alpha_bar_prev, sigma, noise):
+    """DDIM eq. (12): x_prev = √ᾱ_prev · x̂_0 + √(1 − ᾱ_prev − σ_t²) · ε + σ_t z (z ignored when σ_t = 0)."""
+    out = np.sqrt(alpha_bar_prev) * x0 + np.sqrt(1.0 - alpha_bar_prev - sigma ** 2) * eps
+    return out + sigma * noise if np.any(sigma) else out
 
 
 def training_losses(s: Schedule, model_fn, x_start, t, noise):
@@ -147,3 +162,33 @@ def training_losses(s: Schedule, model_fn, x_start, t, noise):
 def _per_sample(values, t, ndim):
     v = np.asarray(values)[np.asarray(t)]
     return v.reshape(v.shape + (1,) * (ndim - v.ndim)) if v.ndim else v
+
+
+class DDPMReference(VPReference):
+    """Ho et al. 2020, Algorithm 2 by the posterior route, strided: call i steps t = τ_i → prev = τ_{i+1}
+    with α_t = ᾱ_t/ᾱ_prev, β_t = 1 − α_t (MATH.md, "Strided sampling"):
+        x̂_0 by eq. (15) (or the sample / v parameterisation), clipped or thresholded,
+        x_prev = μ̃_t(x̂_0, x_t) of eq. (7) + σ_t z,   σ_t² = β̃_t ("fixed_small") or β_t ("fixed_large"),
+    and no noise at the last step (Algorithm 2, line 3: z = 0 for the step that ends the chain)."""
+
+    family, multistep, stochastic = "ddpm", False, True
+    DEFAULTS = {"variance_type": "fixed_small", "clip_sample": True, "prediction_type": "epsilon",
+                "thresholding": False, "dynamic_thresholding_ratio": 0.995, "clip_sample_range": 1.0,
+                "sample_max_value": 1.0, "timestep_spacing": "leading", "steps_offset": 0}
+    SUPPORTED = {"variance_type": ("fixed_small", "fixed_large"),
+                 "timestep_spacing": ("linspace", "leading", "trailing")}
+
+    def setup(self) -> None:
+        self.setup_grid()
+        self.schedule = Schedule(self.betas)
+
+    def step(self, i: int, model_output, sample, noise=None) -> RefStep:
+        t, prev = int(self.timesteps[i]), int(self.prev_timesteps[i])
+        x = as64(sample)
+        x0_raw = self.x0_raw(model_output, x, t)
+        x0 = self.clip_x0(x0_raw)
+        c_x0, c_xt, posterior_variance = posterior_coefficients(self.schedule, t, prev)
+        variance = posterior_variance if self.config["variance_type"] == "fixed_small" else \
+            self.schedule.step_alpha_beta(t, prev)[1]
+        std = float(np.sqrt(variance)) if prev >= 0 else 0.0
+        return RefStep(c_x0 * x0 + c_xt * x + self._noise(noise, std, x.shape), x0, x0_raw, std)

@@ -1,0 +1,45 @@
+"""Float64 references of the samplers ppddpm records, written from the papers (MATH.md, "References").
+
+numpy only: nothing of ppdiffusers, paddle, or the rest of ppddpm is imported here, so a test or
+`ppddpm verify` that holds a float32 run against these measures the formula, not shared code.
+
+- ddpm.py       Ho et al. 2020 in the original TF code's names (q_sample, p_sample, ...), DDIM's
+                `generalized_step`, and `DDPMReference`;
+- ddim.py       `DDIMReference` (Song et al. 2021, eqs. 12 and 16);
+- schedules.py  β / ᾱ / σ tables and timestep grids from a scheduler config;
+- base.py       `SamplerReference` (the interface) and `RefStep` (what a step returns).
+
+`REFERENCES` maps each sampler family name of `ppddpm.samplers` to its reference class;
+`reference_for(family, config, num_inference_steps, **step_kwargs)` builds one.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from .base import RefStep, SamplerReference, VPReference, dynamic_threshold, eps_from_x0, x0_from_prediction
+from .ddim import DDIMReference
+from .ddpm import (DDPMReference, Schedule, compute_alpha, ddim_sigma, ddim_update, generalized_step,
+                   p_mean_direct, p_mean_variance, p_sample, posterior_coefficients, predict_start_from_noise,
+                   q_posterior_mean_variance, q_sample, q_step, training_losses)
+from .schedules import (alpha_sigma_from_sigma, alphas_cumprod_from_betas, betas_from_config, sigma_at,
+                        sigmas_from_alphas_cumprod, spaced_timesteps)
+
+REFERENCES = {cls.family: cls for cls in (DDPMReference, DDIMReference)}
+
+
+def reference_for(family: str, config: Mapping, num_inference_steps: int, **step_kwargs) -> SamplerReference:
+    """The float64 reference of sampler `family` (a `ppddpm.samplers` family name) for a scheduler
+    config and a number of inference steps; step_kwargs as the pipeline passed them to `step`."""
+    cls = REFERENCES.get(family)
+    if cls is None:
+        raise NotImplementedError(f"no float64 reference for sampler family {family!r}; "
+                                  f"references exist for: {', '.join(REFERENCES)}")
+    return cls(config, num_inference_steps, **step_kwargs)
+
+
+__all__ = ["REFERENCES", "RefStep", "SamplerReference", "VPReference", "reference_for", "DDIMReference",
+           "DDPMReference", "Schedule", "compute_alpha", "ddim_sigma", "ddim_update", "generalized_step",
+           "p_mean_direct", "p_mean_variance", "p_sample", "posterior_coefficients", "predict_start_from_noise",
+           "q_posterior_mean_variance", "q_sample", "q_step", "training_losses", "alpha_sigma_from_sigma",
+           "alphas_cumprod_from_betas", "betas_from_config", "sigma_at", "sigmas_from_alphas_cumprod",
+           "spaced_timesteps", "dynamic_threshold", "eps_from_x0", "x0_from_prediction"]
