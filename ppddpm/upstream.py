@@ -43,7 +43,14 @@ SUITES = {
     "lms": ("LMSDiscreteScheduler", "test_scheduler_lms.py"),
     "heun": ("HeunDiscreteScheduler", "test_scheduler_heun.py"),
     "dpmsolver-multistep": ("DPMSolverMultistepScheduler", "test_scheduler_dpm_multi.py"),
-}
+    "kdpm2": ("KDPM2DiscreteScheduler", "test_scheduler_kdpm2_discrete.py"),
+    "kdpm2-ancestral": ("KDPM2AncestralDiscreteScheduler", "test_scheduler_kdpm2_ancestral.py"),
+    "unipc": ("UniPCMultistepScheduler", "test_scheduler_unipc.py"),
+    "deis": ("DEISMultistepScheduler", "test_scheduler_deis.py"),
+    "dpmsolver-singlestep": ("DPMSolverSinglestepScheduler", "test_scheduler_dpm_single.py"),
+    "dpmsolver-sde": ("DPMSolverSDEScheduler", "test_scheduler_dpm_sde.py"),
+    "lcm": ("LCMScheduler", "test_scheduler_lcm.py"),
+}                           # EDMEulerScheduler: the wheel ships no suite for it
 
 
 def suite_path(family: str = "ddpm") -> Path:
