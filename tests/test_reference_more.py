@@ -14,7 +14,8 @@ wrong step must miss by ten times that.
 import numpy as np
 import paddle
 import pytest
-from ppdiffusers import KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler
+from ppdiffusers import (DEISMultistepScheduler, DPMSolverSDEScheduler, DPMSolverSinglestepScheduler, EDMEulerScheduler,
+                         KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler, LCMScheduler, UniPCMultistepScheduler)
 from test_reference_samplers import RTOL, assert_departs, assert_holds, model
 
 from ppddpm.reference import REFERENCES, reference_for
@@ -28,12 +29,12 @@ SHAPE = [2, 1, 8, 8]
 T_ATOL = 1e-2
 
 
-def record(scheduler, n, seed=0, **step_kwargs):
+def record(scheduler, n, seed=0, shape=SHAPE, **step_kwargs):
     """Run `scheduler` for n steps by hand with ppddpm's observer on it; every call's t, x_t, model
     input, model output, observed z (zeros where none was added), prev_sample and x̂_0 as used."""
     scheduler.set_timesteps(n)
     paddle.seed(seed)
-    x = paddle.randn(SHAPE) * scheduler.init_noise_sigma
+    x = paddle.randn(shape) * scheduler.init_noise_sigma
     seen = []
     rec = {"timesteps": scheduler.timesteps.numpy().astype(np.float64), "x_T": x.numpy(),
            "init_noise_sigma": float(scheduler.init_noise_sigma), "calls": []}
@@ -44,7 +45,7 @@ def record(scheduler, n, seed=0, **step_kwargs):
             r = seen.pop()
             rec["calls"].append({k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64) for k, v in
                                  (("x", r.sample), ("input", inp), ("eps", r.model_output), ("prev", out.prev_sample),
-                                  ("x0", r.x0), ("z", r.noise if r.noise is not None else np.zeros(SHAPE)))})
+                                  ("x0", r.x0), ("z", r.noise if r.noise is not None else np.zeros(shape)))})
             rec["calls"][-1]["stage"] = r.stage
             x = out.prev_sample
     return rec
@@ -105,6 +106,119 @@ def test_kdpm2_ancestral_without_noise_is_caught():
 
 
 def test_registry_has_the_new_families():
-    assert {"kdpm2", "kdpm2-ancestral"} <= set(REFERENCES)
+    assert {"kdpm2", "kdpm2-ancestral", "unipc", "deis", "dpmsolver-singlestep", "dpmsolver-sde", "lcm",
+            "edm-euler"} <= set(REFERENCES)
     with pytest.raises(NotImplementedError, match="use_karras_sigmas=True"):
         reference_for("kdpm2", {"use_karras_sigmas": True}, 10)
+
+
+# ---------------------------------------------------------------- DEIS, DPM-Solver singlestep, UniPC
+def vp(cls, **config):
+    """A scheduler of `cls` on the bundled model's betas (linear 1e-4 .. 0.02)."""
+    return cls(beta_start=0.0001, beta_end=0.02, **config)
+
+
+DEIS_CASES = [(10, dict()), (20, dict(solver_order=3, timestep_spacing="leading", steps_offset=1)),
+              (12, dict(solver_order=3, prediction_type="v_prediction", timestep_spacing="trailing")),
+              (16, dict(solver_order=1)), (8, dict(lower_order_final=False, prediction_type="sample"))]
+
+
+@pytest.mark.parametrize("n,config", DEIS_CASES)
+def test_deis(n, config):
+    sched = vp(DEISMultistepScheduler, **config)
+    assert_holds(gaps(reference_for("deis", dict(sched.config), n), record(sched, n, seed=n)))
+
+
+def test_deis_thresholding():
+    """Batch 1: ppdiffusers' `_threshold_sample` fails for batch > 1 (tests/test_reference_samplers.py)."""
+    sched = vp(DEISMultistepScheduler, thresholding=True, sample_max_value=1.5)
+    assert_holds(gaps(reference_for("deis", dict(sched.config), 10), record(sched, 10, seed=3, shape=[1, 1, 8, 8])))
+
+
+def test_deis_unthresholded_x0_is_caught():
+    sched = vp(DEISMultistepScheduler, thresholding=True, sample_max_value=1.5)
+    rec = record(sched, 10, seed=4, shape=[1, 1, 8, 8])
+    assert_departs(gaps(reference_for("deis", {**dict(sched.config), "thresholding": False}, 10), rec))
+
+
+SINGLE_CASES = [(10, dict()), (9, dict(solver_type="heun")), (12, dict(algorithm_type="dpmsolver")),
+                (11, dict(algorithm_type="dpmsolver", solver_type="heun", prediction_type="v_prediction")),
+                (8, dict(solver_order=1))]
+
+
+@pytest.mark.parametrize("n,config", SINGLE_CASES)
+def test_dpmsolver_singlestep(n, config):
+    sched = vp(DPMSolverSinglestepScheduler, **config)
+    assert_holds(gaps(reference_for("dpmsolver-singlestep", dict(sched.config), n), record(sched, n, seed=n)))
+
+
+def test_dpmsolver_singlestep_midpoint_for_heun_is_caught():
+    sched = vp(DPMSolverSinglestepScheduler, solver_type="heun", algorithm_type="dpmsolver")
+    rec = record(sched, 10, seed=5)
+    assert_departs(gaps(reference_for("dpmsolver-singlestep", {**dict(sched.config), "solver_type": "midpoint"}, 10),
+                        rec), rtol=RTOL / 10)
+
+
+# UniPC's default (solver_order=2 with the corrector) stops at its third step on paddle 3.3.1: UniC-2's
+# `paddle.linalg.solve(R, b)` gets a float64 R (`paddle.to_tensor([rk, 1.0])`, rk a float32 0-d tensor,
+# is float64) and a float32 b. Checked here: UniPC-1 (UniP-1 with UniC-1) and UniP-2 without corrector.
+UNIPC_CASES = [(10, dict(solver_order=1)), (12, dict(solver_order=1, solver_type="bh1", predict_x0=False)),
+               (10, dict(disable_corrector=list(range(10)))),
+               (15, dict(disable_corrector=list(range(15)), predict_x0=False, solver_type="bh1",
+                         timestep_spacing="leading", prediction_type="v_prediction"))]
+
+
+@pytest.mark.parametrize("n,config", UNIPC_CASES)
+def test_unipc(n, config):
+    sched = vp(UniPCMultistepScheduler, **config)
+    assert_holds(gaps(reference_for("unipc", dict(sched.config), n), record(sched, n, seed=n)))
+
+
+def test_unipc_unthresholded_x0_is_caught():
+    sched = vp(UniPCMultistepScheduler, solver_order=1, thresholding=True, sample_max_value=1.5)
+    rec = record(sched, 10, seed=6, shape=[1, 1, 8, 8])
+    assert_departs(gaps(reference_for("unipc", {**dict(sched.config), "thresholding": False}, 10), rec))
+
+
+# ---------------------------------------------------------------- LCM, DPM-Solver-SDE, EDM Euler
+@pytest.mark.parametrize("n,config", [(4, dict()), (8, dict(clip_sample=True, beta_schedule="linear")),
+                                      (6, dict(original_inference_steps=30, prediction_type="v_prediction"))])
+def test_lcm(n, config):
+    sched = LCMScheduler(**config)
+    assert_holds(gaps(reference_for("lcm", dict(sched.config), n), record(sched, n, seed=n)))
+
+
+def test_lcm_doubled_noise_is_caught():
+    sched = LCMScheduler()
+    rec = record(sched, 4, seed=7)
+    for c in rec["calls"]:
+        c["z"] = 2 * c["z"]
+    assert_departs(gaps(reference_for("lcm", dict(sched.config), 4), rec))
+
+
+@pytest.mark.parametrize("n,config,kw", [(6, dict(), {}), (5, dict(timestep_spacing="leading",
+                                                                    prediction_type="v_prediction"), {"s_noise": 0.7})])
+def test_dpmsolver_sde(n, config, kw):
+    sched = vp(DPMSolverSDEScheduler, **config)
+    rec = record(sched, n, seed=n, **kw)
+    assert_holds(gaps(reference_for("dpmsolver-sde", dict(sched.config), n, **kw), rec))
+
+
+def test_dpmsolver_sde_doubled_noise_is_caught():
+    sched = vp(DPMSolverSDEScheduler)
+    rec = record(sched, 5, seed=8)
+    assert_departs(gaps(reference_for("dpmsolver-sde", dict(sched.config), 5, s_noise=2.0), rec))
+
+
+def test_edm_euler():
+    """EDMEuler needs EDM's own σ config (it cannot mean anything on the bundled DDPM model); with its
+    defaults the reference holds, and its x_0 ~ N(0, σ_max²) differs from ppdiffusers' √(σ_max² + 1)
+    by exactly that."""
+    sched = EDMEulerScheduler()
+    rec = record(sched, 10, seed=9)
+    ref = reference_for("edm-euler", dict(sched.config), 10)
+    worst = gaps(ref, rec)
+    assert worst.pop("init_noise_sigma") == pytest.approx(1 - 80 / (80 ** 2 + 1) ** 0.5, rel=1e-3)
+    assert_holds(worst)
+    with pytest.raises(NotImplementedError, match="s_churn > 0"):
+        reference_for("edm-euler", dict(sched.config), 10, s_churn=1.0)
