@@ -153,6 +153,8 @@ def test_dpmsolver_singlestep(n, config):
 
 
 def test_dpmsolver_singlestep_midpoint_for_heun_is_caught():
+    """The two second-order forms differ by O(h³) per step: 5e-4 relative here, against ≤ 2.2e-6 measured
+    for the right form, so a tenth of RTOL (1e-5, still 4x the worst right gap) separates them."""
     sched = vp(DPMSolverSinglestepScheduler, solver_type="heun", algorithm_type="dpmsolver")
     rec = record(sched, 10, seed=5)
     assert_departs(gaps(reference_for("dpmsolver-singlestep", {**dict(sched.config), "solver_type": "midpoint"}, 10),
