@@ -176,6 +176,17 @@ def test_unipc(n, config):
     assert_holds(gaps(reference_for("unipc", dict(sched.config), n), record(sched, n, seed=n)))
 
 
+@pytest.mark.parametrize("n,config", [(10, dict()), (12, dict(solver_order=3, predict_x0=False, solver_type="bh1")),
+                                      (9, dict(solver_order=3, lower_order_final=False, timestep_spacing="trailing"))])
+def test_unipc_higher_orders_with_a_dtype_consistent_solve(monkeypatch, n, config):
+    """The default UniPC (UniC-2) and UniP-3, run with paddle.linalg.solve given both operands in
+    float32 (the one change that lets them run on paddle 3.3.1; the scheduler's formulas untouched)."""
+    solve = paddle.linalg.solve
+    monkeypatch.setattr(paddle.linalg, "solve", lambda a, b, **kw: solve(a.cast("float32"), b.cast("float32"), **kw))
+    sched = vp(UniPCMultistepScheduler, **config)
+    assert_holds(gaps(reference_for("unipc", dict(sched.config), n), record(sched, n, seed=n)))
+
+
 def test_unipc_unthresholded_x0_is_caught():
     sched = vp(UniPCMultistepScheduler, solver_order=1, thresholding=True, sample_max_value=1.5)
     rec = record(sched, 10, seed=6, shape=[1, 1, 8, 8])
