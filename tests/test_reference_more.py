@@ -129,10 +129,15 @@ def test_deis(n, config):
     assert_holds(gaps(reference_for("deis", dict(sched.config), n), record(sched, n, seed=n)))
 
 
-def test_deis_thresholding():
+@pytest.mark.parametrize("cls,family,config", [
+    (DEISMultistepScheduler, "deis", dict(solver_order=3)),
+    (DPMSolverSinglestepScheduler, "dpmsolver-singlestep", dict(solver_order=3)),
+    (UniPCMultistepScheduler, "unipc", dict(solver_order=1))])
+def test_thresholding(cls, family, config):
     """Batch 1: ppdiffusers' `_threshold_sample` fails for batch > 1 (tests/test_reference_samplers.py)."""
-    sched = vp(DEISMultistepScheduler, thresholding=True, sample_max_value=1.5)
-    assert_holds(gaps(reference_for("deis", dict(sched.config), 10), record(sched, 10, seed=3, shape=[1, 1, 8, 8])))
+    sched = vp(cls, thresholding=True, sample_max_value=1.5, dynamic_thresholding_ratio=0.9, **config)
+    rec = record(sched, 10, seed=3, shape=[1, 1, 8, 8])
+    assert_holds(gaps(reference_for(family, dict(sched.config), 10), rec))
 
 
 def test_deis_unthresholded_x0_is_caught():
@@ -143,7 +148,9 @@ def test_deis_unthresholded_x0_is_caught():
 
 SINGLE_CASES = [(10, dict()), (9, dict(solver_type="heun")), (12, dict(algorithm_type="dpmsolver")),
                 (11, dict(algorithm_type="dpmsolver", solver_type="heun", prediction_type="v_prediction")),
-                (8, dict(solver_order=1))]
+                (8, dict(solver_order=1)), (9, dict(solver_order=3)), (10, dict(solver_order=3, solver_type="heun")),
+                (12, dict(solver_order=3, algorithm_type="dpmsolver", lower_order_final=False, solver_type="heun")),
+                (11, dict(solver_order=3, algorithm_type="dpmsolver", prediction_type="v_prediction"))]
 
 
 @pytest.mark.parametrize("n,config", SINGLE_CASES)
