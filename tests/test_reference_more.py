@@ -242,3 +242,34 @@ def test_edm_euler():
     assert_holds(worst)
     with pytest.raises(NotImplementedError, match="s_churn > 0"):
         reference_for("edm-euler", dict(sched.config), 10, s_churn=1.0)
+
+
+# ---------------------------------------------------------------- what `ppddpm verify` will replay
+RECORDED = {"kdpm2": (KDPM2DiscreteScheduler, {}), "kdpm2-ancestral": (KDPM2AncestralDiscreteScheduler, {}),
+            "unipc": (UniPCMultistepScheduler, {"solver_order": 1}), "deis": (DEISMultistepScheduler, {}),
+            "dpmsolver-singlestep": (DPMSolverSinglestepScheduler, {}), "dpmsolver-sde": (DPMSolverSDEScheduler, {}),
+            "lcm": (LCMScheduler, {}), "edm-euler": (EDMEulerScheduler, {})}
+
+
+@pytest.mark.parametrize("family", RECORDED)
+def test_a_recorded_run_replays_through_its_reference(unet, family):
+    """A run of the bundled model's config recorded by ppddpm (every=1, all fields) carries what the
+    reference needs: the saved scheduler config, each call's x_t, model output, z and stage. Its
+    `meta["num_inference_steps"]` counts calls (2n − 1 for the two-call samplers); the reference takes n."""
+    import ppddpm
+
+    cls, overrides = RECORDED[family]
+    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=ppddpm.with_config(ppddpm.models.ddpm_scheduler(), cls=cls,
+                                                                          **overrides))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=6, every=1, fields="all")
+    assert traj.meta["sampler"] == family
+    ref = reference_for(family, traj.meta["scheduler_config"], 6)
+    assert len(ref.timesteps) == len(traj) and ref.stages == [s or "" for s in traj.stages.tolist()]
+    np.testing.assert_allclose(ref.timesteps, traj.timesteps, rtol=1e-6, atol=T_ATOL)   # EDM's c_noise: float32
+    for i in range(len(traj)):
+        got = ref.step(i, traj.model_output[i], traj.sample[i], noise=traj.noise[i])
+        scale = max(np.abs(traj.sample[i]).max(), np.abs(got.prev_sample).max(), np.abs(got.pred_original_sample).max())
+        assert np.abs(got.prev_sample - traj.prev_sample[i]).max() <= RTOL * scale, (i, traj.stages[i])
+        assert np.abs(got.pred_original_sample - traj.pred_original_sample[i]).max() <= RTOL * scale, i
+        assert abs(got.sigma - traj.sigma[i]) <= RTOL * max(got.sigma, 1e-12) + 1e-7, (i, got.sigma, traj.sigma[i])

@@ -52,7 +52,9 @@ class DPMSolverSinglestepReference(ExponentialIntegratorReference):
                 "lambda_min_clipped": -float("inf"), "variance_type": None}
     SUPPORTED = {"solver_order": (1, 2, 3), "algorithm_type": ("dpmsolver++", "dpmsolver"),
                  "solver_type": ("midpoint", "heun"), "use_karras_sigmas": (False, None),
-                 "lambda_min_clipped": (-float("inf"),), "variance_type": (None,)}
+                 "lambda_min_clipped": (-float("inf"),),
+                 # only "learned" variances change the step (the model's variance channels are dropped)
+                 "variance_type": (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log")}
 
     def setup(self) -> None:
         self.setup_solver_grid("linspace")
