@@ -361,7 +361,12 @@ class DPMSolverSDEAdapter(_TwoCallAdapter):
     could replay: the adapter observes the value the noise sampler returned during the call (its
     `__call__` is watched while the step runs, under `_rng.STEP_LOCK`), so z is exactly what was
     added. x̂_0 = x − σ·ε with σ_i (predictor) or the midpoint σ the predictor kept
-    (`mid_point_sigma`, read before the corrector clears it). No clipping."""
+    (`mid_point_sigma`, read before the corrector clears it). No clipping.
+
+    On a CPU build every query of that tree reseeds paddle's global RNG (paddlesde draws with
+    `paddle.Generator().manual_seed(s)`, which ppdiffusers' CPU Generator turns into `paddle.seed(s)`)
+    and registers a new generator name (about 100 per step): draws made after such a step do not
+    depend on the seed set before the run."""
 
     family, classes, draws = "dpmsolver-sde", ("DPMSolverSDEScheduler",), "tree"
 
