@@ -365,7 +365,7 @@ class DPMSolverSDEAdapter(_TwoCallAdapter):
 
     On a CPU build every query of that tree reseeds paddle's global RNG (paddlesde draws with
     `paddle.Generator().manual_seed(s)`, which ppdiffusers' CPU Generator turns into `paddle.seed(s)`)
-    and registers a new generator name (about 100 per step): draws made after such a step do not
+    and registers a new generator name (about 100 per timestep): draws made after such a step do not
     depend on the seed set before the run."""
 
     family, classes, draws = "dpmsolver-sde", ("DPMSolverSDEScheduler",), "tree"

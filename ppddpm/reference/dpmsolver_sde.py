@@ -13,8 +13,6 @@ increment over [σ_a, σ_b] divided by √|σ_b − σ_a| — here simply the re
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .base import RefStep, as64
 from .kdpm2 import KDPM2Reference
 from .sigma_space import ancestral_split, log_midpoint
@@ -26,9 +24,7 @@ class DPMSolverSDEReference(KDPM2Reference):
                 "use_karras_sigmas": False, "noise_sampler_seed": None, "timestep_spacing": "linspace",
                 "steps_offset": 0}
     STEP_KWARGS = {"s_noise": 1.0}
-
-    def setup(self) -> None:
-        super().setup()                    # the same calls and midpoints as DPM-2 (non-ancestral grid)
+    # calls, timesteps and midpoints: those of DPM-2 (KDPM2Reference.setup, non-ancestral)
 
     def step(self, i: int, model_output, sample, noise=None) -> RefStep:
         self._in_order(i)

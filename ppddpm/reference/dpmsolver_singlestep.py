@@ -24,8 +24,6 @@ step landing on t = 0 (exp_integrator.py).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .base import RefStep, as64
 from .exp_integrator import ExponentialIntegratorReference, phi
 
