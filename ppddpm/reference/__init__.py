@@ -6,6 +6,10 @@ numpy only: nothing of ppdiffusers, paddle, or the rest of ppddpm is imported he
 - ddpm.py       Ho et al. 2020 in the original TF code's names (q_sample, p_sample, ...), DDIM's
                 `generalized_step`, and `DDPMReference`;
 - ddim.py       `DDIMReference` (Song et al. 2021, eqs. 12 and 16);
+- pndm.py       `PNDMReference` (Liu et al. 2022: PRK warm-up, PLMS, the transfer φ of eq. 11);
+- karras.py     `EulerReference`, `EulerAncestralReference`, `HeunReference`, `LMSReference`
+                (Karras et al. 2022, Algs. 1-2, in σ-space);
+- dpmsolver.py  `DPMSolverMultistepReference` (Lu et al. 2022, DPM-Solver(++) multistep);
 - schedules.py  β / ᾱ / σ tables and timestep grids from a scheduler config;
 - base.py       `SamplerReference` (the interface) and `RefStep` (what a step returns).
 
@@ -16,8 +20,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .base import RefStep, SamplerReference, VPReference, dynamic_threshold, eps_from_x0, x0_from_prediction
+from .base import (RefStep, SamplerReference, SigmaReference, VPReference, dynamic_threshold, eps_from_x0,
+                   x0_from_prediction)
 from .ddim import DDIMReference
+from .dpmsolver import DPMSolverMultistepReference
+from .karras import EulerAncestralReference, EulerReference, HeunReference, LMSReference, lagrange_integral
+from .pndm import PNDMReference, pndm_transfer
 from .ddpm import (DDPMReference, Schedule, compute_alpha, ddim_sigma, ddim_update, generalized_step,
                    p_mean_direct, p_mean_variance, p_sample, posterior_coefficients, predict_start_from_noise,
                    q_posterior_mean_variance, q_sample, q_step, training_losses)
@@ -31,7 +39,9 @@ from .unipc import UniPCReference
 from .schedules import (alpha_sigma_from_sigma, alphas_cumprod_from_betas, betas_from_config, sigma_at,
                         sigmas_from_alphas_cumprod, spaced_timesteps)
 
-REFERENCES = {cls.family: cls for cls in (DDPMReference, DDIMReference)}
+REFERENCES = {cls.family: cls for cls in (DDPMReference, DDIMReference, PNDMReference, EulerReference,
+                                          EulerAncestralReference, HeunReference, LMSReference,
+                                          DPMSolverMultistepReference)}
 REFERENCES.update({cls.family: cls for cls in (KDPM2Reference, KDPM2AncestralReference, DEISReference,   # helper "more"
                                                 DPMSolverSinglestepReference, UniPCReference, LCMReference,
                                                 DPMSolverSDEReference, EDMEulerReference)})
@@ -47,7 +57,9 @@ def reference_for(family: str, config: Mapping, num_inference_steps: int, **step
     return cls(config, num_inference_steps, **step_kwargs)
 
 
-__all__ = ["REFERENCES", "RefStep", "SamplerReference", "VPReference", "reference_for", "DDIMReference",
+__all__ = ["REFERENCES", "RefStep", "SamplerReference", "SigmaReference", "VPReference", "reference_for",
+           "DDIMReference", "DPMSolverMultistepReference", "EulerAncestralReference", "EulerReference",
+           "HeunReference", "LMSReference", "PNDMReference", "lagrange_integral", "pndm_transfer",
            "DDPMReference", "Schedule", "compute_alpha", "ddim_sigma", "ddim_update", "generalized_step",
            "p_mean_direct", "p_mean_variance", "p_sample", "posterior_coefficients", "predict_start_from_noise",
            "q_posterior_mean_variance", "q_sample", "q_step", "training_losses", "alpha_sigma_from_sigma",

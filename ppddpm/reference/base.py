@@ -26,7 +26,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .schedules import BETA_DEFAULTS, alphas_cumprod_from_betas, betas_from_config, spaced_timesteps
+from .schedules import (BETA_DEFAULTS, alpha_sigma_from_sigma, alphas_cumprod_from_betas, betas_from_config, sigma_at,
+                        sigmas_from_alphas_cumprod, spaced_timesteps)
 
 RefStep = namedtuple("RefStep", "prev_sample pred_original_sample pred_original_sample_unclipped sigma")
 
@@ -66,6 +67,11 @@ def dynamic_threshold(x0, ratio: float, sample_max_value: float):
 
 
 class SamplerReference:
+    """The interface every reference follows (see the module docstring):
+    `timesteps`, `stages`, `init_noise_sigma`, `scale_model_input(i, x)`, `step(i, model_output,
+    sample, noise) -> RefStep`; `multistep` when call i depends on earlier calls, `stochastic` when
+    some call adds noise. Subclasses fill `setup` and `step`."""
+
     family: str = ""
     multistep: bool = False
     stochastic: bool = False
@@ -86,9 +92,7 @@ class SamplerReference:
             if self.config.get(key) not in values:
                 raise NotImplementedError(f"{self.family} reference: {key}={self.config.get(key)!r} is not covered "
                                           f"(covered: {', '.join(map(repr, values))})")
-        if given.get("rescale_betas_zero_snr", False):
-            raise NotImplementedError("rescale_betas_zero_snr=True (zero terminal SNR) is not covered by the float64 references")
-        self.betas = betas_from_config(self.config)
+        self.betas = betas_from_config({**given, **self.config})      # given: rescale_betas_zero_snr too
         self.alphas_cumprod = alphas_cumprod_from_betas(self.betas)
         self.num_train_timesteps = len(self.betas)
         self.num_inference_steps = int(num_inference_steps)
@@ -166,3 +170,48 @@ class VPReference(SamplerReference):
         ab = self.alpha_bar(t)
         return x0_from_prediction(self.config["prediction_type"], as64(model_output), as64(sample),
                                   np.sqrt(ab), np.sqrt(1.0 - ab))
+
+
+class SigmaReference(SamplerReference):
+    """Samplers that integrate in the σ-parameterisation of Karras et al. 2022 (Table 1, VP):
+    x = x_t/√ᾱ_t with noise level σ = √((1−ᾱ)/ᾱ); the model sees c_in·x = x/√(σ²+1) (= x_t, the input
+    it was trained on); D(x; σ) = x̂_0 is the same guess as eq. (15), written in this space.
+
+    The σ grid (`setup_sigma_grid`): σ_i = σ at the grid's timesteps (`spaced_timesteps`, "linspace"
+    not rounded; σ interpolated linearly in t between training timesteps, `sigma_at`), then σ_N = 0
+    (Karras et al. 2022, Alg. 1: the last step goes to t_N = 0, the clean sample).
+    x_T: Karras et al.'s Alg. 1, line 1, draws x_0 ~ N(0, σ_0² I) — ppdiffusers does so for the
+    "linspace"/"trailing" grids; for "leading" it uses √(σ_0² + 1), the std of x_t/√ᾱ_t when x_t is the
+    VP prior N(0, I) at t_0 (x_t/√ᾱ_t = x_0 + σ ε has variance 1 + σ² for unit-variance data).
+    Both are conventions of ppdiffusers' Euler-type schedulers (Stable Diffusion's k-diffusion use)."""
+
+    def setup_sigma_grid(self) -> None:
+        cfg = self.config
+        for key in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"):
+            if cfg.get(key):
+                raise NotImplementedError(f"{self.family} reference: {key}=True (a σ grid by a formula instead of the "
+                                          "training σ at the spaced timesteps) is not covered")
+        if cfg.get("interpolation_type", "linear") != "linear":
+            raise NotImplementedError(f"{self.family} reference: interpolation_type={cfg['interpolation_type']!r} is "
+                                      "not covered (linear)")
+        spacing = cfg.get("timestep_spacing", "linspace")
+        self.grid = spaced_timesteps(self.num_train_timesteps, self.num_inference_steps, spacing,
+                                     cfg.get("steps_offset", 0), round_linspace=False)
+        self.train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
+        self.sigmas = np.append(sigma_at(self.grid, self.train_sigmas), 0.0)
+        self.init_noise_sigma = float(self.sigmas[0] if spacing in ("linspace", "trailing")
+                                      else np.sqrt(self.sigmas[0] ** 2 + 1.0))
+
+    def model_sigma(self, i: int) -> float:
+        """σ at which the model is evaluated at call i (one call per grid point unless overridden)."""
+        return float(self.sigmas[i])
+
+    def scale_model_input(self, i: int, x):
+        """c_in(σ) · x = x/√(σ² + 1) (Karras et al. 2022, Table 1, VP column's c_in)."""
+        return as64(x) / np.sqrt(self.model_sigma(i) ** 2 + 1.0)
+
+    def denoise(self, model_output, x, sigma: float):
+        """D(x; σ) = x̂_0 in σ-space: with α = 1/√(σ²+1), x_t = α x, eq. (15) (or the v / sample form)."""
+        alpha, s = alpha_sigma_from_sigma(sigma)
+        return x0_from_prediction(self.config.get("prediction_type", "epsilon"), as64(model_output), alpha * as64(x),
+                                  alpha, s)

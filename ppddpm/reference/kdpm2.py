@@ -15,23 +15,23 @@ from __future__ import annotations
 import numpy as np
 
 from .base import RefStep, as64
-from .sigma_space import SigmaSpaceReference, ancestral_split, log_midpoint
+from .sigma_space import TwoCallSigmaReference, ancestral_split, log_midpoint
 
 
-class KDPM2Reference(SigmaSpaceReference):
+class KDPM2Reference(TwoCallSigmaReference):
     family, multistep, stochastic, ancestral = "kdpm2", True, False, False
     DEFAULTS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear", "prediction_type": "epsilon",
                 "use_karras_sigmas": False, "timestep_spacing": "linspace", "steps_offset": 0}
 
     def setup(self) -> None:
-        self.setup_grid()
+        self.setup_sigma_grid()
         n, sig = self.num_inference_steps, self.sigmas
         self.calls, timesteps, self.call_sigmas = [], [], []
         for k in range(n):
-            up, down = ancestral_split(sig[k], sig[k + 1]) if self.ancestral else (0.0, sig[k + 1])
+            up, down = ancestral_split(sig[k], sig[k + 1]) if self.ancestral else (0.0, float(sig[k + 1]))
             mid = log_midpoint(sig[k], down)
             self.calls.append(("predictor", k, mid, up, down))
-            timesteps.append(self.grid_timesteps[k])
+            timesteps.append(self.grid[k])
             self.call_sigmas.append(sig[k])
             if sig[k + 1] > 0 and mid > 0:
                 self.calls.append(("corrector", k, mid, up, down))

@@ -72,7 +72,8 @@ def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing
     - "linspace": n points evenly from 0 to T−1 inclusive (rounded to integers when `round_linspace`;
       the Euler-type schedulers keep them fractional and interpolate σ, see `sigma_at`);
     - "leading":  k · ⌊T/n⌋ for k = 0..n−1, plus `steps_offset` (the grid starts at 0, leaves the top);
-    - "trailing": round(T − k · T/n) − 1 for k = 0..n−1 (the grid starts at T−1, leaves the bottom)."""
+    - "trailing": round(T − k · T/n) − 1 for k = 0..n−1 (the grid starts at T−1, leaves the bottom).
+    Lin et al.'s Table 2 is 1-indexed; these are ppdiffusers' 0-indexed timesteps."""
     T, n = int(num_train_timesteps), int(num_inference_steps)
     if not 1 <= n <= T:
         raise ValueError(f"num_inference_steps must be between 1 and num_train_timesteps={T}; got {n}")
@@ -82,8 +83,9 @@ def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing
     elif spacing == "leading":
         ts = np.arange(n, dtype=np.float64) * (T // n) + steps_offset
     elif spacing == "trailing":
-        ts = np.round(T - np.arange(n, dtype=np.float64) * (T / n)) - 1
-        return ts
+        # Lin et al. write it with arange(T, 0, −T/n), whose floating step decides the ties at .5; by
+        # rounding, arange can also give n + 1 points (n = 61, 103, ...): the grid has n.
+        return np.round(np.arange(T, 0, -T / n, dtype=np.float64))[:n] - 1
     else:
         raise NotImplementedError(f"timestep_spacing={spacing!r} is not one of {', '.join(SPACINGS)}")
     return ts[::-1].copy()
