@@ -251,6 +251,12 @@ def test_edm_euler():
         reference_for("edm-euler", dict(sched.config), 10, s_churn=1.0)
 
 
+def test_edm_euler_wrong_preconditioning_is_caught():
+    sched = EDMEulerScheduler()
+    rec = record(sched, 10, seed=9)
+    assert_departs(gaps(reference_for("edm-euler", {**dict(sched.config), "sigma_data": 1.0}, 10), rec))
+
+
 # ---------------------------------------------------------------- what `ppddpm verify` will replay
 RECORDED = {"kdpm2": (KDPM2DiscreteScheduler, {}), "kdpm2-ancestral": (KDPM2AncestralDiscreteScheduler, {}),
             "unipc": (UniPCMultistepScheduler, {"solver_order": 1}), "deis": (DEISMultistepScheduler, {}),
@@ -281,3 +287,4 @@ def test_a_recorded_run_replays_through_its_reference(unet, family):
         assert np.abs(got.prev_sample - traj.prev_sample[i]).max() <= b * scale, (i, traj.stages[i])
         assert np.abs(got.pred_original_sample - traj.pred_original_sample[i]).max() <= b * scale, i
         assert abs(got.sigma - traj.sigma[i]) <= b * max(got.sigma, 1e-12) + 1e-7, (i, got.sigma, traj.sigma[i])
+
