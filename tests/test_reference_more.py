@@ -287,4 +287,3 @@ def test_a_recorded_run_replays_through_its_reference(unet, family):
         assert np.abs(got.prev_sample - traj.prev_sample[i]).max() <= b * scale, (i, traj.stages[i])
         assert np.abs(got.pred_original_sample - traj.pred_original_sample[i]).max() <= b * scale, i
         assert abs(got.sigma - traj.sigma[i]) <= b * max(got.sigma, 1e-12) + 1e-7, (i, got.sigma, traj.sigma[i])
-
