@@ -23,7 +23,7 @@ from .exp_integrator import ExponentialIntegratorReference
 GAUSS_NODES, GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(16)
 
 
-def lagrange_integral(nodes, j: int, a: float, b: float) -> float:
+def lagrange_integral_log_rho(nodes, j: int, a: float, b: float) -> float:
     """∫_a^b ℓ_j(log ρ) dρ, ℓ_j the Lagrange basis polynomial (in log ρ) of node j among `nodes`
     (values of log ρ); 16-point Gauss–Legendre (exact to float64 for these smooth integrands)."""
     rho = (b - a) / 2 * GAUSS_NODES + (a + b) / 2
@@ -66,5 +66,5 @@ class DEISReference(ExponentialIntegratorReference):
         nodes = np.log(self.rho[i - order + 1:i + 1][::-1])          # log ρ_i, log ρ_{i−1}, ...
         y = x / self.alpha[i]
         for j in range(order):
-            y = y + lagrange_integral(nodes, j, self.rho[i], self.rho[i + 1]) * self.history[-1 - j]
+            y = y + lagrange_integral_log_rho(nodes, j, self.rho[i], self.rho[i + 1]) * self.history[-1 - j]
         return RefStep(self.alpha[i + 1] * y, x0, x0_raw, 0.0)
