@@ -277,7 +277,7 @@ def cmd_patches(args):
 
 def cmd_upstream(args):
     from .step_variants import get_variant
-    from .upstream import KNOWN_FAILURES, SUITES, run_scheduler_suite
+    from .upstream import SUITES, known_failure, run_scheduler_suite
 
     if args.variant is not None:
         get_variant(args.variant)                  # an unknown name fails here, before any test runs
@@ -295,7 +295,7 @@ def cmd_upstream(args):
     print(f"{'ppdiffusers test':55s} {'stock':8s} {label}")
     regressions = []
     for name in sorted(stock):
-        note = KNOWN_FAILURES.get(name, "") if stock[name] != "passed" else ""
+        note = known_failure(args.scheduler, name) if stock[name] != "passed" else ""
         print(f"{name:55s} {stock[name]:8s} {other.get(name, '-'):8s} {note}")
         if stock[name] == "passed" and other.get(name) != "passed":
             regressions.append(name)

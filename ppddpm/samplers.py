@@ -81,7 +81,8 @@ class Adapter:
     family = "generic"
     classes: tuple = ()          # scheduler class names this adapter serves (and their subclasses)
     stateful = True              # unknown: assume it keeps state
-    draws = "unknown"            # how z reaches the step: "never", "rng" (global/named stream), "argument"
+    draws = "unknown"            # how z reaches the step: "never", "rng" (global/named stream), "argument",
+                                 # "tree" (a Brownian-tree noise sampler the scheduler keeps)
     clipping: tuple = ()         # the config switches of x̂_0 clipping its step honours
 
     def matches(self, cls) -> bool:
@@ -273,12 +274,11 @@ class LMSAdapter(_SigmaAdapter):
     family, classes = "lms", ("LMSDiscreteScheduler",)
 
 
-class HeunAdapter(_SigmaAdapter):
-    """Heun (Karras et al. 2022, Alg. 1): two model evaluations per timestep. The first call of a
-    timestep is the Euler "predictor", the second the "corrector" (trapezoidal average); both take
-    x̂_0 = x − σ·ε with σ = sigmas[step_index] read before the call. The step returns no x̂_0."""
-
-    family, classes, clipping = "heun", ("HeunDiscreteScheduler",), ("clip_sample",)
+class _TwoCallAdapter(_SigmaAdapter):
+    """σ-space samplers with two model evaluations per timestep (Heun, KDPM2, DPM-Solver-SDE): the
+    first call of a timestep is the "predictor" (a first-order step from x_σ), the second the
+    "corrector" (the evaluation that makes the step second order); the state between them is
+    `scheduler.sample`, None while the next call is a first one (`state_in_first_order`)."""
 
     def before(self, scheduler, model_output, timestep, sample, extra):
         ctx = super().before(scheduler, model_output, timestep, sample, extra)
@@ -288,12 +288,173 @@ class HeunAdapter(_SigmaAdapter):
     def stage(self, scheduler, ctx):
         return ctx["stage"]
 
+
+class HeunAdapter(_TwoCallAdapter):
+    """Heun (Karras et al. 2022, Alg. 1): two model evaluations per timestep. The first call of a
+    timestep is the Euler "predictor", the second the "corrector" (trapezoidal average); both take
+    x̂_0 = x − σ·ε with σ = sigmas[step_index] read before the call. The step returns no x̂_0."""
+
+    family, classes, clipping = "heun", ("HeunDiscreteScheduler",), ("clip_sample",)
+
     def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
         x0 = self.x0_raw(scheduler, model_output, timestep, sample, ctx, out)
         cfg = scheduler.config
         if cfg.get("clip_sample", False):
             return x0.clip(-cfg.clip_sample_range, cfg.clip_sample_range)
         return x0
+
+
+class KDPM2Adapter(_TwoCallAdapter):
+    """KDPM2 (Karras et al. 2022's "DPM-2": the DPM-Solver-2 midpoint in log σ). Per timestep the
+    "predictor" call takes an Euler step from σ_i to the midpoint σ_mid = √(σ_i σ_{i+1}) (the mean
+    of log σ), the "corrector" call evaluates the model there and steps from the kept x_{σ_i} to
+    σ_{i+1} with that slope; the last timestep (σ_{i+1} = 0) is the predictor alone. The step returns
+    no x̂_0: it is x − σ·ε with the σ of that call (sigmas[step_index] for the predictor,
+    sigmas_interpol[step_index] for the corrector), as the step forms it. No clipping."""
+
+    family, classes = "kdpm2", ("KDPM2DiscreteScheduler",)
+
+    def _sigma_of_call(self, scheduler, ctx):
+        if ctx["stage"] == "predictor":
+            return scheduler.sigmas[ctx["index"]]
+        return scheduler.sigmas_interpol[ctx["index"]]
+
+    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+        return x0_by_sigma(self._sigma_of_call(scheduler, ctx), model_output, sample,
+                           scheduler.config.prediction_type)
+
+    x0_used = x0_raw
+
+
+class KDPM2AncestralAdapter(KDPM2Adapter):
+    """KDPM2 ancestral: DPM-2 to σ_down, then σ_up·z (the ancestral split of Euler ancestral,
+    MATH.md). The step draws z from `generator` at *every* call and adds it only in the corrector:
+    z is replayed from the RNG there (`ppddpm._rng`), and the predictor records none. Its midpoint
+    is between σ_i and σ_down, so the corrector's σ is sigmas_interpol[step_index − 1]."""
+
+    family, classes, draws = "kdpm2-ancestral", ("KDPM2AncestralDiscreteScheduler",), "rng"
+
+    def _sigma_of_call(self, scheduler, ctx):
+        if ctx["stage"] == "predictor":
+            return scheduler.sigmas[ctx["index"]]
+        return scheduler.sigmas_interpol[ctx["index"] - 1]
+
+    def adds_noise(self, scheduler, timestep, extra, ctx):
+        return ctx["stage"] == "corrector"
+
+    def sigma(self, scheduler, t, extra, ctx, tables):
+        """σ_up = √(σ_{i+1}² (σ_i² − σ_{i+1}²) / σ_i²) of this timestep, added by the corrector only."""
+        if ctx["stage"] != "corrector":
+            return 0.0
+        return float(tables("sigmas_up")[ctx["index"] - 1])
+
+
+class DPMSolverSDEAdapter(_TwoCallAdapter):
+    """DPM-Solver++ SDE (k-diffusion's `sample_dpmpp_sde`, after Lu et al. 2022 and Karras et al.
+    2022): per timestep a "predictor" call from σ_i to the midpoint (t = −log σ halfway) and a
+    "corrector" call there that steps from the kept x_{σ_i} to σ_{i+1}; each is a first-order
+    data-prediction step to σ_down followed by σ_up·s_noise·z (the ancestral split). The last
+    timestep (σ_{i+1} = 0) is one noiseless Euler step.
+
+    z comes from a Brownian tree the scheduler keeps (`noise_sampler`, made at the first step and
+    seeded from paddle's global RNG unless `noise_sampler_seed` is set), not from a draw this code
+    could replay: the adapter observes the value the noise sampler returned during the call (its
+    `__call__` is watched while the step runs, under `_rng.STEP_LOCK`), so z is exactly what was
+    added. x̂_0 = x − σ·ε with σ_i (predictor) or the midpoint σ the predictor kept
+    (`mid_point_sigma`, read before the corrector clears it). No clipping.
+
+    On a CPU build every query of that tree reseeds paddle's global RNG (paddlesde draws with
+    `paddle.Generator().manual_seed(s)`, which ppdiffusers' CPU Generator turns into `paddle.seed(s)`)
+    and registers a new generator name (about 100 per timestep): draws made after such a step do not
+    depend on the seed set before the run."""
+
+    family, classes, draws = "dpmsolver-sde", ("DPMSolverSDEScheduler",), "tree"
+
+    def before(self, scheduler, model_output, timestep, sample, extra):
+        ctx = super().before(scheduler, model_output, timestep, sample, extra)
+        ctx["mid_sigma"] = scheduler.mid_point_sigma
+        return ctx
+
+    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+        sigma = scheduler.sigmas[ctx["index"]] if ctx["stage"] == "predictor" else ctx["mid_sigma"]
+        return x0_by_sigma(sigma, model_output, sample, scheduler.config.prediction_type)
+
+    x0_used = x0_raw
+
+    def run(self, call, scheduler, model_output, timestep, sample, extra, ctx, want_noise):
+        if not want_noise:
+            return call(), None
+        from ppdiffusers.schedulers import scheduling_dpmsolver_sde as sde
+
+        sampler_cls, seen = sde.BrownianTreeNoiseSampler, []
+        original = sampler_cls.__dict__["__call__"]
+
+        def watched(sampler, *args, **kwargs):
+            z = original(sampler, *args, **kwargs)
+            seen.append((sampler, z))
+            return z
+
+        with _rng.STEP_LOCK:
+            sampler_cls.__call__ = watched
+            try:
+                out = call()
+            finally:
+                sampler_cls.__call__ = original
+        mine = [z for sampler, z in seen if sampler is scheduler.noise_sampler]
+        return out, (mine[-1] if mine else None)
+
+    def sigma(self, scheduler, t, extra, ctx, tables):
+        """s_noise·σ_up, σ_up = min(σ_to, √(σ_to² (σ_from² − σ_to²) / σ_from²)) from σ_i to the
+        midpoint (predictor) or from σ_i to σ_{i+1} (corrector); 0 for the final Euler step."""
+        sigmas, i = tables("sigmas"), ctx["index"]
+        s_from, s_next = (float(sigmas[i]), float(sigmas[i + 1])) if ctx["stage"] == "predictor" else \
+            (float(sigmas[i - 1]), float(sigmas[i]))
+        if s_next == 0:
+            return 0.0
+        s_to = (s_from * s_next) ** 0.5 if ctx["stage"] == "predictor" else s_next   # midpoint in −log σ
+        s_up = min(s_to, (s_to ** 2 * (s_from ** 2 - s_to ** 2) / s_from ** 2) ** 0.5)
+        return extra.get("s_noise", 1.0) * s_up
+
+
+class EDMEulerAdapter(EulerAdapter):
+    """EDMEuler (Karras et al. 2022, Alg. 2 with EDM's own preconditioning): x̂_0 is the step's
+    D(x; σ) = c_skip x + c_out F, returned; z drawn at every step, added only with churn.
+    It needs a model trained with EDM's c_in, c_noise = ¼ ln σ and σ_data (its own σ config):
+    a DDPM ε-model such as the bundled one runs through it, but its outputs mean nothing there."""
+
+    family, classes = "edm-euler", ("EDMEulerScheduler",)
+
+
+class LCMAdapter(Adapter):
+    """LCM (Luo et al. 2023): x̂_0 by eq. (15) (clipped / thresholded as configured), then the
+    consistency boundary condition f(x, t) = c_skip(t) x + c_out(t) x̂_0 — the step's `denoised`,
+    which is the x̂_0 it used — and x_prev = √ᾱ_prev f + √(1−ᾱ_prev) z, with z drawn from
+    `generator` at every step but the last (replayed as DDPM's)."""
+
+    family, classes, stateful, draws = "lcm", ("LCMScheduler",), True, "rng"
+    clipping = ("thresholding", "clip_sample")
+
+    def before(self, scheduler, model_output, timestep, sample, extra):
+        if scheduler.step_index is None:
+            scheduler._init_step_index(timestep)
+        return {"index": scheduler.step_index}
+
+    def adds_noise(self, scheduler, timestep, extra, ctx):
+        return ctx["index"] != scheduler.num_inference_steps - 1
+
+    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+        return x0_by_eq15(scheduler.alphas_cumprod[timestep], model_output, sample, scheduler.config.prediction_type)
+
+    def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
+        return out.denoised
+
+    def sigma(self, scheduler, t, extra, ctx, tables):
+        """√(1 − ᾱ_prev), ᾱ_prev of the next timestep of the schedule (no noise at the last step)."""
+        if not self.adds_noise(scheduler, t, extra, ctx):
+            return 0.0
+        prev_t = int(tables("timesteps")[ctx["index"] + 1])
+        alpha_prev = float(tables("alphas_cumprod")[prev_t]) if prev_t >= 0 else float(scheduler.final_alpha_cumprod)
+        return (1 - alpha_prev) ** 0.5
 
 
 class DPMSolverMultistepAdapter(Adapter):
@@ -310,6 +471,10 @@ class DPMSolverMultistepAdapter(Adapter):
 
     def adds_noise(self, scheduler, timestep, extra, ctx):
         return scheduler.config.algorithm_type in ("sde-dpmsolver", "sde-dpmsolver++")
+
+    def keeps_data_prediction(self, scheduler) -> bool:
+        """Whether `model_outputs[-1]` is x̂_0 (else it is the noise prediction ε)."""
+        return scheduler.config.algorithm_type in ("dpmsolver++", "sde-dpmsolver++")
 
     def _alpha_sigma(self, scheduler, ctx):
         return scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[ctx["index"]])
@@ -328,14 +493,53 @@ class DPMSolverMultistepAdapter(Adapter):
 
     def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
         kept = scheduler.model_outputs[-1]
-        if scheduler.config.algorithm_type in ("dpmsolver++", "sde-dpmsolver++"):
+        if self.keeps_data_prediction(scheduler):
             return kept                                   # the data prediction the update used
         alpha_t, sigma_t = self._alpha_sigma(scheduler, ctx)
         return (sample - sigma_t * kept) / alpha_t        # from the noise prediction it used
 
 
+class DPMSolverSinglestepAdapter(DPMSolverMultistepAdapter):
+    """DPM-Solver(++) singlestep (Lu et al. 2022, Algs. 1/2 for DPM-Solver-2/3): orders cycle
+    1, 2(, 3) over the timesteps, an order-k call finishing the step that began k − 1 calls earlier
+    from the kept `sample`. x̂_0 as in the multistep family (kept in `model_outputs[-1]`). ODE only."""
+
+    family, classes, draws = "dpmsolver-singlestep", ("DPMSolverSinglestepScheduler",), "never"
+
+    def adds_noise(self, scheduler, timestep, extra, ctx):
+        return False
+
+    def keeps_data_prediction(self, scheduler) -> bool:
+        return scheduler.config.algorithm_type == "dpmsolver++"
+
+
+class UniPCAdapter(DPMSolverSinglestepAdapter):
+    """UniPC (Zhao et al. 2023): each call first corrects the sample it is given with UniC (using
+    this call's model output), then predicts the next one with UniP. x̂_0 is the converted model
+    output it keeps (`model_outputs[-1]`: the data prediction with `predict_x0`, else ε), formed
+    from the uncorrected input sample, as the step forms it."""
+
+    family, classes = "unipc", ("UniPCMultistepScheduler",)
+
+    def keeps_data_prediction(self, scheduler) -> bool:
+        return bool(scheduler.predict_x0)
+
+
+class DEISAdapter(DPMSolverSinglestepAdapter):
+    """DEIS (Zhang & Chen 2023, the ρAB multistep exponential integrator in log ρ): the step keeps
+    ε re-derived from the (thresholded) data prediction in `model_outputs[-1]`; x̂_0 is
+    reconstructed from it by eq. (15)."""
+
+    family, classes = "deis", ("DEISMultistepScheduler",)
+
+    def keeps_data_prediction(self, scheduler) -> bool:
+        return False
+
+
 ADAPTERS: List[Adapter] = [DDPMAdapter(), DDIMAdapter(), PNDMAdapter(), EulerAdapter(), EulerAncestralAdapter(),
-                           LMSAdapter(), HeunAdapter(), DPMSolverMultistepAdapter()]
+                           LMSAdapter(), HeunAdapter(), DPMSolverMultistepAdapter(), KDPM2Adapter(),
+                           KDPM2AncestralAdapter(), UniPCAdapter(), DEISAdapter(), DPMSolverSinglestepAdapter(),
+                           DPMSolverSDEAdapter(), LCMAdapter(), EDMEulerAdapter()]
 GENERIC = Adapter()
 _BY_CLASS: Dict[type, Adapter] = {}       # adapter_for runs at every step: look the class up once
 

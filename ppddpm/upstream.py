@@ -5,7 +5,8 @@ site-packages). `run_scheduler_suite(variant="posterior")` runs the DDPM suite w
 patched into `DDPMScheduler` class-wide; `run_scheduler_suite("ddim", observe=True)` runs the
 DDIM suite with ppddpm's step observer (the recorder's whole path, noise included) installed on
 `DDIMScheduler` class-wide. Every test that passes stock must pass so. On paddle 3.3.1 some
-tests fail with the stock step (KNOWN_FAILURES): the comparison is always against a stock run.
+tests fail with the stock step (`known_failure(family, test)` says why: KNOWN_FAILURES, and
+SUITE_FAILURES where a suite's reason differs): the comparison is always against a stock run.
 """
 from __future__ import annotations
 
@@ -32,6 +33,37 @@ KNOWN_FAILURES = {
     "test_fp16_support": "paddle's CPU build has no float16 `multiply` kernel",
 }
 
+_GOLDEN = "golden sum recorded on another paddle build's random stream"
+_UNIPC_SOLVE = ("upstream bug on paddle 3.3.1: UniC-p (p >= 2) and UniP-p (p >= 3) call `paddle.linalg.solve(R, b)` "
+                "with R float64 (`paddle.to_tensor([rk, 1.0])` of a float32 0-d tensor and a float is float64) and b "
+                "float32; every default-config run stops at its third step")
+_THRESHOLD = "the thresholding bug for batch > 1 (`_threshold_sample`'s per-sample bounds to `paddle.clip`)"
+# Per suite, where the reason differs from (or is not in) KNOWN_FAILURES.
+SUITE_FAILURES = {
+    "kdpm2": {"test_full_loop_with_noise": "golden sum 70408.4062 with an absolute tolerance of 0.01 on a sum of 7e4 "
+                                           "(6e-7 relative): this build's float32 rounding gives 70408.4531"},
+    "kdpm2-ancestral": {name: _GOLDEN + " (the step draws z from the generator at every call)" for name in
+                        ("test_full_loop_no_noise", "test_full_loop_with_noise", "test_full_loop_device",
+                         "test_full_loop_with_v_prediction")},
+    "unipc": {name: _UNIPC_SOLVE for name in
+              ("test_full_loop_no_noise", "test_full_loop_with_karras", "test_full_loop_with_karras_and_v_prediction",
+               "test_full_loop_with_v_prediction", "test_lower_order_final", "test_prediction_type",
+               "test_solver_order_and_type", "test_switch", "test_thresholding", "test_timesteps")},
+    "deis": {"test_thresholding": _THRESHOLD},
+    "dpmsolver-singlestep": {"test_thresholding": _THRESHOLD},
+    "dpmsolver-sde": {name: _GOLDEN + " (the Brownian tree is seeded from paddle's global RNG)" for name in
+                      ("test_full_loop_no_noise", "test_full_loop_device", "test_full_loop_device_karras_sigmas",
+                       "test_full_loop_with_v_prediction")},
+    "lcm": {"test_full_loop_multistep": _GOLDEN + " (LCM re-noises with z from the generator)",
+            "test_thresholding": _THRESHOLD},
+}
+
+
+def known_failure(family: str, test: str) -> str:
+    """Why ppdiffusers' `test` of `family`'s suite fails with the stock step on paddle 3.3.1 CPU
+    ("" when it is not a known failure)."""
+    return SUITE_FAILURES.get(family, {}).get(test) or KNOWN_FAILURES.get(test, "")
+
 
 # sampler family → (scheduler class, the suite's file in the wheel's tests/schedulers/)
 SUITES = {
@@ -43,7 +75,14 @@ SUITES = {
     "lms": ("LMSDiscreteScheduler", "test_scheduler_lms.py"),
     "heun": ("HeunDiscreteScheduler", "test_scheduler_heun.py"),
     "dpmsolver-multistep": ("DPMSolverMultistepScheduler", "test_scheduler_dpm_multi.py"),
-}
+    "kdpm2": ("KDPM2DiscreteScheduler", "test_scheduler_kdpm2_discrete.py"),
+    "kdpm2-ancestral": ("KDPM2AncestralDiscreteScheduler", "test_scheduler_kdpm2_ancestral.py"),
+    "unipc": ("UniPCMultistepScheduler", "test_scheduler_unipc.py"),
+    "deis": ("DEISMultistepScheduler", "test_scheduler_deis.py"),
+    "dpmsolver-singlestep": ("DPMSolverSinglestepScheduler", "test_scheduler_dpm_single.py"),
+    "dpmsolver-sde": ("DPMSolverSDEScheduler", "test_scheduler_dpm_sde.py"),
+    "lcm": ("LCMScheduler", "test_scheduler_lcm.py"),
+}                           # EDMEulerScheduler: the wheel ships no suite for it
 
 
 def suite_path(family: str = "ddpm") -> Path:

@@ -11,9 +11,12 @@ import uuid
 import numpy as np
 import paddle
 import pytest
-from ppdiffusers import (DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler,
-                         EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
-                         LMSDiscreteScheduler, PNDMScheduler, UniPCMultistepScheduler)
+from ppdiffusers import (DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler, DEISMultistepScheduler,
+                         DPMSolverMultistepScheduler, DPMSolverSDEScheduler, DPMSolverSinglestepScheduler,
+                         EDMEulerScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
+                         HeunDiscreteScheduler, IPNDMScheduler, KDPM2AncestralDiscreteScheduler,
+                         KDPM2DiscreteScheduler, LCMScheduler, LMSDiscreteScheduler, PNDMScheduler,
+                         UniPCMultistepScheduler)
 from ppdiffusers.utils.paddle_utils import randn_tensor
 
 import ppddpm
@@ -65,6 +68,21 @@ FAMILIES = {
     "dpmsolver++": (DPMSolverMultistepScheduler, {}, ppddpm.SamplerPipeline, {}),
     "sde-dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"},
                         ppddpm.SamplerPipeline, {}),
+    "kdpm2": (KDPM2DiscreteScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "kdpm2-ancestral": (KDPM2AncestralDiscreteScheduler, {}, ppddpm.SamplerPipeline, {}),
+    # UniPC's default (solver_order=2) stops at its third step on paddle 3.3.1: the UniC-2 corrector's
+    # `paddle.linalg.solve(R, b)` gets a float64 R (`paddle.to_tensor([rk, 1.0])` with rk a float32 0-d
+    # tensor makes float64) and a float32 b. UniPC-1 (UniP-1 + UniC-1) and UniP-2 without the corrector run.
+    "unipc-1": (UniPCMultistepScheduler, {"solver_order": 1}, ppddpm.SamplerPipeline, {}),
+    "unipc-p2-noise-prediction": (UniPCMultistepScheduler, {"predict_x0": False, "disable_corrector": list(range(STEPS))},
+                                  ppddpm.SamplerPipeline, {}),
+    "deis": (DEISMultistepScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "dpmsolver-singlestep": (DPMSolverSinglestepScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "dpmsolver-singlestep-3": (DPMSolverSinglestepScheduler, {"solver_order": 3, "algorithm_type": "dpmsolver"},
+                               ppddpm.SamplerPipeline, {}),
+    "dpmsolver-sde": (DPMSolverSDEScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "lcm": (LCMScheduler, {}, ppddpm.SamplerPipeline, {}),
+    "edm-euler": (EDMEulerScheduler, {}, ppddpm.SamplerPipeline, {}),   # runs, but on EDM's σ config (see adapter)
 }
 
 
@@ -142,6 +160,87 @@ def test_recorded_noise_is_what_the_step_added(unet, family):
         assert not traj.noise[-1].any() and traj.sigma[-1] == 0   # no noise at the last step
 
 
+@pytest.mark.parametrize("family", ["kdpm2", "kdpm2-ancestral", "dpmsolver-sde"])
+def test_two_call_samplers_record_their_stages(unet, family):
+    cls, overrides, pipeline_cls, _ = FAMILIES[family]
+    pipe = pipeline_cls(unet=unet, scheduler=make(cls, **overrides))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=4, every=1)
+    # like Heun: a first-order step to the midpoint, then the evaluation there; the last timestep
+    # (to σ = 0) is the predictor alone
+    assert traj.stages.tolist() == ["predictor", "corrector"] * 3 + ["predictor"]
+
+
+def _sigma_table(family, steps):
+    """σ_i of the timesteps, then 0, from the scheduler's own table without its repetitions."""
+    sched = make(FAMILIES[family][0])
+    sched.set_timesteps(steps)
+    table = sched.sigmas.numpy().astype(np.float64)
+    return np.concatenate([table[:1], table[1:][table[1:] != table[:-1]]])
+
+
+@pytest.mark.parametrize("family", ["kdpm2-ancestral", "dpmsolver-sde", "lcm"])
+def test_new_stochastic_samplers_record_the_noise_they_added(unet, family):
+    """prev = (the step's deterministic part, from the recorded x̂_0) + σ·z with the recorded σ
+    and z: Karras et al.'s ancestral split (σ_down = √(σ_to² − σ_up²)) for KDPM2 ancestral and
+    DPM-Solver-SDE, √ᾱ_prev f + √(1−ᾱ_prev) z for LCM."""
+    cls, overrides, pipeline_cls, call_kwargs = FAMILIES[family]
+    pipe = pipeline_cls(unet=unet, scheduler=make(cls, **overrides))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=STEPS, fields="all", pipe_kwargs=call_kwargs)
+    x_t, eps, x0, prev, z = (traj.sample.astype(np.float64), traj.model_output, traj.pred_original_sample,
+                             traj.prev_sample, traj.noise)
+    noisy = traj.sigma > 0
+    if family == "lcm":
+        sched = make(cls)
+        sched.set_timesteps(STEPS)
+        alphas, ts = sched.alphas_cumprod.numpy().astype(np.float64), sched.timesteps.numpy()
+        quiet = [alphas[ts[i + 1]] ** 0.5 * x0[i] if i + 1 < len(ts) else x0[i] for i in range(len(ts))]
+        assert noisy[:-1].all() and not noisy[-1]
+    else:
+        sigmas, quiet, k = _sigma_table(family, STEPS), [], 0
+        for i, stage in enumerate(traj.stages):
+            base = x_t[i] if stage == "predictor" else x_t[i - 1]     # the corrector steps from the kept x_σi
+            s_from, s_next = sigmas[k], sigmas[k + 1]
+            if stage == "corrector" or s_next == 0:
+                k += 1
+            if s_next == 0:                                           # the last step: Euler to σ = 0
+                quiet.append(x0[i])
+                continue
+            s_to = (s_from * s_next) ** 0.5 if (stage == "predictor" and family == "dpmsolver-sde") else s_next
+            s_up = min(s_to, (s_to ** 2 * (s_from ** 2 - s_to ** 2) / s_from ** 2) ** 0.5)   # Karras et al.
+            s_down = (s_to ** 2 - s_up ** 2) ** 0.5
+            if noisy[i]:                                              # σ_up as recorded (float32 tables)
+                assert abs(traj.sigma[i] - s_up) <= 1e-5 * s_up
+            if family == "dpmsolver-sde":                             # DPM-Solver++(1) to σ_down
+                quiet.append(x0[i] + s_down / s_from * (base - x0[i]))
+            elif stage == "predictor":                                # KDPM2: Euler to the log-σ midpoint
+                quiet.append(base + eps[i] * ((s_from * s_down) ** 0.5 - s_from))     # of σ_i and σ_down
+            else:                                                     # the midpoint's slope ε, to σ_down
+                quiet.append(base + eps[i] * (s_down - s_from))
+        assert noisy.tolist() == ([s == "corrector" for s in traj.stages] if family == "kdpm2-ancestral" else
+                                  [True] * (len(traj) - 1) + [False])
+    for i in range(len(traj)):
+        scale = np.abs(x_t[i]).max() + np.abs(eps[i]).max() + 1
+        np.testing.assert_allclose(prev[i], quiet[i] + traj.sigma[i] * z[i], rtol=0,
+                                   atol=2e-6 * scale)   # float32: a few roundings of |x_σ| (up to ~60), |ε̂|
+    assert 0.5 < z[noisy].std() < 1.5 and not z[~noisy].any()     # standard normal z where added, none elsewhere
+
+
+@pytest.mark.parametrize("family", ["unipc-1", "unipc-p2-noise-prediction", "deis", "dpmsolver-singlestep",
+                                    "dpmsolver-singlestep-3"])
+def test_solver_x0_is_the_prediction_it_kept(unet, family):
+    """Where the step keeps x̂_0 (data prediction) it is recorded as kept, where it keeps ε it is
+    reconstructed by eq. (15): either way, without thresholding, the same as eq. (15) on the model
+    output to float32 rounding."""
+    cls, overrides, pipeline_cls, _ = FAMILIES[family]
+    pipe = pipeline_cls(unet=unet, scheduler=make(cls, **overrides))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=4, num_inference_steps=STEPS, fields="all")
+    np.testing.assert_allclose(traj.pred_original_sample, traj.pred_original_sample_unclipped, rtol=0, atol=1e-4)
+    assert not traj.sigma.any() and not traj.noise.any()
+
+
 def test_dpmsolver_x0_is_the_data_prediction_it_kept(unet):
     pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=make(DPMSolverMultistepScheduler))
     pipe.set_progress_bar_config(disable=True)
@@ -165,9 +264,9 @@ def test_clip_fraction_measures_clipping_not_rounding(unet):
 
 
 def test_a_scheduler_without_adapter_or_x0_is_refused_in_one_line(unet):
-    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=make(UniPCMultistepScheduler))
+    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=make(IPNDMScheduler))
     pipe.set_progress_bar_config(disable=True)
-    with pytest.raises(TypeError, match=r"UniPCMultistepScheduler.step returns no pred_original_sample.*supported: "
+    with pytest.raises(TypeError, match=r"IPNDMScheduler.step returns no pred_original_sample.*supported: "
                                         r"DDPMScheduler.*EulerDiscreteScheduler"):
         ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3)
     assert "step" not in pipe.scheduler.__dict__

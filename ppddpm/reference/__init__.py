@@ -29,12 +29,22 @@ from .pndm import PNDMReference, pndm_transfer
 from .ddpm import (DDPMReference, Schedule, compute_alpha, ddim_sigma, ddim_update, generalized_step,
                    p_mean_direct, p_mean_variance, p_sample, posterior_coefficients, predict_start_from_noise,
                    q_posterior_mean_variance, q_sample, q_step, training_losses)
+from .deis import DEISReference
+from .dpmsolver_sde import DPMSolverSDEReference
+from .dpmsolver_singlestep import DPMSolverSinglestepReference
+from .edm import EDMEulerReference
+from .kdpm2 import KDPM2AncestralReference, KDPM2Reference
+from .lcm import LCMReference
+from .unipc import UniPCReference
 from .schedules import (alpha_sigma_from_sigma, alphas_cumprod_from_betas, betas_from_config, sigma_at,
                         sigmas_from_alphas_cumprod, spaced_timesteps)
 
 REFERENCES = {cls.family: cls for cls in (DDPMReference, DDIMReference, PNDMReference, EulerReference,
                                           EulerAncestralReference, HeunReference, LMSReference,
                                           DPMSolverMultistepReference)}
+REFERENCES.update({cls.family: cls for cls in (KDPM2Reference, KDPM2AncestralReference, DEISReference,   # helper "more"
+                                                DPMSolverSinglestepReference, UniPCReference, LCMReference,
+                                                DPMSolverSDEReference, EDMEulerReference)})
 
 
 def reference_for(family: str, config: Mapping, num_inference_steps: int, **step_kwargs) -> SamplerReference:
