@@ -690,16 +690,7 @@ def build_parser():
 
 
 
-def _quiet_imports():
-    """paddle and setuptools warn on every import (no ccache; distutils): noise for a CLI user."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message="No ccache found")
-    warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
-
-
 def main(argv=None):
-    _quiet_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
     from . import launch

@@ -113,7 +113,7 @@ def test_the_cli_shows_progress_only_where_someone_watches(tmp_path, saved_pipe_
     bar = "10/10"                                          # tqdm's count at the end of a 10-step run
     assert bar in _sample_on_a_terminal(tmp_path, saved_pipe_dir, "tty")
     assert bar not in _sample_on_a_terminal(tmp_path, saved_pipe_dir, "log", stdout_on_terminal=False)   # `> log`
-    assert bar not in _sample_on_a_terminal(tmp_path, saved_pipe_dir, "off", PPDDPM_PROGRESS="0")
+    # PPDDPM_PROGRESS=0 goes through the same rule (test_progress_rule_reads_both_streams, test_recording)
 
 
 def test_progress_rule_reads_both_streams(monkeypatch):
@@ -137,6 +137,9 @@ def test_progress_rule_reads_both_streams(monkeypatch):
     assert not wanted(None)
     monkeypatch.setenv("PPDDPM_PROGRESS", "1")
     assert wanted(None) and not wanted(False)
+    monkeypatch.setattr(sys, "stdout", Stream(True))
+    monkeypatch.setenv("PPDDPM_PROGRESS", "0")
+    assert not wanted(None)
 
 
 # --- titles computed from the run -------------------------------------------------------------
@@ -277,3 +280,12 @@ def test_ab_plots_each_seed_under_shell_safe_names_and_runs_a_seed_once(tmp_path
     import json
 
     assert json.loads((tmp_path / "ab.json").read_text())["seeds"] == [1, 2]
+
+
+def test_import_and_load_print_no_paddle_or_setuptools_noise(tmp_path):
+    """`import ppddpm` then the bundled model, in a fresh interpreter: no "No ccache found", no
+    "Setuptools is replacing distutils" (warnings ppddpm cannot act on); nothing else on stderr."""
+    res = subprocess.run([sys.executable, "-c", "import ppddpm; ppddpm.load_pipeline(); print('loaded')"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "loaded", res.stderr
+    assert res.stderr.strip() == "", res.stderr
