@@ -152,8 +152,9 @@ def _sample_one(args, pipe, out, seed):
     if len(final) > 1:
         contact_sheet(final, ncols=min(8, len(final)), scale=scale, save=out / f"sheet_{run}.png")
         paths.append(out / f"sheet_{run}.png")
-    steps = f"{len(traj)} recorded steps of {args.steps}" + (
-        f" ({traj.meta['num_inference_steps']} step calls)" if traj.meta["num_inference_steps"] != args.steps else "")
+    calls = traj.meta["num_inference_steps"]          # calls of step: Heun makes 2n − 1 of n sampling steps
+    steps = (f"{len(traj)} recorded steps of {args.steps}" if calls == args.steps else
+             f"{len(traj)} recorded of {calls} step calls, {args.steps} sampling steps")
     return final, f"wrote {', '.join(map(str, paths))} ({scale}x nearest) and {npz} ({steps})"
 
 
@@ -471,13 +472,15 @@ def cmd_schedule(args):
 
 
 def cmd_animate(args):
-    from .plotting import animate
+    from .plotting import animate, frame_steps
     from .trajectory import Trajectory
 
     traj = Trajectory.load(args.run)
     written = animate(traj, _out(args) / f"{args.field}.gif", field=args.field, index=args.index, fps=args.fps,
                       every=args.every, hold=args.hold)
-    print("wrote " + ", ".join(map(str, written)))
+    shown = len(frame_steps(len(traj), args.every))
+    print("wrote " + ", ".join(map(str, written)) + f" ({shown} frames of {len(traj)} recorded steps"
+          + ("" if shown == len(traj) else "; --every 1 for every one") + ")")
 
 
 def cmd_view(args):
