@@ -88,11 +88,15 @@ def schedule_change(saved: dict, cfg: "TrainConfig", step: int) -> Optional[str]
     changed = {k: saved[k] for k in SCHEDULE_KEYS if k in saved and saved[k] != getattr(cfg, k)}
     if not changed:
         return None
-    before = learning_rate(replace(cfg, **changed), step)
+    old = replace(cfg, **changed)
+    differ = next((s for s in range(step, max(cfg.steps, old.steps))
+                   if not math.isclose(learning_rate(cfg, s), learning_rate(old, s))), None)
+    if differ is None:                         # e.g. a longer run whose extra steps are past this one's end
+        return None
     what = ", ".join(f"{k} {changed[k]} → {getattr(cfg, k)}" for k in changed)
-    return (f"note: this resume changes the learning-rate schedule the checkpoint was trained on ({what}): the lr "
-            f"at step {step} is {learning_rate(cfg, step):.3g} instead of {before:.3g}; resume with the old values "
-            f"to keep it (--stop-at stops early on the same schedule)")
+    return (f"note: this resume changes the learning-rate schedule the checkpoint was trained on ({what}): from "
+            f"step {differ} the lr is {learning_rate(cfg, differ):.3g} instead of {learning_rate(old, differ):.3g}; "
+            f"resume with the old values to keep it (--stop-at stops early on the same schedule)")
 
 
 @dataclass
