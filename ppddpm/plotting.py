@@ -109,6 +109,14 @@ def select_steps(traj, every: Optional[int] = None, every_t: Optional[int] = Non
     return np.array([i for i, s in enumerate(step_index) if s in wanted], dtype=np.int64)
 
 
+def _spacing(every, every_t, tiles) -> dict:
+    """The grids' choice of steps: as given (one of them: `select_steps` refuses two), else every
+    50 in t — the article's t = 950, 900, …, 0 at 1000 steps, and the same tiles when strided."""
+    if every is None and every_t is None and tiles is None:
+        every_t = 50
+    return dict(every=every, every_t=every_t, tiles=tiles)
+
+
 class _RunFacts:
     """What titles say about a recorded run, computed from it: `steps` sampling steps (Heun's 10,
     not its 19 step calls), `calls`, the `every` it was recorded with, whether tiles need stage
@@ -155,7 +163,7 @@ class _RunFacts:
         moves = gaps[gaps != 0]                 # a zero gap: one t at two stages (Heun's predictor, corrector)
         if len(moves) and np.allclose(moves, moves[0]) and moves[0] > 0:
             return f"every {moves[0]:g} in t" + (", a t twice at two stages" if len(moves) < len(gaps) else "")
-        return f"{len(steps)} tiles"
+        return f"{len(steps)} tile" + ("s" if len(steps) != 1 else "")
 
     def run(self) -> str:
         """The run: its sampling steps (and step calls, where they differ), how it was recorded."""
@@ -182,19 +190,18 @@ FIELD_LABELS = {"prev_sample": "x_t", "pred_original_sample": "x̂_0", "sample":
                 "model_output": "ε̂", "pred_original_sample_unclipped": "x̂_0 unclipped", "noise": "z"}
 
 
-def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols: int = 10,
+def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, ncols: int = 10,
               index: Optional[int] = None, tile: float = 0.9, save=None, every_t: Optional[int] = None,
               tiles: Optional[int] = None):
     """The article's figure: `field` at the steps `select_steps` picks (every `every` sampling
-    steps, or every `every_t` in t, or `tiles` of them), `ncols` tiles a row, each titled with its
+    steps, or every `every_t` in t, or `tiles` of them; none given: every 50 in t, the article's
+    t = 950, 900, …, 0 whatever the number of steps), `ncols` tiles a row, each titled with its
     t (and its stage for Heun / PNDM). A batch gives one labelled block of rows per sample (or
     only sample `index`). The title's spacing and counts are read from the tiles and the run
     (`_RunFacts`); σ-space samples are drawn at the scale the model sees."""
     check_int("ncols", ncols)
     data = traj.field(field)
-    if every_t is not None or tiles is not None:
-        every = None
-    steps = select_steps(traj, every, every_t, tiles)
+    steps = select_steps(traj, **_spacing(every, every_t, tiles))
     samples = _samples(traj, index)
     facts = _RunFacts(traj)
     rows_per = -(-len(steps) // ncols)
@@ -217,13 +224,11 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols
     return _save(fig, save)
 
 
-def plot_trajectory(traj, every: Optional[int] = 50, index: int = 0, ncols: int = 10, tile: float = 0.9, save=None,
+def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: int = 10, tile: float = 0.9, save=None,
                     every_t: Optional[int] = None, tiles: Optional[int] = None):
     """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
     noise falls. Steps chosen, titled and scaled as in `plot_grid`."""
-    if every_t is not None or tiles is not None:
-        every = None
-    steps = select_steps(traj, every, every_t, tiles)
+    steps = select_steps(traj, **_spacing(every, every_t, tiles))
     _samples(traj, index)
     facts = _RunFacts(traj)
     x_t, x_0 = traj.field("prev_sample"), traj.field("pred_original_sample")
