@@ -67,8 +67,8 @@ class SamplerPipeline(DDPMPipeline):
 
         size = self.unet.config.sample_size
         shape = (batch_size, self.unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
-        self.scheduler.set_timesteps(num_inference_steps)        # first: init_noise_sigma is that schedule's σ_max
         image = randn_tensor(shape, generator=generator, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps)
         accepted = inspect.signature(self.scheduler.step).parameters
         step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in accepted}
         with paddle.no_grad():

@@ -429,7 +429,9 @@ def rebuild_scheduler(traj):
     config = {k: v for k, v in (traj.meta.get("scheduler_config") or {}).items() if not k.startswith("_")}
     try:
         scheduler = getattr(ppdiffusers, traj.scheduler).from_config(config)   # drops keys the class does not take
-        low, high = 1, calls                   # len(timesteps) grows with n and is at least n
+        low = high = traj.meta.get("set_timesteps")          # the n asked for, where the file keeps it
+        if not low:
+            low, high = 1, calls                 # else searched: len(timesteps) grows with n and is at least n
         while low < high:
             middle = (low + high) // 2
             scheduler.set_timesteps(middle)

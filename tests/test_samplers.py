@@ -30,9 +30,9 @@ def hand_loop(unet, scheduler, seed, steps, step_kwargs=None, scaled=True):
     generator = paddle.Generator().manual_seed(seed, generator_name=f"hand-{uuid.uuid4()}")
     shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     x = randn_tensor(shape, generator=generator, dtype=unet.dtype)
-    scheduler.set_timesteps(steps)
     if scaled:
-        x = x * scheduler.init_noise_sigma            # σ_max of the schedule just set (ppdiffusers' pipelines' order)
+        x = x * scheduler.init_noise_sigma
+    scheduler.set_timesteps(steps)
     kwargs = dict(step_kwargs or {})
     if "generator" in inspect.signature(type(scheduler).step).parameters:
         kwargs["generator"] = generator
