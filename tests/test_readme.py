@@ -30,6 +30,13 @@ def test_ddim_example_runs_verbatim():
     assert scope["report"].clip_sample is True
 
 
+def test_recording_pipeline_example_runs_verbatim():
+    """The article's drop-in: the block defines everything it uses (no undefined `path`)."""
+    scope = {}
+    exec(compile(marked_block("readme-recording-pipeline"), "README.md (RecordingDDPMPipeline)", "exec"), scope)
+    assert len(scope["images"]) == 1 and len(scope["all_images"]) == len(scope["all_x_0"]) == 1000
+
+
 def _docs_module(name):
     import importlib.util
 
@@ -66,10 +73,3 @@ def test_readme_ddim_tables_are_the_committed_json():
     assert default_on and all(not r["equivalent"] and r["departs_only_where_clipping_fires"] for r in default_on)
     large = [r for r in data["equivalence"] if r["variance_type"] == "fixed_large"]
     assert large and not any(r["equivalent"] for r in large)
-
-
-def test_recording_pipeline_example_runs_verbatim():
-    """The article's drop-in: the block defines everything it uses (no undefined `path`)."""
-    scope = {}
-    exec(compile(marked_block("readme-recording-pipeline"), "README.md (RecordingDDPMPipeline)", "exec"), scope)
-    assert len(scope["images"]) == 1 and len(scope["all_images"]) == len(scope["all_x_0"]) == 1000
