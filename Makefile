@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.ppddpm-installed
 FAST   ?= 1
 JOBS   ?= 2
 
-.PHONY: demo test install figures bench clean
+.PHONY: demo test install notebooks figures bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PPDDPM_FAST=$(FAST) $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
+
+# JupyterLab on notebooks/ (adds the [notebooks] extra to .venv once); the kernel is .venv's Python
+notebooks: $(VENV)/.ppddpm-notebooks
+	$(BIN)/jupyter lab notebooks/
+
+$(VENV)/.ppddpm-notebooks: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[cpu,test,notebooks]"
+	@touch $@
 
 figures: $(STAMP)
 	$(BIN)/python docs/make_figures.py

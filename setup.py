@@ -31,6 +31,7 @@ EXTRAS = {
              # drives Debian's chromium for the explorer test; newer releases need urllib3 > 2.0,
              # which ppdiffusers 0.29 refuses (urllib3<=2.0.0)
              "selenium>=4.15,<4.33"],
+    "notebooks": ["jupyterlab", "ipykernel"],   # `make notebooks`: open notebooks/ locally in JupyterLab
 }
 
 setup(
@@ -40,9 +41,11 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["ppddpm", "ppddpm.*"]) + ["ppddpm.patches"],
+    # ppddpm.assets holds no code, only the bundled model: listed so setuptools ships it as a package
+    # (its data found by package_data) instead of warning that it was added as data
+    packages=find_packages(include=["ppddpm", "ppddpm.*"]) + ["ppddpm.assets", "ppddpm.patches"],
     package_dir={"ppddpm.patches": "patches"},    # the diffs live in patches/, shipped as package data
-    package_data={"ppddpm": ["assets/*/*", "assets/*/*/*"], "ppddpm.patches": ["*.diff", "README.md"]},
+    package_data={"ppddpm.assets": ["*/*", "*/*/*"], "ppddpm.patches": ["*.diff", "README.md"]},
     include_package_data=True,
     install_requires=REQUIRES,
     extras_require=EXTRAS,

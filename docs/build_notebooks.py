@@ -205,7 +205,8 @@ print(f"final samples: max |Δ| = {s['final_max_abs'][0]:.4f} (in [-1, 1] units)
 ppddpm.plotting.plot_ab(free, "direct")"""),
 ("md", """## How often, and how much: many seeds at once
 The same comparison over several seeds in one batched run (each seed's noise is exactly its
-solo run's)."""),
+solo run's). ⏱ The next cell is the notebook's long one: 16 seeds × 1000 steps × 2 routes, about
+4–5 minutes on 2 CPU cores (with `PPDDPM_FAST=1`: 4 seeds × 100 steps, seconds)."""),
 ("code", """seeds = list(range(4)) if FAST else list(range(16))      # FAST: fewer seeds
 many = ppddpm.compare(pipe, ["posterior", "direct"], seed=seeds, num_inference_steps=STEPS, mode="free", clip_sample=True)
 psnr = np.array(many.summary()["direct"]["final_psnr_db"], dtype=float)

@@ -24,6 +24,20 @@ _SUBMODULES = {"comparison", "config", "data", "samplers", "steps", "demo", "loa
 __all__ = sorted(_EXPORTS)
 
 
+def _quiet_imports():
+    """paddle warns "No ccache found" whenever it is imported (it matters only to someone compiling
+    C++ extensions) and setuptools' distutils shim "Setuptools is replacing distutils" (paddle
+    imports distutils): noise to a ppddpm user, in the CLI and in a notebook alike. Those two exact
+    messages are filtered; every other warning stays."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="No ccache found")
+    warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
+
+
+_quiet_imports()
+
+
 def __getattr__(name):
     import importlib
 

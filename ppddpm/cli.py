@@ -11,6 +11,7 @@ import sys
 import numpy as np
 from pathlib import Path
 
+from ._progress import cli_choice
 from .errors import BadValue, InputError
 
 
@@ -66,7 +67,7 @@ def _sampling_args(p, every_default=1):
     p.add_argument("--seed", type=_seeds, default=777,
                    help="an integer, a comma-separated list or a range (0-15): one run per seed")
     p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps (1 to the model's T)")
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=1)
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="samples per run (one pipeline call)")
     p.add_argument("--every", type=_positive("--every"), default=every_default,
                    help="record every k-th step (and always the last)")
 
@@ -85,6 +86,7 @@ def cmd_sample(args):
         raise BadValue(f"--every {args.every} is more than --steps {args.steps}: only the last step would be "
                        f"recorded; choose --every between 1 and {args.steps}")
     out = _out(args)
+    _distinct_seeds(args)
     seeds = args.seed if isinstance(args.seed, list) else [args.seed]
     for seed in seeds:                   # every run's folder is checked before any sampling
         stream = out / f"trajectory_{_run_name(seed, args.batch_size)}"
@@ -94,8 +96,13 @@ def cmd_sample(args):
     pipe = _load(args)
     if args.scheduler:
         pipe = with_sampler(pipe, args.scheduler)
-    finals = sharded([[seed] for seed in seeds], lambda group: _sample_one(args, pipe, out, group[0]), "sample")
-    if len(seeds) > 1 and _lead():
+    done = sharded([[seed] for seed in seeds], lambda group: _sample_one(args, pipe, out, group[0]), "sample")
+    if not _lead():
+        return
+    for _, written in done:              # every rank's files, said by the rank the user reads
+        print(written)
+    finals = [final for final, _ in done]
+    if len(seeds) > 1:
         sheet = out / f"sheet_seeds{_seed_span(seeds)}.png"
         final = np.concatenate(finals)
         contact_sheet(final, ncols=min(8, len(final)), scale=max(1, 128 // final.shape[-1]), save=sheet)
@@ -111,7 +118,8 @@ def _seed_span(seeds):
 
 
 def _sample_one(args, pipe, out, seed):
-    """One seed's run: the streamed trajectory, then its .npz and PNGs; returns the final x_0 [B, C, H, W]."""
+    """One seed's run: the streamed trajectory, then its .npz and PNGs; returns the final x_0
+    [B, C, H, W] and the line that lists the files (printed by the lead rank, for every rank's seeds)."""
     import shutil
 
     from .plotting import contact_sheet
@@ -123,7 +131,7 @@ def _sample_one(args, pipe, out, seed):
     fields = "all" if args.all_fields else ("prev_sample", "pred_original_sample")
     try:
         traj = sample_trajectory(pipe, seed=seed, num_inference_steps=args.steps, batch_size=args.batch_size,
-                                 every=args.every, fields=fields, progress=not args.quiet, store="disk", path=stream,
+                                 every=args.every, fields=fields, progress=cli_choice(args.quiet), store="disk", path=stream,
                                  pipe_kwargs={"eta": args.eta} if args.eta is not None else None)
     except KeyboardInterrupt:
         kept = Trajectory.load(stream) if stream.exists() else None
@@ -144,8 +152,10 @@ def _sample_one(args, pipe, out, seed):
     if len(final) > 1:
         contact_sheet(final, ncols=min(8, len(final)), scale=scale, save=out / f"sheet_{run}.png")
         paths.append(out / f"sheet_{run}.png")
-    print(f"wrote {len(paths)} PNG(s) ({scale}x nearest) and {npz} ({len(traj)} recorded steps of {args.steps})")
-    return final
+    calls = traj.meta["num_inference_steps"]          # calls of step: Heun makes 2n − 1 of n sampling steps
+    steps = (f"{len(traj)} recorded steps of {args.steps}" if calls == args.steps else
+             f"{len(traj)} recorded of {calls} step calls, {args.steps} sampling steps")
+    return final, f"wrote {', '.join(map(str, paths))} ({scale}x nearest) and {npz} ({steps})"
 
 
 def _out(args) -> Path:
@@ -212,7 +222,7 @@ def _launch_args(p):
                    help="split the seeds over N processes (paddle.distributed.launch; gloo on CPU, NCCL on GPUs); "
                         "the results are bitwise those of one process")
     p.add_argument("--ips", default=None, help="with --nproc: the nodes of a multi-node run, e.g. 10.0.0.1,10.0.0.2 "
-                                               "(run the same command on every node)")
+                                               "(run the same command on every node; default: this node only)")
 
 
 def _lead() -> bool:
@@ -235,10 +245,11 @@ def cmd_ab(args):
 
     for name in args.variants:          # fail before loading a model
         get_variant(name)
+    _distinct_seeds(args)
     pipe = _load(args)
     out = _out(args)
     report = compare(pipe, args.variants, seed=args.seed, num_inference_steps=args.steps,
-                     batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip, progress=not args.quiet,
+                     batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip, progress=cli_choice(args.quiet),
                      seed_batch=args.seed_batch)
     if not _lead():
         return report
@@ -246,14 +257,50 @@ def cmd_ab(args):
     report.to_json(out / "ab.json")
     written = [out / "ab.json"]
     if args.plot:
-        from .plotting import plot_ab
-
-        for v in report.others:
-            path = out / f"ab_{v}.png"
-            plot_ab(report, v, save=path)
-            written.append(path)
+        written += _ab_plots(report, out)
     print("wrote " + ", ".join(map(str, written)))
     return report
+
+
+def file_safe(spec: str) -> str:
+    """A variant spec as a shell-safe file-name part: `ddim(eta=1.0)` → `ddim-eta-1.0` (letters,
+    digits, `.`, `_` and `-` only)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._]+", "-", spec).strip("-") or "variant"
+
+
+def _ab_plots(report, out) -> list:
+    """ab --plot: one figure per variant and seed (the first PLOTTED_SEEDS seeds), named without
+    characters a shell would read: ab_<variant>.png for one seed, ab_<variant>_seed<S>.png for several."""
+    from .plotting import plot_ab
+
+    names, written = {}, []
+    for v in report.others:
+        name = file_safe(v)
+        names[v] = name if name not in names.values() else f"{name}-{len(names)}"
+    shown = report.seeds[:PLOTTED_SEEDS]
+    for v in report.others:
+        for k, seed in enumerate(shown):
+            path = out / (f"ab_{names[v]}.png" if len(report.seeds) == 1 else f"ab_{names[v]}_seed{seed}.png")
+            plot_ab(report, v, seed_index=k, save=path)
+            written.append(path)
+    if len(report.seeds) > len(shown):
+        print(f"plotted seeds {_seed_span(shown)} of {len(report.seeds)} (--plot draws the first {PLOTTED_SEEDS}; "
+              f"every seed's numbers are in ab.json)")
+    return written
+
+
+def _distinct_seeds(args):
+    """--seed 0,0 or 0-3,2: each seed runs once; a note says which were named twice."""
+    if not isinstance(args.seed, list):
+        return
+    distinct = list(dict.fromkeys(args.seed))
+    if len(distinct) < len(args.seed):
+        twice = sorted({s for s in args.seed if args.seed.count(s) > 1})
+        print(f"ppddpm {args.command}: note: --seed names {', '.join(map(str, twice))} more than once; "
+              f"running each seed once", file=sys.stderr)
+    args.seed = distinct[0] if len(distinct) == 1 else distinct
 
 
 def cmd_patches(args):
@@ -302,15 +349,39 @@ def cmd_upstream(args):
     if regressions:
         raise BadValue(f"{label} fails tests the stock run passes: {', '.join(regressions)}")
 
+def _train_command(args, **extra) -> str:
+    """The `ppddpm train` command of `args` (its options that differ from the defaults, and always
+    --steps and --out), with `extra` options added: what a user pastes to resume."""
+    import shlex
+
+    defaults = vars(build_parser().parse_args(["train"]))
+    words = ["ppddpm", "train"]
+    for key, value in dict(vars(args), **extra).items():
+        if key in ("func", "command") or value is False or (value == defaults.get(key) and key not in ("steps", "out")):
+            continue
+        flag = "--" + key.replace("_", "-")
+        words += [flag] if value is True else [flag, *map(str, value if isinstance(value, list) else [value])]
+    return shlex.join(words)
+
+
 def cmd_train(args):
-    from .training import TrainConfig, train
+    from .training import TrainConfig, TrainingInterrupted, train
 
     cfg = TrainConfig(output_dir=args.out, data=args.data, resolution=args.resolution, channels=args.channels,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
                       seed=args.seed, checkpoint_every=args.checkpoint_every, warmup=args.warmup,
                       lr_schedule=args.lr_schedule, block_out_channels=tuple(args.block_out_channels),
                       layers_per_block=args.layers_per_block, stop_at=args.stop_at)
-    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    try:
+        result = train(cfg, resume=args.resume, progress=cli_choice(args.quiet))
+    except TrainingInterrupted as stop:
+        kept = (f"kept {stop.checkpoint} (step {stop.checkpoint_step}); resume with: {_train_command(args, resume=True)}"
+                if stop.checkpoint else f"no checkpoint yet (the first comes at step "
+                                        f"{min(args.checkpoint_every, args.stop_at or args.steps)}); "
+                                        f"nothing to resume")
+        print(f"ppddpm train: interrupted after {stop.steps_done} of {args.stop_at or args.steps} steps; {kept}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     tail = result.losses[-100:]
     total = f" ({len(result.losses)} in all)" if len(result.losses) != result.steps_this_run else ""
     print(f"trained {result.steps_this_run} steps in {result.seconds:.0f} s this run{total}; mean loss of the last "
@@ -325,7 +396,7 @@ def cmd_eval(args):
     if pipe.unet.config.in_channels != 1:
         raise BadValue("ppddpm eval scores digit models (1 channel); this pipeline has "
                        f"{pipe.unet.config.in_channels} channels")
-    images = sample_images(pipe, n=args.n, seed=args.seed, num_inference_steps=args.steps, progress=not args.quiet)
+    images = sample_images(pipe, n=args.n, seed=args.seed, num_inference_steps=args.steps, progress=cli_choice(args.quiet))
     if not _lead():
         return
     mine = score(images)
@@ -401,13 +472,15 @@ def cmd_schedule(args):
 
 
 def cmd_animate(args):
-    from .plotting import animate
+    from .plotting import animate, frame_steps
     from .trajectory import Trajectory
 
     traj = Trajectory.load(args.run)
     written = animate(traj, _out(args) / f"{args.field}.gif", field=args.field, index=args.index, fps=args.fps,
                       every=args.every, hold=args.hold)
-    print("wrote " + ", ".join(map(str, written)))
+    shown = len(frame_steps(len(traj), args.every))
+    print("wrote " + ", ".join(map(str, written)) + f" ({shown} frames of {len(traj)} recorded steps"
+          + ("" if shown == len(traj) else "; --every 1 for every one") + ")")
 
 
 def cmd_view(args):
@@ -443,20 +516,39 @@ def cmd_demo(args):
     run_demo(args.out, model=args.model, steps=args.steps, quiet=args.quiet)
 
 
+class _DefaultsOnce(argparse.HelpFormatter):
+    """Every option's help ends with its default — `(default: 1000)`, a list as `32 64` — unless
+    the text already says it in words ("default: the model's own"), so no default is shown twice.
+    Flags (store_true) have none to show."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or not action.option_strings:
+            return text
+        shown = " ".join(map(str, action.default)) if isinstance(action.default, (list, tuple)) else action.default
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (`ppddpm sample: error: ...`), exit 2, and every
-    option's --help line shows its default."""
+    option's --help line shows its default (once)."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsOnce)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+_QUIET = "no progress bar (default: a bar only when stdout and stderr are a terminal; PPDDPM_PROGRESS=0 turns it off)"
+PLOTTED_SEEDS = 8        # ab --plot draws this many seeds' figures at most (each is one PNG)
+
+
 def build_parser():
     from . import __version__
+    from .plotting import MAX_FRAMES
 
     parser = _Parser(prog="ppddpm", description="Watch diffusion sampling work, step by step (ppdiffusers).")
     parser.add_argument("--version", action="version", version=f"ppddpm {__version__}")
@@ -467,10 +559,10 @@ def build_parser():
     _sampling_args(p)
     p.add_argument("--scheduler", choices=_families(), default=None,
                    help="sample with this sampler, made from the model's scheduler config (default: the model's own)")
-    p.add_argument("--eta", type=_eta, default=None, help="with --scheduler ddim: η of eq. (16) (default 0)")
+    p.add_argument("--eta", type=_eta, default=None, help="with --scheduler ddim: η of eq. (16) (default: 0)")
     p.add_argument("--all-fields", action="store_true", help="also record x_t, ε̂, unclipped x̂_0 and z")
-    p.add_argument("--out", default="runs/sample")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="runs/sample", help="folder for the PNGs and trajectory_<run>.npz")
+    p.add_argument("--quiet", action="store_true", help=_QUIET)
     _launch_args(p)
     p.set_defaults(func=cmd_sample)
 
@@ -479,24 +571,29 @@ def build_parser():
     p.add_argument("--variants", type=_variant_list, default=["posterior", "direct"],
                    help='comma-separated specs, the first is the reference: "posterior,direct" (default) or '
                         '"ppdiffusers,ddim(eta=1.0, use_clipped_model_output=True)"')
-    p.add_argument("--seed", type=_seeds, default=777, help="an integer, or a comma-separated list")
-    p.add_argument("--steps", type=_steps, default=1000)
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=1)
-    p.add_argument("--mode", choices=["shadow", "free"], default="shadow")
-    p.add_argument("--clip", type=_clip, default=None, help="x̂_0 clipping: config (default), on or off")
+    p.add_argument("--seed", type=_seeds, default=777,
+                   help="an integer, a comma-separated list or a range (0-15): a distribution over seeds")
+    p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps (1 to the model's T)")
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="samples per seed")
+    p.add_argument("--mode", choices=["shadow", "free"], default="shadow",
+                   help="shadow: every variant steps the reference's (x_t, ε̂, z); free: each its own trajectory")
+    p.add_argument("--clip", type=_clip, default=None,
+                   help="x̂_0 clipping: config, on or off (default: config, the model's clip_sample)")
     p.add_argument("--rows", type=_positive("--rows"), default=20, help="table rows per variant")
     p.add_argument("--seed-batch", type=_positive("--seed-batch"), default=4,
                    help="seeds per batched UNet call (default 4); --nproc splits the seeds by these groups")
-    p.add_argument("--plot", action="store_true", help="also write ab_<variant>.png")
-    p.add_argument("--out", default="runs/ab")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--plot", action="store_true",
+                   help=f"also write ab_<variant>.png (with several seeds: ab_<variant>_seed<S>.png for each of the "
+                        f"first {PLOTTED_SEEDS})")
+    p.add_argument("--out", default="runs/ab", help="folder for ab.json and the plots")
+    p.add_argument("--quiet", action="store_true", help=_QUIET)
     _launch_args(p)
     p.set_defaults(func=cmd_ab)
 
     p = sub.add_parser("patches", help="the article's source edits as diffs: list, check, apply --to DIR")
     p.add_argument("action", choices=["list", "check", "apply"])
     p.add_argument("names", nargs="*", help="patch names (default: all)")
-    p.add_argument("--to", help="apply: a new folder for the patched copy of ppdiffusers")
+    p.add_argument("--to", help="apply: a new folder for the patched copy of ppdiffusers (no default: required)")
     p.set_defaults(func=cmd_patches)
 
     p = sub.add_parser("upstream", help="run ppdiffusers' own scheduler tests with ppddpm's observer (or a DDPM "
@@ -504,41 +601,45 @@ def build_parser():
     p.add_argument("--scheduler", default="ddpm", choices=list(_suites()),
                    help="which sampler family's suite (default: ddpm)")
     p.add_argument("--variant", default=None,
-                   help="with --scheduler ddpm: patch this step variant in instead of observing (e.g. posterior)")
+                   help="with --scheduler ddpm: patch this step variant in instead of observing (e.g. posterior; "
+                        "default: observe only)")
     p.set_defaults(func=cmd_upstream)
 
     p = sub.add_parser("train", help="train a DDPM (the article's loop) and save it as a DDPMPipeline")
     p.add_argument("--data", default="digits", help="'digits' (offline) or a folder of images")
     p.add_argument("--resolution", type=_positive("--resolution"), default=8,
                    help="training resolution (the digits are 8x8; larger is a bilinear upscale)")
-    p.add_argument("--channels", type=int, choices=[1, 3], default=1)
+    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 (gray) or 3 (RGB)")
     p.add_argument("--steps", type=_positive("--steps"), default=3000, help="optimisation steps")
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=_positive("--batch-size"), default=64, help="images per optimisation step")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
     p.add_argument("--warmup", type=_nonneg("--warmup"), default=100, help="linear warm-up steps")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                    help="after warm-up: cosine decay to lr/10 over the remaining steps, or constant")
-    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--ema-decay", type=float, default=0.995, help="decay of the weights' EMA, which is saved")
     p.add_argument("--block-out-channels", type=_positive("--block-out-channels"), nargs="+", default=[32, 64],
                    help="UNet channels per level (one level per number)")
-    p.add_argument("--layers-per-block", type=_positive("--layers-per-block"), default=1)
+    p.add_argument("--layers-per-block", type=_positive("--layers-per-block"), default=1,
+                   help="UNet ResNet layers per level")
     p.add_argument("--stop-at", type=_nonneg("--stop-at"), default=0,
                    help="stop after this many steps; the learning-rate schedule still spans --steps (default: at --steps)")
-    p.add_argument("--seed", type=_nonneg("--seed"), default=0)
-    p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=250)
+    p.add_argument("--seed", type=_nonneg("--seed"), default=0, help="seed of the initial weights and the batches")
+    p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=250,
+                   help="write --out/checkpoint.pdparams every N steps (and at the end)")
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pdparams")
-    p.add_argument("--out", default="runs/train")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default="runs/train", help="folder for the checkpoint and the saved pipeline")
+    p.add_argument("--quiet", action="store_true", help=_QUIET)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="digit-classifier scores of a model's samples vs real held-out digits")
     _model_arg(p)
     p.add_argument("--n", type=_positive("--n"), default=64, help="number of samples")
-    p.add_argument("--steps", type=_steps, default=1000)
-    p.add_argument("--seed", type=_nonneg("--seed"), default=0)
+    p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps of each sample")
+    p.add_argument("--seed", type=_nonneg("--seed"), default=0, help="the first seed: samples use seeds S … S+n-1")
     p.add_argument("--out", default=None,
-                   help="a folder for scores.json, the samples (samples.npz) and their contact sheet (samples.png)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="a folder for scores.json, the samples (samples.npz) and their contact sheet (samples.png) "
+                        "(default: none, scores printed only)")
+    p.add_argument("--quiet", action="store_true", help=_QUIET)
     _launch_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -547,40 +648,47 @@ def build_parser():
     spacing = p.add_mutually_exclusive_group()
     spacing.add_argument("--every-t", type=_positive("--every-t"), default=None,
                          help="tiles every N in t, whatever the number of sampling steps (default: 50)")
-    spacing.add_argument("--every", type=_positive("--every"), default=None, help="tiles every N sampling steps")
-    spacing.add_argument("--tiles", type=_positive("--tiles"), default=None, help="N tiles, evenly spaced")
-    p.add_argument("--ncols", type=_positive("--ncols"), default=10)
-    p.add_argument("--out", default="runs/grid")
+    spacing.add_argument("--every", type=_positive("--every"), default=None,
+                         help="tiles every N sampling steps (instead of --every-t)")
+    spacing.add_argument("--tiles", type=_positive("--tiles"), default=None,
+                         help="N tiles, evenly spaced (instead of --every-t)")
+    p.add_argument("--ncols", type=_positive("--ncols"), default=10, help="tiles a row")
+    p.add_argument("--out", default="runs/grid", help="folder for grid_x_t.png, grid_x0.png, trajectory.png")
     p.set_defaults(func=cmd_grid)
 
     p = sub.add_parser("forward", help="the forward process q(x_t|x_0) on an image, every 50 steps")
     _model_arg(p)
     p.add_argument("--image", default="digit",
                    help="'digit', 'digit0'…'digit9' (the first held-out digit of that class) or an image path")
-    p.add_argument("--every", type=_positive("--every"), default=50)
-    p.add_argument("--out", default="runs/forward")
+    p.add_argument("--every", type=_positive("--every"), default=50, help="a tile every N timesteps")
+    p.add_argument("--out", default="runs/forward", help="folder for forward.png")
     p.set_defaults(func=cmd_forward)
 
     p = sub.add_parser("schedule", help="β_t, ᾱ_t, SNR and the eq. (7) coefficients of a model's scheduler")
     _model_arg(p)
-    p.add_argument("--out", default="runs/schedule")
+    p.add_argument("--out", default="runs/schedule", help="folder for schedule.png")
     p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("animate", help="a trajectory as an animated GIF (and MP4 where OpenCV is installed)")
     p.add_argument("run", help="a trajectory .npz or streamed folder")
-    p.add_argument("--field", default="prev_sample")
+    p.add_argument("--field", default="prev_sample",
+                   help="the recorded field to animate: prev_sample (x_t), pred_original_sample (x̂_0), …")
     p.add_argument("--index", type=_nonneg("--index"), default=0, help="which sample of the batch")
     p.add_argument("--fps", type=_positive_float("--fps"), default=10.0, help="frames a second")
-    p.add_argument("--every", type=_positive("--every"), default=1, help="every N-th recorded step (and the last)")
+    p.add_argument("--every", type=_positive("--every"), default=None,
+                   help=f"every N-th recorded step (and the last) (default: at most {MAX_FRAMES} frames spread over "
+                        f"the run; --every 1 for every recorded step)")
     p.add_argument("--hold", type=_positive_float("--hold", zero=True), default=2.0,
                    help="seconds the final image stays before the loop restarts")
-    p.add_argument("--out", default="runs/animate")
+    p.add_argument("--out", default="runs/animate", help="folder for <field>.gif (and .mp4)")
     p.set_defaults(func=cmd_animate)
 
     p = sub.add_parser("view", help="an explorer to scrub through a run: one self-contained HTML file")
     p.add_argument("run", help="a trajectory .npz or streamed folder (record with --all-fields to see every pane)")
-    p.add_argument("--with", dest="other", default=None, help="a second run of the same steps, shown side by side")
-    p.add_argument("--ab", default=None, help="an ab.json (ppddpm ab) whose |Δ| curve is drawn with a cursor")
+    p.add_argument("--with", dest="other", default=None,
+                   help="a second run of the same steps, shown side by side (default: none)")
+    p.add_argument("--ab", default=None,
+                   help="an ab.json (ppddpm ab) whose |Δ| curve is drawn with a cursor (default: none)")
     p.add_argument("--out", default="runs/view.html", help="the page to write")
     p.set_defaults(func=cmd_view)
 
@@ -592,25 +700,16 @@ def build_parser():
 
     p = sub.add_parser("demo", help="what `make demo` runs: sample, grids, A/B summary")
     _model_arg(p)
-    p.add_argument("--steps", type=_steps, default=1000)
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps of the run and the A/B")
+    p.add_argument("--out", default="runs/demo", help="folder for the demo's pictures and files")
+    p.add_argument("--quiet", action="store_true", help=_QUIET)
     p.set_defaults(func=cmd_demo)
     return parser
 
 
 
 
-def _quiet_imports():
-    """paddle and setuptools warn on every import (no ccache; distutils): noise for a CLI user."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message="No ccache found")
-    warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
-
-
 def main(argv=None):
-    _quiet_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
     from . import launch

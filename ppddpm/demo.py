@@ -9,6 +9,7 @@ VARIANTS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]     
 
 
 def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, quiet: bool = False) -> dict:
+    from ._progress import cli_choice
     from .comparison import compare
     from .loading import load_pipeline
     from .plotting import contact_sheet, plot_ab, plot_grid, plot_trajectory
@@ -22,7 +23,7 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
     say(f"model: {name}")
 
     t0 = time.time()
-    traj = sample_trajectory(pipe, seed=seed, num_inference_steps=steps, every=1, progress=not quiet)
+    traj = sample_trajectory(pipe, seed=seed, num_inference_steps=steps, every=1, progress=cli_choice(quiet))
     say(f"sampled seed {seed}, {steps} steps, every step recorded: {time.time() - t0:.1f} s")
     written = [traj.save(out / "trajectory.npz")]
     final = traj.prev_sample[-1][:1]
@@ -39,7 +40,7 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
         # the configuration of README's table (make figures), so that the same quantity gets the same number:
         # with the default batched=True a lane's rounding depends on which lanes share the UNet call
         report = compare(pipe, VARIANTS, seed=seed, num_inference_steps=steps, mode="free", clip_sample=clip,
-                         progress=not quiet)
+                         progress=cli_choice(quiet))
         s = report.summary()
         for v in report.others:
             psnr = s[v]["final_psnr_db"][0]

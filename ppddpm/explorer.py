@@ -25,6 +25,7 @@ import numpy as np
 
 from .errors import BadValue
 from .reference import Schedule, posterior_coefficients
+from .samplers import rebuild_scheduler
 
 PANES = [("sample", "x_t (the step's input)"), ("prev_sample", "x_{t-1} (the step's output)"),
          ("pred_original_sample", "x̂_0 as the step used it (eq. 15, clipped)"),
@@ -53,18 +54,14 @@ def _encode(x: np.ndarray, lo: float = -1.0, hi: float = 1.0) -> str:
 def _schedule_numbers(traj) -> list:
     """Per recorded step: t, ᾱ_t, ᾱ_prev, the posterior coefficients of eq. (7) (DDPM/DDIM-type
     schedules), σ_t and the clipped share, as the page prints them."""
-    cfg = traj.meta.get("scheduler_config") or {}
-    schedule = None
+    schedule, visited = None, []
+    rebuilt = rebuild_scheduler(traj)          # with the run's timesteps (Heun: n steps, 2n − 1 calls)
     try:
-        import ppdiffusers
-
-        cls = getattr(ppdiffusers, traj.scheduler)
-        sched = cls(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-        sched.set_timesteps(int(traj.meta.get("num_inference_steps", len(traj))))
-        schedule = Schedule.from_scheduler(sched)            # the float64 truth, as the tests use it
-        visited = [float(t) for t in sched.timesteps]
+        if rebuilt is not None:
+            schedule = Schedule.from_scheduler(rebuilt[0])   # the float64 truth, as the tests use it
+            visited = [float(t) for t in rebuilt[0].timesteps]
     except Exception:               # an unknown scheduler or config: the page shows t, σ and clipping only
-        visited = []
+        schedule, visited = None, []
     rows = []
     for i, t in enumerate(np.asarray(traj.timesteps, np.float64)):
         row = {"t": float(t), "sigma": float(traj.sigma[i]), "clipped": float(traj.clip_fraction[i]),
@@ -125,12 +122,31 @@ class Explorer:
         return len(self.html.encode("utf-8"))
 
 
+def run_labels(a, b, names=(None, None)) -> tuple:
+    """Labels for two runs shown side by side, from what tells them apart: the seed, scheduler,
+    variant and sampling steps that differ ("seed 3" vs "seed 4"), after the file names where
+    they were given; "this run" / "the other run" when nothing does."""
+    def facts(run):
+        return {"seed": run.meta.get("seed"), "scheduler": run.scheduler, "variant": run.meta.get("variant"),
+                "steps": run.meta.get("num_inference_steps")}
+
+    fa, fb = facts(a), facts(b)
+    differ = [key for key in fa if fa[key] != fb[key]]
+    labels = []
+    for name, f, fallback in ((names[0], fa, "this run"), (names[1], fb, "the other run")):
+        told = ", ".join(f"{key} {f[key]}" for key in differ)
+        named = name if name and names[0] != names[1] else None
+        labels.append(f"{named} ({told})" if named and told else named or told or fallback)
+    return tuple(labels)
+
+
 def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
     """The explorer of `traj` (a Trajectory, or a path to one); `other`: a second run to show
     side by side with the difference; `ab`: an ABReport (or its JSON path) whose |Δ x_{t−1}| curve
     is drawn with a cursor."""
     from .trajectory import Trajectory
 
+    names = [Path(run).name if isinstance(run, (str, Path)) else None for run in (traj, other)]
     if isinstance(traj, (str, Path)):
         traj = Trajectory.load(traj)
     if isinstance(other, (str, Path)):
@@ -145,12 +161,13 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
         if a.shape != b.shape:
             raise BadValue(f"the two runs differ in shape: {a.shape} vs {b.shape}")
         diff = np.abs(a - b)
-        curve = {"label": f"max |Δ x_{{t−1}}|, this run vs {other.meta.get('variant', 'the other')}",
+        this, that = run_labels(traj, other, names)
+        curve = {"label": f"max |Δ x_{{t−1}}|, {this} vs {that}",
                  "t": [float(t) for t in traj.timesteps], "values": diff.reshape(len(a), -1).max(axis=1).tolist()}
         peak = max(float(diff.max()), 1e-12)
         side = {"other": [[_encode(b[i, s]) for s in range(b.shape[1])] for i in range(len(b))],
                 "difference": [[_encode(diff[i, s], 0.0, peak) for s in range(b.shape[1])] for i in range(len(b))],
-                "peak": peak, "other_name": str(other.meta.get("variant", "other run"))}
+                "peak": peak, "other_name": that}
     else:
         side = None
     if ab is not None:

@@ -109,6 +109,74 @@ def select_steps(traj, every: Optional[int] = None, every_t: Optional[int] = Non
     return np.array([i for i, s in enumerate(step_index) if s in wanted], dtype=np.int64)
 
 
+def _spacing(every, every_t, tiles) -> dict:
+    """The grids' choice of steps: as given (one of them: `select_steps` refuses two), else every
+    50 in t — the article's t = 950, 900, …, 0 at 1000 steps, and the same tiles when strided."""
+    if every is None and every_t is None and tiles is None:
+        every_t = 50
+    return dict(every=every, every_t=every_t, tiles=tiles)
+
+
+class _RunFacts:
+    """What titles say about a recorded run, computed from it: `steps` sampling steps (Heun's 10,
+    not its 19 step calls), `calls`, the `every` it was recorded with, whether tiles need stage
+    labels (a scheduler that evaluates one t more than once: Heun, PNDM), and, where the samples
+    live in σ-space (Euler-type schedulers), the σ of each recorded x_t and x_{t−1}, by which
+    `shown` divides them: x/√(σ² + 1) is what the model is given (`scale_model_input`), on the
+    [−1, 1] scale of the image (σ = 0 at the end: the image itself)."""
+
+    def __init__(self, traj):
+        from .samplers import in_sigma_space, rebuild_scheduler
+
+        self.traj, self.every = traj, int(traj.meta.get("every", 1))
+        self.calls = self.steps = int(traj.meta.get("num_inference_steps", len(traj)))
+        self.staged = bool(len(traj.stages)) and any(str(s) for s in traj.stages)
+        self.sigma_of = {}
+        sigma_space = in_sigma_space(str(traj.meta.get("sampler", "")))
+        rebuilt = rebuild_scheduler(traj) if (self.staged or sigma_space) and len(traj) else None
+        if rebuilt is not None:
+            scheduler, self.steps = rebuilt
+            if sigma_space:
+                sigmas = np.asarray(scheduler.sigmas.numpy(), np.float64)
+                calls = kept_steps(self.calls, self.every)[: len(traj)]      # which step call each recorded step is
+                self.sigma_of = {"sample": sigmas[calls], "prev_sample": sigmas[calls + 1]}
+
+    def scaled(self, field) -> bool:
+        return field in self.sigma_of
+
+    def shown(self, field, data, i):
+        """Frame i of `field` as drawn: x/√(σ² + 1) for a σ-space sample, else as recorded."""
+        return data[i] / np.sqrt(self.sigma_of[field][i] ** 2 + 1) if self.scaled(field) else data[i]
+
+    def label(self, field) -> str:
+        return FIELD_LABELS.get(field, field) + ("/√(σ²+1)" if self.scaled(field) else "")
+
+    def tile(self, i, sep="\n") -> str:
+        """A tile's title: its t, and its stage where the scheduler evaluates a t more than once."""
+        stage = str(self.traj.stages[i]) if self.staged else ""
+        return f"t={_t(self.traj.timesteps[i])}" + (f"{sep}{stage}" if stage else "")
+
+    def spacing(self, steps) -> str:
+        """How the chosen tiles are spaced, read from their own t: "every 100 in t" only when it is so."""
+        t = np.asarray(self.traj.timesteps, np.float64)[steps]
+        gaps = -np.diff(t)
+        moves = gaps[gaps != 0]                 # a zero gap: one t at two stages (Heun's predictor, corrector)
+        if len(moves) and np.allclose(moves, moves[0]) and moves[0] > 0:
+            return f"every {moves[0]:g} in t" + (", a t twice at two stages" if len(moves) < len(gaps) else "")
+        return f"{len(steps)} tile" + ("s" if len(steps) != 1 else "")
+
+    def run(self) -> str:
+        """The run: its sampling steps (and step calls, where they differ), how it was recorded."""
+        calls = f", {self.calls} step calls" if self.calls != self.steps else ""
+        recorded = (f"every {self.every} recorded: {len(self.traj)}" if self.every > 1 else
+                    f"{len(self.traj)} recorded")
+        return f"{self.steps} sampling steps{calls}, {recorded}"
+
+    def scale_note(self, fields) -> str:
+        return (" — σ-space x_t shown as x_t/√(σ²+1), the scale the model sees"
+                if any(self.scaled(f) for f in fields) else "")
+
+
 def _samples(traj, index):
     b = traj.field(traj.fields[0]).shape[1]
     if index is None:
@@ -122,20 +190,23 @@ FIELD_LABELS = {"prev_sample": "x_t", "pred_original_sample": "x̂_0", "sample":
                 "model_output": "ε̂", "pred_original_sample_unclipped": "x̂_0 unclipped", "noise": "z"}
 
 
-def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols: int = 10,
+def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, ncols: int = 10,
               index: Optional[int] = None, tile: float = 0.9, save=None, every_t: Optional[int] = None,
               tiles: Optional[int] = None):
     """The article's figure: `field` at the steps `select_steps` picks (every `every` sampling
-    steps, or every `every_t` in t, or `tiles` of them), `ncols` tiles a row, each titled with its
-    t. A batch gives one labelled block of rows per sample (or only sample `index`)."""
+    steps, or every `every_t` in t, or `tiles` of them; none given: every 50 in t, the article's
+    t = 950, 900, …, 0 whatever the number of steps), `ncols` tiles a row, each titled with its
+    t (and its stage for Heun / PNDM). A batch gives one labelled block of rows per sample (or
+    only sample `index`). The title's spacing and counts are read from the tiles and the run
+    (`_RunFacts`); σ-space samples are drawn at the scale the model sees."""
     check_int("ncols", ncols)
     data = traj.field(field)
-    if every_t is not None or tiles is not None:
-        every = None
-    steps = select_steps(traj, every, every_t, tiles)
+    steps = select_steps(traj, **_spacing(every, every_t, tiles))
     samples = _samples(traj, index)
+    facts = _RunFacts(traj)
     rows_per = -(-len(steps) // ncols)
-    fig = _figure(ncols * tile, rows_per * len(samples) * (tile + 0.2) + 0.4)
+    row_height = tile + (0.35 if facts.staged else 0.2)
+    fig = _figure(ncols * tile, rows_per * len(samples) * row_height + 0.5)
     axes = fig.subplots(rows_per * len(samples), ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -143,43 +214,40 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols
         for k, i in enumerate(steps):
             ax = axes[si * rows_per + k // ncols, k % ncols]
             ax.axis("on")
-            _show(ax, data[i, b], f"t={_t(traj.timesteps[i])}")
+            _show(ax, facts.shown(field, data, i)[b], facts.tile(i))
         if len(samples) > 1:
             first = axes[si * rows_per, 0]
             first.set_ylabel(f"sample {b}", rotation=0, labelpad=24, fontsize=9)
-    label = FIELD_LABELS.get(field, field)
-    spacing = (f"every {every_t} in t" if every_t else f"{len(steps)} tiles" if tiles else
-               f"every {every or traj.meta.get('every', 1)} sampling steps")
-    fig.suptitle(f"{label}, t = {_t(traj.timesteps[steps[0]])} … {_t(traj.timesteps[steps[-1]])}: {spacing} "
-                 f"({traj.meta.get('num_inference_steps', len(traj))} sampling steps, {len(traj)} recorded)"
-                 + (f", {len(samples)} samples" if len(samples) > 1 else ""), fontsize=10)
+    fig.suptitle(f"{facts.label(field)}, t = {_t(traj.timesteps[steps[0]])} … {_t(traj.timesteps[steps[-1]])}: "
+                 f"{facts.spacing(steps)} ({facts.run()})" + (f", {len(samples)} samples" if len(samples) > 1 else "")
+                 + facts.scale_note([field]), fontsize=10)
     return _save(fig, save)
 
 
-def plot_trajectory(traj, every: Optional[int] = 50, index: int = 0, ncols: int = 10, tile: float = 0.9, save=None,
+def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: int = 10, tile: float = 0.9, save=None,
                     every_t: Optional[int] = None, tiles: Optional[int] = None):
     """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
-    noise falls. Steps chosen as in `plot_grid`."""
-    if every_t is not None or tiles is not None:
-        every = None
-    steps = select_steps(traj, every, every_t, tiles)
+    noise falls. Steps chosen, titled and scaled as in `plot_grid`."""
+    steps = select_steps(traj, **_spacing(every, every_t, tiles))
     _samples(traj, index)
+    facts = _RunFacts(traj)
     x_t, x_0 = traj.field("prev_sample"), traj.field("pred_original_sample")
     chunks = -(-len(steps) // ncols)
-    fig = _figure(ncols * tile + 0.6, chunks * 2 * (tile + 0.2) + 0.4)
+    fig = _figure(ncols * tile + 0.6, chunks * 2 * (tile + (0.3 if facts.staged else 0.2)) + 0.5)
     axes = fig.subplots(chunks * 2, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for k, i in enumerate(steps):
         r, c = 2 * (k // ncols), k % ncols
-        for row, data in ((r, x_t), (r + 1, x_0)):
+        for row, field, data in ((r, "prev_sample", x_t), (r + 1, "pred_original_sample", x_0)):
             ax = axes[row, c]
             ax.axis("on")
-            _show(ax, data[i, index], f"t={_t(traj.timesteps[i])}" if row == r else None)
+            _show(ax, facts.shown(field, data, i)[index], facts.tile(i) if row == r else None)
     for chunk in range(chunks):
         axes[2 * chunk, 0].set_ylabel("x_t", rotation=0, labelpad=14, fontsize=9)
         axes[2 * chunk + 1, 0].set_ylabel("x̂_0", rotation=0, labelpad=14, fontsize=9)
-    fig.suptitle("x_t (sample) and x̂_0 (eq. 15, the model's guess) by step", fontsize=10)
+    fig.suptitle(f"x_t (sample) and x̂_0 (the model's guess) by step: {facts.spacing(steps)} ({facts.run()})"
+                 + facts.scale_note(["prev_sample"]), fontsize=10)
     return _save(fig, save)
 
 
@@ -411,30 +479,44 @@ def plot_schedule(scheduler, save=None):
     return _save(fig, save)
 
 
-def frames(traj, field: str = "prev_sample", index: int = 0, size: int = 128):
-    """PIL frames of one sample's trajectory, upscaled to `size` px, each with its t written on it."""
+MAX_FRAMES = 100      # an animation's default length: 10 s at 10 fps, however long the run
+
+
+def frame_steps(n: int, every: Optional[int] = None) -> list:
+    """Indices of the recorded steps an animation shows: every `every`-th and the last; by
+    default (None) the smallest `every` that keeps it to MAX_FRAMES frames spread over the run."""
+    if every is None:
+        every = max(1, -(-(n - 1) // (MAX_FRAMES - 1)))
+    check_int("every", every)
+    return sorted(set(range(0, n, every)) | ({n - 1} if n else set()))
+
+
+def frames(traj, field: str = "prev_sample", index: int = 0, size: int = 128, steps=None):
+    """PIL frames of one sample's trajectory (the recorded steps `steps`, default all), upscaled
+    to `size` px, each with its field, t and stage written on it (scaled as in `plot_grid`)."""
     from PIL import Image, ImageDraw
 
     data = traj.field(field)
     _samples(traj, index)
+    facts = _RunFacts(traj)
     out = []
-    for i in range(len(traj)):
-        img = (to_display(data[i, index]) * 255).round().astype(np.uint8)
+    for i in range(len(traj)) if steps is None else steps:
+        img = (to_display(facts.shown(field, data, i)[index]) * 255).round().astype(np.uint8)
         pil = Image.fromarray(img).convert("RGB").resize((size, size), Image.NEAREST)
         canvas = Image.new("RGB", (size, size + 16), "white")
         canvas.paste(pil, (0, 16))
-        ImageDraw.Draw(canvas).text((3, 2), f"{FIELD_LABELS.get(field, field)}  t={_t(traj.timesteps[i])}",
-                                    fill="black")
+        ImageDraw.Draw(canvas).text((3, 2), f"{facts.label(field)}  {facts.tile(i, sep=' ')}", fill="black")
         out.append(canvas)
     return out
 
 
 def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 128, mp4: bool = True,
-            fps: float = 10, every: int = 1, hold: float = 2.0) -> list:
-    """The trajectory as an animated GIF — every `every`-th recorded step (and the last) at `fps`
-    frames a second, the final image held for `hold` seconds before it loops — and an MP4 beside
-    it when OpenCV is installed (`export_to_video`). Returns the paths written. (ppdiffusers'
-    `export_to_gif` fixes 100 ms a frame, so the GIF is written with PIL directly.)"""
+            fps: float = 10, every: Optional[int] = None, hold: float = 2.0) -> list:
+    """The trajectory as an animated GIF — every `every`-th recorded step (and the last; by default
+    at most MAX_FRAMES frames spread over the run, `every=1` for all) at `fps` frames a second, the
+    final image held for `hold` seconds before it loops — and an MP4 beside it when OpenCV is
+    installed (`export_to_video`). Returns the paths written. (ppdiffusers' `export_to_gif` fixes
+    100 ms a frame, so the GIF is written with PIL directly.)"""
     from ppdiffusers.utils.import_utils import is_opencv_available
 
     from ._io import atomic_path
@@ -442,13 +524,11 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
     path = Path(path)
     if path.suffix != ".gif":
         raise BadValue(f"animate writes a .gif, got {path.name!r}")
-    check_int("every", every)
     if not (isinstance(fps, (int, float)) and fps > 0) or not (isinstance(hold, (int, float)) and hold >= 0):
         raise BadValue(f"fps must be > 0 and hold ≥ 0 seconds, got fps={fps!r}, hold={hold!r}")
-    pics = frames(traj, field, index, size)
-    if not pics:
+    if not len(traj):
         raise BadValue("the trajectory has no recorded steps")
-    pics = [pics[i] for i in sorted(set(range(0, len(pics), every)) | {len(pics) - 1})]
+    pics = frames(traj, field, index, size, steps=frame_steps(len(traj), every))
     frame_ms = max(20, int(round(1000 / fps)))              # GIF players floor shorter frames
     durations = [frame_ms] * (len(pics) - 1) + [max(frame_ms, int(round(1000 * hold)))]
     written = []

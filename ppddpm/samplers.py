@@ -613,3 +613,34 @@ def clipped_share_on_device(scheduler, x0_raw):
     if "clip_sample" in honoured and config.get("clip_sample", False):
         return (x0_raw.abs() > config.get("clip_sample_range", 1.0)).astype("float32").mean()
     return 0.0
+
+
+def in_sigma_space(family: str) -> bool:
+    """Whether the samples of this family live in the σ-parameterisation (x = x_t/√ᾱ_t, which
+    `scale_model_input` divides by √(σ² + 1) before the model sees it): the Euler-type ones."""
+    return any(isinstance(a, _SigmaAdapter) for a in ADAPTERS if a.family == family)
+
+
+def rebuild_scheduler(traj):
+    """(scheduler, n) for a recorded run: the scheduler that made it, rebuilt from its meta (class
+    and config), with `set_timesteps(n)` for the n sampling steps the run made — the n whose
+    timesteps are as many as the run's step calls (`meta["num_inference_steps"]`; Heun calls its
+    step 2n − 1 times, PNDM more than n). None where that fails (a class or config this
+    ppdiffusers does not know)."""
+    import ppdiffusers
+
+    calls = int(traj.meta.get("num_inference_steps", len(traj)))
+    config = {k: v for k, v in (traj.meta.get("scheduler_config") or {}).items() if not k.startswith("_")}
+    try:
+        scheduler = getattr(ppdiffusers, traj.scheduler).from_config(config)   # drops keys the class does not take
+        low = high = traj.meta.get("set_timesteps")          # the n asked for, where the file keeps it
+        if not low:
+            low, high = 1, calls                 # else searched: len(timesteps) grows with n and is at least n
+        while low < high:
+            middle = (low + high) // 2
+            scheduler.set_timesteps(middle)
+            low, high = (middle + 1, high) if len(scheduler.timesteps) < calls else (low, middle)
+        scheduler.set_timesteps(low)
+    except Exception:                          # an unknown class or config: the caller does without
+        return None
+    return (scheduler, low) if len(scheduler.timesteps) == calls else None

@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from ._io import atomic_path
+from ._progress import wanted
 from .errors import BadValue, NotFound, int_problem
 
 CHECKPOINT = "checkpoint.pdparams"
@@ -68,6 +70,35 @@ class TrainConfig:
             raise BadValue("; ".join(problems))
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `train`: a KeyboardInterrupt that says how far the run got (`steps_done`)
+    and which checkpoint is on disk (`checkpoint`, at `checkpoint_step`; None before the first)."""
+
+    def __init__(self, steps_done: int, checkpoint: Optional[Path], checkpoint_step: Optional[int]):
+        super().__init__(f"training interrupted after {steps_done} steps")
+        self.steps_done, self.checkpoint, self.checkpoint_step = steps_done, checkpoint, checkpoint_step
+
+
+SCHEDULE_KEYS = ("steps", "lr", "warmup", "lr_schedule")     # what learning_rate(cfg, step) depends on
+
+
+def schedule_change(saved: dict, cfg: "TrainConfig", step: int) -> Optional[str]:
+    """A note when a resume changes the learning-rate schedule the checkpoint was trained on
+    (another --steps stretches or shortens the cosine decay), or None when it keeps it."""
+    changed = {k: saved[k] for k in SCHEDULE_KEYS if k in saved and saved[k] != getattr(cfg, k)}
+    if not changed:
+        return None
+    old = replace(cfg, **changed)
+    differ = next((s for s in range(step, max(cfg.steps, old.steps))
+                   if not math.isclose(learning_rate(cfg, s), learning_rate(old, s))), None)
+    if differ is None:                         # e.g. a longer run whose extra steps are past this one's end
+        return None
+    what = ", ".join(f"{k} {changed[k]} → {getattr(cfg, k)}" for k in changed)
+    return (f"note: this resume changes the learning-rate schedule the checkpoint was trained on ({what}): from "
+            f"step {differ} the lr is {learning_rate(cfg, differ):.3g} instead of {learning_rate(old, differ):.3g}; "
+            f"resume with the old values to keep it (--stop-at stops early on the same schedule)")
+
+
 @dataclass
 class TrainResult:
     output_dir: Path
@@ -110,7 +141,28 @@ def _optimizer_state_by_name(state: dict, unet) -> dict:
     return _rename(state, dict(names))
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> TrainResult:
+def _steps(bar, cfg, data, rng, scheduler, unet, optimizer, ema, losses, end, save_checkpoint):
+    """The optimisation steps of `bar`, a checkpoint every `cfg.checkpoint_every` and at `end`."""
+    import paddle
+
+    for step in bar:
+        optimizer.set_lr(learning_rate(cfg, step))
+        x0 = paddle.to_tensor(data[rng.randint(0, len(data), cfg.batch_size)])
+        t = paddle.to_tensor(rng.randint(0, scheduler.config.num_train_timesteps, cfg.batch_size), dtype="int64")
+        noise = paddle.randn(x0.shape, dtype=x0.dtype)                          # ε ~ N(0, I)
+        x_noisy = scheduler.add_noise(x0, noise, t)                              # eq. (4)
+        loss = paddle.nn.functional.mse_loss(unet(x_noisy, t).sample, noise)     # eq. (14)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        ema.step(unet.parameters())
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
+            save_checkpoint(step + 1)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None, log=print) -> TrainResult:
     """Train a DDPM per `cfg`; returns the losses and the saved pipeline's directory."""
     import paddle
     from ppdiffusers import DDPMPipeline
@@ -153,6 +205,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         rng.set_state(ckpt["numpy_rng"])
         paddle.seed(cfg.seed + start)   # fresh, reproducible paddle stream after a resume
         log(f"resumed from {ckpt_path} at step {start}")
+        note = schedule_change(ckpt.get("config") or {}, cfg, start)
+        if note:
+            log(note)
+
+    saved = [start if resume else None]        # the step of this run's checkpoint on disk
 
     def save_checkpoint(step):
         with atomic_path(ckpt_path) as tmp:
@@ -161,27 +218,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
                          "losses": losses, "numpy_rng": rng.get_state(), "config": vars(cfg),
                          "seconds": None if seconds_before is None else seconds_before + time.time() - t0},
                         str(tmp))
+        saved[0] = step
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(start, end), initial=start, total=end, disable=not progress, desc="train")
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not wanted(progress), desc="train")
     t0 = time.time()
     unet.train()
-    for step in bar:
-        optimizer.set_lr(learning_rate(cfg, step))
-        x0 = paddle.to_tensor(data[rng.randint(0, len(data), cfg.batch_size)])
-        t = paddle.to_tensor(rng.randint(0, scheduler.config.num_train_timesteps, cfg.batch_size), dtype="int64")
-        noise = paddle.randn(x0.shape, dtype=x0.dtype)                          # ε ~ N(0, I)
-        x_noisy = scheduler.add_noise(x0, noise, t)                              # eq. (4)
-        loss = paddle.nn.functional.mse_loss(unet(x_noisy, t).sample, noise)     # eq. (14)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        ema.step(unet.parameters())
-        losses.append(float(loss))
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
-            save_checkpoint(step + 1)
+    try:
+        _steps(bar, cfg, data, rng, scheduler, unet, optimizer, ema, losses, end, save_checkpoint)
+    except KeyboardInterrupt:
+        bar.close()
+        raise TrainingInterrupted(len(losses), ckpt_path if saved[0] is not None else None, saved[0]) from None
     seconds = time.time() - t0
     total = None if seconds_before is None else seconds_before + seconds
 

@@ -84,7 +84,7 @@ def test_ab_prints_the_table_and_writes_json(tmp_path, saved_pipe_dir):
     assert "direct vs ppdiffusers" in res.stdout and "equivalent within float32 rounding: no" in res.stdout
     data = json.loads((tmp_path / "ab.json").read_text())
     assert data["seeds"] == [1, 2] and data["summary"]["direct"]["equivalent"] is False
-    assert (tmp_path / "ab_direct.png").stat().st_size > 1000
+    assert all((tmp_path / f"ab_direct_seed{s}.png").stat().st_size > 1000 for s in (1, 2))     # each seed its plot
 
 
 def test_sample_with_another_sampler_and_ab_across_schedulers(tmp_path, saved_pipe_dir):

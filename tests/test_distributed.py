@@ -5,6 +5,7 @@ Each test starts real `paddle.distributed.launch` jobs (~5 s of start-up each), 
 8x8 pipeline and few steps; `timeout` bounds every run, so a hang fails the test instead of CI.
 """
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -44,6 +45,8 @@ def test_eval_and_many_seed_sample_over_two_ranks_equal_one_process(tmp_path, sa
         res = cli("sample", "--model", saved_pipe_dir, "--seed", "3-5", "--steps", 8, "--every", 2,
                   "--out", tmp_path / out / "sample", "--quiet", *extra)
         assert res.returncode == 0, res.stderr
+        listed = set(re.findall(r"\S+\.(?:npz|png)", res.stdout))        # every rank's files, in the output one reads
+        assert listed == {str(p) for p in (tmp_path / out / "sample").iterdir() if p.suffix in (".npz", ".png")}
     # eval draws n = 70 in batches of 64 (seeds 0 and 64): one batch a rank; sample splits its seeds 2 + 1
     one, two = (np.load(tmp_path / d / "eval" / "samples.npz") for d in ("one", "two"))
     assert np.array_equal(one["samples"], two["samples"])

@@ -30,6 +30,13 @@ def test_ddim_example_runs_verbatim():
     assert scope["report"].clip_sample is True
 
 
+def test_recording_pipeline_example_runs_verbatim():
+    """The article's drop-in: the block defines everything it uses (no undefined `path`)."""
+    scope = {}
+    exec(compile(marked_block("readme-recording-pipeline"), "README.md (RecordingDDPMPipeline)", "exec"), scope)
+    assert len(scope["images"]) == 1 and len(scope["all_images"]) == len(scope["all_x_0"]) == 1000
+
+
 def _docs_module(name):
     import importlib.util
 
