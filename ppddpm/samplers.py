@@ -22,6 +22,8 @@ behind a pipeline, or says in one line what is supported.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Dict, List, Optional
 
 from . import _rng
@@ -478,6 +480,18 @@ class DPMSolverMultistepAdapter(Adapter):
 
     def _alpha_sigma(self, scheduler, ctx):
         return scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[ctx["index"]])
+
+    def sigma(self, scheduler, t, extra, ctx, tables):
+        """The SDE solvers' noise std on the step s → t (DPM-Solver++ §5): σ_t √(1 − e^{−2h}) with the
+        data prediction, σ_t √(e^{2h} − 1) with the noise prediction, h = λ_t − λ_s. The scheduler's
+        `sigmas` are √((1−ᾱ)/ᾱ), so σ_t = s/√(s²+1) and h = log(s_from/s_to). 0 for the ODE solvers."""
+        if not self.adds_noise(scheduler, t, extra, ctx):
+            return 0.0
+        s_from, s_to = (float(tables("sigmas")[ctx["index"] + k]) for k in (0, 1))
+        sigma_to, h = s_to / (s_to ** 2 + 1) ** 0.5, math.log(s_from / s_to)
+        if self.keeps_data_prediction(scheduler):
+            return sigma_to * (-math.expm1(-2 * h)) ** 0.5
+        return sigma_to * math.expm1(2 * h) ** 0.5
 
     def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
         """eq. (15) in DPM-Solver's notation: x̂_0 = (x_t − σ_t ε) / α_t (before thresholding)."""

@@ -6,7 +6,8 @@
 Each recorded step's inputs — x_t, the model output ε̂ and the noise z it added, as recorded —
 go through the float64 reference of the run's sampler (`ppddpm.reference`, written from the
 papers and independent of ppdiffusers), and its x̂_0 (as used and before clipping) and x_{t−1}
-are compared with the recorded ones. The scheduler's config and the step's arguments (η, …)
+are compared with the recorded ones, and so is σ_t, the std of the noise the step added. The
+scheduler's config and the step's arguments (η, …)
 come from the trajectory's metadata, so this checks whatever ran: another device, float16, a
 patched step formula (`ppddpm.patch_step`), a new ppdiffusers release.
 
@@ -46,6 +47,7 @@ from .trajectory import Trajectory
 SIGMA_SPACE = ("euler", "euler-ancestral", "lms", "heun", "kdpm2", "kdpm2-ancestral", "dpmsolver-sde", "edm-euler")
 UNIT_ROUNDOFF_FLOAT16 = 2.0 ** -11
 X_T_STANDARD_ERRORS = 5.0
+SIGMA_RTOL = 2e-4          # σ's relative tolerance (see _check); measured ≤ 8.3e-5 over every family
 
 
 @dataclass
@@ -60,10 +62,13 @@ class StepCheck:
     gap_x0_raw: float
     bound: float              # for x_{t−1}; x̂_0's is bound / √ᾱ_t
     bound_x0: float
+    gap_sigma: float = 0.0    # |σ recorded − σ of the reference|, the std of the noise the step added
+    bound_sigma: float = 1.0
 
     @property
     def ratio(self) -> float:
-        gaps = [(self.gap_prev, self.bound)] + [(g, self.bound_x0) for g in (self.gap_x0, self.gap_x0_raw)]
+        gaps = [(self.gap_prev, self.bound), (self.gap_sigma, self.bound_sigma)] + \
+            [(g, self.bound_x0) for g in (self.gap_x0, self.gap_x0_raw)]
         return max((g / b for g, b in gaps if not math.isnan(g)), default=0.0)
 
     @property
@@ -127,7 +132,8 @@ class VerifyReport:
                               "bound": "K·u/(1−ᾱ_t)·(max|x_t| + s_t·max|ε̂| + σ_t·max|z| + 1); x̂_0: that / √ᾱ_t"},
                 "steps": [{"step": s.call, "t": s.t, "stage": s.stage, "gap_prev": s.gap_prev,
                            "gap_x0": _json_num(s.gap_x0), "gap_x0_raw": _json_num(s.gap_x0_raw),
-                           "bound": s.bound, "bound_x0": s.bound_x0, "ratio": s.ratio, "holds": s.holds}
+                           "gap_sigma": s.gap_sigma, "bound": s.bound, "bound_x0": s.bound_x0,
+                           "bound_sigma": s.bound_sigma, "ratio": s.ratio, "holds": s.holds}
                           for s in self.steps]}
 
 
@@ -245,6 +251,9 @@ def _alpha_bar_at(config, timesteps) -> np.ndarray:
 def _check(traj, r, call, ref_step, ab, family, u) -> StepCheck:
     x_t, eps = np.asarray(traj.sample[r], np.float64), np.asarray(traj.model_output[r], np.float64)
     sigma = float(ref_step.sigma or 0.0)
+    # σ from float32 tables: ᾱ by a float32 product of up to T factors is off by up to T·u relative
+    # (6e-5 at T = 1000), and a σ_up combines two such σ; 2e-4 covers both, plus the cancellation term
+    bound_sigma = (SIGMA_RTOL + K_ROUNDINGS * u / (1.0 - ab)) * sigma + 1e-12
     z = np.asarray(traj.noise[r], np.float64) if "noise" in traj.fields else np.zeros(1)
     s_eps = math.sqrt((1.0 - ab) / ab) if family in SIGMA_SPACE else 1.0
     scale = np.abs(x_t).max() + s_eps * np.abs(eps).max() + sigma * np.abs(z).max() + 1.0
@@ -255,7 +264,8 @@ def _check(traj, r, call, ref_step, ab, family, u) -> StepCheck:
                      gap_prev=gap("prev_sample", ref_step.prev_sample),
                      gap_x0=gap("pred_original_sample", ref_step.pred_original_sample),
                      gap_x0_raw=gap("pred_original_sample_unclipped", ref_step.pred_original_sample_unclipped),
-                     bound=float(bound), bound_x0=float(bound if family in SIGMA_SPACE else bound / math.sqrt(ab)))
+                     bound=float(bound), bound_x0=float(bound if family in SIGMA_SPACE else bound / math.sqrt(ab)),
+                     gap_sigma=abs(float(traj.sigma[r]) - sigma), bound_sigma=float(bound_sigma))
 
 
 def _check_x_T(traj, ref, calls) -> Optional[dict]:
