@@ -203,6 +203,26 @@ class LatentRun:
         if self.tap is not None:
             self.tap.remove()
 
+    def started(self, scheduler):
+        """Once the timesteps are set: warn where the pipeline's loop mis-scales a σ-space sampler
+        (init_noise_sigma ≠ 1: Euler, Heun, LMS, …). DiTPipeline never multiplies x_T by
+        init_noise_sigma and hands `scheduler.step` the *scaled* model input as the sample;
+        LDMPipeline multiplies x_T by init_noise_sigma before set_timesteps, i.e. by σ_max of the
+        full training schedule (ppdiffusers 0.29; StableDiffusionPipeline sets the timesteps first)."""
+        import warnings
+
+        from .recording import UnscaledLoopWarning
+
+        sigma = float(scheduler.init_noise_sigma)
+        if sigma == 1.0 or self.kind.name == "stable-diffusion":
+            return
+        why = ("never multiplies x_T by init_noise_sigma and passes scheduler.step the scaled model input as its "
+               "sample" if self.kind.name == "dit" else
+               "multiplies x_T by init_noise_sigma before set_timesteps (σ_max of the full schedule, not of these steps)")
+        warnings.warn(f"{type(self.pipe).__name__} {why}; with {type(scheduler).__name__} (init_noise_sigma "
+                      f"{sigma:.4g}) the run records what it ran, which is not that sampler's process",
+                      UnscaledLoopWarning, stacklevel=5)
+
     def frames(self, rec, frame: dict) -> dict:
         """`frame` (the step's fields) cut to the batch's rows, plus the guidance fields."""
         if self.rows is not None:
@@ -444,3 +464,56 @@ class ChunkDecoder:
 
     def __call__(self, frames: dict) -> dict:
         return {name: _decode_frames(self.fn, frames[field]) for field, name in zip(self.fields, self.names)}
+
+
+# --------------------------------------------------------------------------- pictures of a latent run
+
+LATENT_RANGE = 3.0        # latents (unit variance by the choice of scaling_factor) shown on [−3, 3]
+
+
+def channels_view(frames) -> np.ndarray:
+    """[..., C, h, w] latents → [..., 1, h, C·w]: the channels side by side as one gray image, on
+    [−LATENT_RANGE, LATENT_RANGE] mapped to the display's [−1, 1]."""
+    frames = np.asarray(frames, np.float32) / LATENT_RANGE
+    return np.concatenate([frames[..., c: c + 1, :, :] for c in range(frames.shape[-3])], axis=-1)
+
+
+def caption(traj) -> str:
+    """The prompt or class label (and guidance scale) of a latent run, for titles; "" otherwise."""
+    cond = traj.meta.get("conditioning") or {}
+    parts = []
+    if isinstance(cond.get("prompt"), (str, list)):
+        parts.append(f"prompt {cond['prompt']!r}" if isinstance(cond["prompt"], str) else f"prompts {cond['prompt']}")
+    elif "prompt_embeds" in cond:
+        parts.append("prompt given as embeddings")
+    if "class_labels" in cond:
+        names = cond.get("class_names")
+        parts.append("class " + ", ".join(f"{c} ({n})" if names else f"{c}"
+                                          for c, n in zip(cond["class_labels"], names or cond["class_labels"])))
+    if cond.get("negative_prompt"):
+        parts.append(f"negative {cond['negative_prompt']!r}")
+    if "guidance_scale" in cond:
+        parts.append(f"guidance {cond['guidance_scale']:g}")
+    return ", ".join(parts)
+
+
+def displayable(traj, latent_channels: bool = False):
+    """What the pictures show of `traj`: itself for a pixel run; for a latent run, a Trajectory with
+    the same fields in which each field is its decoded frames where the run kept them (record(decode=…)
+    or `decode`), else its latent channels side by side (`channels_view`); latent_channels=True shows
+    the channels of every field. `meta["shown_as"]` says which is which."""
+    from .trajectory import Trajectory
+
+    if traj.meta.get("space") != "latent" or "shown_as" in traj.meta:     # pixels, or already a view
+        return traj
+    fields, shown = {}, {}
+    for name in traj.fields:
+        if name.endswith(DECODED_SUFFIX):
+            continue
+        if not latent_channels and name + DECODED_SUFFIX in traj.fields:
+            fields[name], shown[name] = traj.field(name + DECODED_SUFFIX), "decoded"
+        else:
+            fields[name], shown[name] = channels_view(traj.field(name)), "latent channels"
+    meta = dict(traj.meta, shown_as=shown)
+    return Trajectory(traj.timesteps, fields, traj.sigma, traj.clip_fraction, meta, images=traj._images,
+                      stages=traj.stages)

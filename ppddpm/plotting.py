@@ -118,6 +118,22 @@ def _samples(traj, index):
     return [index]
 
 
+def _displayable(traj):
+    """A latent run as pictures: decoded frames where the run kept them, else its latent channels
+    side by side (`ppddpm.latent.displayable`; pass its latent_channels=True view for channels only)."""
+    from .latent import displayable
+
+    return displayable(traj)
+
+
+def _caption(traj) -> str:
+    """"; prompt '…', guidance 7.5" for a latent run (`ppddpm.latent.caption`), else ""."""
+    from .latent import caption
+
+    text = caption(traj)
+    return f"; {text}" if text else ""
+
+
 FIELD_LABELS = {"prev_sample": "x_t", "pred_original_sample": "x̂_0", "sample": "x_t (input)",
                 "model_output": "ε̂", "pred_original_sample_unclipped": "x̂_0 unclipped", "noise": "z"}
 
@@ -129,6 +145,7 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols
     steps, or every `every_t` in t, or `tiles` of them), `ncols` tiles a row, each titled with its
     t. A batch gives one labelled block of rows per sample (or only sample `index`)."""
     check_int("ncols", ncols)
+    traj = _displayable(traj)
     data = traj.field(field)
     if every_t is not None or tiles is not None:
         every = None
@@ -152,7 +169,7 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = 50, ncols
                f"every {every or traj.meta.get('every', 1)} sampling steps")
     fig.suptitle(f"{label}, t = {_t(traj.timesteps[steps[0]])} … {_t(traj.timesteps[steps[-1]])}: {spacing} "
                  f"({traj.meta.get('num_inference_steps', len(traj))} sampling steps, {len(traj)} recorded)"
-                 + (f", {len(samples)} samples" if len(samples) > 1 else ""), fontsize=10)
+                 + (f", {len(samples)} samples" if len(samples) > 1 else "") + _caption(traj), fontsize=10)
     return _save(fig, save)
 
 
@@ -162,6 +179,7 @@ def plot_trajectory(traj, every: Optional[int] = 50, index: int = 0, ncols: int 
     noise falls. Steps chosen as in `plot_grid`."""
     if every_t is not None or tiles is not None:
         every = None
+    traj = _displayable(traj)
     steps = select_steps(traj, every, every_t, tiles)
     _samples(traj, index)
     x_t, x_0 = traj.field("prev_sample"), traj.field("pred_original_sample")
@@ -179,7 +197,7 @@ def plot_trajectory(traj, every: Optional[int] = 50, index: int = 0, ncols: int 
     for chunk in range(chunks):
         axes[2 * chunk, 0].set_ylabel("x_t", rotation=0, labelpad=14, fontsize=9)
         axes[2 * chunk + 1, 0].set_ylabel("x̂_0", rotation=0, labelpad=14, fontsize=9)
-    fig.suptitle("x_t (sample) and x̂_0 (eq. 15, the model's guess) by step", fontsize=10)
+    fig.suptitle("x_t (sample) and x̂_0 (eq. 15, the model's guess) by step" + _caption(traj), fontsize=10)
     return _save(fig, save)
 
 
@@ -415,6 +433,7 @@ def frames(traj, field: str = "prev_sample", index: int = 0, size: int = 128):
     """PIL frames of one sample's trajectory, upscaled to `size` px, each with its t written on it."""
     from PIL import Image, ImageDraw
 
+    traj = _displayable(traj)
     data = traj.field(field)
     _samples(traj, index)
     out = []

@@ -147,6 +147,8 @@ class _Recorder:
     def _start(self):
         sched = self.scheduler
         warn_if_loop_skips_scaling(self.pipe, sched)
+        if self.latent is not None:
+            self.latent.started(sched)
         self.n_steps = len(sched.timesteps)   # calls of step in one run (Heun: two per timestep but the last)
         self.kept = set(kept_steps(self.n_steps, self.every).tolist())
         n = len(self.kept)

@@ -183,7 +183,8 @@ class Trajectory:
     def images(self):
         """The final images: the pipeline's own output, or rebuilt from the last x_{t-1}
         exactly as the pipeline post-processes it."""
-        if self._images is None and self.complete and "prev_sample" in self.fields and len(self):
+        if self._images is None and self.complete and "prev_sample" in self.fields and len(self) and \
+                self.meta.get("space") != "latent":                 # latents: the pipeline's VAE makes images
             self._images = to_pil(np.asarray(self.prev_sample[-1], np.float32))
         return self._images
 

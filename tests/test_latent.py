@@ -287,7 +287,36 @@ def test_decoded_runs_plot_and_explore(sd, tmp_path):
     ppddpm.plotting.plot_trajectory(pixels, every=1, save=tmp_path / "t.png")
     ppddpm.plotting.animate(pixels, tmp_path / "x0.gif", field="pred_original_sample", mp4=False)
     view = ppddpm.plotting.explore(pixels)
-    assert (tmp_path / "t.png").stat().st_size > 0 and "x̂_0" in view.html
+    assert (tmp_path / "t.png").stat().st_size > 0 and "prompt given as embeddings, guidance 3" in view.title
+
+
+def test_latent_runs_show_decoded_frames_else_channels(dit):
+    from PIL import Image
+
+    traj = ppddpm.sample_trajectory(dit, seed=2, num_inference_steps=STEPS, decode="vae",
+                                    pipe_kwargs={"class_labels": [7], "guidance_scale": 2.0})
+    shown = ppddpm.latent.displayable(traj)
+    assert shown.meta["shown_as"] == {"prev_sample": "latent channels", "pred_original_sample": "decoded"}
+    np.testing.assert_array_equal(shown.pred_original_sample, traj.field("pred_original_sample_decoded"))
+    # channels side by side on [−3, 3] → [−1, 1]: channel c of the latent is columns 8c … 8c+7
+    np.testing.assert_array_equal(shown.prev_sample[:, :, 0, :, 8:16], traj.prev_sample[:, :, 1] / np.float32(3.0))
+    fig = ppddpm.plotting.plot_grid(traj, "pred_original_sample", every=1)
+    assert "class 7 (cock), guidance 2" in fig._suptitle.get_text()
+    html = ppddpm.plotting.explore(traj).html
+    assert "class 7 (cock)" in html
+    channels = ppddpm.latent.displayable(traj, latent_channels=True)
+    assert channels.pred_original_sample.shape == (STEPS, 1, 1, 8, 32)
+    pic = ppddpm.plotting.frames(channels, "pred_original_sample")[0]
+    assert isinstance(pic, Image.Image)
+
+
+def test_dit_with_a_sigma_space_sampler_warns(dit):
+    from ppdiffusers import EulerDiscreteScheduler
+
+    pipe = lp.dit_pipeline()
+    pipe.scheduler = ppddpm.with_config(pipe.scheduler, cls=EulerDiscreteScheduler)
+    with pytest.warns(ppddpm.recording.UnscaledLoopWarning, match="never multiplies x_T by init_noise_sigma"):
+        ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=2, pipe_kwargs={"class_labels": [1]})
 
 
 def test_one_line_errors(sd, ldm, dit, pipe):
