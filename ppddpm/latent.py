@@ -138,8 +138,8 @@ def call_arguments(pipe, batch_size: int, generator, num_inference_steps: int, p
         raise BadValue("StableDiffusionPipeline needs pipe_kwargs={'prompt': '…'} (or 'prompt_embeds': a tensor, "
                        "for a pipeline without a tokenizer)")
     if kind.name == "stable-diffusion" and kwargs.get("prompt") is not None and pipe.tokenizer is None:
-        raise BadValue("this StableDiffusionPipeline has no tokenizer, so it cannot read prompt=; pass "
-                       "prompt_embeds= (and negative_prompt_embeds=) from its text encoder")
+        raise BadValue("this StableDiffusionPipeline has no tokenizer (it was saved without one), so it cannot read "
+                       "a prompt; in Python pass prompt_embeds= (and negative_prompt_embeds=) from its text encoder")
     kwargs.setdefault(kind.batch_argument, batch_size)
     return dict(base, **kwargs)
 

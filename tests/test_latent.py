@@ -15,6 +15,7 @@ from ppdiffusers import DDPMScheduler, EulerAncestralDiscreteScheduler
 from ppdiffusers.utils.paddle_utils import randn_tensor
 
 import ppddpm
+from PIL import Image
 import latent_pipes as lp
 from ppddpm.errors import BadType, BadValue
 
@@ -340,3 +341,59 @@ def test_one_line_errors(sd, ldm, dit, pipe):
         ppddpm.decode(traj, ldm, method="taesd")
     with pytest.raises(BadValue, match="pass the pipeline"):
         ppddpm.decode(traj)
+
+
+# --------------------------------------------------------------------------- loading and the CLI
+
+def test_saved_latent_pipelines_load_and_a_prompt_runs(tmp_path):
+    """A Stable Diffusion folder with a tokenizer: `ppddpm sample --prompt … --decode approx` end to end."""
+    import subprocess
+    import sys
+
+    from ppdiffusers import StableDiffusionPipeline
+
+    pipe = lp.sd_pipeline(tokenizer=True)
+    pipe.save_pretrained(str(tmp_path / "sd"))
+    loaded = ppddpm.load_pipeline(tmp_path / "sd")
+    assert isinstance(loaded, StableDiffusionPipeline) and loaded.safety_checker is None
+    res = subprocess.run([sys.executable, "-m", "ppddpm", "sample", "--model", str(tmp_path / "sd"), "--prompt",
+                          "a red cat", "--guidance-scale", "5", "--steps", "3", "--decode", "approx", "--seed", "4",
+                          "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    traj = ppddpm.Trajectory.load(tmp_path / "run" / "trajectory_seed4.npz")
+    assert traj.meta["conditioning"] == {"prompt": "a red cat", "guidance_scale": 5.0}
+    assert traj.field("pred_original_sample_decoded").shape == (3, 1, 3, 16, 16)
+    assert traj.meta["decoded"]["method"] == "approx" and "rmse" in traj.meta["decoded"]["fit_gap"]
+    png = np.asarray(Image.open(tmp_path / "run" / "sample_seed4.png"))
+    assert png.shape == (128, 128, 3)                   # the pipeline's 16x16 image, ×8 nearest
+    # the same run in Python: the PNG holds the pipeline's own pixels
+    again = ppddpm.sample_trajectory(loaded, seed=4, num_inference_steps=3,
+                                     pipe_kwargs={"prompt": "a red cat", "guidance_scale": 5.0})
+    np.testing.assert_array_equal(png[::8, ::8], np.asarray(again.images[0]))
+
+
+def run_cli(*args):
+    from ppddpm.cli import main
+
+    return main([str(a) for a in args])
+
+
+def test_cli_dit_class_labels_and_one_line_errors(tmp_path, dit, capsys):
+    dit.save_pretrained(str(tmp_path / "dit"))
+    assert run_cli("sample", "--model", tmp_path / "dit", "--class-label", "1,7", "--guidance-scale", "2", "--steps", 2,
+                   "--out", tmp_path / "run", "--quiet") == 0
+    traj = ppddpm.Trajectory.load(tmp_path / "run" / "trajectory_seed777.npz")
+    assert traj.prev_sample.shape == (2, 2, 4, 8, 8) and traj.meta["conditioning"]["class_labels"] == [1, 7]
+    capsys.readouterr()
+    lp.sd_pipeline().save_pretrained(str(tmp_path / "sd-no-tokenizer"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "model_index.json").write_text('{"_class_name": "FooPipeline", "vae": ["ppdiffusers", "AutoencoderKL"]}')
+    cases = [(("--model", tmp_path / "sd-no-tokenizer", "--prompt", "a cat"), "saved without one"),
+             (("--model", tmp_path / "dit"), "needs --class-label"),
+             (("--model", tmp_path / "dit", "--prompt", "a cat", "--class-label", "1"), "--prompt do not apply"),
+             (("--prompt", "a cat"), "need a latent pipeline"),
+             (("--model", tmp_path / "other"), "FooPipeline, which ppddpm does not know")]
+    for args, message in cases:
+        assert run_cli("sample", *args, "--steps", 2, "--out", tmp_path / "bad", "--quiet") == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
