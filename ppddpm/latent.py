@@ -269,7 +269,7 @@ def _check_pipe(pipe, meta: Optional[dict] = None) -> dict:
     return mine
 
 
-def vae_decode(pipe, latents, batch: int = 8) -> np.ndarray:
+def vae_decode(pipe, latents, batch: int = 4) -> np.ndarray:
     """[N, C, h, w] diffusion latents → [N, 3, H, W] images in [−1, 1] (unclipped): the pipeline's own
     decode D(z / s) (DiT: D((1/s)·z), as it writes it), at most `batch` latents per VAE call."""
     import paddle
@@ -381,7 +381,7 @@ def _decoder_fn(pipe, method, batch):
 
 
 def decode(traj, pipe=None, fields: Sequence[str] = ("pred_original_sample",), method: str = "vae",
-           batch: int = 8, verbose: bool = True):
+           batch: int = 4, verbose: bool = True):
     """The latent run `traj` in pixel space: a Trajectory with the same steps, numbers and metadata
     whose `fields` are [n, B, 3, H, W] images in [−1, 1] (plots, grids, GIFs and the explorer take it
     as any run). method="vae": the pipeline's VAE, `batch` frames per call; "approx": the fitted
@@ -436,7 +436,7 @@ class ChunkDecoder:
     """`record(decode=…)`'s decoder: a chunk of steps' frames (host arrays [k, B, C, h, w]) → their
     images [k, B, 3, H, W], at most `batch` latents per VAE call, as each chunk reaches the host."""
 
-    def __init__(self, pipe, method: str, fields: Sequence[str], batch: int = 8):
+    def __init__(self, pipe, method: str, fields: Sequence[str], batch: int = 4):
         from .errors import check_int
 
         self.method, self.fields, self.batch = _check_method(method), tuple(fields), check_int("decode_batch", batch)

@@ -201,7 +201,7 @@ def test_vae_decode_is_the_vae_called_by_hand(sd):
     s = sd.vae.config.scaling_factor
     with paddle.no_grad():
         for i in range(STEPS):
-            for b in range(2):          # one latent per VAE call, where decode batches 8: CPU convolutions
+            for b in range(2):          # one latent per VAE call, where decode batches 4: CPU convolutions
                 z = paddle.to_tensor(traj.pred_original_sample[i, b: b + 1])    # may sum in another order
                 np.testing.assert_allclose(pixels.pred_original_sample[i, b], sd.vae.decode(z / s).sample.numpy()[0],
                                            rtol=1e-5, atol=1e-5)
