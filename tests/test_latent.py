@@ -67,7 +67,9 @@ def sd_hand_loop(pipe, seed, steps, batch, g, step_kwargs):
             uncond, cond = out.chunk(2)
             eps = uncond + g * (cond - uncond)
             x_t = latents
-            latents = sched.step(eps, t, latents, generator=gen, **step_kwargs).prev_sample
+            accepted = inspect.signature(sched.step).parameters          # as prepare_extra_step_kwargs does
+            extra = {k: v for k, v in dict(step_kwargs, generator=gen).items() if k in accepted}
+            latents = sched.step(eps, t, latents, **extra).prev_sample
             rows.append((latents.numpy(), uncond.numpy(), cond.numpy(), t.item(), x_t.numpy()))
     return rows
 
@@ -119,6 +121,22 @@ def test_stable_diffusion_with_an_ancestral_sampler_is_the_hand_loop(sd):
         np.testing.assert_allclose(traj.field("pred_original_sample_cond")[i], x_t - sigmas[i] * cond,
                                    rtol=1e-5, atol=1e-3)
     assert traj.scheduler == "EulerAncestralDiscreteScheduler" and np.all(traj.sigma[:-1] > 0)
+
+
+@pytest.mark.parametrize("family", ["pndm", "heun", "dpmsolver-multistep", "lms"])
+def test_stable_diffusion_with_every_other_sampler_is_the_hand_loop(family):
+    import ppdiffusers
+
+    pipe = lp.sd_pipeline()
+    cls = getattr(ppdiffusers, ppddpm.samplers.families()[family][0])
+    pipe.scheduler = ppddpm.with_config(pipe.scheduler, cls=cls)
+    traj = ppddpm.sample_trajectory(pipe, seed=8, num_inference_steps=STEPS, fields=GUIDED, pipe_kwargs=sd_kwargs(pipe))
+    hand = sd_hand_loop(pipe, 8, STEPS, 1, 3.0, {"eta": 0.0})
+    assert len(traj) == len(hand) == len(pipe.scheduler.timesteps)      # Heun and PNDM: more calls than steps
+    for i, (prev, uncond, cond, _, _) in enumerate(hand):
+        np.testing.assert_array_equal(traj.prev_sample[i], prev)
+        np.testing.assert_array_equal(traj.field("model_output_uncond")[i], uncond)
+        np.testing.assert_array_equal(traj.field("model_output_cond")[i], cond)
 
 
 def test_latent_metadata_says_what_decoding_needs(sd, dit):
