@@ -190,7 +190,7 @@ h1{font-size:16px;margin:0 0 8px}
 #slider{flex:1;min-width:240px}
 .panes{display:flex;flex-wrap:wrap;gap:10px}
 .pane{text-align:center;font-size:12px;max-width:200px}
-.pane img{width:180px;height:180px;image-rendering:pixelated;border:1px solid #ccc;display:block}
+.pane img{width:180px;height:180px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc;display:block}
 #numbers{font-family:ui-monospace,monospace;font-size:12px;border-collapse:collapse;margin:8px 0}
 #numbers td{padding:1px 8px;border-bottom:1px solid #eee}
 #curve{border:1px solid #ddd;margin-top:8px}

@@ -223,10 +223,13 @@ class LatentRun:
                       f"{sigma:.4g}) the run records what it ran, which is not that sampler's process",
                       UnscaledLoopWarning, stacklevel=5)
 
+    def rows_of(self, tensor):
+        """The rows of a stepped tensor that are the batch (DiT: the first half of a guided run)."""
+        return tensor if self.rows is None or tensor is None else tensor[: self.rows]
+
     def frames(self, rec, frame: dict) -> dict:
         """`frame` (the step's fields) cut to the batch's rows, plus the guidance fields."""
-        if self.rows is not None:
-            frame = {k: (v[: self.rows] if v is not None else None) for k, v in frame.items()}
+        frame = {k: self.rows_of(v) for k, v in frame.items()}
         if self.guided_fields:
             frame.update(self._guidance(rec))
         return frame

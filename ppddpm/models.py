@@ -53,7 +53,7 @@ def tiny_latent_pipeline(kind: str = "stable-diffusion", seed: int = 0, tokenize
     """The smallest real ppdiffusers latent pipeline of `kind`, random weights, built offline: a
     2-level VAE (8/16 channels; a VQModel for "ldm") turning 4x8x8 latents into 16x16 RGB images, and
     a 2-level UNet on them ("dit": a 1-layer Transformer2DModel, classes 0–999). For Stable Diffusion a
-    1-layer CLIP text encoder and (tokenizer=True) a CLIP tokenizer of single letters and a few words
+    1-layer CLIP text encoder and (tokenizer=True) a CLIP tokenizer of single letters
     (`tiny_clip_tokenizer`). Made to run recording, decoding and pictures in seconds on a CPU — their
     images are noise, as the weights are."""
     import paddle
@@ -89,7 +89,7 @@ def tiny_latent_pipeline(kind: str = "stable-diffusion", seed: int = 0, tokenize
             cross_attention_dim=16, attention_head_dim=2, **unet_args),
             text_encoder=CLIPTextModel(CLIPTextConfig(vocab_size=100, hidden_size=16, intermediate_size=16,
                                                       num_hidden_layers=1, num_attention_heads=2,
-                                                      max_position_embeddings=8)))
+                                                      max_position_embeddings=16)))
         pipe = StableDiffusionPipeline(scheduler=scheduler, tokenizer=tiny_clip_tokenizer() if tokenizer else None,
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
                                        **parts)
@@ -100,8 +100,8 @@ def tiny_latent_pipeline(kind: str = "stable-diffusion", seed: int = 0, tokenize
 
 
 def tiny_clip_tokenizer():
-    """A CLIP tokenizer written on the spot: single letters (no merges) and five words ("a", "cat",
-    "dog", "red", "blue"), 58 ids, prompts cut to 8 tokens (the tiny text encoder's length)."""
+    """A CLIP tokenizer written on the spot: single letters and no merges (a word is its letters), 54
+    ids, prompts cut to 16 tokens (the tiny text encoder's length)."""
     import json
     import tempfile
     from pathlib import Path
@@ -109,9 +109,9 @@ def tiny_clip_tokenizer():
     from ppdiffusers.transformers import CLIPTokenizer
 
     letters = list("abcdefghijklmnopqrstuvwxyz")
-    tokens = letters + [c + "</w>" for c in letters] + ["a</w>", "cat</w>", "dog</w>", "red</w>", "blue</w>"]
+    tokens = letters + [c + "</w>" for c in letters]
     vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens + ["<|startoftext|>", "<|endoftext|>"]))}
     folder = Path(tempfile.mkdtemp(prefix="ppddpm-tokenizer-"))   # kept: save_pretrained copies the files from it
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=8)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)

@@ -192,7 +192,7 @@ class _Recorder:
             self.traj.meta["step_arguments"] = {k: v for k, v in (rec.extra or {}).items()
                                                 if isinstance(v, (bool, int, float, str)) and k not in ("return_dict", "generator")}
         if not self.transfer.allocated:
-            self._allocate(frame, frame.get("prev_sample", rec.prev) if self.latent is not None else rec.prev)
+            self._allocate(frame, rec.prev if self.latent is None else self.latent.rows_of(rec.prev))
         stage = STAGES.index(rec.stage) if rec.stage in STAGES else -1
         self.waiting.append((rec.i, rec.sigma_later(), stage))     # not rec: its frames would stay alive
         self.transfer.add(frame, [rec.t, self.finite, clipped_share_on_device(self.scheduler, rec.x0_raw)])

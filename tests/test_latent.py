@@ -329,13 +329,18 @@ def test_latent_runs_show_decoded_frames_else_channels(dit):
     assert isinstance(pic, Image.Image)
 
 
-def test_dit_with_a_sigma_space_sampler_warns(dit):
+def test_dit_and_ldm_with_a_sigma_space_sampler_warn():
     from ppdiffusers import EulerDiscreteScheduler
 
-    pipe = lp.dit_pipeline()
-    pipe.scheduler = ppddpm.with_config(pipe.scheduler, cls=EulerDiscreteScheduler)
+    dit, ldm = lp.dit_pipeline(), lp.ldm_pipeline()
+    for pipe in (dit, ldm):
+        pipe.scheduler = ppddpm.with_config(pipe.scheduler, cls=EulerDiscreteScheduler)
     with pytest.warns(ppddpm.recording.UnscaledLoopWarning, match="never multiplies x_T by init_noise_sigma"):
-        ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=2, pipe_kwargs={"class_labels": [1]})
+        traj = ppddpm.sample_trajectory(dit, seed=1, num_inference_steps=2, fields=("pred_original_sample",),
+                                        pipe_kwargs={"class_labels": [1]}, decode="vae")
+    assert traj.meta["batch_size"] == 1 and traj.field("pred_original_sample_decoded").shape == (2, 1, 3, 16, 16)
+    with pytest.warns(ppddpm.recording.UnscaledLoopWarning, match="before set_timesteps"):
+        ppddpm.sample_trajectory(ldm, seed=1, num_inference_steps=2)
 
 
 def test_one_line_errors(sd, ldm, dit, pipe):
