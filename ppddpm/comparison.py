@@ -45,7 +45,7 @@ from . import _rng
 from ._rng import SeedStream
 from .config import config_in_force
 from .step_variants import get_variant
-from .errors import BadValue, check_int, int_problem
+from .errors import BadType, BadValue, check_int, int_problem
 
 UNIT_ROUNDOFF = 2.0 ** -24          # float32
 K_ROUNDINGS = 16
@@ -243,6 +243,7 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     from .samplers import scheduler_of
 
     seeds = _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample)
+    _refuse_latent(pipe)
     steps = [get_variant(v) for v in variants]
     names = [v.spec for v in steps]
     if len(set(names)) != len(names):
@@ -281,6 +282,17 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
               "seed_batch": seed_batch,
               "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
                            for v, lane in zip(steps, lane_schedulers)}})
+
+
+def _refuse_latent(pipe):
+    """compare drives `pipe.unet(x_t, t)` in its own loop, which has no prompt, class label or guidance:
+    a latent pipeline is refused in one line (record each variant instead)."""
+    from .latent import kind_of
+
+    if kind_of(pipe) is not None:
+        raise BadType(f"ppddpm.compare runs its own unconditional loop over pipe.unet and does not drive a "
+                      f"{type(pipe).__name__}; compare its variants by recording each run: with "
+                      f"ppddpm.patch_step(pipe.scheduler, variant): ppddpm.sample_trajectory(pipe, …)")
 
 
 def _compare_group(pipe, steps, lane_schedulers, sched, seeds, mode, num_inference_steps, batch_size, batched,

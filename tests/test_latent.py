@@ -364,6 +364,8 @@ def test_one_line_errors(sd, ldm, dit, pipe):
         ppddpm.decode(traj, ldm, method="taesd")
     with pytest.raises(BadValue, match="pass the pipeline"):
         ppddpm.decode(traj)
+    with pytest.raises(BadType, match="does not drive a LDMPipeline"):
+        ppddpm.compare(ldm, ["posterior", "direct"], num_inference_steps=2)
 
 
 # --------------------------------------------------------------------------- loading and the CLI
@@ -407,6 +409,9 @@ def test_cli_dit_class_labels_and_one_line_errors(tmp_path, dit, capsys):
                    "--out", tmp_path / "run", "--quiet") == 0
     traj = ppddpm.Trajectory.load(tmp_path / "run" / "trajectory_seed777.npz")
     assert traj.prev_sample.shape == (2, 2, 4, 8, 8) and traj.meta["conditioning"]["class_labels"] == [1, 7]
+    assert run_cli("grid", tmp_path / "run" / "trajectory_seed777.npz", "--every", 1, "--out", tmp_path / "grid") == 0
+    assert run_cli("view", tmp_path / "run" / "trajectory_seed777.npz", "--out", tmp_path / "view.html") == 0
+    assert "class 1, 7, guidance 2" in (tmp_path / "view.html").read_text()      # labels the folder has no names for
     capsys.readouterr()
     lp.sd_pipeline().save_pretrained(str(tmp_path / "sd-no-tokenizer"))
     (tmp_path / "other").mkdir()
