@@ -272,6 +272,8 @@ class _Recorder:
 
     def finish(self, ok: bool):
         traj = self.traj
+        if self.latent is not None:
+            self.latent.close()               # the denoiser's forward hook goes
         failure = None
         try:
             self.sync()
@@ -323,25 +325,10 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
                   in between, so recording adds no host read per step. None: as many as fit
                   32 MiB of device memory in two buffers, at most 64; 1: every step as it happens.
 
-    Latent pipelines (StableDiffusionPipeline, LDMPipeline, DiTPipeline; `ppddpm.latent`): the
-    frames are latents and `meta["latent"]` says what decoding them needs.
-    pipe_kwargs   the arguments the pipeline is about to be called with (prompt, guidance_scale,
-                  class_labels…; `sample_trajectory` passes them): kept in `meta["conditioning"]`;
-                  for DiTPipeline they say which rows of the guided batch are the samples.
-    fields        may add "model_output_uncond", "model_output_cond" and their x̂_0
-                  ("pred_original_sample_uncond" / "_cond") on a guided run: the denoiser's two
-                  halves, observed by a forward hook on it.
-    decode        "vae" or "approx": also keep `decode_fields` decoded to pixels ("NAME_decoded"
-                  fields, [N, B, 3, H, W]), decoded a chunk of steps at a time as the chunk reaches
-                  the host — VAE calls of at most `decode_batch` frames — and streamed like any
-                  field. Memory, whatever the number of steps with store="disk": one chunk of decoded
-                  frames on the host (chunk=None picks it so that the chunk's latents and images fit
-                  32 MiB: 5 steps of a 512² Stable Diffusion image, 16 MB) plus the VAE's activations
-                  for `decode_batch` frames — measured with SD 1.5's VAE architecture in float32 on a
-                  CPU (random weights): +3.0 GB peak RSS for 1 frame per call, +3.7 GB for 2, and 175 s
-                  a frame there (a GPU's job; method="approx" costs a matrix product). With
-                  store="memory" the decoded field stays too: N·B·3·H·W values (50 steps of 512²:
-                  157 MB in float32).
+    Latent pipelines (StableDiffusionPipeline, LDMPipeline, DiTPipeline): frames are latents, and
+    `pipe_kwargs` (the call's prompt / class_labels / guidance_scale), the guidance fields
+    (model_output_uncond / _cond and their x̂_0) and decode="vae" | "approx" (+ decode_fields,
+    decode_batch) are as `_latent_parts` says.
 
     Only that scheduler instance is touched; it gets its own `step` back on exit, also when
     the block raises — and the steps recorded so far stay in the yielded Trajectory.
@@ -378,14 +365,32 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
             yield rec.traj
         ok = True
     finally:
-        if latent is not None:
-            latent.close()
         rec.finish(ok)
 
 
 def _latent_parts(pipe, fields, info, pipe_kwargs, decode, decode_fields, decode_batch):
-    """(LatentRun, ChunkDecoder) of a latent pipeline, each None where not needed; `info` (the
-    trajectory's metadata) gains what decoding needs and the call's conditioning."""
+    """(LatentRun, ChunkDecoder) of a latent pipeline (`ppddpm.latent`), each None where not needed;
+    `info` (the trajectory's metadata) gains `space="latent"`, what decoding needs (`meta["latent"]`)
+    and the call's conditioning.
+
+    pipe_kwargs   the arguments the pipeline is about to be called with (prompt, guidance_scale,
+                  class_labels…; `sample_trajectory` passes them): kept in `meta["conditioning"]`;
+                  for DiTPipeline they say which rows of the guided batch are the samples.
+    fields        may hold "model_output_uncond", "model_output_cond" and their x̂_0
+                  ("pred_original_sample_uncond" / "_cond") on a guided run: the denoiser's two
+                  halves, observed by a forward hook on it.
+    decode        "vae" or "approx": also keep `decode_fields` decoded to pixels ("NAME_decoded"
+                  fields, [N, B, 3, H, W]), decoded a chunk of steps at a time as the chunk reaches
+                  the host — VAE calls of at most `decode_batch` frames — and streamed like any field.
+                  Memory, whatever the number of steps with store="disk": one chunk of decoded frames
+                  on the host (chunk=None picks it so that the chunk's latents and images fit 32 MiB:
+                  5 steps of a 512² Stable Diffusion image, 16 MB) plus the VAE's activations for
+                  `decode_batch` frames — measured with SD 1.5's VAE architecture in float32 on a CPU
+                  (random weights): +3.0 GB peak RSS for 1 frame per call, +3.7 GB for 2, and 175 s a
+                  frame there (a GPU's job; method="approx" costs a matrix product). With
+                  store="memory" the decoded field stays too: N·B·3·H·W values (50 steps of 512²:
+                  157 MB in float32).
+    """
     from . import latent
 
     kind = latent.kind_of(pipe) if pipe is not None else None
