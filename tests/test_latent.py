@@ -139,6 +139,15 @@ def test_stable_diffusion_with_every_other_sampler_is_the_hand_loop(family):
         np.testing.assert_array_equal(traj.field("model_output_cond")[i], cond)
 
 
+def test_a_latent_run_verifies_against_the_float64_reference(sd):
+    """DDIM(η=1) on Stable Diffusion's latents, every step replayed through ppddpm.reference (numpy,
+    float64, eq. 12/16) from the recorded x_t, ε̂ (the guided one the step took) and z."""
+    traj = ppddpm.sample_trajectory(sd, seed=3, num_inference_steps=STEPS, batch_size=2, fields="all",
+                                    pipe_kwargs=dict(sd_kwargs(sd), eta=1.0))
+    report = ppddpm.verify(traj)
+    assert report.ok, report.table()
+
+
 def test_latent_metadata_says_what_decoding_needs(sd, dit):
     traj = ppddpm.sample_trajectory(sd, seed=1, num_inference_steps=2, pipe_kwargs=sd_kwargs(sd))
     assert traj.meta["space"] == "latent" and traj.meta["seed"] == 1
