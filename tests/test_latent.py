@@ -139,6 +139,21 @@ def test_stable_diffusion_with_every_other_sampler_is_the_hand_loop(family):
         np.testing.assert_array_equal(traj.field("model_output_cond")[i], cond)
 
 
+@pytest.mark.parametrize("which", ["stable-diffusion", "dit", "ldm"])
+def test_compare_on_a_latent_pipeline_is_its_own_loop(which, sd, dit, ldm):
+    """compare's reference lane (batched=False) ends on the latents the pipeline's own run ends on,
+    bit for bit: the same conditioning, guidance and x_T; DDIM written out (eq. 12) agrees with it."""
+    pipe, kwargs = {"stable-diffusion": (sd, sd_kwargs(sd)), "ldm": (ldm, None),
+                    "dit": (dit, {"class_labels": [1, 7], "guidance_scale": 2.5})}[which]
+    report = ppddpm.compare(pipe, ["ddim", "ddim-written"], seed=5, num_inference_steps=STEPS, batched=False,
+                            batch_size=2 if which != "dit" else 1, pipe_kwargs=kwargs)
+    solo = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=STEPS, batch_size=2 if which != "dit" else 1,
+                                    pipe_kwargs=kwargs)
+    np.testing.assert_array_equal(report.final["ddim"][0], solo.prev_sample[-1])
+    assert report.equivalent() and report.meta["latent"]["kind"] == which
+    assert report.meta["conditioning"] == solo.meta["conditioning"]
+
+
 def test_a_latent_run_verifies_against_the_float64_reference(sd):
     """DDIM(η=1) on Stable Diffusion's latents, every step replayed through ppddpm.reference (numpy,
     float64, eq. 12/16) from the recorded x_t, ε̂ (the guided one the step took) and z."""
@@ -373,8 +388,9 @@ def test_one_line_errors(sd, ldm, dit, pipe):
         ppddpm.decode(traj, ldm, method="taesd")
     with pytest.raises(BadValue, match="pass the pipeline"):
         ppddpm.decode(traj)
-    with pytest.raises(BadType, match="does not drive a LDMPipeline"):
-        ppddpm.compare(ldm, ["posterior", "direct"], num_inference_steps=2)
+    with pytest.raises(BadValue, match="one prompt"):
+        ppddpm.compare(sd, ["ddim", "ddim-written"], num_inference_steps=2,
+                       pipe_kwargs={"prompt_embeds": paddle.concat([lp.prompt_embeds(sd, POS)] * 2)})
 
 
 # --------------------------------------------------------------------------- loading and the CLI
