@@ -20,7 +20,10 @@ VAE's `scaling_factor`, and an image is D(z / s)). The recorder (`ppddpm.recordi
 - `decode(traj, pipe)`: latent frames → pixel frames [n, B, 3, H, W] by the pipeline's VAE
   (D(z / s), batched), or by `ApproxDecoder`, a per-channel linear latent→RGB map fitted by least
   squares against that VAE (cached per VAE), whose gap to the full decode is measured and reported;
-- `ChunkDecoder`: the same, a chunk of steps at a time, while `record(..., decode=…)` runs.
+- `ChunkDecoder`: the same, a chunk of steps at a time, while `record(..., decode=…)` runs;
+- `displayable` / `caption`: what the pictures show of a latent run (decoded frames where kept, else
+  the latent channels side by side) and the prompt or class label for their titles;
+- `denoiser(pipe, pipe_kwargs)`: the guided ε̂ the pipeline's own loop makes, for `compare`'s loop.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import numpy as np
 
 from .errors import BadType, BadValue
 from .trajectory import DECODED_SUFFIX, GUIDANCE_FIELDS  # noqa: F401  (re-exported)
+
 METHODS = ("vae", "approx")
 
 

@@ -17,7 +17,7 @@ from ppdiffusers.utils.paddle_utils import randn_tensor
 import ppddpm
 from PIL import Image
 import latent_pipes as lp
-from ppddpm.errors import BadType, BadValue
+from ppddpm.errors import BadValue
 
 STEPS = 4
 POS, NEG = [1, 2, 3, 4, 5, 6, 7, 8], [1, 0, 0, 0, 0, 0, 0, 0]
