@@ -343,6 +343,67 @@ ppddpm.plotting.plot_clip_map(t20)"""),
 ("md", """The measured study — 10, 20 and 50 steps, clipping on vs off, sample quality on n = 256 —
 is README's "DDIM" section (`make figures` → `docs/figures/ddim.json`)."""),
 ],
+"06_latent.ipynb": [
+("md", """# 06 · Latent diffusion: what does the model believe the image is at step t? 潜空间扩散
+
+Stable Diffusion, LDM and DiT run DDPM's reverse process on a VAE's latents z: the denoiser
+predicts ε in latent space, the scheduler steps z, and only at the end does the VAE decode
+D(z / s) (Rombach et al. 2022; s is the VAE's `scaling_factor`). The recorder observes
+`scheduler.step` as for any pipeline, so it records latents; `ppddpm.decode` turns any recorded
+field — above all x̂_0, the model's guess of the final image — into pictures, at every step.
+
+Offline, this notebook runs **tiny random pipelines** built in code (4x8x8 latents, 16x16 images):
+the mechanics are real, the pictures are noise. The last cell has the code for a real checkpoint."""),
+("code", SETUP),
+("md", """## Record a Stable Diffusion run, x̂_0 decoded at every step 每一步的 x̂_0 图像
+`decode="vae"` decodes the recorded x̂_0 (and here x_t) a chunk of steps at a time while the run
+goes; the guidance fields keep the UNet's unconditional and conditional outputs, observed by a
+forward hook on it."""),
+("code", """sd = ppddpm.models.tiny_latent_pipeline("stable-diffusion")
+GUIDED = ("prev_sample", "pred_original_sample", "model_output_uncond", "model_output_cond",
+          "pred_original_sample_uncond", "pred_original_sample_cond")
+traj = ppddpm.sample_trajectory(sd, seed=777, num_inference_steps=20, fields=GUIDED, decode="vae",
+                                decode_fields=("prev_sample", "pred_original_sample"),
+                                pipe_kwargs={"prompt": "a red cat", "guidance_scale": 7.5})
+print(traj)
+print("latent:", traj.meta["latent"])
+print("conditioning:", traj.meta["conditioning"])
+ppddpm.plotting.plot_trajectory(traj, every=2)"""),
+("md", """## Guidance, seen 看见无分类器引导
+ε̂ = ε̂_uncond + g (ε̂_cond − ε̂_uncond): the two halves as the pipeline combined them, and the x̂_0
+each would give on its own, decoded."""),
+("code", """halves = ppddpm.decode(traj, sd, fields=("pred_original_sample_uncond", "pred_original_sample_cond"))
+push = traj.field("model_output_cond") - traj.field("model_output_uncond")
+print("|ε̂_cond − ε̂_uncond| per step (mean):", np.round(np.abs(push).mean(axis=(1, 2, 3, 4)), 3))
+ppddpm.plotting.plot_grid(halves, "pred_original_sample_cond", every=2)"""),
+("md", """## A cheap preview: a linear latent → RGB map 线性预览
+Fitted by least squares against this VAE (once, then cached), its gap to the full decode printed.
+On a real VAE this is the familiar latent preview; on this random one it is far off, and says so."""),
+("code", """preview = ppddpm.decode(traj, sd, method="approx")
+print(preview.meta["decoded"]["fit_gap"])
+ppddpm.plotting.plot_grid(preview, "pred_original_sample", every=2)"""),
+("md", """## DiT: class-conditional, and its own way of guiding DiT 类别条件
+DiTPipeline steps the conditional and unconditional halves together; the record keeps the batch
+(the first half). The latent channels are shown where nothing was decoded."""),
+("code", """dit = ppddpm.models.tiny_latent_pipeline("dit")
+dtraj = ppddpm.sample_trajectory(dit, seed=1, num_inference_steps=10, pipe_kwargs={"class_labels": [7, 1]})
+print(dtraj.meta["conditioning"])
+ppddpm.plotting.plot_grid(dtraj, "pred_original_sample", every=2)"""),
+("md", """## A real checkpoint (a networked machine, e.g. AI Studio; not run in CI) 真实模型
+
+```python
+from ppdiffusers import DiTPipeline, StableDiffusionPipeline
+sd = StableDiffusionPipeline.from_pretrained("runwayml/stable-diffusion-v1-5")
+traj = ppddpm.sample_trajectory(sd, seed=777, num_inference_steps=50, decode="approx", store="disk", path="runs/sd",
+                                fields=GUIDED, pipe_kwargs={"prompt": "a photo of an astronaut riding a horse",
+                                                            "guidance_scale": 7.5})
+ppddpm.plotting.plot_trajectory(ppddpm.decode(traj, sd, fields=("prev_sample", "pred_original_sample")), every=5)
+dit = DiTPipeline.from_pretrained("facebook/DiT-XL-2-256")
+dtraj = ppddpm.sample_trajectory(dit, seed=33, num_inference_steps=25, pipe_kwargs={"class_labels": [207, 360]})
+```
+Decoding every step of a 512² run through the full VAE is a GPU's job (README, "Latent pipelines");
+`decode="approx"` is not."""),
+],
 }
 
 

@@ -17,8 +17,9 @@ _EXPORTS = {
     "unregister_variant": "step_variants", "variants": "step_variants",
     "load_pipeline": "loading", "PipelineLoadError": "loading",
     "verify": "verify", "VerifyReport": "verify",
+    "decode": "latent",
 }
-_SUBMODULES = {"comparison", "config", "data", "samplers", "steps", "demo", "loading", "metrics", "models", "patching", "pipeline", "plotting",
+_SUBMODULES = {"comparison", "config", "data", "latent", "samplers", "steps", "demo", "loading", "metrics", "models", "patching", "pipeline", "plotting",
                "recording", "reference", "source_patches", "stepping", "step_variants", "training", "trajectory",
                "upstream", "verify"}
 __all__ = sorted(_EXPORTS)

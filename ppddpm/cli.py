@@ -94,8 +94,9 @@ def cmd_sample(args):
             raise BadValue(f"{stream} holds an earlier (interrupted?) run; load it with ppddpm.Trajectory.load, then "
                            f"remove it or choose another --out")
     pipe = _load(args)
+    args.latent_call = _latent_call(args, pipe)
     if args.scheduler:
-        pipe = with_sampler(pipe, args.scheduler)
+        pipe = with_sampler(pipe, args.scheduler) if args.latent_call is None else _swap_scheduler(pipe, args.scheduler)
     done = sharded([[seed] for seed in seeds], lambda group: _sample_one(args, pipe, out, group[0]), "sample")
     if not _lead():
         return
@@ -107,6 +108,52 @@ def cmd_sample(args):
         final = np.concatenate(finals)
         contact_sheet(final, ncols=min(8, len(final)), scale=max(1, 128 // final.shape[-1]), save=sheet)
         print(f"wrote {sheet}: the {len(final)} samples of seeds {_seed_span(seeds)} (one trajectory .npz per seed)")
+
+
+LATENT_OPTIONS = ("prompt", "negative_prompt", "guidance_scale", "class_label", "decode")
+
+
+def _latent_call(args, pipe):
+    """The pipeline arguments of --prompt / --negative-prompt / --guidance-scale / --class-label for a
+    latent pipeline (None for a pixel one, where these options are refused in one line)."""
+    from .latent import kind_of, supported_pipelines
+
+    given = [o for o in LATENT_OPTIONS if getattr(args, o, None) is not None]
+    kind = kind_of(pipe)
+    flag = lambda o: "--" + o.replace("_", "-")              # noqa: E731
+    if kind is None:
+        if given:
+            raise BadValue(f"{', '.join(map(flag, given))} need a latent pipeline ({supported_pipelines()}); "
+                           f"{args.model or 'the bundled model'} is a {type(pipe).__name__}")
+        return None
+    wanted = {"stable-diffusion": ("prompt",), "dit": ("class_label",), "ldm": ()}[kind.name]
+    allowed = set(wanted) | {"decode"} | ({"negative_prompt", "guidance_scale"} if kind.halves else set())
+    wrong = [o for o in given if o not in allowed]
+    if wrong:
+        raise BadValue(f"{', '.join(map(flag, wrong))} do not apply to a {type(pipe).__name__}; it takes "
+                       f"{', '.join(map(flag, sorted(allowed)))}")
+    missing = [o for o in wanted if getattr(args, o) is None]
+    if missing:
+        raise BadValue(f"a {type(pipe).__name__} needs {flag(missing[0])}")
+    call = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "guidance_scale": args.guidance_scale,
+            "class_labels": args.class_label}
+    return {k: v for k, v in call.items() if v is not None}
+
+
+def _swap_scheduler(pipe, family):
+    """A latent pipeline's scheduler swapped for one of `family`, from its config (its own loop runs it)."""
+    import ppdiffusers
+
+    from .config import with_config
+    from .samplers import families
+
+    pipe.scheduler = with_config(pipe.scheduler, cls=getattr(ppdiffusers, families()[family][0]))
+    return pipe
+
+
+def _final_images(traj):
+    """A latent run's final images (the pipeline's own output) as [B, 3, H, W] in [−1, 1]."""
+    return np.stack([np.asarray(im.convert("RGB"), np.float32).transpose(2, 0, 1) / 127.5 - 1 for im in traj.images])
 
 
 def _run_name(seed, batch_size):
@@ -129,10 +176,12 @@ def _sample_one(args, pipe, out, seed):
     run = _run_name(seed, args.batch_size)
     stream = out / f"trajectory_{run}"
     fields = "all" if args.all_fields else ("prev_sample", "pred_original_sample")
+    call = dict({"eta": args.eta} if args.eta is not None else {}, **(getattr(args, "latent_call", None) or {}))
+    latent = {"decode": args.decode} if getattr(args, "decode", None) else {}
     try:
         traj = sample_trajectory(pipe, seed=seed, num_inference_steps=args.steps, batch_size=args.batch_size,
                                  every=args.every, fields=fields, progress=cli_choice(args.quiet), store="disk", path=stream,
-                                 pipe_kwargs={"eta": args.eta} if args.eta is not None else None)
+                                 pipe_kwargs=call or None, **latent)
     except KeyboardInterrupt:
         kept = Trajectory.load(stream) if stream.exists() else None
         done = kept.meta.get("steps_run", 0) if kept is not None else 0
@@ -142,7 +191,8 @@ def _sample_one(args, pipe, out, seed):
         raise SystemExit(130) from None
     npz = traj.save(out / f"trajectory_{run}.npz")
     shutil.rmtree(stream)
-    final = np.asarray(Trajectory.load(npz).prev_sample[-1], np.float32)
+    final = np.asarray(Trajectory.load(npz).prev_sample[-1], np.float32) if getattr(args, "latent_call", None) is None else \
+        _final_images(traj)
     scale = max(1, 128 // final.shape[-1])              # nearest-neighbour upscale: pixels stay pixels
     paths = []
     for i in range(len(final)):
@@ -195,6 +245,16 @@ def _positive_float(name, zero=False, what=""):
 
 
 _eta = _positive_float("--eta", zero=True, what=" (η of eq. 16)")
+
+
+def _class_labels(text):
+    try:
+        labels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        labels = []
+    if not labels or min(labels) < 0:
+        raise argparse.ArgumentTypeError(f"--class-label takes class ids, comma-separated (e.g. 207,360), got {text!r}")
+    return labels
 
 
 def _seeds(text):
@@ -561,6 +621,16 @@ def build_parser():
                    help="sample with this sampler, made from the model's scheduler config (default: the model's own)")
     p.add_argument("--eta", type=_eta, default=None, help="with --scheduler ddim: η of eq. (16) (default: 0)")
     p.add_argument("--all-fields", action="store_true", help="also record x_t, ε̂, unclipped x̂_0 and z")
+    p.add_argument("--prompt", default=None, help="StableDiffusionPipeline folders: the text prompt")
+    p.add_argument("--negative-prompt", default=None, help="with --prompt: the negative prompt")
+    p.add_argument("--guidance-scale", type=_positive_float("--guidance-scale", zero=True), default=None,
+                   help="classifier-free guidance scale (default: the pipeline's own, 7.5 for Stable Diffusion, 4 "
+                        "for DiT)")
+    p.add_argument("--class-label", type=_class_labels, default=None,
+                   help="DiTPipeline folders: class ids, comma-separated (one sample each)")
+    p.add_argument("--decode", choices=["vae", "approx"], default=None,
+                   help="latent pipelines: also keep x̂_0 decoded to pixels at every recorded step, by the VAE or "
+                        "by a fitted linear latent→RGB preview")
     p.add_argument("--out", default="runs/sample", help="folder for the PNGs and trajectory_<run>.npz")
     p.add_argument("--quiet", action="store_true", help=_QUIET)
     _launch_args(p)

@@ -218,7 +218,7 @@ def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_samp
 def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_inference_steps: int = 1000,
             batch_size: int = 1, mode: str = "shadow", clip_sample: Optional[bool] = None,
             thresholding: Optional[bool] = None, progress: Optional[bool] = None, batched: bool = True,
-            seed_batch: int = 4) -> ABReport:
+            seed_batch: int = 4, pipe_kwargs: Optional[dict] = None) -> ABReport:
     """Run an A/B of step variants (the first is the reference) on `pipe`'s UNet and scheduler.
 
     `clip_sample` / `thresholding`: None keeps the scheduler's setting, True/False override it
@@ -237,12 +237,19 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     `seed_batch`: seeds that share a UNet call (with `batched`). A group's numbers do not depend on
     the other groups, so a run under `paddle.distributed.launch` (group g on rank g mod N) gives
     the one-process report bit for bit (`ppddpm.distributed`).
+
+    Latent pipelines (`ppddpm.latent.denoiser`): `pipe_kwargs` carries the conditioning as for
+    `sample_trajectory` (one prompt or prompt_embeds, or class_labels, guidance_scale); each step's
+    ε̂ is the guided one the pipeline's loop would make, the statistics and `final` are latents.
     """
     from .config import with_config
     from .distributed import groups_of, sharded
     from .samplers import scheduler_of
 
     seeds = _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample)
+    from .latent import denoiser
+
+    model, denoise, batch_size = denoiser(pipe, pipe_kwargs, batch_size)
     steps = [get_variant(v) for v in variants]
     names = [v.spec for v in steps]
     if len(set(names)) != len(names):
@@ -263,7 +270,7 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     ts = np.array([float(t) for t in sched.timesteps])
     ts = ts.astype(np.int64) if np.all(ts == np.round(ts)) else ts
     omab = _one_minus_alpha_bar(sched, ts)
-    run = dict(pipe=pipe, steps=steps, lane_schedulers=lane_schedulers, sched=sched, mode=mode,
+    run = dict(model=model, denoise=denoise, steps=steps, lane_schedulers=lane_schedulers, sched=sched, mode=mode,
                num_inference_steps=num_inference_steps, batch_size=batch_size, batched=batched, progress=progress)
     parts = sharded(groups_of(seeds, seed_batch), lambda group: _compare_group(seeds=group, **run), "compare")
     names = [v.spec for v in steps]
@@ -278,12 +285,20 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
         final=merged["final"],
         meta={"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
               "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched), "batched": batched,
-              "seed_batch": seed_batch,
+              "seed_batch": seed_batch, **_latent_meta(pipe, pipe_kwargs),
               "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
                            for v, lane in zip(steps, lane_schedulers)}})
 
 
-def _compare_group(pipe, steps, lane_schedulers, sched, seeds, mode, num_inference_steps, batch_size, batched,
+def _latent_meta(pipe, pipe_kwargs) -> dict:
+    """A latent pipeline's report says what its latents need to be decoded, and the conditioning."""
+    from .latent import conditioning, latent_meta
+
+    meta = latent_meta(pipe)
+    return {} if meta is None else {"space": "latent", "latent": meta, "conditioning": conditioning(pipe, pipe_kwargs or {})}
+
+
+def _compare_group(model, denoise, steps, lane_schedulers, sched, seeds, mode, num_inference_steps, batch_size, batched,
                    progress) -> dict:
     """One group of seeds, stepped together: per-step statistics [N, S] and final samples per variant."""
     import contextlib
@@ -297,15 +312,13 @@ def _compare_group(pipe, steps, lane_schedulers, sched, seeds, mode, num_inferen
     from .steps import StepObserver, observe
 
     names = [v.spec for v in steps]
-    unet = pipe.unet
-
-    size = unet.config.sample_size
-    shape = (batch_size, unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
+    size = model.config.sample_size
+    shape = (batch_size, model.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
     streams = [SeedStream(s) for s in seeds]
     x_init = []
     for st in streams:
         with st:
-            x_init.append(randn_tensor(shape, generator=None, dtype=unet.dtype) * sched.init_noise_sigma)   # x_T
+            x_init.append(randn_tensor(shape, generator=None, dtype=model.dtype) * sched.init_noise_sigma)   # x_T
     n_v, n_s, n = len(steps), len(seeds), len(sched.timesteps)
     lanes = n_v if mode == "free" else 1
     x = [[x_init[s] for s in range(n_s)] for _ in range(lanes)]
@@ -338,9 +351,9 @@ def _compare_group(pipe, steps, lane_schedulers, sched, seeds, mode, num_inferen
         for i, t in enumerate(tqdm(sched.timesteps, disable=not wanted(progress), desc=f"compare ({mode})")):
             inputs = [copies[l][s].scale_model_input(x[l][s], t) for l in range(lanes) for s in range(n_s)]
             if batched:                                  # one UNet call for every lane and seed
-                eps = paddle.split(unet(paddle.concat(inputs, axis=0), t).sample, lanes * n_s, axis=0)
+                eps = paddle.split(denoise(paddle.concat(inputs, axis=0), t), lanes * n_s, axis=0)
             else:                                        # each lane and seed exactly as its solo run
-                eps = [unet(inp, t).sample for inp in inputs]
+                eps = [denoise(inp, t) for inp in inputs]
             prev = [[None] * n_s for _ in range(n_v)]
             x0 = [[None] * n_s for _ in range(n_v)]
             for s, st in enumerate(streams):

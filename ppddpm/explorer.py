@@ -153,6 +153,9 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
         other = Trajectory.load(other)
     if not len(traj):
         raise BadValue("the trajectory has no recorded steps")
+    from .latent import caption, displayable
+
+    traj, other = displayable(traj), (displayable(other) if other is not None else None)    # latent runs: pictures
     curve = None
     if other is not None:
         if not np.array_equal(np.asarray(traj.timesteps, float), np.asarray(other.timesteps, float)):
@@ -184,7 +187,8 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
                      "t": [float(t) for t in ab.timesteps], "values": ab.max_abs_prev[name].max(axis=1).tolist(),
                      "bound": ab.step_bound().max(axis=1).tolist()}
     title = title or (f"ppddpm explorer — {traj.scheduler}, {traj.meta.get('num_inference_steps', len(traj))} steps, "
-                      f"seed {traj.meta.get('seed', '?')}, variant {traj.meta.get('variant', 'ppdiffusers')}")
+                      f"seed {traj.meta.get('seed', '?')}, variant {traj.meta.get('variant', 'ppdiffusers')}"
+                      + (f", {caption(traj)}" if caption(traj) else ""))
     payload = {"title": title, "numbers": _schedule_numbers(traj), "frames": _frames(traj),
                "panes": [[f, label] for f, label in PANES if f in traj.fields], "side": side, "curve": curve,
                "batch": int(np.asarray(traj.field(traj.fields[0])).shape[1]),
@@ -203,7 +207,7 @@ h1{font-size:16px;margin:0 0 8px}
 #slider{flex:1;min-width:240px}
 .panes{display:flex;flex-wrap:wrap;gap:10px}
 .pane{text-align:center;font-size:12px;max-width:200px}
-.pane img{width:180px;height:180px;image-rendering:pixelated;border:1px solid #ccc;display:block}
+.pane img{width:180px;height:180px;object-fit:contain;image-rendering:pixelated;border:1px solid #ccc;display:block}
 #numbers{font-family:ui-monospace,monospace;font-size:12px;border-collapse:collapse;margin:8px 0}
 #numbers td{padding:1px 8px;border-bottom:1px solid #eee}
 #curve{border:1px solid #ddd;margin-top:8px}

@@ -31,6 +31,9 @@ def load_pipeline(name_or_path=None, pipeline_class=None):
     `pipeline_class` defaults to `DDPMPipeline`; pass `ppddpm.RecordingDDPMPipeline` to get
     the article's recording drop-in.
     """
+    latent = pipeline_class is None and name_or_path is not None and _saved_latent(Path(str(name_or_path)).expanduser())
+    if latent:                                       # a saved StableDiffusion / LDM / DiT folder
+        return _quiet(latent[0], str(Path(str(name_or_path)).expanduser()), **latent[1])
     if pipeline_class is None:
         from ppdiffusers import DDPMPipeline as pipeline_class
 
@@ -68,6 +71,33 @@ def load_pipeline(name_or_path=None, pipeline_class=None):
         if any(not _unreachable(e) and str(e).strip() for e in failures) else type(failures[0]).__name__
     raise PipelineLoadError(f"could not load {name!r}: no DDPM pipeline of that name on the ppdiffusers or Hugging "
                             f"Face hub ({_shorten(reason, 120)}). {offline}")
+
+
+def _saved_latent(folder: Path):
+    """(pipeline class, arguments) for a saved latent pipeline ppddpm records (`ppddpm.latent.KINDS`):
+    its components saved as null (no tokenizer, no safety checker) passed as None, which ppdiffusers
+    0.29's from_pretrained requires. None for any other folder; a folder whose model_index.json names a
+    pipeline with neither a UNet nor a known latent layout is one clear error."""
+    import json
+
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        return None
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise PipelineLoadError(f"{index_file} is not readable JSON ({exc})") from None
+    import ppdiffusers
+
+    from .latent import KINDS, supported_pipelines
+
+    name = index.get("_class_name", "")
+    if any(name in kind.classes for kind in KINDS):
+        return getattr(ppdiffusers, name), {k: None for k, v in index.items() if isinstance(v, list) and v[0] is None}
+    if "unet" not in index:
+        raise PipelineLoadError(f"{folder} holds a {name or 'pipeline of unknown class'}, which ppddpm does not know; "
+                                f"it records DDPMPipeline-style folders (unet + scheduler) and {supported_pipelines()}")
+    return None
 
 
 def _unreachable(exc) -> bool:

@@ -142,7 +142,8 @@ class _RunFacts:
                 self.sigma_of = {"sample": sigmas[calls], "prev_sample": sigmas[calls + 1]}
 
     def scaled(self, field) -> bool:
-        return field in self.sigma_of
+        """A σ-space sample, drawn as the model sees it; a latent run's frames decoded to pixels are not."""
+        return field in self.sigma_of and self.traj.meta.get("shown_as", {}).get(field) != "decoded"
 
     def shown(self, field, data, i):
         """Frame i of `field` as drawn: x/√(σ² + 1) for a σ-space sample, else as recorded."""
@@ -186,6 +187,22 @@ def _samples(traj, index):
     return [index]
 
 
+def _displayable(traj):
+    """A latent run as pictures: decoded frames where the run kept them, else its latent channels
+    side by side (`ppddpm.latent.displayable`; pass its latent_channels=True view for channels only)."""
+    from .latent import displayable
+
+    return displayable(traj)
+
+
+def _caption(traj) -> str:
+    """"; prompt '…', guidance 7.5" for a latent run (`ppddpm.latent.caption`), else ""."""
+    from .latent import caption
+
+    text = caption(traj)
+    return f"; {text}" if text else ""
+
+
 FIELD_LABELS = {"prev_sample": "x_t", "pred_original_sample": "x̂_0", "sample": "x_t (input)",
                 "model_output": "ε̂", "pred_original_sample_unclipped": "x̂_0 unclipped", "noise": "z"}
 
@@ -200,6 +217,7 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, nco
     only sample `index`). The title's spacing and counts are read from the tiles and the run
     (`_RunFacts`); σ-space samples are drawn at the scale the model sees."""
     check_int("ncols", ncols)
+    traj = _displayable(traj)
     data = traj.field(field)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     samples = _samples(traj, index)
@@ -220,7 +238,7 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, nco
             first.set_ylabel(f"sample {b}", rotation=0, labelpad=24, fontsize=9)
     fig.suptitle(f"{facts.label(field)}, t = {_t(traj.timesteps[steps[0]])} … {_t(traj.timesteps[steps[-1]])}: "
                  f"{facts.spacing(steps)} ({facts.run()})" + (f", {len(samples)} samples" if len(samples) > 1 else "")
-                 + facts.scale_note([field]), fontsize=10)
+                 + facts.scale_note([field]) + _caption(traj), fontsize=10)
     return _save(fig, save)
 
 
@@ -228,6 +246,7 @@ def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: in
                     every_t: Optional[int] = None, tiles: Optional[int] = None):
     """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
     noise falls. Steps chosen, titled and scaled as in `plot_grid`."""
+    traj = _displayable(traj)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     _samples(traj, index)
     facts = _RunFacts(traj)
@@ -247,7 +266,7 @@ def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: in
         axes[2 * chunk, 0].set_ylabel("x_t", rotation=0, labelpad=14, fontsize=9)
         axes[2 * chunk + 1, 0].set_ylabel("x̂_0", rotation=0, labelpad=14, fontsize=9)
     fig.suptitle(f"x_t (sample) and x̂_0 (the model's guess) by step: {facts.spacing(steps)} ({facts.run()})"
-                 + facts.scale_note(["prev_sample"]), fontsize=10)
+                 + facts.scale_note(["prev_sample"]) + _caption(traj), fontsize=10)
     return _save(fig, save)
 
 
@@ -496,6 +515,7 @@ def frames(traj, field: str = "prev_sample", index: int = 0, size: int = 128, st
     to `size` px, each with its field, t and stage written on it (scaled as in `plot_grid`)."""
     from PIL import Image, ImageDraw
 
+    traj = _displayable(traj)
     data = traj.field(field)
     _samples(traj, index)
     facts = _RunFacts(traj)

@@ -29,8 +29,8 @@ from .samplers import HostTables, adapter_for, clipped_share_on_device, schedule
 from .steps import StepObserver, StepRecord, observe
 from .stepping import formula_in_force
 from .errors import BadType, BadValue, Exists, WriteFailed, check_int
-from .trajectory import (DEFAULT_FIELDS, DTYPES, FIELDS, FORMAT, FORMAT_VERSION, STAGES, STORES, Trajectory,
-                         _Buffer, _LiveTrajectory)
+from .trajectory import (DEFAULT_FIELDS, DTYPES, FIELDS, FORMAT, FORMAT_VERSION, GUIDANCE_FIELDS, STAGES, STORES,
+                         Trajectory, _Buffer, _LiveTrajectory)
 from .trajectory import TrajectoryError, to_pil  # noqa: F401  (re-exported: ppddpm.recording.Trajectory… as in 0.1)
 
 class NonFiniteWarning(RuntimeWarning):
@@ -72,9 +72,10 @@ def check_fields(fields) -> tuple:
     if isinstance(fields, str):
         fields = (fields,)
     fields = tuple(fields)
-    unknown = [f for f in fields if f not in FIELDS]
+    unknown = [f for f in fields if f not in FIELDS and f not in GUIDANCE_FIELDS]
     if unknown or not fields:
-        raise BadValue(f"unknown field(s) {unknown or fields!r}; choose from {', '.join(FIELDS)} or 'all'")
+        raise BadValue(f"unknown field(s) {unknown or fields!r}; choose from {', '.join(FIELDS)} or 'all' "
+                       f"(guided latent pipelines: also {', '.join(GUIDANCE_FIELDS)})")
     return tuple(dict.fromkeys(fields))
 
 
@@ -110,11 +111,14 @@ class _Recorder:
     chunk at a time (`receive`); σ_t, which needs t on the host, is computed there too.
     """
 
-    def __init__(self, scheduler, every, fields, store, dtype, path, on_nonfinite, meta, chunk, pipe=None):
+    def __init__(self, scheduler, every, fields, store, dtype, path, on_nonfinite, meta, chunk, pipe=None,
+                 latent=None, decoder=None):
         self.scheduler, self.every, self.store, self.dtype, self.path = scheduler, every, store, dtype, path
         self.pipe = pipe                    # the pipeline whose loop runs (None: a bare scheduler)
+        self.latent = latent                # ppddpm.latent.LatentRun of a latent pipeline: rows, guidance fields
+        self.decoder = decoder              # ppddpm.latent.ChunkDecoder: fields decoded to pixels per chunk
         self.on_nonfinite = on_nonfinite
-        self.traj = _LiveTrajectory(fields, meta)
+        self.traj = _LiveTrajectory(fields + (decoder.names if decoder else ()), meta)
         self.traj._sync = self.sync
         self.kept = None
         self.n_steps = None
@@ -143,6 +147,8 @@ class _Recorder:
     def _start(self):
         sched = self.scheduler
         warn_if_loop_skips_scaling(self.pipe, sched)
+        if self.latent is not None:
+            self.latent.started(sched)
         self.n_steps = len(sched.timesteps)   # calls of step in one run (Heun: two per timestep but the last)
         self.kept = set(kept_steps(self.n_steps, self.every).tolist())
         n = len(self.kept)
@@ -179,12 +185,14 @@ class _Recorder:
         frame = {"prev_sample": rec.prev, "pred_original_sample": rec.x0, "sample": rec.sample,
                  "model_output": rec.model_output, "pred_original_sample_unclipped": rec.x0_raw,
                  "noise": rec.noise}
-        frame = {name: frame[name] for name in self.traj._wanted}
+        if self.latent is not None:
+            frame = self.latent.frames(rec, frame)
+        frame = {name: frame[name] for name in self.traj._wanted if not self.decoder or name not in self.decoder.names}
         if "step_arguments" not in self.traj.meta:      # η, use_clipped_model_output, s_churn, …: what a replay needs
             self.traj.meta["step_arguments"] = {k: v for k, v in (rec.extra or {}).items()
                                                 if isinstance(v, (bool, int, float, str)) and k not in ("return_dict", "generator")}
         if not self.transfer.allocated:
-            self._allocate(frame, rec.prev)
+            self._allocate(frame, rec.prev if self.latent is None else self.latent.rows_of(rec.prev))
         stage = STAGES.index(rec.stage) if rec.stage in STAGES else -1
         self.waiting.append((rec.i, rec.sigma_later(), stage))     # not rec: its frames would stay alive
         self.transfer.add(frame, [rec.t, self.finite, clipped_share_on_device(self.scheduler, rec.x0_raw)])
@@ -199,12 +207,20 @@ class _Recorder:
             itemsize[name] = like.element_size()
             file = self.path / f"{name}.npy" if self.store == "disk" else None
             self.traj._buffers[name] = _Buffer(n, shapes[name], self.dtype, file)
+        if self.decoder is not None:
+            for name, shape in self.decoder.shapes(int(prev.shape[0])).items():
+                file = self.path / f"{name}.npy" if self.store == "disk" else None
+                self.traj._buffers[name] = _Buffer(n, shape, self.dtype, file)
+            if self.transfer.chunk is None:        # the chunk's decoded frames count against the budget too
+                self.transfer.chunk = self.decoder.chunk(shapes, itemsize)
         self.transfer.allocate(shapes, dtypes, itemsize)
         self.traj.meta.update(batch_size=int(prev.shape[0]), chunk=self.transfer.chunk)
 
     # ---- per chunk, on the host
     def receive(self, frames: dict, values: list):
         """A chunk reached the host: its rows go into the Trajectory (and the files)."""
+        if self.decoder is not None and frames:
+            frames = dict(frames, **self.decoder(frames))      # batched VAE calls over the chunk's steps
         values = iter(values)
         rows = []                                          # (record, t, clipped, stage) of the recorded calls
         while True:
@@ -256,6 +272,8 @@ class _Recorder:
 
     def finish(self, ok: bool):
         traj = self.traj
+        if self.latent is not None:
+            self.latent.close()               # the denoiser's forward hook goes
         failure = None
         try:
             self.sync()
@@ -291,7 +309,8 @@ def _number(t):
 @contextlib.contextmanager
 def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, store: str = "memory",
            dtype: str = "float32", path=None, on_nonfinite: str = "warn", meta: Optional[dict] = None,
-           chunk: Optional[int] = None):
+           chunk: Optional[int] = None, pipe_kwargs: Optional[dict] = None, decode: Optional[str] = None,
+           decode_fields: Iterable[str] = ("pred_original_sample",), decode_batch: int = 4):
     """Record the steps of the next sampling run of this pipeline (or scheduler instance).
 
     every         keep every k-th step and always the last (k=1: all steps).
@@ -305,6 +324,11 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
     chunk         steps per device → host transfer (`ppddpm._transfer`): frames stay on the device
                   in between, so recording adds no host read per step. None: as many as fit
                   32 MiB of device memory in two buffers, at most 64; 1: every step as it happens.
+
+    Latent pipelines (StableDiffusionPipeline, LDMPipeline, DiTPipeline): frames are latents, and
+    `pipe_kwargs` (the call's prompt / class_labels / guidance_scale), the guidance fields
+    (model_output_uncond / _cond and their x̂_0) and decode="vae" | "approx" (+ decode_fields,
+    decode_batch) are as `_latent_parts` says.
 
     Only that scheduler instance is touched; it gets its own `step` back on exit, also when
     the block raises — and the steps recorded so far stay in the yielded Trajectory.
@@ -331,8 +355,10 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
     info.update(meta or {})
     if chunk is not None:
         chunk = check_int("chunk", chunk, hint=" (steps per device → host transfer)")
-    rec = _Recorder(scheduler, every, fields, store, str(dtype), path, on_nonfinite, info, chunk,
-                    pipe=None if pipe_or_scheduler is scheduler else pipe_or_scheduler)
+    pipe = None if pipe_or_scheduler is scheduler else pipe_or_scheduler
+    latent, decoder = _latent_parts(pipe, fields, info, pipe_kwargs, decode, decode_fields, decode_batch)
+    rec = _Recorder(scheduler, every, fields, store, str(dtype), path, on_nonfinite, info, chunk, pipe=pipe,
+                    latent=latent, decoder=decoder)
     ok = False
     try:
         with observe(scheduler, rec.observer, "record"):
@@ -340,6 +366,52 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
         ok = True
     finally:
         rec.finish(ok)
+
+
+def _latent_parts(pipe, fields, info, pipe_kwargs, decode, decode_fields, decode_batch):
+    """(LatentRun, ChunkDecoder) of a latent pipeline (`ppddpm.latent`), each None where not needed;
+    `info` (the trajectory's metadata) gains `space="latent"`, what decoding needs (`meta["latent"]`)
+    and the call's conditioning.
+
+    pipe_kwargs   the arguments the pipeline is about to be called with (prompt, guidance_scale,
+                  class_labels…; `sample_trajectory` passes them): kept in `meta["conditioning"]`;
+                  for DiTPipeline they say which rows of the guided batch are the samples.
+    fields        may hold "model_output_uncond", "model_output_cond" and their x̂_0
+                  ("pred_original_sample_uncond" / "_cond") on a guided run: the denoiser's two
+                  halves, observed by a forward hook on it.
+    decode        "vae" or "approx": also keep `decode_fields` decoded to pixels ("NAME_decoded"
+                  fields, [N, B, 3, H, W]), decoded a chunk of steps at a time as the chunk reaches
+                  the host — VAE calls of at most `decode_batch` frames — and streamed like any field.
+                  Memory, whatever the number of steps with store="disk": one chunk of decoded frames
+                  on the host (chunk=None picks it so that the chunk's latents and images fit 32 MiB:
+                  5 steps of a 512² Stable Diffusion image, 16 MB) plus the VAE's activations for
+                  `decode_batch` frames — measured with SD 1.5's VAE architecture in float32 on a CPU
+                  (random weights): +3.0 GB peak RSS for 1 frame per call, +3.7 GB for 2, and 175 s a
+                  frame there (a GPU's job; method="approx" costs a matrix product). With
+                  store="memory" the decoded field stays too: N·B·3·H·W values (50 steps of 512²:
+                  157 MB in float32).
+    """
+    from . import latent
+
+    kind = latent.kind_of(pipe) if pipe is not None else None
+    if kind is None:
+        asked = [f for f in fields if f in GUIDANCE_FIELDS]
+        if asked or decode is not None:
+            what = f"fields {', '.join(asked)}" if asked else f"decode={decode!r}"
+            raise BadValue(f"{what} need a latent pipeline ({latent.supported_pipelines()}); got "
+                           f"{type(pipe if pipe is not None else None).__name__}")
+        return None, None
+    info.update(space="latent", latent=latent.latent_meta(pipe))
+    if pipe_kwargs is not None:                       # the call is known: its prompt / labels / guidance
+        info.setdefault("conditioning", latent.conditioning(pipe, pipe_kwargs))
+    decoder = None
+    if decode is not None:
+        decoder = latent.ChunkDecoder(pipe, decode, check_fields(decode_fields), decode_batch)
+        missing = [f for f in decoder.fields if f not in fields]
+        if missing:
+            raise BadValue(f"decode_fields {missing} are not recorded; add them to fields= (recorded: {list(fields)})")
+        info["decoded"] = decoder.describe()
+    return latent.LatentRun(pipe, fields, pipe_kwargs), decoder
 
 
 def _model_id(obj):
@@ -354,7 +426,10 @@ def sample_trajectory(pipe, seed: int = 777, num_inference_steps: int = 1000, ba
     """Run `pipe` (a `DDPMPipeline`, `DDIMPipeline`, or one whose scheduler was swapped) once with
     `paddle.Generator().manual_seed(seed)` and return its recorded trajectory; `traj.images` is
     the pipeline's own output for this seed. `pipe_kwargs` go to the pipeline's call
-    (`{"eta": 1.0}` for a DDIMPipeline). `progress`: a bar over the steps (default: where someone
+    (`{"eta": 1.0}` for a DDIMPipeline). Latent pipelines (`ppddpm.latent`): `pipe_kwargs` carries
+    their own arguments — `{"prompt": …, "guidance_scale": …}` for StableDiffusionPipeline (batch_size
+    becomes num_images_per_prompt), `{"class_labels": [...]}` for DiTPipeline (the batch);
+    `decode="vae"` (a `record` argument) adds x̂_0 decoded to pixels. `progress`: a bar over the steps (default: where someone
     is watching — a terminal or a notebook — and not under tests; PPDDPM_PROGRESS=0 turns it off)."""
     check_int("seed", seed, low=0)
     check_int("num_inference_steps", num_inference_steps)
@@ -365,9 +440,13 @@ def sample_trajectory(pipe, seed: int = 777, num_inference_steps: int = 1000, ba
     pipe.set_progress_bar_config(disable=not wanted(progress))
     try:
         meta = dict(record_kwargs.pop("meta", None) or {}, seed=int(seed))
+        from .latent import call_arguments, kind_of
+
+        call = call_arguments(pipe, batch_size, generator, num_inference_steps, pipe_kwargs)
+        if kind_of(pipe) is not None:
+            record_kwargs.setdefault("pipe_kwargs", call)
         with record(pipe, every=every, fields=fields, meta=meta, **record_kwargs) as traj:
-            out = pipe(batch_size=batch_size, generator=generator, num_inference_steps=num_inference_steps,
-                       **(pipe_kwargs or {}))
+            out = pipe(**call)
         if isinstance(out, tuple):         # RecordingDDPMPipeline returns the article's triple
             out = out[0]
     finally:

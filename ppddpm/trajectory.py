@@ -25,6 +25,21 @@ FIELDS = {
     "noise": "z ~ N(0, I) the step drew (zeros at the last step, which adds none)",
 }
 DEFAULT_FIELDS = ("prev_sample", "pred_original_sample")
+# Fields that only some runs have (never part of fields="all"): the guidance halves of a
+# classifier-free-guided latent pipeline, and any field decoded to pixels (`ppddpm.latent`).
+GUIDANCE_FIELDS = {
+    "model_output_uncond": "ε̂(z_t, t, ∅): the denoiser's unconditional output (classifier-free guidance)",
+    "model_output_cond": "ε̂(z_t, t, c): the denoiser's conditional output (prompt or class label)",
+    "pred_original_sample_uncond": "x̂_0 of the unconditional output (the step's formula, before clipping)",
+    "pred_original_sample_cond": "x̂_0 of the conditional output (the step's formula, before clipping)",
+}
+DECODED_SUFFIX = "_decoded"
+
+
+def known_field(name: str) -> bool:
+    """A step field, a guidance field, or either decoded to pixels (NAME_decoded)."""
+    base = name[: -len(DECODED_SUFFIX)] if name.endswith(DECODED_SUFFIX) else name
+    return base in FIELDS or base in GUIDANCE_FIELDS
 FORMAT = "ppddpm.trajectory"
 FORMAT_VERSION = 1
 META_KEY = "__ppddpm_meta__"
@@ -135,8 +150,9 @@ class Trajectory:
         return self.meta.get("scheduler", "DDPMScheduler")
 
     def field(self, name: str) -> np.ndarray:
-        if name not in FIELDS:
-            raise BadValue(f"unknown field {name!r}; choose from {', '.join(FIELDS)}")
+        if not known_field(name):
+            raise BadValue(f"unknown field {name!r}; choose from {', '.join(FIELDS)} (latent runs: also "
+                           f"{', '.join(GUIDANCE_FIELDS)}, and NAME{DECODED_SUFFIX})")
         if name not in self.fields:
             raise Unknown(f"field {name!r} was not recorded (recorded: {', '.join(self.fields) or 'none'}); "
                           f"record it with fields=({name!r}, ...) or fields='all'")
@@ -167,7 +183,8 @@ class Trajectory:
     def images(self):
         """The final images: the pipeline's own output, or rebuilt from the last x_{t-1}
         exactly as the pipeline post-processes it."""
-        if self._images is None and self.complete and "prev_sample" in self.fields and len(self):
+        if self._images is None and self.complete and "prev_sample" in self.fields and len(self) and \
+                self.meta.get("space") != "latent":                 # latents: the pipeline's VAE makes images
             self._images = to_pil(np.asarray(self.prev_sample[-1], np.float32))
         return self._images
 

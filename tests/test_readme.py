@@ -85,3 +85,22 @@ def test_readme_verify_table_is_the_committed_json():
     assert _docs_module("readme_blocks").block("verify-table", README) == findings.render(data)
     assert data["samplers"] and all(row.get("ok") for row in data["samplers"]), data["samplers"]
     assert len(data["broken"]) == 3 and not any(row["ok"] for row in data["broken"])
+
+
+def test_latent_tour_runs_verbatim(capsys):
+    scope = {}
+    exec(compile(marked_block("readme-latent"), "README.md (Latent pipelines)", "exec"), scope)
+    traj, pipe = scope["traj"], scope["pipe"]
+    assert traj.meta["space"] == "latent" and traj.meta["latent"]["scaling_factor"] == 0.18215   # as commented
+    assert traj.pred_original_sample.shape == (10, 1, 4, 8, 8)
+    assert traj.field("pred_original_sample_decoded").shape == (10, 1, 3, 16, 16)
+    assert traj.meta["conditioning"] == {"prompt": "a red cat", "guidance_scale": 7.5}
+    assert scope["push"].shape == (10, 1, 4, 8, 8) and scope["pixels"].prev_sample.shape == (10, 1, 3, 16, 16)
+    assert "gap to the VAE decode" in capsys.readouterr().out               # "prints its gap"
+    assert "prompt 'a red cat', guidance 7.5" in scope["fig"]._suptitle.get_text()       # "the prompt in the title"
+    assert scope["fig"].axes[0].images[0].get_array().shape == (16, 16, 3)              # decoded tiles, not latents
+
+
+def test_latent_networked_example_compiles():
+    """The real-checkpoint block needs the model hub, so CI only compiles it (a typo still fails)."""
+    compile(marked_block("readme-latent-networked"), "README.md (Latent pipelines, networked)", "exec")
