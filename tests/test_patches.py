@@ -84,8 +84,7 @@ def test_ppdiffusers_own_scheduler_tests_pass_with_the_posterior_variant():
     assert posterior["test_thresholding"] == "passed"        # the variants threshold per sample
 
 
-@pytest.mark.parametrize("family", ["ddim", "euler", "euler-ancestral", "dpmsolver-multistep", "kdpm2",
-                                    "kdpm2-ancestral", "unipc", "deis", "dpmsolver-singlestep", "dpmsolver-sde", "lcm"])
+@pytest.mark.parametrize("family", ["ddim", "euler", "euler-ancestral", "dpmsolver-multistep"])
 def test_ppdiffusers_own_scheduler_tests_pass_with_ppddpms_observer(family):
     """The recorder's whole path (x̂_0, σ, z observed; DDIM's z passed in as data) installed
     class-wide changes no outcome of ppdiffusers' own suite for that scheduler."""
@@ -95,3 +94,14 @@ def test_ppdiffusers_own_scheduler_tests_pass_with_ppddpms_observer(family):
     assert steps > 50                                         # the observer really saw the suite's steps
     assert [n for n, o in stock.items() if o == "failed" and not known_failure(family, n)] == []
     assert [n for n, o in stock.items() if o == "passed" and observed[n] != "passed"] == []
+
+
+@pytest.mark.parametrize("family", ["kdpm2", "kdpm2-ancestral", "unipc", "deis", "dpmsolver-singlestep",
+                                    "dpmsolver-sde", "lcm"])
+def test_the_newer_samplers_suites_fail_only_their_known_stock_failures_with_the_observer(family):
+    """One observed run per suite (a stock run beside it doubles the cost; `ppddpm upstream --scheduler F`
+    prints both): with the observer installed class-wide every test passes but those that fail stock
+    on paddle 3.3.1 for the reasons `known_failure` gives."""
+    observed, steps = run_scheduler_suite(family=family, observe=True, with_count=True)
+    assert len(observed) >= 10 and steps > 50
+    assert [n for n, o in observed.items() if o == "failed" and not known_failure(family, n)] == []
