@@ -43,7 +43,7 @@ def _load(args):
     """The pipeline of --model, with --steps checked against its scheduler's num_train_timesteps."""
     from .loading import load_pipeline
 
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, trust_pickle=getattr(args, "trust_pickle", False))
     steps, limit = getattr(args, "steps", None), pipe.scheduler.config.num_train_timesteps
     if steps is not None and steps > limit:
         raise BadValue(f"--steps must be at most {limit} (the model's num_train_timesteps), got {steps}")
@@ -59,6 +59,12 @@ def _suites():
 def _model_arg(p):
     p.add_argument("--model", default=None,
                    help="pipeline directory or hub id (default: the bundled offline model)")
+    _trust_arg(p, "--model's weights even if pickled (model_state.pdparams)")
+
+
+def _trust_arg(p, what):
+    p.add_argument("--trust-pickle", action="store_true",
+                   help=f"load {what}: unpickling runs any code in the file, use only for files you made (SECURITY.md)")
 
 
 def _sampling_args(p, every_default=1):
@@ -310,7 +316,7 @@ def cmd_train(args):
                       seed=args.seed, checkpoint_every=args.checkpoint_every, warmup=args.warmup,
                       lr_schedule=args.lr_schedule, block_out_channels=tuple(args.block_out_channels),
                       layers_per_block=args.layers_per_block, stop_at=args.stop_at)
-    result = train(cfg, resume=args.resume, progress=not args.quiet)
+    result = train(cfg, resume=args.resume, progress=not args.quiet, trust_pickle=args.trust_pickle)
     tail = result.losses[-100:]
     total = f" ({len(result.losses)} in all)" if len(result.losses) != result.steps_this_run else ""
     print(f"trained {result.steps_this_run} steps in {result.seconds:.0f} s this run{total}; mean loss of the last "
@@ -382,7 +388,7 @@ def cmd_forward(args):
     from .loading import load_pipeline
     from .plotting import load_image, plot_forward
 
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, trust_pickle=args.trust_pickle)
     res = pipe.unet.config.sample_size
     image = load_image(args.image, resolution=res if isinstance(res, int) else None,
                        channels=pipe.unet.config.in_channels)
@@ -396,7 +402,7 @@ def cmd_schedule(args):
     from .plotting import plot_schedule
 
     path = _out(args) / "schedule.png"
-    plot_schedule(load_pipeline(args.model).scheduler, save=path)
+    plot_schedule(load_pipeline(args.model, trust_pickle=args.trust_pickle).scheduler, save=path)
     print(f"wrote {path}")
 
 
@@ -430,7 +436,7 @@ def cmd_view(args):
 def cmd_demo(args):
     from .demo import run_demo
 
-    run_demo(args.out, model=args.model, steps=args.steps, quiet=args.quiet)
+    run_demo(args.out, model=args.model, steps=args.steps, quiet=args.quiet, trust_pickle=args.trust_pickle)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -516,7 +522,8 @@ def build_parser():
                    help="stop after this many steps; the learning-rate schedule still spans --steps (default: at --steps)")
     p.add_argument("--seed", type=_nonneg("--seed"), default=0)
     p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=250)
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pdparams")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
+    _trust_arg(p, "a pickled checkpoint.pdparams of ppddpm <= 0.2 on --resume")
     p.add_argument("--out", default="runs/train")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)

@@ -1,0 +1,224 @@
+"""Hostile files and hard faults (issue 21): nothing foreign runs, nothing hangs, nothing recorded is lost.
+
+Each test crafts the file or the fault itself — a pickle whose loading creates a folder, a `.npy`
+whose header says `|O`, a FIFO, a SIGKILL — and checks the outcome from outside: the marker folder
+does not exist, the process ended by itself with exit 2 and one line, the files on disk load.
+Whatever could crash or hang the interpreter runs in a subprocess with a timeout.
+"""
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ppddpm
+
+
+def cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "ppddpm", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line_error(res, *needles):
+    """Exit 2, no traceback, exactly one line on stderr containing every needle."""
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and len(lines) == 1, res.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+class _MakesAFolder:
+    """Unpickling this calls os.mkdir(path): the stand-in for "runs a command"."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def crafted_pickle(file, marker, **extra):
+    file.write_bytes(pickle.dumps({"unet": _MakesAFolder(marker), **extra}, protocol=2))
+    return file
+
+
+# --------------------------------------------------------------------------- 1. trust boundary
+
+def test_a_crafted_pickled_checkpoint_runs_nothing_on_resume(tmp_path):
+    out, marker = tmp_path / "run", tmp_path / "pwned"
+    out.mkdir()
+    crafted_pickle(out / "checkpoint.pdparams", marker, step=1)
+    res = cli("train", "--resume", "--steps", 2, "--out", out, "--quiet")
+    one_line_error(res, "pickled checkpoint", "--trust-pickle")
+    assert not marker.exists()
+    res = cli("train", "--resume", "--trust-pickle", "--steps", 2, "--out", out, "--quiet")
+    assert marker.exists(), "the payload is live: trusting the file runs it (so the refusal above is what saved us)"
+    one_line_error(res, "not a readable ppddpm checkpoint")
+
+
+def test_checkpoints_are_safetensors_with_json_and_no_pickle(tmp_path):
+    """The checkpoint's header is parsed here by hand (the safetensors layout: 8-byte little-endian
+    length, then JSON); every entry is a plain numeric tensor and the training state is JSON."""
+    from ppddpm.training import TrainConfig, train
+
+    train(TrainConfig(output_dir=str(tmp_path / "m"), steps=2, batch_size=4, checkpoint_every=2), progress=False)
+    raw = (tmp_path / "m" / "checkpoint.safetensors").read_bytes()
+    assert not (tmp_path / "m" / "checkpoint.pdparams").exists()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    state = json.loads(header.pop("__metadata__")["ppddpm"])
+    assert state["step"] == 2 and len(state["losses"]) == 2 and state["config"]["resolution"] == 8
+    assert {v["dtype"] for v in header.values()} <= {"F32", "F64", "I64", "U32"}
+    assert any(k.startswith("unet/") for k in header) and any(k.startswith("ema/") for k in header)
+    assert b"\x80\x02" not in raw[8:8 + n]                              # no pickle opcode in the header
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "not a readable checkpoint"),
+    (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", "not a readable checkpoint"),        # truncated
+    ("foreign", "not a ppddpm training checkpoint"),
+])
+def test_truncated_empty_or_foreign_checkpoints_are_one_error(tmp_path, content, message):
+    from safetensors.numpy import save_file
+
+    from ppddpm.errors import InputError
+    from ppddpm.training import TrainConfig, train
+
+    out = tmp_path / "o"
+    out.mkdir()
+    if content == "foreign":
+        save_file({"weight": np.zeros((2, 2), np.float32)}, str(out / "checkpoint.safetensors"))
+    else:
+        (out / "checkpoint.safetensors").write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        train(TrainConfig(output_dir=str(out), steps=2, batch_size=4), resume=True, progress=False)
+
+
+def test_resume_with_another_resolution_or_width_is_refused(tmp_path):
+    from ppddpm.training import TrainConfig, train
+
+    out = str(tmp_path / "r")
+    train(TrainConfig(output_dir=out, steps=2, batch_size=4, checkpoint_every=2), progress=False)
+    with pytest.raises(ValueError, match="trained with resolution 8, this run asks for 16"):
+        train(TrainConfig(output_dir=out, resolution=16, steps=4, batch_size=4), resume=True, progress=False)
+    with pytest.raises(ValueError, match="trained with block_out_channels"):
+        train(TrainConfig(output_dir=out, block_out_channels=(16, 32), steps=4, batch_size=4), resume=True,
+              progress=False)
+
+
+def test_a_pickled_checkpoint_of_ppddpm_0_2_resumes_only_when_trusted(tmp_path):
+    """The old format (paddle.save of the state dict) still resumes with trust_pickle=True, to the
+    same losses as a resume from the new format."""
+    import paddle
+
+    from ppddpm.errors import Untrusted
+    from ppddpm.training import TrainConfig, read_checkpoint, train
+
+    cfg = lambda: TrainConfig(output_dir=str(tmp_path / "a"), steps=4, batch_size=4, checkpoint_every=2,  # noqa
+                              stop_at=2)
+    train(cfg(), progress=False)
+    ckpt = read_checkpoint(tmp_path / "a" / "checkpoint.safetensors")
+    old = dict(ckpt, unet={k: paddle.to_tensor(v) for k, v in ckpt["unet"].items()})
+    (tmp_path / "b").mkdir()
+    paddle.save(old, str(tmp_path / "b" / "checkpoint.pdparams"))
+    more = lambda name, **kw: train(TrainConfig(output_dir=str(tmp_path / name), steps=4, batch_size=4,  # noqa
+                                                checkpoint_every=2), resume=True, progress=False, **kw)
+    with pytest.raises(Untrusted, match="pickled checkpoint"):
+        more("b")
+    assert more("b", trust_pickle=True).losses == more("a").losses
+    assert (tmp_path / "b" / "checkpoint.safetensors").exists()       # the next checkpoint is safetensors
+
+
+def test_a_model_folder_with_pickled_weights_is_refused_unless_trusted(tmp_path, unet):
+    from ppdiffusers import DDPMPipeline
+
+    from ppddpm.errors import Untrusted
+    from ppddpm.loading import load_pipeline
+    from ppddpm.models import ddpm_scheduler
+
+    folder = tmp_path / "pickled"
+    DDPMPipeline(unet=unet, scheduler=ddpm_scheduler()).save_pretrained(str(folder), safe_serialization=False)
+    assert (folder / "unet" / "model_state.pdparams").exists()
+    with pytest.raises(Untrusted, match="model_state.pdparams are pickled"):
+        load_pipeline(folder)
+    trusted = load_pipeline(folder, trust_pickle=True)
+    for (k, a), (_, b) in zip(trusted.unet.state_dict().items(), unet.state_dict().items()):
+        assert np.array_equal(a.numpy(), b.numpy()), k
+    marker = tmp_path / "pwned"
+    crafted_pickle(folder / "unet" / "model_state.pdparams", marker)
+    one_line_error(cli("sample", "--model", folder, "--steps", 2, "--out", tmp_path / "s", "--quiet"),
+                   "pickled", "--trust-pickle")
+    assert not marker.exists()
+
+
+def test_the_bundled_model_is_safetensors_and_loads_under_the_guard():
+    from ppddpm.loading import BUNDLED_DIR, load_pipeline
+
+    assert [p.name for p in (BUNDLED_DIR / "unet").iterdir() if "model" in p.name] == \
+        ["diffusion_paddle_model.safetensors"]
+    assert load_pipeline().unet.config.sample_size == 8
+
+
+@pytest.fixture
+def stream(pipe, tmp_path):
+    """A small streamed run on disk, complete."""
+    ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=6, store="disk", path=tmp_path / "stream")
+    return tmp_path / "stream"
+
+
+def _npy_header(path, descr, shape):
+    """Rewrite a .npy's header in place (same length) to announce another dtype / shape."""
+    raw = bytearray(path.read_bytes())
+    (hlen,) = struct.unpack("<H", raw[8:10])
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape})
+    raw[10:10 + hlen] = (text + " " * (hlen - 1 - len(text)) + "\n").encode("latin1")
+    path.write_bytes(bytes(raw))
+
+
+def test_an_object_header_in_a_stream_is_refused_not_mapped(stream, tmp_path):
+    """`|O` mapped as pointers crashes the reader with SIGSEGV: `ppddpm grid` in a subprocess must
+    end with exit 2 and one line instead."""
+    _npy_header(stream / "prev_sample.npy", "|O", (6, 1, 1, 8, 8))
+    res = cli("grid", stream, "--out", tmp_path / "g", timeout=120)
+    one_line_error(res, "not a ppddpm stream array", "|O")
+
+
+def test_a_fifo_in_place_of_a_stream_array_does_not_hang(stream, tmp_path):
+    (stream / "prev_sample.npy").unlink()
+    os.mkfifo(stream / "prev_sample.npy")
+    res = cli("grid", stream, "--out", tmp_path / "g", timeout=60)
+    one_line_error(res, "FIFO")
+    os.mkfifo(tmp_path / "run.npz")
+    one_line_error(cli("grid", tmp_path / "run.npz", "--out", tmp_path / "g", timeout=60), "FIFO")
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda meta, arrays: meta.__setitem__("fields", "prev_sample"), "fields must be a list"),
+    (lambda meta, arrays: arrays.__setitem__("timesteps", np.array(["a", "b"])), "timesteps is"),
+    (lambda meta, arrays: arrays.__setitem__("prev_sample", np.zeros(3, np.float32)), "field prev_sample is"),
+    (lambda meta, arrays: arrays.__setitem__("prev_sample", np.array("text")), "field prev_sample is"),
+])
+def test_malformed_npz_metadata_or_fields_are_one_error(pipe, tmp_path, mutate, message):
+    ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3).save(tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays["__ppddpm_meta__"]))
+    mutate(meta, arrays)
+    arrays["__ppddpm_meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ppddpm.TrajectoryError, match=message):
+        ppddpm.Trajectory.load(tmp_path / "bad.npz")
+
+
+def test_npz_metadata_that_is_a_list_and_a_two_column_steps_file_are_one_error(stream, tmp_path):
+    np.savez(tmp_path / "list.npz", __ppddpm_meta__=np.array(json.dumps([1, 2])), timesteps=np.arange(2))
+    with pytest.raises(ppddpm.TrajectoryError, match="not a ppddpm trajectory"):
+        ppddpm.Trajectory.load(tmp_path / "list.npz")
+    np.save(stream / "steps.npy", np.zeros((6, 2)))
+    with pytest.raises(ppddpm.TrajectoryError, match="expected floats with 2 dimensions"):
+        ppddpm.Trajectory.load(stream)
