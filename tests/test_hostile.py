@@ -222,3 +222,22 @@ def test_npz_metadata_that_is_a_list_and_a_two_column_steps_file_are_one_error(s
     np.save(stream / "steps.npy", np.zeros((6, 2)))
     with pytest.raises(ppddpm.TrajectoryError, match="expected floats with 2 dimensions"):
         ppddpm.Trajectory.load(stream)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("not json {", "not JSON"),
+    ('{"reference": "posterior"}', "it needs variants"),
+    ("[1, 2]", "it needs variants"),
+])
+def test_view_ab_that_is_not_an_ab_report_is_one_error(pipe, tmp_path, content, message):
+    from ppddpm.errors import BadValue
+    from ppddpm.explorer import explore
+
+    traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3)
+    (tmp_path / "ab.json").write_text(content)
+    with pytest.raises(BadValue, match=message):
+        explore(traj, ab=tmp_path / "ab.json")
+    if content.startswith("not json"):
+        traj.save(tmp_path / "run.npz")
+        one_line_error(cli("view", tmp_path / "run.npz", "--ab", tmp_path / "ab.json", "--out", tmp_path / "v.html"),
+                       "not an A/B report: not JSON")
