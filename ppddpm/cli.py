@@ -44,6 +44,7 @@ def _load(args):
     from .loading import load_pipeline
 
     pipe = load_pipeline(args.model, trust_pickle=getattr(args, "trust_pickle", False))
+    _sigterm_stops()                     # again: importing paddle put its own C-level SIGTERM handler in place
     steps, limit = getattr(args, "steps", None), pipe.scheduler.config.num_train_timesteps
     if steps is not None and steps > limit:
         raise BadValue(f"--steps must be at most {limit} (the model's num_train_timesteps), got {steps}")
@@ -131,13 +132,13 @@ def _sample_one(args, pipe, out, seed):
         traj = sample_trajectory(pipe, seed=seed, num_inference_steps=args.steps, batch_size=args.batch_size,
                                  every=args.every, fields=fields, progress=not args.quiet, store="disk", path=stream,
                                  pipe_kwargs={"eta": args.eta} if args.eta is not None else None)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         kept = Trajectory.load(stream) if stream.exists() else None
         done = kept.meta.get("steps_run", 0) if kept is not None else 0
-        print(f"ppddpm sample: interrupted after {done} of {args.steps} steps; the {len(kept or [])} recorded steps "
-              f"are kept in {stream} (ppddpm grid {stream}, or ppddpm.Trajectory.load({str(stream)!r}))",
+        print(f"ppddpm sample: {_stopped(exc)} after {done} of {args.steps} steps; the {len(kept or [])} recorded "
+              f"steps are kept in {stream} (ppddpm grid {stream}, or ppddpm.Trajectory.load({str(stream)!r}))",
               file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(_interrupt_status(exc)) from None
     npz = traj.save(out / f"trajectory_{run}.npz")
     shutil.rmtree(stream)
     final = np.asarray(Trajectory.load(npz).prev_sample[-1], np.float32)
@@ -600,7 +601,53 @@ def _quiet_imports():
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, `kill` and job schedulers send), handled like Ctrl-C: the run stops
+    where it is, what was recorded stays on disk, and the exit status is 143 (128 + SIGTERM)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _stopped(exc) -> str:
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+
+
+def _interrupt_status(exc) -> int:
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+_SIGTERM_BEFORE = []      # the handler main() replaced, while it runs
+
+
+def _sigterm_stops():
+    """SIGTERM raises `Terminated` in the main thread while main() runs (no-op elsewhere)."""
+    import signal
+    import threading
+
+    if _SIGTERM_BEFORE and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv=None):
+    """The command line; while it runs, SIGTERM stops it as Ctrl-C does (`Terminated`)."""
+    import signal
+    import threading
+
+    mine = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if mine:
+        _SIGTERM_BEFORE.append(signal.SIGTERM)
+        _sigterm_stops()
+    try:
+        return _main(argv)
+    finally:
+        if mine:
+            _SIGTERM_BEFORE.clear()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv):
     _quiet_imports()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -630,9 +677,9 @@ def main(argv=None):
 def _dispatch(args) -> int:
     try:
         args.func(args)
-    except KeyboardInterrupt:
-        print("ppddpm: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"ppddpm: {_stopped(exc)}", file=sys.stderr)
+        return _interrupt_status(exc)
     except InputError as exc:            # raised on purpose for bad input; anything else is a bug and stays loud
         rank = getattr(exc, "rank", None)
         print(f"ppddpm {args.command}: error: {exc}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)

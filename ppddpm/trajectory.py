@@ -2,12 +2,16 @@
 
 A `.npz` (`Trajectory.save` / `load`: arrays plus JSON metadata, written atomically) or a folder
 streamed step by step by `ppddpm.record(store="disk")` (`.npy` per field, `steps.npy` rows of
-(t, σ, clipped share, stage), `meta.json`), which loads complete or cut short. Files written by
+(t, σ, clipped share, stage), `meta.json`), which loads complete or cut short. Each chunk of
+steps is written and fsync'd as it arrives and only then counted in `meta.json` (replaced
+atomically, `steps_on_disk`), so a run killed at any moment — SIGKILL included — leaves a folder
+whose first `steps_on_disk` steps load. Files written by
 ppddpm 0.1 load too. Recording lives in `ppddpm.recording`; this module only stores.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -76,10 +80,20 @@ class _Buffer:
             self.file.write(frame.tobytes())
         self.count += 1
 
-    def close(self):
+    def flush(self, sync: bool = True):
+        """Everything appended so far written to the file (a SIGKILL no longer loses it) and, with
+        `sync`, fsync'd (nor does a power cut)."""
         if self.file is not None and not self.file.closed:
             self.file.flush()
-            self.file.close()
+            if sync:
+                os.fsync(self.file.fileno())
+
+    def close(self):
+        if self.file is not None and not self.file.closed:
+            try:
+                self.file.flush()
+            finally:
+                self.file.close()
 
     def array(self) -> np.ndarray:
         if self.file is None:
@@ -323,6 +337,8 @@ def _load_stream(path: Path) -> Trajectory:
     if len({a.shape[1:] for a in fields.values()}) > 1:
         raise TrajectoryError(f"{path}: its fields' frames differ in shape; not one recording")
     n = min([len(steps)] + [len(a) for a in fields.values()])
+    if isinstance(meta.get("steps_on_disk"), int):      # the recorder's count after its last fsync
+        n = min(n, max(0, meta["steps_on_disk"]))
     meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
     stages = [STAGES[int(c)] if 0 <= c < len(STAGES) else "?" for c in steps[:n, 3]] if steps.shape[1] > 3 else None
     return Trajectory(steps[:n, 0], {k: a[:n] for k, a in fields.items()}, steps[:n, 1], steps[:n, 2], meta,
