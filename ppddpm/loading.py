@@ -61,6 +61,7 @@ def load_pipeline(name_or_path=None, pipeline_class=None, trust_pickle: bool = F
                                     f"give a directory written by save_pretrained or `ppddpm train`")
         if not trust_pickle:
             _refuse_foreign_components(local)
+        _check_schedule_length(local)
         return _quiet(pipeline_class, str(local), trust_pickle=trust_pickle)
     if local.exists() or _looks_like_path(name):
         raise PipelineLoadError(f"no pipeline directory at {name!r}; give a directory written by "
@@ -142,6 +143,24 @@ def _pickle_guard(name, trust_pickle):
         yield
     finally:
         _guarding.reset(token)
+
+
+MAX_TRAIN_TIMESTEPS = 100_000     # DDPM's T is 1000; a schedule is built as arrays of T numbers on load
+
+
+def _check_schedule_length(folder: Path):
+    """num_train_timesteps of the folder's scheduler, checked before ppdiffusers builds its arrays."""
+    config = folder / "scheduler" / "scheduler_config.json"
+    if not config.is_file():
+        return
+    try:
+        value = json.loads(config.read_text()).get("num_train_timesteps", 1000)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise PipelineLoadError(f"{config} is not a readable scheduler config ({type(exc).__name__})") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_TRAIN_TIMESTEPS \
+            or value != int(value):
+        raise PipelineLoadError(f"{config}: num_train_timesteps must be an integer from 1 to {MAX_TRAIN_TIMESTEPS}, "
+                                f"got {value!r}")
 
 
 def _refuse_foreign_components(folder: Path):

@@ -316,3 +316,227 @@ def test_the_kept_count_after_a_full_disk_is_the_count_that_loads(tmp_path, save
     assert said, res.stdout + res.stderr
     loaded = ppddpm.Trajectory.load(tmp_path / "full")
     assert len(loaded) == int(said.group(1)) > 0
+
+
+# --------------------------------------------------------------------------- 4. one writer per output
+
+HOLD_LOCK = r"""
+import sys, time
+from ppddpm._io import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        one_line_error(cli("sample", "--steps", 2, "--out", out, "--quiet"),
+                       f"is being written by another ppddpm run (pid {holder.pid})")
+        assert not list(out.glob("*.png")) and not list(out.glob("trajectory*"))
+        (out / ".sample.png.x1y2.part.png").write_bytes(b"half")          # a save the holder never finished
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    assert (out / ".ppddpm.lock").read_text().strip() == str(holder.pid)   # left behind by the dead writer
+    res = cli("schedule", "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert (out / "schedule.png").exists()
+    assert not (out / ".sample.png.x1y2.part.png").exists()                 # a dead writer's leftover, removed
+    assert not (out / ".ppddpm.lock").exists()                              # released at the end
+
+
+def test_finished_outputs_are_overwritten_only_with_force(tmp_path, saved_pipe_dir):
+    (tmp_path / "ab").mkdir()
+    (tmp_path / "ab" / "ab.json").write_text('{"mine": 1}')
+    args = ("ab", "--model", saved_pipe_dir, "--steps", 2, "--variants", "posterior,direct", "--out", tmp_path / "ab",
+            "--quiet")
+    one_line_error(cli(*args), "ab.json exists", "--force")
+    assert (tmp_path / "ab" / "ab.json").read_text() == '{"mine": 1}'
+    assert cli(*args, "--force").returncode == 0
+    assert json.loads((tmp_path / "ab" / "ab.json").read_text())["variants"] == ["posterior", "direct"]
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "trajectory_seed777.npz").write_bytes(b"earlier")
+    one_line_error(cli("sample", "--model", saved_pipe_dir, "--steps", 2, "--out", tmp_path / "s", "--quiet"),
+                   "trajectory_seed777.npz exists", "--force")
+    assert (tmp_path / "s" / "trajectory_seed777.npz").read_bytes() == b"earlier"
+
+
+@pytest.mark.parametrize("command", [["train", "--steps", "1"], ["demo", "--steps", "1"],
+                                     ["patches", "apply", "--to"]])
+def test_an_out_that_is_a_file_is_one_error(tmp_path, command):
+    (tmp_path / "file").write_text("mine")
+    args = command + [tmp_path / "file"] if command[-1] == "--to" else command + ["--out", tmp_path / "file"]
+    one_line_error(cli(*args), "is a file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_an_out_that_cannot_be_written_is_one_error(tmp_path):
+    """/proc refuses new folders even to root (a chmod'ed folder would not stop root)."""
+    one_line_error(cli("schedule", "--out", "/proc/ppddpm-out"), "cannot be written")
+
+
+# --------------------------------------------------------------------------- 5-6. values and resources
+
+def run_main(argv, capsys):
+    """`ppddpm ARGV` in this process: (exit status, stderr)."""
+    from ppddpm.cli import main
+
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exc:                     # argparse's usage errors
+        status = exc.code
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["sample", "--scheduler", "ddim", "--eta", "2"], "--eta takes a number ≥ 0 and ≤ 1"),
+    (["sample", "--scheduler", "ddim", "--eta", "inf"], "--eta takes a number ≥ 0 and ≤ 1"),
+    (["sample", "--seed", "99999999999999999999"], "--seed takes non-negative integers up to 4294967295"),
+    (["train", "--seed", "99999999999999999999"], "--seed must be at most 4294967295"),
+    (["train", "--lr", "inf"], "--lr takes a number > 0, finite"),
+    (["train", "--ema-decay", "nan"], "--ema-decay takes a finite number"),
+    (["ab", "--seed", "0-99999999"], "more than 10000 seeds"),
+    (["eval", "--n", "100000000"], "--n must be at most 100000"),
+    (["sample", "--batch-size", "10000000"], "--batch-size must be at most 4096"),
+    (["animate", "run.npz", "--fps", "inf"], "--fps takes a number > 0 and ≤ 1000"),
+    (["ab", "--variants", "posterior,ddim(eta=-1.0)"], "eta must lie in [0, 1], got -1"),
+])
+def test_values_that_make_nan_or_exhaust_memory_are_one_line(argv, message, capsys):
+    status, err = run_main(argv, capsys)
+    assert status == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_ddim_variant_with_eta_out_of_range_is_refused_unless_it_declares_its_range():
+    from ppddpm.ddim_variants import ddim_written_step
+    from ppddpm.step_variants import get_variant, register_variant, unregister_variant
+
+    for spec in ("ddim(eta=-1.0)", "ddim(eta=2.0)", "ddim-written(eta=1e999)"):
+        with pytest.raises(ValueError, match="eta must"):
+            get_variant(spec)
+    register_variant("wide-eta", families=("ddim",), scheduler="DDIMScheduler",
+                     ranges={"eta": (0.0, 2.0)})(ddim_written_step)
+    try:
+        assert get_variant("wide-eta(eta=1.5)").arguments == {"eta": 1.5}
+    finally:
+        unregister_variant("wide-eta")
+
+
+def test_animate_fps_that_overflows_a_gif_frame_is_one_line(pipe, tmp_path, capsys):
+    ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3).save(tmp_path / "run.npz")
+    status, err = run_main(["animate", tmp_path / "run.npz", "--fps", "1e-300", "--out", tmp_path / "a"], capsys)
+    assert status == 2 and "fps must be in [0.01, 1000]" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_forward_on_a_folder_or_a_non_image_is_one_line(tmp_path, capsys):
+    (tmp_path / "not.png").write_text("text")
+    for image, message in ((tmp_path, "is a folder"), (tmp_path / "not.png", "is not an image PIL can read")):
+        status, err = run_main(["forward", "--image", image, "--out", tmp_path / "f"], capsys)
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_schedule_of_3e8_timesteps_is_refused_before_it_is_built(tmp_path, saved_pipe_dir, capsys):
+    import shutil
+
+    shutil.copytree(saved_pipe_dir, tmp_path / "m")
+    config = tmp_path / "m" / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), num_train_timesteps=300_000_000)))
+    status, err = run_main(["schedule", "--model", tmp_path / "m", "--out", tmp_path / "s"], capsys)
+    assert status == 2 and "num_train_timesteps must be an integer from 1 to 100000" in err, err
+
+
+DISK_FULL_AT_SAVE = r"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))       # the picture does not fit: the disk is "full"
+from ppddpm.cli import main
+sys.exit(main(["schedule", "--out", sys.argv[1]]))
+"""
+
+
+def test_a_full_disk_at_the_final_save_is_one_line_and_leaves_no_part_file(tmp_path):
+    res = subprocess.run([sys.executable, "-c", DISK_FULL_AT_SAVE, str(tmp_path / "s")], capture_output=True,
+                         text=True, timeout=300)
+    one_line_error(res, "writing the output failed: File too large")
+    assert not list((tmp_path / "s").glob("*")), list((tmp_path / "s").iterdir())
+
+
+# --------------------------------------------------------------------------- 7. distributed runs end as one
+
+def test_nproc_beyond_the_cores_is_refused_unless_oversubscribed(capsys):
+    cores = len(os.sched_getaffinity(0))
+    status, err = run_main(["ab", "--nproc", cores + 98, "--steps", 2], capsys)
+    assert status == 2 and f"--nproc {cores + 98} is more than the {cores} CPU cores" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _ranks_of(tag: str) -> list:
+    """Pids of the processes whose environment carries `tag` (the test's own TMPDIR)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if f"TMPDIR={tag}".encode() in fh.read():
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def _start_launch(tmp_path, saved_pipe_dir):
+    """A real 2-rank gloo `ppddpm ab --nproc 2`, long enough to be caught mid-work; returns the parent
+    once both ranks are at work (their scratch output files exist)."""
+    import signal
+    import time
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    proc = subprocess.Popen([sys.executable, "-m", "ppddpm", "ab", "--model", str(saved_pipe_dir), "--seed", "0-7",
+                             "--steps", "1000", "--mode", "free", "--seed-batch", "1", "--nproc", "2", "--out",
+                             str(tmp_path / "out"), "--quiet"], env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while len(list(tmp.glob("ppddpm-launch-*/rank*.out"))) < 2:
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.1)
+    time.sleep(2)                                    # at work: loading done, sampling under way
+    assert len(_ranks_of(str(tmp))) >= 3             # the launcher and two ranks
+    return proc, tmp
+
+
+def test_ctrl_c_on_a_two_rank_run_stops_every_rank_before_reporting(tmp_path, saved_pipe_dir):
+    import signal
+    import time
+
+    proc, tmp = _start_launch(tmp_path, saved_pipe_dir)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.time()
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - t0 < 15, "the ranks took more than a few seconds to end"
+    assert proc.returncode == 130 and "the 2 ranks were stopped" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert _ranks_of(str(tmp)) == []                 # none left when the failure is reported
+    assert list(tmp.iterdir()) == []                 # scratch folder removed
+    time.sleep(3)
+    assert not (tmp_path / "out" / "ab.json").exists()
+
+
+def test_a_killed_parent_takes_its_ranks_and_scratch_with_it(tmp_path, saved_pipe_dir):
+    import time
+
+    proc, tmp = _start_launch(tmp_path, saved_pipe_dir)
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.time() + 20
+    while (_ranks_of(str(tmp)) or list(tmp.iterdir())) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _ranks_of(str(tmp)) == [], "ranks outlived their parent"
+    assert list(tmp.iterdir()) == []
+    assert not (tmp_path / "out" / "ab.json").exists()
