@@ -11,6 +11,7 @@ ppddpm 0.1 load too. Recording lives in `ppddpm.recording`; this module only sto
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -247,11 +248,12 @@ class Trajectory:
                 if META_KEY not in npz.files:
                     raise TrajectoryError(f"{path} is not a ppddpm trajectory (no {META_KEY} entry; "
                                           f"write one with Trajectory.save or `ppddpm sample`)")
+                _check_members(path, npz)
                 meta = json.loads(str(npz[META_KEY]))
                 data = {k: npz[k] for k in npz.files if k != META_KEY}
         except TrajectoryError:
             raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, MemoryError) as exc:
             raise TrajectoryError(f"{path} is truncated or corrupt, not a readable trajectory "
                                   f"({type(exc).__name__}: {exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -267,6 +269,23 @@ class Trajectory:
         if stages is not None and (stages.dtype.kind != "U" or stages.shape != data["timesteps"].shape):
             raise TrajectoryError(f"{path}: stages is {stages.dtype} of shape {stages.shape}, not one name per step")
         return cls(data["timesteps"], fields, data["sigma"], data["clip_fraction"], meta, stages=stages)
+
+
+def _check_members(path, npz):
+    """Each array's header against the bytes its zip member holds, before numpy allocates it: a
+    header announcing 10¹² frames is a corrupt file, not a 233 TiB allocation."""
+    import math
+
+    for name in npz.files:
+        info = npz.zip.getinfo(name + ".npy")
+        with npz.zip.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(fh)
+        if math.prod(shape) * np.dtype(dtype).itemsize > info.file_size:
+            raise TrajectoryError(f"{path}: its array {name!r} announces {shape} of {np.dtype(dtype).str}, more "
+                                  f"than the {info.file_size} bytes it holds; the file is corrupt")
 
 
 def _field_names(path, meta: dict) -> list:
@@ -312,7 +331,7 @@ def _read_frames(path: Path, ndim: int, columns: Optional[tuple] = None) -> np.n
             (columns is not None and shape[-1] not in columns):
         raise TrajectoryError(f"{path} is not a ppddpm stream array: {dtype.str} of shape {shape}"
                               f"{' (Fortran order)' if fortran else ''}; expected floats with {ndim} dimensions")
-    frame = int(np.prod(shape[1:])) * dtype.itemsize
+    frame = math.prod(shape[1:]) * dtype.itemsize                        # Python ints: no overflow
     n = min(shape[0], (path.stat().st_size - offset) // frame) if frame else 0
     if n == 0:
         return np.empty((0,) + tuple(shape[1:]), dtype)
