@@ -54,7 +54,7 @@ def main():
 
     from ppddpm.loading import load_pipeline
     from ppddpm.metrics import real_ceiling, sample_images, score
-    from ppddpm.training import TrainConfig, train
+    from ppddpm.training import CHECKPOINT, TrainConfig, train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def main():
             continue
         cfg = TrainConfig(output_dir=str(out / name), steps=args.steps, seed=0, checkpoint_every=250,
                           **dict(BASE, **CANDIDATES[name]))
-        resume = (out / name / "checkpoint.pdparams").exists()
+        resume = (out / name / CHECKPOINT).exists()
         t0 = time.time()
         res = train(cfg, resume=resume, progress=False, log=lambda *a: None)
         train_s = time.time() - t0

@@ -2,8 +2,8 @@
 
     .venv/bin/python docs/score_checkpoint.py CHECKPOINT [--sample-steps 100] [--n 256] [--out JSON]
 
-`ppddpm train` keeps one checkpoint.pdparams per run and overwrites it every --checkpoint-every
-steps; copies taken along the way (`cp checkpoint.pdparams step3500.pdparams`) show whether a run
+`ppddpm train` keeps one checkpoint.safetensors per run and overwrites it every --checkpoint-every
+steps; copies taken along the way (`cp checkpoint.safetensors step3500.safetensors`) show whether a run
 is still improving. The UNet is rebuilt from the checkpoint's own TrainConfig, the EMA weights
 loaded into it, and n samples (seeds 0…n-1) scored against n real held-out digits. With --out the
 result is added to that JSON file under "step S @ K sampling steps"; TRAINING.md's table of
@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint")
+    ap.add_argument("--trust-pickle", action="store_true", help="read a pickled checkpoint.pdparams of ppddpm <= 0.2")
     ap.add_argument("--sample-steps", type=int, default=100)
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--out", default=None)
@@ -34,8 +35,9 @@ def main():
 
     from ppddpm.metrics import digit_coverage, real_ceiling, sample_images, score
     from ppddpm.models import ddpm_scheduler, small_unet
+    from ppddpm.training import read_checkpoint
 
-    ckpt = paddle.load(args.checkpoint)
+    ckpt = read_checkpoint(args.checkpoint, trust_pickle=args.trust_pickle)
     cfg = ckpt["config"]
     unet = small_unet(cfg["resolution"], cfg["channels"], tuple(cfg["block_out_channels"]),
                       cfg["layers_per_block"], cfg["attention"])

@@ -15,7 +15,11 @@ from ._progress import cli_choice
 from .errors import BadValue, InputError
 
 
-def _int_at_least(low, name):
+MAX_SEED = 2 ** 32 - 1        # numpy's RandomState (training, metrics) takes no larger seed
+MAX_SEEDS = 10_000           # seeds in one command: each is a run whose results are kept until the end
+
+
+def _int_at_least(low, name, high=None, why=""):
     kind = "positive" if low == 1 else "non-negative"
 
     def parse(text):
@@ -25,6 +29,8 @@ def _int_at_least(low, name):
             raise argparse.ArgumentTypeError(f"{name} must be a {kind} integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{name} must be a {kind} integer, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {high}{why}, got {value}")
         return value
     return parse
 
@@ -38,13 +44,48 @@ def _nonneg(name):
 
 
 _steps = _positive("--steps")
+MAX_BATCH = 4096             # images in one UNet call
+MAX_EVAL = 100_000           # samples one `ppddpm eval` draws and holds
+_batch_size = _int_at_least(1, "--batch-size", MAX_BATCH, " (images in one UNet call)")
+
+
+def _check_memory(what: str, nbytes: float):
+    """Refuse work whose estimated memory exceeds what this machine has available now."""
+    import os
+
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return                                   # no estimate on this platform: nothing to say
+    if nbytes > free:
+        raise BadValue(f"{what} needs about {nbytes / 2 ** 30:.1f} GB of memory by a rough estimate, and "
+                       f"{free / 2 ** 30:.1f} GB are available; ask for less")
+
+
+def _pixels(pipe) -> int:
+    size = pipe.unet.config.sample_size
+    return int(np.prod(size)) if not isinstance(size, int) else size * size
+
+
+def _image_bytes(pipe) -> float:
+    return 4.0 * pipe.unet.config.in_channels * _pixels(pipe)
+
+
+def _unet_bytes_per_sample(pipe) -> float:
+    """A rough peak of a UNet call per sample: its widest feature map (float32) ~32 times over."""
+    return 4.0 * max(pipe.unet.config.block_out_channels) * _pixels(pipe) * 32
 
 
 def _load(args):
     """The pipeline of --model, with --steps checked against its scheduler's num_train_timesteps."""
     from .loading import load_pipeline
 
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, trust_pickle=getattr(args, "trust_pickle", False))
+    _sigterm_stops()                     # again: importing paddle put its own C-level SIGTERM handler in place
+    batch = getattr(args, "batch_size", None) or 1
+    _check_memory(f"--batch-size {batch}", batch * _unet_bytes_per_sample(pipe))
+    if getattr(args, "n", None):                   # eval holds every sample, and draws 64 at a time
+        _check_memory(f"--n {args.n}", args.n * _image_bytes(pipe) + 64 * _unet_bytes_per_sample(pipe))
     steps, limit = getattr(args, "steps", None), pipe.scheduler.config.num_train_timesteps
     if steps is not None and steps > limit:
         raise BadValue(f"--steps must be at most {limit} (the model's num_train_timesteps), got {steps}")
@@ -60,6 +101,12 @@ def _suites():
 def _model_arg(p):
     p.add_argument("--model", default=None,
                    help="pipeline directory or hub id (default: the bundled offline model)")
+    _trust_arg(p, "--model's weights even if pickled (model_state.pdparams)")
+
+
+def _trust_arg(p, what):
+    p.add_argument("--trust-pickle", action="store_true",
+                   help=f"load {what}: unpickling runs any code in the file, use only for files you made (SECURITY.md)")
 
 
 def _sampling_args(p, every_default=1):
@@ -67,7 +114,7 @@ def _sampling_args(p, every_default=1):
     p.add_argument("--seed", type=_seeds, default=777,
                    help="an integer, a comma-separated list or a range (0-15): one run per seed")
     p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps (1 to the model's T)")
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="samples per run (one pipeline call)")
+    p.add_argument("--batch-size", type=_batch_size, default=1, help="samples per run (one pipeline call)")
     p.add_argument("--every", type=_positive("--every"), default=every_default,
                    help="record every k-th step (and always the last)")
 
@@ -93,6 +140,7 @@ def cmd_sample(args):
         if stream.exists():
             raise BadValue(f"{stream} holds an earlier (interrupted?) run; load it with ppddpm.Trajectory.load, then "
                            f"remove it or choose another --out")
+        _refuse_overwrite(args, out / f"trajectory_{_run_name(seed, args.batch_size)}.npz")
     pipe = _load(args)
     args.latent_call = _latent_call(args, pipe)
     if args.scheduler:
@@ -182,13 +230,13 @@ def _sample_one(args, pipe, out, seed):
         traj = sample_trajectory(pipe, seed=seed, num_inference_steps=args.steps, batch_size=args.batch_size,
                                  every=args.every, fields=fields, progress=cli_choice(args.quiet), store="disk", path=stream,
                                  pipe_kwargs=call or None, **latent)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         kept = Trajectory.load(stream) if stream.exists() else None
         done = kept.meta.get("steps_run", 0) if kept is not None else 0
-        print(f"ppddpm sample: interrupted after {done} of {args.steps} steps; the {len(kept or [])} recorded steps "
-              f"are kept in {stream} (ppddpm grid {stream}, or ppddpm.Trajectory.load({str(stream)!r}))",
+        print(f"ppddpm sample: {_stopped(exc)} after {done} of {args.steps} steps; the {len(kept or [])} recorded "
+              f"steps are kept in {stream} (ppddpm grid {stream}, or ppddpm.Trajectory.load({str(stream)!r}))",
               file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(_interrupt_status(exc)) from None
     npz = traj.save(out / f"trajectory_{run}.npz")
     shutil.rmtree(stream)
     final = np.asarray(Trajectory.load(npz).prev_sample[-1], np.float32) if getattr(args, "latent_call", None) is None else \
@@ -209,12 +257,34 @@ def _sample_one(args, pipe, out, seed):
 
 
 def _out(args) -> Path:
-    """--out as a folder (created if missing); a file in its place is one clear error."""
+    """--out as a folder (created if missing), locked for this run until the command ends
+    (`ppddpm._io.output_lock`: a second run into it is refused); a file in its place, or a folder
+    that cannot be written, is one clear error."""
+    from ._io import output_lock
+    from .errors import WriteFailed
+
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BadValue(f"--out {out} is a file; give a folder (it is created if missing)")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if _lead() and getattr(args, "_hold", None) is not None:
+            args._hold(output_lock(out))
+    except OSError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise WriteFailed(exc.errno, f"--out {out} cannot be written ({exc.strerror or exc}); give a folder "
+                                     f"you can write to") from None
     return out
+
+
+def _refuse_overwrite(args, path: Path, hint: str = ""):
+    """A finished output is replaced only with --force."""
+    from .errors import Exists
+
+    if path.exists() and not getattr(args, "force", False):
+        raise Exists(f"{path} exists (a finished earlier run){hint}; pass --force to overwrite it, or choose "
+                     f"another --out")
 
 
 def _variant_list(text):
@@ -232,19 +302,35 @@ def _families():
     return list(families())
 
 
-def _positive_float(name, zero=False, what=""):
+def _positive_float(name, zero=False, what="", high=float("inf")):
+    """A finite number > 0 (≥ 0 with `zero`) and ≤ `high`: inf and nan make NaN pictures or endless loops."""
     def parse(text):
         try:
             value = float(text)
         except ValueError:
             value = float("nan")
-        if not (value >= 0 if zero else value > 0):
-            raise argparse.ArgumentTypeError(f"{name} takes a number {'≥' if zero else '>'} 0{what}, got {text!r}")
+        if not (value >= 0 if zero else value > 0) or not np.isfinite(value) or value > high:
+            upper = f" and ≤ {high:g}" if np.isfinite(high) else ", finite"
+            raise argparse.ArgumentTypeError(f"{name} takes a number {'≥' if zero else '>'} 0{upper}{what}, "
+                                             f"got {text!r}")
         return value
     return parse
 
 
-_eta = _positive_float("--eta", zero=True, what=" (η of eq. 16)")
+def _finite_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} takes a finite number, got {text!r}")
+        return value
+    return parse
+
+
+_eta = _positive_float("--eta", zero=True, high=1.0,
+                       what=" (η of eq. 16: 0 deterministic, 1 DDPM's noise; above 1 σ_t² exceeds 1 − ᾱ_prev: NaN)")
 
 
 def _class_labels(text):
@@ -268,12 +354,15 @@ def _seeds(text):
             span = range(int(first), int(last) + 1) if dash and first else [int(part)]
             if dash and first and not len(span):
                 raise ValueError
+            if len(seeds) + len(span) > MAX_SEEDS:
+                raise argparse.ArgumentTypeError(f"--seed gives more than {MAX_SEEDS} seeds ({text!r}); run the "
+                                                 f"range in parts of at most {MAX_SEEDS}")
             seeds.extend(span)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seed takes an integer, a comma-separated list or a range such as 0-15, "
                                          f"got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"--seed takes non-negative integers, got {text!r}")
+    if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"--seed takes non-negative integers up to {MAX_SEED}, got {text!r}")
     return seeds[0] if len(seeds) == 1 else seeds
 
 
@@ -283,6 +372,8 @@ def _launch_args(p):
                         "the results are bitwise those of one process")
     p.add_argument("--ips", default=None, help="with --nproc: the nodes of a multi-node run, e.g. 10.0.0.1,10.0.0.2 "
                                                "(run the same command on every node; default: this node only)")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="allow --nproc above the number of CPU cores (or GPUs) here")
 
 
 def _lead() -> bool:
@@ -308,6 +399,7 @@ def cmd_ab(args):
     _distinct_seeds(args)
     pipe = _load(args)
     out = _out(args)
+    _refuse_overwrite(args, out / "ab.json", " — an earlier A/B report")
     report = compare(pipe, args.variants, seed=args.seed, num_inference_steps=args.steps,
                      batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip, progress=cli_choice(args.quiet),
                      seed_batch=args.seed_batch)
@@ -425,7 +517,12 @@ def _train_command(args, **extra) -> str:
 
 
 def cmd_train(args):
-    from .training import TrainConfig, TrainingInterrupted, train
+    from .training import CHECKPOINT, TrainConfig, TrainingInterrupted, train
+
+    out = _out(args)
+    if not args.resume:
+        for done in (out / CHECKPOINT, out / "model_index.json"):
+            _refuse_overwrite(args, done, " — a trained model; --resume continues it")
 
     cfg = TrainConfig(output_dir=args.out, data=args.data, resolution=args.resolution, channels=args.channels,
                       steps=args.steps, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
@@ -433,7 +530,8 @@ def cmd_train(args):
                       lr_schedule=args.lr_schedule, block_out_channels=tuple(args.block_out_channels),
                       layers_per_block=args.layers_per_block, stop_at=args.stop_at)
     try:
-        result = train(cfg, resume=args.resume, progress=cli_choice(args.quiet))
+        result = train(cfg, resume=args.resume, progress=cli_choice(args.quiet),
+                       trust_pickle=args.trust_pickle)
     except TrainingInterrupted as stop:
         kept = (f"kept {stop.checkpoint} (step {stop.checkpoint_step}); resume with: {_train_command(args, resume=True)}"
                 if stop.checkpoint else f"no checkpoint yet (the first comes at step "
@@ -452,6 +550,8 @@ def cmd_eval(args):
     from .metrics import classifier, digit_coverage, real_ceiling, sample_images, score
 
     out = _out(args) if args.out else None          # a bad --out fails before minutes of sampling
+    if out is not None:
+        _refuse_overwrite(args, out / "scores.json")
     pipe = _load(args)
     if pipe.unet.config.in_channels != 1:
         raise BadValue("ppddpm eval scores digit models (1 channel); this pipeline has "
@@ -513,7 +613,7 @@ def cmd_forward(args):
     from .loading import load_pipeline
     from .plotting import load_image, plot_forward
 
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, trust_pickle=args.trust_pickle)
     res = pipe.unet.config.sample_size
     image = load_image(args.image, resolution=res if isinstance(res, int) else None,
                        channels=pipe.unet.config.in_channels)
@@ -527,7 +627,7 @@ def cmd_schedule(args):
     from .plotting import plot_schedule
 
     path = _out(args) / "schedule.png"
-    plot_schedule(load_pipeline(args.model).scheduler, save=path)
+    plot_schedule(load_pipeline(args.model, trust_pickle=args.trust_pickle).scheduler, save=path)
     print(f"wrote {path}")
 
 
@@ -573,7 +673,7 @@ def cmd_verify(args) -> int:
 def cmd_demo(args):
     from .demo import run_demo
 
-    run_demo(args.out, model=args.model, steps=args.steps, quiet=args.quiet)
+    run_demo(_out(args), model=args.model, steps=args.steps, quiet=args.quiet, trust_pickle=args.trust_pickle)
 
 
 class _DefaultsOnce(argparse.HelpFormatter):
@@ -632,6 +732,7 @@ def build_parser():
                    help="latent pipelines: also keep x̂_0 decoded to pixels at every recorded step, by the VAE or "
                         "by a fitted linear latent→RGB preview")
     p.add_argument("--out", default="runs/sample", help="folder for the PNGs and trajectory_<run>.npz")
+    p.add_argument("--force", action="store_true", help="overwrite the finished outputs of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help=_QUIET)
     _launch_args(p)
     p.set_defaults(func=cmd_sample)
@@ -644,7 +745,7 @@ def build_parser():
     p.add_argument("--seed", type=_seeds, default=777,
                    help="an integer, a comma-separated list or a range (0-15): a distribution over seeds")
     p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps (1 to the model's T)")
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=1, help="samples per seed")
+    p.add_argument("--batch-size", type=_batch_size, default=1, help="samples per seed")
     p.add_argument("--mode", choices=["shadow", "free"], default="shadow",
                    help="shadow: every variant steps the reference's (x_t, ε̂, z); free: each its own trajectory")
     p.add_argument("--clip", type=_clip, default=None,
@@ -656,6 +757,7 @@ def build_parser():
                    help=f"also write ab_<variant>.png (with several seeds: ab_<variant>_seed<S>.png for each of the "
                         f"first {PLOTTED_SEEDS})")
     p.add_argument("--out", default="runs/ab", help="folder for ab.json and the plots")
+    p.add_argument("--force", action="store_true", help="overwrite the finished outputs of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help=_QUIET)
     _launch_args(p)
     p.set_defaults(func=cmd_ab)
@@ -681,34 +783,39 @@ def build_parser():
                    help="training resolution (the digits are 8x8; larger is a bilinear upscale)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 (gray) or 3 (RGB)")
     p.add_argument("--steps", type=_positive("--steps"), default=3000, help="optimisation steps")
-    p.add_argument("--batch-size", type=_positive("--batch-size"), default=64, help="images per optimisation step")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--batch-size", type=_batch_size, default=64, help="images per optimisation step")
+    p.add_argument("--lr", type=_positive_float("--lr"), default=2e-3, help="peak learning rate (AdamW)")
     p.add_argument("--warmup", type=_nonneg("--warmup"), default=100, help="linear warm-up steps")
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
                    help="after warm-up: cosine decay to lr/10 over the remaining steps, or constant")
-    p.add_argument("--ema-decay", type=float, default=0.995, help="decay of the weights' EMA, which is saved")
+    p.add_argument("--ema-decay", type=_finite_float("--ema-decay"), default=0.995, help="decay of the weights' EMA, which is saved")
     p.add_argument("--block-out-channels", type=_positive("--block-out-channels"), nargs="+", default=[32, 64],
                    help="UNet channels per level (one level per number)")
     p.add_argument("--layers-per-block", type=_positive("--layers-per-block"), default=1,
                    help="UNet ResNet layers per level")
     p.add_argument("--stop-at", type=_nonneg("--stop-at"), default=0,
                    help="stop after this many steps; the learning-rate schedule still spans --steps (default: at --steps)")
-    p.add_argument("--seed", type=_nonneg("--seed"), default=0, help="seed of the initial weights and the batches")
+    p.add_argument("--seed", type=_int_at_least(0, "--seed", MAX_SEED), default=0, help="seed of the initial weights and the batches")
     p.add_argument("--checkpoint-every", type=_positive("--checkpoint-every"), default=250,
-                   help="write --out/checkpoint.pdparams every N steps (and at the end)")
-    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pdparams")
+                   help="write --out/checkpoint.safetensors every N steps (and at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
+    _trust_arg(p, "a pickled checkpoint.pdparams of ppddpm <= 0.2 on --resume")
     p.add_argument("--out", default="runs/train", help="folder for the checkpoint and the saved pipeline")
+    p.add_argument("--force", action="store_true", help="overwrite the finished outputs of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help=_QUIET)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="digit-classifier scores of a model's samples vs real held-out digits")
     _model_arg(p)
-    p.add_argument("--n", type=_positive("--n"), default=64, help="number of samples")
+    p.add_argument("--n", type=_int_at_least(1, "--n", MAX_EVAL, " (samples scored at once; more add nothing to "
+                                                               "the scores' precision worth the hours)"),
+                   default=64, help="number of samples")
     p.add_argument("--steps", type=_steps, default=1000, help="num_inference_steps of each sample")
-    p.add_argument("--seed", type=_nonneg("--seed"), default=0, help="the first seed: samples use seeds S … S+n-1")
+    p.add_argument("--seed", type=_int_at_least(0, "--seed", MAX_SEED), default=0, help="the first seed: samples use seeds S … S+n-1")
     p.add_argument("--out", default=None,
                    help="a folder for scores.json, the samples (samples.npz) and their contact sheet (samples.png) "
                         "(default: none, scores printed only)")
+    p.add_argument("--force", action="store_true", help="overwrite the finished outputs of an earlier run in --out")
     p.add_argument("--quiet", action="store_true", help=_QUIET)
     _launch_args(p)
     p.set_defaults(func=cmd_eval)
@@ -744,11 +851,11 @@ def build_parser():
     p.add_argument("--field", default="prev_sample",
                    help="the recorded field to animate: prev_sample (x_t), pred_original_sample (x̂_0), …")
     p.add_argument("--index", type=_nonneg("--index"), default=0, help="which sample of the batch")
-    p.add_argument("--fps", type=_positive_float("--fps"), default=10.0, help="frames a second")
+    p.add_argument("--fps", type=_positive_float("--fps", high=1000.0), default=10.0, help="frames a second")
     p.add_argument("--every", type=_positive("--every"), default=None,
                    help=f"every N-th recorded step (and the last) (default: at most {MAX_FRAMES} frames spread over "
                         f"the run; --every 1 for every recorded step)")
-    p.add_argument("--hold", type=_positive_float("--hold", zero=True), default=2.0,
+    p.add_argument("--hold", type=_positive_float("--hold", zero=True, high=600.0), default=2.0,
                    help="seconds the final image stays before the loop restarts")
     p.add_argument("--out", default="runs/animate", help="folder for <field>.gif (and .mp4)")
     p.set_defaults(func=cmd_animate)
@@ -779,13 +886,59 @@ def build_parser():
 
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, `kill` and job schedulers send), handled like Ctrl-C: the run stops
+    where it is, what was recorded stays on disk, and the exit status is 143 (128 + SIGTERM)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _stopped(exc) -> str:
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+
+
+def _interrupt_status(exc) -> int:
+    return 143 if isinstance(exc, Terminated) else 130
+
+
+_SIGTERM_BEFORE = []      # the handler main() replaced, while it runs
+
+
+def _sigterm_stops():
+    """SIGTERM raises `Terminated` in the main thread while main() runs (no-op elsewhere)."""
+    import signal
+    import threading
+
+    if _SIGTERM_BEFORE and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv=None):
+    """The command line; while it runs, SIGTERM stops it as Ctrl-C does (`Terminated`)."""
+    import signal
+    import threading
+
+    mine = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if mine:
+        _SIGTERM_BEFORE.append(signal.SIGTERM)
+        _sigterm_stops()
+    try:
+        return _main(argv)
+    finally:
+        if mine:
+            _SIGTERM_BEFORE.clear()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _main(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     from . import launch
 
     if getattr(args, "nproc", 1) > 1 and not launch.inside_launch():
-        return launch.run(args.nproc, list(sys.argv[1:] if argv is None else argv), ips=args.ips)
+        return _launch(args, argv)
     rank = launch.RankOutput().start()
     if rank.folder is not None:
         args.quiet = True                # a rank's progress bar would only fill its log
@@ -805,17 +958,54 @@ def main(argv=None):
     return rank.finish(status)
 
 
-def _dispatch(args) -> int:
+def _launch(args, argv) -> int:
+    """`--nproc N`: the ranks' job, ended as one on Ctrl-C / SIGTERM (`ppddpm.launch`)."""
+    from . import launch
+
     try:
-        status = args.func(args)         # an int is the command's own exit status (verify: 1 when a step departs)
-    except KeyboardInterrupt:
-        print("ppddpm: interrupted", file=sys.stderr)
-        return 130
+        launch.check_nproc(args.nproc, args.oversubscribe)
+        _sigterm_stops()                 # again: the device query imported paddle and its SIGTERM handler
+        return launch.run(args.nproc, list(sys.argv[1:] if argv is None else argv), ips=args.ips)
+    except KeyboardInterrupt as exc:
+        print(f"ppddpm {args.command}: {_stopped(exc)}; the {args.nproc} ranks were stopped before any of them "
+              f"wrote more", file=sys.stderr)
+        return _interrupt_status(exc)
+    except InputError as exc:
+        print(f"ppddpm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    import contextlib
+
+    try:
+        with contextlib.ExitStack() as held:     # what the command holds until it ends (--out's lock)
+            args._hold = held.enter_context
+            status = args.func(args)     # an int is the command's own exit status (verify: 1 when a step departs)
+    except KeyboardInterrupt as exc:
+        print(f"ppddpm: {_stopped(exc)}", file=sys.stderr)
+        return _interrupt_status(exc)
     except InputError as exc:            # raised on purpose for bad input; anything else is a bug and stays loud
         rank = getattr(exc, "rank", None)
         print(f"ppddpm {args.command}: error: {exc}" + (f" (rank {rank})" if rank else ""), file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ppddpm {args.command}: error: writing the output failed: {exc.strerror or exc}{where}; files saved "
+              f"before are intact (saves are atomic) — free space or choose another --out", file=sys.stderr)
+        return 2
     return status if isinstance(status, int) else 0
+
+
+def _errnos(*names):
+    import errno
+
+    return {getattr(errno, n) for n in names if hasattr(errno, n)}
+
+
+_WRITE_ERRNOS = _errnos("ENOSPC", "EDQUOT", "EFBIG", "EROFS")      # the disk, not the program
 
 
 if __name__ == "__main__":

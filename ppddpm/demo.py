@@ -8,7 +8,8 @@ from pathlib import Path
 VARIANTS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]     # README's equivalence table
 
 
-def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, quiet: bool = False) -> dict:
+def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, quiet: bool = False,
+             trust_pickle: bool = False) -> dict:
     from ._progress import cli_choice
     from .comparison import compare
     from .loading import load_pipeline
@@ -18,7 +19,7 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda *a: None) if quiet else print
-    pipe = load_pipeline(model)
+    pipe = load_pipeline(model, trust_pickle=trust_pickle)
     name = model or "the bundled model (ppddpm/assets/ddpm-digits-8, trained on scikit-learn's digits)"
     say(f"model: {name}")
 

@@ -42,6 +42,30 @@ class WriteFailed(InputError, OSError):
     """Writing an output failed (a full disk): the message names what was kept."""
 
 
+class Untrusted(InputError, PermissionError):
+    """A file whose loading could run code hidden in it (a pickle): refused unless the user
+    says they trust it (`--trust-pickle`, `trust_pickle=True`). SECURITY.md says why."""
+
+
+def regular_file(path, what: str = "file"):
+    """`path` as a Path if it is a regular file; NotFound / BadValue otherwise. Only regular files
+    are opened: a FIFO would block the reader forever, a device or folder is never data."""
+    import stat
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise NotFound(f"no {what} at {path}") from None
+    except OSError as exc:
+        raise BadValue(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+        raise BadValue(f"the {what} {path} is {kind}; give a regular file")
+    return path
+
+
 def int_problem(name: str, value, low: int = 1, hint: str = "") -> Optional[str]:
     """The message for `value` if it is not an integer ≥ `low` (bools are not integers here), else None."""
     import numpy as np

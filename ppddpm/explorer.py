@@ -175,12 +175,7 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
         side = None
     if ab is not None:
         if isinstance(ab, (str, Path)):
-            data = json.loads(Path(ab).read_text())
-            name = data["variants"][1]
-            curve = {"label": f"max |Δ x_{{t−1}}|, {name} vs {data['reference']} (A/B, {data['mode']})",
-                     "t": [float(t) for t in data["timesteps"]],
-                     "values": [max(v) for v in data["per_variant"][name]["max_abs_prev"]],
-                     "bound": [max(v) for v in data["bound"]]}
+            curve = _ab_curve(Path(ab))
         else:
             name = ab.others[0]
             curve = {"label": f"max |Δ x_{{t−1}}|, {name} vs {ab.reference} (A/B, {ab.mode})",
@@ -194,8 +189,39 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
                "batch": int(np.asarray(traj.field(traj.fields[0])).shape[1]),
                "quantisation": f"frames are 8-bit images: PNG up to {JPEG_ABOVE}x{JPEG_ABOVE} pixels, JPEG "
                                f"(quality 85) above; x_t, x̂_0 shown on [−1, 1], ε̂ and z on [−3, 3]"}
-    page = _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", json.dumps(payload).replace("</", "<\\/"))
+    page = _PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", _script_json(payload))
     return Explorer(page, title)
+
+
+def _ab_curve(path: Path) -> dict:
+    """The |Δ x_{t−1}| curve of an ab.json (`ABReport.to_json`); anything else is one BadValue."""
+    from .errors import regular_file
+
+    path = regular_file(path, "A/B report")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        name = data["variants"][1]
+        curve = {"label": f"max |Δ x_{{t−1}}|, {name} vs {data['reference']} (A/B, {data['mode']})",
+                 "t": [float(t) for t in data["timesteps"]],
+                 "values": [float(max(v)) for v in data["per_variant"][name]["max_abs_prev"]],
+                 "bound": [float(max(v)) for v in data["bound"]]}
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadValue(f"{path} is not an A/B report: not JSON ({exc}); give the ab.json `ppddpm ab` wrote") from None
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise BadValue(f"{path} is not an A/B report of `ppddpm ab` (missing or malformed "
+                       f"{type(exc).__name__}: {exc}); it needs variants, reference, mode, timesteps, "
+                       f"per_variant and bound") from None
+    if not len(curve["t"]) == len(curve["values"]) == len(curve["bound"]) or not curve["t"]:
+        raise BadValue(f"{path}: its timesteps, values and bound differ in length; not one A/B report")
+    return curve
+
+
+def _script_json(payload) -> str:
+    """`payload` as a JavaScript literal safe inside <script>: no `<`, `>` or `&` in it at all (in
+    strings they become \\u003c …), so no label can close the script or open a comment; every
+    label then reaches the page through textContent / setAttribute, never as markup."""
+    text = json.dumps(payload)                      # ensure_ascii: U+2028/2029 escaped too
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 _PAGE = r"""<!DOCTYPE html>
@@ -255,7 +281,11 @@ function numbers(r) {
     ["β̃_t (eq. 7)", fmt(r.beta_tilde)]);
   rows.push(["σ_t, std of the added noise (Alg. 2; eq. 16 for DDIM)", fmt(r.sigma)],
             ["share of x̂_0 clipped", (100 * r.clipped).toFixed(2) + " %"]);
-  $("numbers").innerHTML = rows.map(([k, v]) => "<tr><td>" + k + "</td><td id='num-" + k.split(" ")[0] + "'>" + v + "</td></tr>").join("");
+  const table = $("numbers"); table.replaceChildren();
+  for (const [k, v] of rows) {
+    const tr = table.insertRow(), key = tr.insertCell(), value = tr.insertCell();
+    key.textContent = k; value.id = "num-" + k.split(" ")[0]; value.textContent = v;
+  }
 }
 const svg = $("curve");
 let cursor = null, xs = null;
@@ -267,14 +297,24 @@ if (D.curve) {
   const tmax = Math.max(...D.curve.t), tmin = Math.min(...D.curve.t);
   const X = t => L + (tmax - t) / Math.max(tmax - tmin, 1e-9) * (W - L - R);
   const Y = v => T + (hi - Math.log10(Math.max(v, 1e-12))) / Math.max(hi - lo, 1e-9) * (H - T - B);
-  const line = (arr, color, dash) => '<polyline fill="none" stroke="' + color + '" stroke-width="1.5"' + (dash ? ' stroke-dasharray="4 3"' : '') +
-     ' points="' + arr.map((v, i) => X(D.curve.t[i]).toFixed(1) + "," + Y(v).toFixed(1)).join(" ") + '"/>';
-  svg.innerHTML = '<text x="' + L + '" y="14" font-size="12">' + D.curve.label + (D.curve.bound ? " — dashed: float32 bound" : "") + ' (log scale)</text>' +
-     line(vals, "#1f77b4") + (D.curve.bound ? line(D.curve.bound, "#444", true) : "") +
-     '<text x="2" y="' + (T + 8) + '" font-size="10">' + Math.pow(10, hi).toExponential(1) + '</text>' +
-     '<text x="2" y="' + (H - B) + '" font-size="10">' + Math.pow(10, lo).toExponential(1) + '</text>' +
-     '<text x="' + L + '" y="' + (H - 6) + '" font-size="10">t = ' + tmax + '</text><text x="' + (W - R - 40) + '" y="' + (H - 6) + '" font-size="10">t = ' + tmin + '</text>' +
-     '<line id="cursor" y1="' + T + '" y2="' + (H - B) + '" stroke="#d62728" stroke-width="1.5"/>';
+  const NS = svg.namespaceURI;
+  const el = (tag, attrs, text) => {               // attributes set one by one, text as textContent: no markup
+    const e = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.appendChild(e); return e;
+  };
+  const line = (arr, color, dash) => el("polyline", Object.assign({fill: "none", stroke: color, "stroke-width": "1.5",
+     points: arr.map((v, i) => X(D.curve.t[i]).toFixed(1) + "," + Y(v).toFixed(1)).join(" ")},
+     dash ? {"stroke-dasharray": "4 3"} : {}));
+  svg.replaceChildren();
+  el("text", {x: L, y: 14, "font-size": 12}, D.curve.label + (D.curve.bound ? " — dashed: float32 bound" : "") + " (log scale)");
+  line(vals, "#1f77b4"); if (D.curve.bound) line(D.curve.bound, "#444", true);
+  el("text", {x: 2, y: T + 8, "font-size": 10}, Math.pow(10, hi).toExponential(1));
+  el("text", {x: 2, y: H - B, "font-size": 10}, Math.pow(10, lo).toExponential(1));
+  el("text", {x: L, y: H - 6, "font-size": 10}, "t = " + tmax);
+  el("text", {x: W - R - 40, y: H - 6, "font-size": 10}, "t = " + tmin);
+  el("line", {id: "cursor", y1: T, y2: H - B, stroke: "#d62728", "stroke-width": "1.5"});
   cursor = document.getElementById("cursor"); xs = X;
 }
 function show(i) {

@@ -427,7 +427,15 @@ def load_image(image, resolution: Optional[int] = None, channels: Optional[int] 
     if isinstance(image, (str, Path)):
         if not Path(image).exists():
             raise NotFound(f"no image at {image}")
-        image = Image.open(image)
+        from .errors import regular_file
+
+        path = regular_file(image, "image")
+        try:
+            image = Image.open(path)
+            image.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise BadValue(f"{path} is not an image PIL can read ({type(exc).__name__}); give a PNG, JPEG, … "
+                           f"or 'digit0' … 'digit9'") from None
     if isinstance(image, Image.Image):
         image = image.convert("L" if channels == 1 else "RGB")
         if resolution:
@@ -544,8 +552,11 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
     path = Path(path)
     if path.suffix != ".gif":
         raise BadValue(f"animate writes a .gif, got {path.name!r}")
-    if not (isinstance(fps, (int, float)) and fps > 0) or not (isinstance(hold, (int, float)) and hold >= 0):
-        raise BadValue(f"fps must be > 0 and hold ≥ 0 seconds, got fps={fps!r}, hold={hold!r}")
+    if every is not None:
+        check_int("every", every)
+    if not (isinstance(fps, (int, float)) and 0.01 <= fps <= 1000) or \
+            not (isinstance(hold, (int, float)) and 0 <= hold <= 600):       # a GIF frame lasts at most 655.35 s
+        raise BadValue(f"fps must be in [0.01, 1000] and hold in [0, 600] seconds, got fps={fps!r}, hold={hold!r}")
     if not len(traj):
         raise BadValue("the trajectory has no recorded steps")
     pics = frames(traj, field, index, size, steps=frame_steps(len(traj), every))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Iterable, Optional
@@ -125,6 +126,8 @@ class _Recorder:
         self.first_bad = None
         self.pending_error = None
         self.rows = 0                       # steps that reached the host
+        self.durable = 0                    # streamed steps fsync'd and counted in meta.json
+        self.write_failed = False
         self.waiting = collections.deque()  # per call sent to the device chunks: (i, σ(t) or None, stage code)
         self.tables = HostTables(scheduler)
         self.transfer = DeviceChunks(self.receive, chunk)
@@ -160,14 +163,19 @@ class _Recorder:
                               variant=formula_in_force(sched)[0])
         if self.store == "disk":
             self.path.mkdir(parents=True, exist_ok=True)
-            self._write_meta(complete=False)
+            self._write_meta(complete=False, on_disk=0)
             self.step_rows = _Buffer(n, (4,), "float64", self.path / "steps.npy")
 
-    def _write_meta(self, complete):
+    def _write_meta(self, complete, on_disk):
+        """meta.json, replaced atomically; `steps_on_disk`: the steps whose frames are fsync'd."""
         meta = dict(self.traj.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.traj._wanted),
-                    complete=complete)
+                    complete=complete, steps_on_disk=on_disk)
         with atomic_path(self.path / "meta.json") as tmp:
-            tmp.write_text(json.dumps(meta, default=str, indent=1))
+            with open(tmp, "w") as fh:
+                fh.write(json.dumps(meta, default=str, indent=1))
+                fh.flush()
+                os.fsync(fh.fileno())
+        self.durable = on_disk
 
     # ---- per call, on the device
     def after_call(self, i, timestep, out, recorded):
@@ -235,23 +243,45 @@ class _Recorder:
             if sigma_at is not None:
                 rows.append((i, sigma_at, t, next(values), stage))
         sigmas = _unpack(_pack([sigma_at(t, self.tables) for _, sigma_at, t, _, _ in rows]))
+        if self.write_failed:               # the files end in a torn frame: nothing more is appended
+            return
+        start = self.rows
+        try:
+            self._store(frames, rows, sigmas)
+        except OSError as exc:
+            self.write_failed = True
+            i, _, t, _, _ = rows[min(len(rows) - 1, max(0, self.durable - start))]
+            raise WriteFailed(exc.errno, f"streaming the trajectory to {self.path} failed at step {i} "
+                                         f"(t={t}): {exc.strerror or exc}; the {self.durable} steps written before are "
+                                         f"kept and meta.json marks the recording incomplete") from exc
+
+    def _store(self, frames, rows, sigmas):
+        """One chunk's rows into the Trajectory; on disk, each step written out as it is appended, the
+        chunk fsync'd, then counted in meta.json — after a failed write, the steps fully written."""
         traj, row = self.traj, self.rows
-        for k, ((i, _, t, clipped, stage), sigma) in enumerate(zip(rows, sigmas)):
-            try:
+        files = list(traj._buffers.values()) + ([self.step_rows] if self.store == "disk" else [])
+        try:
+            for k, ((i, _, t, clipped, stage), sigma) in enumerate(zip(rows, sigmas)):
                 for name in traj._wanted:
                     traj._buffers[name].append(frames[name][k])
                 if self.store == "disk":
                     self.step_rows.append(np.array([t, sigma, clipped, stage]))
-            except OSError as exc:
-                raise WriteFailed(exc.errno, f"streaming the trajectory to {self.path} failed at step {i} "
-                                             f"(t={t}): {exc.strerror or exc}; the {row} steps written before are "
-                                             f"kept and meta.json marks the recording incomplete") from exc
-            steps = traj._steps
-            steps["sigma"][row] = sigma
-            steps["clip_fraction"][row] = clipped
-            steps["stage"][row] = stage
-            steps["timesteps"][row] = t            # written last: marks the row as complete
-            row = self.rows = row + 1
+                    for buf in files:
+                        buf.flush(sync=False)
+                steps = traj._steps
+                steps["sigma"][row] = sigma
+                steps["clip_fraction"][row] = clipped
+                steps["stage"][row] = stage
+                steps["timesteps"][row] = t            # written last: marks the row as complete
+                row = self.rows = row + 1
+            if self.store == "disk" and rows:
+                for buf in files:
+                    buf.flush()
+                self._write_meta(complete=False, on_disk=row)
+        except OSError:
+            with contextlib.suppress(OSError):          # count the steps fully written, if meta.json still fits
+                self._write_meta(complete=False, on_disk=row)
+            raise
 
     def _nonfinite(self, i, t):
         self.first_bad = (i, t)
@@ -281,7 +311,8 @@ class _Recorder:
             failure = exc
         traj._sync = None
         complete = ok and failure is None and self.n_steps is not None and self.calls == self.n_steps
-        traj.meta.update(complete=complete, steps_run=self.calls, steps_recorded=traj._n(),
+        traj.meta.update(complete=complete, steps_run=self.calls,
+                         steps_recorded=self.durable if self.store == "disk" else traj._n(),
                          first_nonfinite=list(self.first_bad) if self.first_bad else None)
         buffers = list(traj._buffers.values()) + ([self.step_rows] if hasattr(self, "step_rows") else [])
         for buf in buffers:
@@ -291,9 +322,9 @@ class _Recorder:
                 pass
         if self.store == "disk" and traj._steps is not None:
             try:
-                self._write_meta(complete)
+                self._write_meta(complete, self.durable)       # every chunk was fsync'd as it came
             except OSError:
-                pass                 # meta.json from the start still says complete=false
+                pass                 # meta.json of the last chunk still says complete=false and its count
         if ok:
             if failure is not None:
                 raise failure

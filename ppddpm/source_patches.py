@@ -130,6 +130,8 @@ def apply(to, names=None) -> Path:
     if dest == src_root or src_root in dest.parents or dest in src_root.parents:
         raise BadValue(f"refusing to patch inside or above the installed ppdiffusers ({src_root}); "
                        f"give a separate folder")
+    if dest.exists() and not dest.is_dir():
+        raise BadValue(f"{dest} is a file; give a new or empty folder for the patched copy")
     if dest.exists() and any(dest.iterdir()):
         raise Exists(f"{dest} is not empty; give a new or empty folder")
     patched = {}

@@ -169,6 +169,7 @@ class Variant:
     families: Optional[tuple] = None     # sampler families (`ppddpm.samplers`) it applies to; None: any
     scheduler: Optional[str] = None      # the class `compare` builds for it from another family's config
     arguments: dict = field(default_factory=dict)   # step arguments fixed by its spec: "ddim(eta=1.0)"
+    ranges: Optional[dict] = None        # {argument: (low, high)} it accepts beyond ARGUMENT_RANGES' defaults
 
     @property
     def spec(self) -> str:
@@ -183,7 +184,7 @@ _REGISTRY: Dict[str, Variant] = {}
 
 
 def register_variant(name: str, *, replace: bool = False, families: Optional[tuple] = ("ddpm",),
-                     scheduler: Optional[str] = "DDPMScheduler"):
+                     scheduler: Optional[str] = "DDPMScheduler", ranges: Optional[dict] = None):
     """Decorator: register a step function under `name`.
 
         @ppddpm.register_variant("halved-noise")
@@ -195,7 +196,8 @@ def register_variant(name: str, *, replace: bool = False, families: Optional[tup
     (`ppddpm.step_variants.add_noise`) if runs are to share z. `families=None` applies to any
     scheduler (the function then receives that scheduler's own step arguments). `scheduler`
     names the class `compare` builds for the variant when the pipeline's scheduler is of another
-    family (None: the pipeline's own).
+    family (None: the pipeline's own). `ranges` widens or narrows the values a spec may give an
+    argument ({"eta": (0.0, 2.0)}); by default η must lie in [0, 1] (ARGUMENT_RANGES).
     """
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise BadValue(f"variant name must be letters, digits, '-', '_' or '+', starting with a letter; got {name!r}")
@@ -205,7 +207,7 @@ def register_variant(name: str, *, replace: bool = False, families: Optional[tup
         if name in _REGISTRY and not replace_existing:
             raise BadValue(f"variant {name!r} is already registered (pass replace=True to redefine it)")
         _REGISTRY[name] = Variant(name, fn, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
-                                  None if families is None else tuple(families), scheduler)
+                                  None if families is None else tuple(families), scheduler, ranges=ranges)
         return fn
 
     return decorate
@@ -237,6 +239,28 @@ def check_arguments(variant: Variant, scheduler_cls=None) -> None:
     if unknown:
         raise BadValue(f"variant {variant.name!r} takes no argument {', '.join(map(repr, unknown))}"
                        + (f"; it takes {', '.join(accepted)}" if accepted else "; it takes none"))
+
+
+# η of eq. (16): 0 is deterministic DDIM, 1 gives DDPM's σ_t² = β̃_t; above 1, σ_t² exceeds 1 − ᾱ_prev
+# at some steps and eq. (12)'s √(1 − ᾱ_prev − σ_t²) is NaN; below 0 σ_t flips the noise's sign
+ARGUMENT_RANGES = {"eta": (0.0, 1.0)}
+
+
+def check_values(variant: Variant) -> None:
+    """A spec's numbers are finite and within the argument's range (ARGUMENT_RANGES, or the
+    variant's own `ranges`): values that make NaN are refused before any step runs."""
+    import math
+
+    ranges = dict(ARGUMENT_RANGES, **(variant.ranges or {}))
+    for key, value in variant.arguments.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not math.isfinite(value):
+            raise BadValue(f"variant {variant.spec!r}: {key} must be a finite number, got {value}")
+        low, high = ranges.get(key, (-math.inf, math.inf))
+        if not low <= value <= high:
+            raise BadValue(f"variant {variant.spec!r}: {key} must lie in [{low:g}, {high:g}], got {value:g}"
+                           + (" (η of eq. 16; above 1 the step is NaN)" if key == "eta" else ""))
 
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]*")
@@ -329,6 +353,7 @@ def get_variant(spec) -> Variant:
     variant = _REGISTRY[name].bound(**arguments)
     if arguments:
         check_arguments(variant)
+        check_values(variant)
     return variant
 
 

@@ -7,6 +7,12 @@
 with AdamW, gradient clipping, an EMA of the weights (ppdiffusers' `EMAModel`), periodic
 atomic checkpoints, `resume=True`, and the result written by `save_pretrained` as a plain
 `DDPMPipeline` directory: `DDPMPipeline.from_pretrained(output_dir)` loads it unchanged.
+
+Checkpoints hold no pickle: `checkpoint.safetensors` carries the arrays (UNet weights, optimizer
+moments, EMA weights, the numpy RNG's key) and, in the safetensors header's metadata, one JSON
+document with the rest (step, losses, config, clock, RNG position). Reading one parses a header
+and copies bytes; nothing in it can run. Checkpoints of ppddpm ≤ 0.2 (`checkpoint.pdparams`,
+`paddle.save`, i.e. pickle) are read only with `trust_pickle=True` (SECURITY.md).
 """
 from __future__ import annotations
 
@@ -21,9 +27,12 @@ import numpy as np
 
 from ._io import atomic_path
 from ._progress import wanted
-from .errors import BadValue, NotFound, int_problem
+from .errors import BadValue, NotFound, Untrusted, int_problem, regular_file
 
-CHECKPOINT = "checkpoint.pdparams"
+CHECKPOINT = "checkpoint.safetensors"
+PICKLED_CHECKPOINT = "checkpoint.pdparams"      # ppddpm <= 0.2: paddle.save, a pickle
+CHECKPOINT_FORMAT = "ppddpm.checkpoint"
+ARCHITECTURE = ("resolution", "channels", "block_out_channels", "layers_per_block", "attention")
 LR_SCHEDULES = ("cosine", "constant")
 LOSSES = "train_losses.json"
 
@@ -162,8 +171,116 @@ def _steps(bar, cfg, data, rng, scheduler, unet, optimizer, ema, losses, end, sa
             save_checkpoint(step + 1)
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None, log=print) -> TrainResult:
-    """Train a DDPM per `cfg`; returns the losses and the saved pipeline's directory."""
+
+class CheckpointError(BadValue):
+    """A checkpoint that is truncated, empty, not safetensors, or not ppddpm's."""
+
+
+def write_checkpoint(path, state: dict) -> Path:
+    """Write a training state atomically as safetensors + JSON metadata (module docstring).
+
+    `state`: "unet" and "optimizer" (name → array), "ema" (list of arrays), "numpy_rng" (the tuple
+    of `RandomState.get_state()`), and JSON-able "step", "losses", "config", "seconds"."""
+    from safetensors.numpy import save_file
+
+    tensors = {f"unet/{k}": np.ascontiguousarray(v) for k, v in state["unet"].items()}
+    tensors.update({f"optimizer/{k}": np.ascontiguousarray(v) for k, v in state["optimizer"].items()})
+    tensors.update({f"ema/{i}": np.ascontiguousarray(v) for i, v in enumerate(state["ema"])})
+    name, keys, pos, has_gauss, cached = state["numpy_rng"]
+    tensors["numpy_rng/keys"] = np.ascontiguousarray(keys)
+    info = {"format": CHECKPOINT_FORMAT, "format_version": 1, "step": int(state["step"]),
+            "losses": [float(v) for v in state["losses"]], "seconds": state.get("seconds"),
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in state["config"].items()},
+            "ema_count": len(state["ema"]), "numpy_rng": [name, int(pos), int(has_gauss), float(cached)]}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"ppddpm": json.dumps(info)})
+    return Path(path)
+
+
+def read_checkpoint(path, trust_pickle: bool = False) -> dict:
+    """A training state as `write_checkpoint` takes it, from `checkpoint.safetensors`; a pickled
+    `checkpoint.pdparams` (ppddpm <= 0.2) only with `trust_pickle=True`, else `Untrusted`."""
+    path = regular_file(path, "checkpoint")
+    if path.suffix != ".safetensors":
+        if not trust_pickle:
+            raise Untrusted(f"{path} is a pickled checkpoint (paddle.save, ppddpm <= 0.2): loading it can run code "
+                            f"hidden in the file; if you made it yourself, pass --trust-pickle (trust_pickle=True) "
+                            f"and the next checkpoint is written as {CHECKPOINT}")
+        return _read_pickled(path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            info = json.loads((f.metadata() or {}).get("ppddpm", "null"))
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:     # safetensors raises its own SafetensorError, or OSError / ValueError
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, empty or not safetensors: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a ppddpm training checkpoint "
+                              f"(no ppddpm metadata); resume from the --out folder of `ppddpm train`")
+    try:
+        part = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
+        name, pos, has_gauss, cached = info["numpy_rng"]
+        return {"unet": part("unet/"), "optimizer": part("optimizer/"),
+                "ema": [arrays[f"ema/{i}"] for i in range(int(info["ema_count"]))],
+                "numpy_rng": (name, arrays["numpy_rng/keys"], pos, has_gauss, cached), "step": int(info["step"]),
+                "losses": list(info["losses"]), "config": dict(info["config"]), "seconds": info.get("seconds")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is an incomplete ppddpm checkpoint (missing or malformed "
+                              f"{type(exc).__name__}: {exc})") from None
+
+
+def _read_pickled(path: Path) -> dict:
+    import paddle
+
+    try:
+        ckpt = paddle.load(str(path), return_numpy=True)
+        ckpt["unet"], ckpt["optimizer"], ckpt["ema"], ckpt["step"], ckpt["losses"]   # noqa: B018  (all present)
+    except Exception as exc:      # a pickle fails in as many ways as it can be damaged
+        raise CheckpointError(f"{path} is not a readable ppddpm checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    ckpt.setdefault("seconds", None)       # checkpoints before 0.2 did not keep the clock
+    return ckpt
+
+
+def _resume_state(out: Path, cfg: "TrainConfig", trust_pickle: bool) -> dict:
+    """The checkpoint in `out` (safetensors first), checked against this run's architecture."""
+    path = out / CHECKPOINT if (out / CHECKPOINT).exists() else out / PICKLED_CHECKPOINT
+    if not path.exists():
+        raise NotFound(f"resume: no checkpoint at {out / CHECKPOINT}")
+    ckpt = read_checkpoint(path, trust_pickle=trust_pickle)
+    saved = ckpt.get("config") or {}
+    for key in ARCHITECTURE:
+        theirs, mine = saved.get(key), getattr(cfg, key)
+        if theirs is not None and list(np.atleast_1d(theirs)) != list(np.atleast_1d(mine)):
+            raise BadValue(f"resume: the checkpoint in {out} was trained with {key} {theirs}, this run asks for "
+                           f"{mine}; resume with the same {key}, or train into another --out")
+    return ckpt
+
+
+def _apply_state(ckpt: dict, unet, optimizer, ema, path) -> None:
+    """Load a checkpoint's weights into the run; shapes are checked first (a foreign state is one error)."""
+    import paddle
+
+    mine = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    theirs = {k: tuple(np.shape(v)) for k, v in ckpt["unet"].items()}
+    if mine != theirs or len(ckpt["ema"]) != len(ema.shadow_params):
+        raise CheckpointError(f"{path}: its UNet weights do not fit this run's UNet "
+                              f"({len(theirs)} tensors vs {len(mine)}; shapes differ); it is another model's")
+    unet.set_state_dict({k: paddle.to_tensor(v) for k, v in ckpt["unet"].items()})
+    optimizer.set_state_dict(_optimizer_state_by_name({k: paddle.to_tensor(v) for k, v in ckpt["optimizer"].items()},
+                                                      unet))
+    for s, v in zip(ema.shadow_params, ckpt["ema"]):
+        s.copy_(paddle.to_tensor(v), False)
+    ema.optimization_step = int(ckpt["step"])
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None, log=print,
+          trust_pickle: bool = False) -> TrainResult:
+    """Train a DDPM per `cfg`; returns the losses and the saved pipeline's directory.
+    `resume`: continue from the checkpoint in `cfg.output_dir` (a pickled one of ppddpm <= 0.2 only
+    with `trust_pickle=True`)."""
     import paddle
     from ppdiffusers import DDPMPipeline
     from ppdiffusers.training_utils import EMAModel
@@ -189,14 +306,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
 
     ckpt_path = out / CHECKPOINT
     if resume:
-        if not ckpt_path.exists():
-            raise NotFound(f"resume: no checkpoint at {ckpt_path}")
-        ckpt = paddle.load(str(ckpt_path))
-        unet.set_state_dict(ckpt["unet"])
-        optimizer.set_state_dict(_optimizer_state_by_name(ckpt["optimizer"], unet))
-        for s, v in zip(ema.shadow_params, ckpt["ema"]):
-            s.copy_(paddle.to_tensor(v), False)
-        ema.optimization_step = int(ckpt["step"])
+        ckpt = _resume_state(out, cfg, trust_pickle)
+        _apply_state(ckpt, unet, optimizer, ema, ckpt_path)
         start, losses = int(ckpt["step"]), list(ckpt["losses"])
         seconds_before = ckpt.get("seconds")     # None: checkpoints before 0.2 did not keep the clock
         if start > end:
@@ -204,7 +315,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
                            f"stop at {start} or later")
         rng.set_state(ckpt["numpy_rng"])
         paddle.seed(cfg.seed + start)   # fresh, reproducible paddle stream after a resume
-        log(f"resumed from {ckpt_path} at step {start}")
+        log(f"resumed from {out} at step {start}")
         note = schedule_change(ckpt.get("config") or {}, cfg, start)
         if note:
             log(note)
@@ -212,12 +323,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     saved = [start if resume else None]        # the step of this run's checkpoint on disk
 
     def save_checkpoint(step):
-        with atomic_path(ckpt_path) as tmp:
-            paddle.save({"unet": unet.state_dict(), "optimizer": _optimizer_state_by_index(optimizer.state_dict(), unet),
-                         "ema": [s.numpy() for s in ema.shadow_params], "step": step,
-                         "losses": losses, "numpy_rng": rng.get_state(), "config": vars(cfg),
-                         "seconds": None if seconds_before is None else seconds_before + time.time() - t0},
-                        str(tmp))
+        write_checkpoint(ckpt_path, {
+            "unet": {k: v.numpy() for k, v in unet.state_dict().items()},
+            "optimizer": {k: v.numpy() for k, v in _optimizer_state_by_index(optimizer.state_dict(), unet).items()},
+            "ema": [s.numpy() for s in ema.shadow_params], "step": step, "losses": losses,
+            "numpy_rng": rng.get_state(), "config": vars(cfg),
+            "seconds": None if seconds_before is None else seconds_before + time.time() - t0})
         saved[0] = step
 
     from tqdm.auto import tqdm

@@ -2,19 +2,24 @@
 
 A `.npz` (`Trajectory.save` / `load`: arrays plus JSON metadata, written atomically) or a folder
 streamed step by step by `ppddpm.record(store="disk")` (`.npy` per field, `steps.npy` rows of
-(t, σ, clipped share, stage), `meta.json`), which loads complete or cut short. Files written by
+(t, σ, clipped share, stage), `meta.json`), which loads complete or cut short. Each chunk of
+steps is written and fsync'd as it arrives and only then counted in `meta.json` (replaced
+atomically, `steps_on_disk`), so a run killed at any moment — SIGKILL included — leaves a folder
+whose first `steps_on_disk` steps load. Files written by
 ppddpm 0.1 load too. Recording lives in `ppddpm.recording`; this module only stores.
 """
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from ._io import atomic_path
-from .errors import BadValue, NotFound, Unknown
+from .errors import BadValue, Unknown, regular_file
 
 FIELDS = {
     "prev_sample": "x_{t-1}: the step's output (Algorithm 2: μ + σ_t z)",
@@ -91,10 +96,20 @@ class _Buffer:
             self.file.write(frame.tobytes())
         self.count += 1
 
-    def close(self):
+    def flush(self, sync: bool = True):
+        """Everything appended so far written to the file (a SIGKILL no longer loses it) and, with
+        `sync`, fsync'd (nor does a power cut)."""
         if self.file is not None and not self.file.closed:
             self.file.flush()
-            self.file.close()
+            if sync:
+                os.fsync(self.file.fileno())
+
+    def close(self):
+        if self.file is not None and not self.file.closed:
+            try:
+                self.file.flush()
+            finally:
+                self.file.close()
 
     def array(self) -> np.ndarray:
         if self.file is None:
@@ -238,40 +253,102 @@ class Trajectory:
         path = Path(path)
         if path.is_dir():
             return _load_stream(path)
-        if not path.exists():
-            raise NotFound(f"no trajectory at {path}")
+        path = regular_file(path, "trajectory")
         import zipfile
 
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                raise TrajectoryError(f"{path} is not a ppddpm trajectory: not a .npz (zip) archive; give a file "
+                                      f"written by Trajectory.save or `ppddpm sample`, or a streamed folder")
         try:
             with np.load(path, allow_pickle=False) as npz:
                 if META_KEY not in npz.files:
                     raise TrajectoryError(f"{path} is not a ppddpm trajectory (no {META_KEY} entry; "
                                           f"write one with Trajectory.save or `ppddpm sample`)")
+                _check_members(path, npz)
                 meta = json.loads(str(npz[META_KEY]))
                 data = {k: npz[k] for k in npz.files if k != META_KEY}
         except TrajectoryError:
             raise
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, MemoryError) as exc:
             raise TrajectoryError(f"{path} is truncated or corrupt, not a readable trajectory "
                                   f"({type(exc).__name__}: {exc})") from None
-        if meta.get("format") != FORMAT:
-            raise TrajectoryError(f"{path} is not a ppddpm trajectory (format={meta.get('format')!r})")
-        missing = [k for k in ["timesteps", "sigma", "clip_fraction"] + meta.get("fields", []) if k not in data]
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise TrajectoryError(f"{path} is not a ppddpm trajectory (its metadata is not a ppddpm one: "
+                                  f"format={meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r})")
+        names = _field_names(path, meta)
+        missing = [k for k in ["timesteps", "sigma", "clip_fraction"] + names if k not in data]
         if missing:
             raise TrajectoryError(f"{path} is truncated: missing arrays {missing}")
-        fields = {k: data[k] for k in meta["fields"]}
-        return cls(data["timesteps"], fields, data["sigma"], data["clip_fraction"], meta, stages=data.get("stages"))
+        fields = {k: data[k] for k in names}
+        _check_shapes(path, data["timesteps"], [data["sigma"], data["clip_fraction"]], fields)
+        stages = data.get("stages")
+        if stages is not None and (stages.dtype.kind != "U" or stages.shape != data["timesteps"].shape):
+            raise TrajectoryError(f"{path}: stages is {stages.dtype} of shape {stages.shape}, not one name per step")
+        return cls(data["timesteps"], fields, data["sigma"], data["clip_fraction"], meta, stages=stages)
 
 
-def _read_frames(path: Path) -> np.ndarray:
-    """The complete frames of a streamed `.npy` (its header announces the planned count)."""
+def _check_members(path, npz):
+    """Each array's header against the bytes its zip member holds, before numpy allocates it: a
+    header announcing 10¹² frames is a corrupt file, not a 233 TiB allocation."""
+    import math
+
+    for name in npz.files:
+        info = npz.zip.getinfo(name + ".npy")
+        with npz.zip.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(fh)
+        if math.prod(shape) * np.dtype(dtype).itemsize > info.file_size:
+            raise TrajectoryError(f"{path}: its array {name!r} announces {shape} of {np.dtype(dtype).str}, more "
+                                  f"than the {info.file_size} bytes it holds; the file is corrupt")
+
+
+def _field_names(path, meta: dict) -> list:
+    names = meta.get("fields", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in FIELDS for n in names):
+        raise TrajectoryError(f"{path}: its metadata's fields must be a list of {', '.join(FIELDS)}, got {names!r}")
+    return names
+
+
+def _check_shapes(path, timesteps, per_step: list, fields: dict):
+    """Numbers are numeric 1-D arrays of one length N, frames numeric [N, B, C, H, W] of one shape."""
+    problem = _shape_problem(timesteps, per_step, fields)
+    if problem:
+        raise TrajectoryError(f"{path} is not a well-formed ppddpm trajectory: {problem}")
+
+
+def _shape_problem(timesteps, per_step: list, fields: dict) -> Optional[str]:
+    for name, a in [("timesteps", timesteps)] + [(f"per-step array {i}", a) for i, a in enumerate(per_step)]:
+        if a.dtype.kind not in "fiu" or a.ndim != 1 or len(a) != len(timesteps):
+            return f"{name} is {a.dtype} of shape {a.shape}, not numbers, one per recorded step"
+    shapes = {a.shape for a in fields.values()}
+    for name, a in fields.items():
+        if a.dtype.kind != "f" or a.ndim != 5 or len(a) != len(timesteps) or len(shapes) > 1:
+            return (f"field {name} is {a.dtype} of shape {a.shape}; frames are floats [N, B, C, H, W] with "
+                    f"N = {len(timesteps)} recorded steps, the same shape for every field")
+    return None
+
+
+def _read_frames(path: Path, ndim: int, columns: Optional[tuple] = None) -> np.ndarray:
+    """The complete frames of a streamed `.npy` (its header announces the planned count).
+
+    The header is checked before anything is mapped: a numeric dtype (an object `|O` header
+    mapped as pointers would crash the reader), C order, `ndim` dimensions (`columns`: the allowed
+    sizes of the last), and a regular file (a FIFO would block the read)."""
+    path = regular_file(path, "streamed array")
     with open(path, "rb") as fh:
         version = np.lib.format.read_magic(fh)
         header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = header(fh)
+        shape, fortran, dtype = header(fh)
         offset = fh.tell()
     dtype = np.dtype(dtype)
-    frame = int(np.prod(shape[1:])) * dtype.itemsize
+    if dtype.kind != "f" or dtype.hasobject or fortran or len(shape) != ndim or \
+            (columns is not None and shape[-1] not in columns):
+        raise TrajectoryError(f"{path} is not a ppddpm stream array: {dtype.str} of shape {shape}"
+                              f"{' (Fortran order)' if fortran else ''}; expected floats with {ndim} dimensions")
+    frame = math.prod(shape[1:]) * dtype.itemsize                        # Python ints: no overflow
     n = min(shape[0], (path.stat().st_size - offset) // frame) if frame else 0
     if n == 0:
         return np.empty((0,) + tuple(shape[1:]), dtype)
@@ -284,12 +361,20 @@ def _load_stream(path: Path) -> Trajectory:
     if not meta_file.exists():
         raise TrajectoryError(f"{path} is not a streamed ppddpm trajectory (no meta.json)")
     try:
-        meta = json.loads(meta_file.read_text())
-        steps = _read_frames(path / "steps.npy")               # rows of (t, σ_t, clipped fraction)
-        fields = {name: _read_frames(path / f"{name}.npy") for name in meta["fields"]}
+        meta = json.loads(regular_file(meta_file, "metadata").read_text())
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise TrajectoryError(f"{meta_file} is not a ppddpm trajectory's metadata (no format {FORMAT!r})")
+        steps = _read_frames(path / "steps.npy", 2, columns=(3, 4))      # rows of (t, σ_t, clipped fraction, stage)
+        fields = {name: _read_frames(path / f"{name}.npy", 5) for name in _field_names(path, meta)}
     except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, TrajectoryError):
+            raise
         raise TrajectoryError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+    if len({a.shape[1:] for a in fields.values()}) > 1:
+        raise TrajectoryError(f"{path}: its fields' frames differ in shape; not one recording")
     n = min([len(steps)] + [len(a) for a in fields.values()])
+    if isinstance(meta.get("steps_on_disk"), int):      # the recorder's count after its last fsync
+        n = min(n, max(0, meta["steps_on_disk"]))
     meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
     stages = [STAGES[int(c)] if 0 <= c < len(STAGES) else "?" for c in steps[:n, 3]] if steps.shape[1] > 3 else None
     return Trajectory(steps[:n, 0], {k: a[:n] for k, a in fields.items()}, steps[:n, 1], steps[:n, 2], meta,

@@ -93,3 +93,40 @@ def test_size_limits(pipe, tmp_path):
     small = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=1000, fields="all")
     small.meta["note"] = "8x8"
     assert len(explore(small)) <= 5 * 2 ** 20
+
+
+HOSTILE = ('<img src=x onerror="window.__pwned=1"><b data-pwned=1>b</b></script><script>window.__pwned=2</script>'
+           '"\'><svg onload="window.__pwned=3"><i data-pwned=2>')
+
+
+def hostile_run(variant, n=3):
+    """A Trajectory made by hand whose every label is the payload (meta, stages)."""
+    from ppddpm.trajectory import Trajectory
+
+    rng = np.random.RandomState(0)
+    frames = {f: rng.randn(n, 1, 1, 4, 4).astype(np.float32) for f in ("prev_sample", "pred_original_sample")}
+    meta = {"variant": variant, "seed": HOSTILE, "scheduler": HOSTILE, "num_inference_steps": n}
+    return Trajectory(np.arange(n)[::-1] * 10, frames, np.full(n, 0.1), np.zeros(n), meta, stages=[HOSTILE] * n)
+
+
+def test_hostile_labels_from_every_input_stay_text(tmp_path, browser):
+    """Labels from the run's meta and stages, from --with OTHER's variant and from an ab.json's
+    variants / reference / mode are shown as text: the payload's script never runs (no global set)
+    and its markup never becomes elements, yet its characters are on the page."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    run, other = hostile_run(HOSTILE), hostile_run("other " + HOSTILE)
+    ab = tmp_path / "ab.json"                      # written by hand: the fields ppddpm view reads
+    ab.write_text(json.dumps({"variants": [HOSTILE, HOSTILE], "reference": HOSTILE, "mode": HOSTILE,
+                              "timesteps": [20, 10, 0], "per_variant": {HOSTILE: {"max_abs_prev": [[1e-3]] * 3}},
+                              "bound": [[1e-2]] * 3}))
+    for name, page in (("with", explore(run, other=other)), ("ab", explore(run, ab=ab))):
+        browser.get(page.save(tmp_path / f"{name}.html").as_uri())
+        body = browser.find_element(By.TAG_NAME, "body")
+        body.send_keys("\ue014")                   # → : the next step's stage label is drawn too
+        assert browser.execute_script("return window.__pwned") is None, name
+        assert browser.execute_script("return document.querySelectorAll('[data-pwned]').length") == 0, name
+        shown = browser.execute_script("return document.body.textContent + document.title")
+        assert shown.count('<b data-pwned=1>') >= 3, name          # title, stage, curve label: as text

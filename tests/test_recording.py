@@ -164,8 +164,8 @@ def test_load_rejects_files_that_are_not_trajectories(tmp_path, pipe):
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(ppddpm.TrajectoryError, match="truncated or corrupt"):
         ppddpm.Trajectory.load(tmp_path / "cut.npz")
-    (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(ppddpm.TrajectoryError, match="truncated or corrupt"):
+    (tmp_path / "text.npz").write_text("hello")       # not "pickled data": it is not a zip at all
+    with pytest.raises(ppddpm.TrajectoryError, match="not a ppddpm trajectory: not a .npz \\(zip\\) archive"):
         ppddpm.Trajectory.load(tmp_path / "text.npz")
     with pytest.raises(FileNotFoundError):
         ppddpm.Trajectory.load(tmp_path / "missing.npz")

@@ -58,11 +58,11 @@ def test_stop_at_ends_early_on_the_full_schedule(tmp_path):
     rest = train(cfg("early", steps=6), resume=True, progress=False)
     assert len(rest.losses) == 6 and rest.losses[:4] == full.losses[:4] and rest.steps_this_run == 2
     assert rest.seconds_total > rest.seconds > 0          # the clock carried over the resume
-    import paddle
+    from ppddpm.training import read_checkpoint, write_checkpoint
 
-    ckpt = paddle.load(str(tmp_path / "early" / "checkpoint.pdparams"))
-    del ckpt["seconds"]                                   # as checkpoints before ppddpm 0.2: no clock
-    paddle.save(ckpt, str(tmp_path / "early" / "checkpoint.pdparams"))
+    ckpt = read_checkpoint(tmp_path / "early" / "checkpoint.safetensors")
+    ckpt["seconds"] = None                                # as checkpoints before ppddpm 0.2: no clock
+    write_checkpoint(tmp_path / "early" / "checkpoint.safetensors", ckpt)
     assert train(cfg("early", steps=6), resume=True, progress=False).seconds_total is None
     assert json.loads((tmp_path / "early" / "train_losses.json").read_text())["seconds_total"] is None
     with pytest.raises(ValueError, match="stop_at must be 0 \\(off\\) or 1..steps \\(6\\), got 7"):
