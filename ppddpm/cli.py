@@ -62,18 +62,26 @@ def _check_memory(what: str, nbytes: float):
                        f"{free / 2 ** 30:.1f} GB are available; ask for less")
 
 
+def _denoiser_config(pipe):
+    """The config of the pipeline's denoiser: its UNet, or a DiT's transformer."""
+    return (getattr(pipe, "unet", None) or pipe.transformer).config
+
+
 def _pixels(pipe) -> int:
-    size = pipe.unet.config.sample_size
+    size = _denoiser_config(pipe).sample_size
     return int(np.prod(size)) if not isinstance(size, int) else size * size
 
 
 def _image_bytes(pipe) -> float:
-    return 4.0 * pipe.unet.config.in_channels * _pixels(pipe)
+    return 4.0 * _denoiser_config(pipe).in_channels * _pixels(pipe)
 
 
 def _unet_bytes_per_sample(pipe) -> float:
-    """A rough peak of a UNet call per sample: its widest feature map (float32) ~32 times over."""
-    return 4.0 * max(pipe.unet.config.block_out_channels) * _pixels(pipe) * 32
+    """A rough peak of a denoiser call per sample: its widest feature map (float32) ~32 times over
+    (a transformer's width is its heads × head dimension)."""
+    cfg = _denoiser_config(pipe)
+    widths = cfg.get("block_out_channels") or [cfg.get("num_attention_heads", 16) * cfg.get("attention_head_dim", 72)]
+    return 4.0 * max(widths) * _pixels(pipe) * 32
 
 
 def _load(args):
@@ -509,7 +517,7 @@ def _train_command(args, **extra) -> str:
     defaults = vars(build_parser().parse_args(["train"]))
     words = ["ppddpm", "train"]
     for key, value in dict(vars(args), **extra).items():
-        if key in ("func", "command") or value is False or (value == defaults.get(key) and key not in ("steps", "out")):
+        if key in ("func", "command") or key.startswith("_") or value is False or (value == defaults.get(key) and key not in ("steps", "out")):
             continue
         flag = "--" + key.replace("_", "-")
         words += [flag] if value is True else [flag, *map(str, value if isinstance(value, list) else [value])]

@@ -307,8 +307,9 @@ def _check_members(path, npz):
 
 def _field_names(path, meta: dict) -> list:
     names = meta.get("fields", [])
-    if not isinstance(names, list) or not all(isinstance(n, str) and n in FIELDS for n in names):
-        raise TrajectoryError(f"{path}: its metadata's fields must be a list of {', '.join(FIELDS)}, got {names!r}")
+    if not isinstance(names, list) or not all(isinstance(n, str) and known_field(n) for n in names):
+        raise TrajectoryError(f"{path}: its metadata's fields must be a list of {', '.join(FIELDS)}, "
+                              f"{', '.join(GUIDANCE_FIELDS)} or NAME{DECODED_SUFFIX}, got {names!r}")
     return names
 
 
@@ -323,11 +324,15 @@ def _shape_problem(timesteps, per_step: list, fields: dict) -> Optional[str]:
     for name, a in [("timesteps", timesteps)] + [(f"per-step array {i}", a) for i, a in enumerate(per_step)]:
         if a.dtype.kind not in "fiu" or a.ndim != 1 or len(a) != len(timesteps):
             return f"{name} is {a.dtype} of shape {a.shape}, not numbers, one per recorded step"
-    shapes = {a.shape for a in fields.values()}
+    # the recorded fields share one shape, and the fields decoded to pixels (NAME_decoded) another
+    shapes = {name.endswith(DECODED_SUFFIX): a.shape for name, a in fields.items()}
+    kinds = {(name.endswith(DECODED_SUFFIX), a.shape) for name, a in fields.items()}
     for name, a in fields.items():
-        if a.dtype.kind != "f" or a.ndim != 5 or len(a) != len(timesteps) or len(shapes) > 1:
+        if a.dtype.kind != "f" or a.ndim != 5 or len(a) != len(timesteps) or len(kinds) > len(shapes) or \
+                len({shape[:2] for shape in shapes.values()}) > 1:
             return (f"field {name} is {a.dtype} of shape {a.shape}; frames are floats [N, B, C, H, W] with "
-                    f"N = {len(timesteps)} recorded steps, the same shape for every field")
+                    f"N = {len(timesteps)} recorded steps, the same shape for every field (decoded ones: "
+                    f"the same N and B)")
     return None
 
 
@@ -370,7 +375,8 @@ def _load_stream(path: Path) -> Trajectory:
         if isinstance(exc, TrajectoryError):
             raise
         raise TrajectoryError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
-    if len({a.shape[1:] for a in fields.values()}) > 1:
+    kinds = {(name.endswith(DECODED_SUFFIX), a.shape[1:]) for name, a in fields.items()}
+    if len(kinds) > len({decoded for decoded, _ in kinds}):     # one frame shape each: recorded, decoded
         raise TrajectoryError(f"{path}: its fields' frames differ in shape; not one recording")
     n = min([len(steps)] + [len(a) for a in fields.values()])
     if isinstance(meta.get("steps_on_disk"), int):      # the recorder's count after its last fsync

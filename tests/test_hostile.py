@@ -245,38 +245,43 @@ def test_view_ab_that_is_not_an_ab_report_is_one_error(pipe, tmp_path, content, 
 
 # --------------------------------------------------------------------------- 3. crash-consistent streams
 
-def _sample_cmd(model, out):
-    return [sys.executable, "-m", "ppddpm", "sample", "--model", str(model), "--steps", "600", "--every", "10",
-            "--seed", "5", "--out", str(out), "--quiet"]
+def _sample_cmd(model, out, steps=600, batch=8):
+    return [sys.executable, "-m", "ppddpm", "sample", "--model", str(model), "--steps", str(steps), "--every", "10",
+            "--batch-size", str(batch), "--seed", "5", "--out", str(out), "--quiet"]
+
+
+def _on_disk(stream) -> int:
+    """The steps the recorder says are fsync'd (meta.json is replaced atomically: a read sees a whole file)."""
+    try:
+        return int(json.loads((stream / "meta.json").read_text()).get("steps_on_disk") or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def test_sigkill_or_sigterm_at_any_moment_leaves_a_loadable_prefix(tmp_path, saved_pipe_dir):
     """A real streamed CLI run (--every 10) killed at several moments of its sampling: the folder
     loads, and its steps are bitwise the first steps of the same run left to finish (the oracle:
-    the .npz of an uninterrupted run, written by a separate process)."""
+    the .npz of an uninterrupted run, written by a separate process). Each kill waits until the
+    run has put a given number of steps on disk, then a random fraction of a second more: the
+    moments follow the run's progress, not the clock, so a busy machine cannot make the run end
+    first (batch 8 x 600 steps lasts ~6 s on a quiet machine)."""
     import signal
     import time
 
-    def started(stream, proc):                      # sampling has begun once meta.json exists
-        while not (stream / "meta.json").exists():
-            assert proc.poll() is None, proc.stderr.read()
-            time.sleep(0.02)
-        return time.time()
-
-    ref = subprocess.Popen(_sample_cmd(saved_pipe_dir, tmp_path / "ref"), stderr=subprocess.PIPE, text=True)
-    t0 = started(tmp_path / "ref" / "trajectory_seed5", ref)
-    assert ref.wait(timeout=600) == 0, ref.stderr.read()
-    sampling = time.time() - t0
-    full = ppddpm.Trajectory.load(tmp_path / "ref" / "trajectory_seed5.npz")
+    ref = subprocess.run(_sample_cmd(saved_pipe_dir, tmp_path / "ref"), capture_output=True, text=True, timeout=900)
+    assert ref.returncode == 0, ref.stderr
+    full = ppddpm.Trajectory.load(tmp_path / "ref" / "trajectory_seed5_batch8.npz")
     rng = np.random.RandomState(21)
-    # the first chunk (64 calls: 6 recorded steps) is on disk once the second is copied, at 128/600 = 21 %
-    moments = [(signal.SIGKILL, 0.35 + 0.1 * rng.rand()), (signal.SIGKILL, 0.6 + 0.2 * rng.rand()),
-               (signal.SIGTERM, 0.5 + 0.2 * rng.rand())]
-    for k, (sig, share) in enumerate(moments):
+    # a chunk of the recorder (64 step calls here: 6 recorded steps) reaches the disk at a time
+    moments = [(signal.SIGKILL, 6), (signal.SIGKILL, 42), (signal.SIGTERM, 24)]
+    for k, (sig, steps_before) in enumerate(moments):
         out = tmp_path / f"killed{k}"
-        stream = out / "trajectory_seed5"
+        stream = out / "trajectory_seed5_batch8"
         proc = subprocess.Popen(_sample_cmd(saved_pipe_dir, out), stderr=subprocess.PIPE, text=True)
-        time.sleep(max(0.0, started(stream, proc) + share * sampling - time.time()))
+        deadline = time.time() + 600
+        while proc.poll() is None and _on_disk(stream) < steps_before and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3 * rng.rand())
         assert proc.poll() is None, "the run ended before it could be killed"
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)

@@ -231,7 +231,7 @@ def test_interrupted_training_says_what_was_kept_and_how_to_resume(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
-    while proc.poll() is None and time.time() < deadline and not (out / "checkpoint.pdparams").exists():
+    while proc.poll() is None and time.time() < deadline and not (out / "checkpoint.safetensors").exists():
         time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be interrupted"
     time.sleep(0.5)
@@ -239,13 +239,13 @@ def test_interrupted_training_says_what_was_kept_and_how_to_resume(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     kept = re.search(r"kept (\S+) \(step (\d+)\); resume with: (.*)$", err.strip())
-    assert kept and kept.group(1) == str(out / "checkpoint.pdparams"), err
+    assert kept and kept.group(1) == str(out / "checkpoint.safetensors"), err
     command = shlex.split(kept.group(3))
     assert command[:2] == ["ppddpm", "train"] and "--resume" in command
     step = int(kept.group(2))
     res = cli(*command[1:], "--stop-at", step + 2)                   # the printed command, stopped soon after
     assert res.returncode == 0, res.stderr
-    assert f"resumed from {out / 'checkpoint.pdparams'} at step {step}" in res.stdout
+    assert f"resumed from {out} at step {step}" in res.stdout
     assert "changes the learning-rate schedule" not in res.stdout       # the same --steps: the same schedule
 
 
