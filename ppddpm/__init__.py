@@ -3,7 +3,7 @@
 Equation numbers in docstrings are the DDPM paper's (Ho et al. 2020), restated in MATH.md.
 The public names are imported lazily, so `import ppddpm` is cheap until one is used.
 """
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "ABReport": "comparison", "compare": "comparison",
