@@ -9,7 +9,15 @@ numpy only: nothing of ppdiffusers, paddle, or the rest of ppddpm is imported he
 - pndm.py       `PNDMReference` (Liu et al. 2022: PRK warm-up, PLMS, the transfer φ of eq. 11);
 - karras.py     `EulerReference`, `EulerAncestralReference`, `HeunReference`, `LMSReference`
                 (Karras et al. 2022, Algs. 1-2, in σ-space);
-- dpmsolver.py  `DPMSolverMultistepReference` (Lu et al. 2022, DPM-Solver(++) multistep);
+- dpmsolver.py  `DPMSolverMultistepReference` (Lu et al. 2022, DPM-Solver(++) multistep, and the SDE
+                solvers of DPM-Solver++ §5);
+- exp_integrator.py  the grid and α/σ/λ tables of the exponential integrators, used by
+                dpmsolver_singlestep.py (Lu et al. 2022, singlestep), deis.py (Zhang & Chen 2023, ρAB-DEIS)
+                and unipc.py (Zhao et al. 2023, UniP/UniC);
+- sigma_space.py  two-call σ-space samplers, used by kdpm2.py (DPM-2 and its ancestral form, Karras et
+                al. 2022's notation) and dpmsolver_sde.py (DPM-Solver++(2S), ancestral);
+- lcm.py        `LCMReference` (Luo et al. 2023, consistency boundary conditions);
+- edm.py        `EDMEulerReference` (Karras et al. 2022, eq. 5 and Table 1);
 - schedules.py  β / ᾱ / σ tables and timestep grids from a scheduler config;
 - base.py       `SamplerReference` (the interface) and `RefStep` (what a step returns).
 
@@ -42,7 +50,7 @@ from .schedules import (alpha_sigma_from_sigma, alphas_cumprod_from_betas, betas
 REFERENCES = {cls.family: cls for cls in (DDPMReference, DDIMReference, PNDMReference, EulerReference,
                                           EulerAncestralReference, HeunReference, LMSReference,
                                           DPMSolverMultistepReference)}
-REFERENCES.update({cls.family: cls for cls in (KDPM2Reference, KDPM2AncestralReference, DEISReference,   # helper "more"
+REFERENCES.update({cls.family: cls for cls in (KDPM2Reference, KDPM2AncestralReference, DEISReference,
                                                 DPMSolverSinglestepReference, UniPCReference, LCMReference,
                                                 DPMSolverSDEReference, EDMEulerReference)})
 

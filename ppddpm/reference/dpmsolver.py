@@ -41,7 +41,7 @@ import math
 import numpy as np
 
 from .base import RefStep, SamplerReference, as64, eps_from_x0, x0_from_prediction
-from .schedules import alpha_sigma_from_sigma, sigma_at, sigmas_from_alphas_cumprod, spaced_timesteps
+from .schedules import alpha_sigma_from_sigma, sigma_at, sigmas_from_alphas_cumprod, solver_timesteps
 
 LOWER_ORDER_FINAL_BELOW = 15
 
@@ -65,10 +65,7 @@ class DPMSolverMultistepReference(SamplerReference):
         cfg, T, n = self.config, self.num_train_timesteps, self.num_inference_steps
         if float(cfg["lambda_min_clipped"]) != -math.inf:
             raise NotImplementedError("dpmsolver-multistep reference: a finite lambda_min_clipped is not covered")
-        if cfg["timestep_spacing"] == "trailing":
-            grid = spaced_timesteps(T, n, "trailing")
-        else:
-            grid = spaced_timesteps(T, n + 1, cfg["timestep_spacing"], cfg["steps_offset"])[:-1]
+        grid = solver_timesteps(T, n, cfg["timestep_spacing"], cfg["steps_offset"])
         self.stochastic = cfg["algorithm_type"].startswith("sde-")
         if self.stochastic and int(cfg["solver_order"]) == 3:
             raise NotImplementedError("dpmsolver-multistep reference: the SDE solvers are of order 1 and 2, "

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .base import VPReference, as64, x0_from_prediction
-from .schedules import alpha_sigma_from_sigma, sigma_at, sigmas_from_alphas_cumprod, spaced_timesteps
+from .schedules import alpha_sigma_from_sigma, sigma_at, sigmas_from_alphas_cumprod, solver_timesteps
 
 
 def phi(k: int, h: float) -> float:
@@ -35,11 +35,8 @@ class ExponentialIntegratorReference(VPReference):
     """Grid, α/σ/λ tables (index i: the i-th timestep; index n: t = 0) and x̂_0 / ε conversions."""
 
     def setup_solver_grid(self, spacing: str, steps_offset: int = 0) -> None:
-        T, n = self.num_train_timesteps, self.num_inference_steps
-        if spacing == "trailing":
-            ts = spaced_timesteps(T, n, "trailing")
-        else:
-            ts = spaced_timesteps(T, n + 1, spacing, steps_offset if spacing == "leading" else 0)[:-1]
+        n = self.num_inference_steps
+        ts = solver_timesteps(self.num_train_timesteps, n, spacing, steps_offset)
         self.timesteps, self.stages = ts, [""] * n
         self.rho = np.append(sigma_at(ts, sigmas_from_alphas_cumprod(self.alphas_cumprod)),
                              sigmas_from_alphas_cumprod(self.alphas_cumprod[:1]))

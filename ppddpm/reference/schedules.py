@@ -91,6 +91,25 @@ def spaced_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing
     return ts[::-1].copy()
 
 
+def solver_timesteps(num_train_timesteps: int, num_inference_steps: int, spacing: str,
+                     steps_offset: int = 0) -> np.ndarray:
+    """The n timesteps of the exponential-integrator solvers (DPM-Solver, DEIS, UniPC): they step from
+    the first timestep to the data end, so their "linspace" and "leading" grids have n + 1 points
+    with both ends and the model is called at all but the last (t = 0); "trailing" is Table 2's grid
+    of n. A convention of the implementations, written from that meaning. With n = T the n + 1
+    points of "linspace" round to repeated timesteps, as they do in ppdiffusers."""
+    T, n = int(num_train_timesteps), int(num_inference_steps)
+    if not 1 <= n <= T:
+        raise ValueError(f"num_inference_steps must be between 1 and num_train_timesteps={T}; got {n}")
+    if spacing == "trailing":
+        return spaced_timesteps(T, n, "trailing")
+    if spacing == "linspace":
+        return np.round(np.linspace(0, T - 1, n + 1, dtype=np.float64))[::-1][:-1].copy()
+    if spacing == "leading":
+        return (np.arange(n + 1, dtype=np.float64) * (T // (n + 1)))[::-1][:-1] + steps_offset
+    raise NotImplementedError(f"timestep_spacing={spacing!r} is not one of {', '.join(SPACINGS)}")
+
+
 def sigmas_from_alphas_cumprod(alphas_cumprod) -> np.ndarray:
     """σ_t = √((1 − ᾱ_t)/ᾱ_t): the noise level of x_t/√ᾱ_t (Karras et al. 2022, Table 1, VP; Song et al.
     2021, the VE form of a VP process)."""
