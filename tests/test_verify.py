@@ -38,7 +38,7 @@ def run(unet, family, steps, seed=4, every=1, **overrides):
 def test_every_recorded_sampler_holds_against_its_float64_reference(unet, family, steps):
     report = ppddpm.verify(run(unet, family, steps))
     assert report.ok, report.table()
-    assert len(report.steps) == len(report.steps) and report.first_departure is None
+    assert report.first_departure is None
     assert report.x_T is not None and report.x_T["holds"]
 
 
@@ -129,6 +129,23 @@ def test_what_verify_cannot_replay_is_one_clear_error(unet):
     with pytest.raises(BadValue, match="every=1"):
         ppddpm.verify(run(unet, "lms", 10, every=5))
     assert ppddpm.verify(run(unet, "euler-ancestral", 10, every=5)).ok       # one step at a time: any subset
+
+
+def test_a_noisy_run_recorded_without_its_noise_is_one_clear_error(unet, pipe):
+    traj = ppddpm.sample_trajectory(pipe, seed=0, num_inference_steps=5,
+                                    fields=("sample", "model_output", "prev_sample"))
+    with pytest.raises(BadValue, match="'noise' field"):
+        ppddpm.verify(traj)
+
+
+def test_a_float16_recording_verifies_within_its_own_rounding(unet):
+    """Frames stored as float16 (u = 2⁻¹¹) replay within the bound of that unit roundoff."""
+    cls, base, pipeline_cls, call_kwargs = FAMILIES["ddim-eta1"]
+    pipe = pipeline_cls(unet=unet, scheduler=make(cls))
+    pipe.set_progress_bar_config(disable=True)
+    traj = ppddpm.sample_trajectory(pipe, seed=4, num_inference_steps=10, fields="all", dtype="float16",
+                                    pipe_kwargs=call_kwargs)
+    assert ppddpm.verify(traj).ok
 
 
 def test_a_file_written_by_ppddpm_0_1_verifies():
