@@ -360,6 +360,15 @@ def _read_frames(path: Path, ndim: int, columns: Optional[tuple] = None) -> np.n
     return np.memmap(path, dtype, "r", offset=offset, shape=(n,) + tuple(shape[1:]))
 
 
+def _read_field(path: Path, name: str, meta: dict) -> np.ndarray:
+    """A field's streamed frames; none yet where the run stopped before its first recorded step (the
+    field's file is made with that step's frames, meta.json and steps.npy when the run starts)."""
+    file = path / f"{name}.npy"
+    if not file.exists() and not meta.get("steps_on_disk"):
+        return np.zeros((0, 0, 0, 0, 0), np.float32)
+    return _read_frames(file, 5)
+
+
 def _load_stream(path: Path) -> Trajectory:
     """A folder written by `record(store="disk")`: complete or cut short, it loads."""
     meta_file = path / "meta.json"
@@ -370,7 +379,7 @@ def _load_stream(path: Path) -> Trajectory:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise TrajectoryError(f"{meta_file} is not a ppddpm trajectory's metadata (no format {FORMAT!r})")
         steps = _read_frames(path / "steps.npy", 2, columns=(3, 4))      # rows of (t, σ_t, clipped fraction, stage)
-        fields = {name: _read_frames(path / f"{name}.npy", 5) for name in _field_names(path, meta)}
+        fields = {name: _read_field(path, name, meta) for name in _field_names(path, meta)}
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, TrajectoryError):
             raise

@@ -259,3 +259,13 @@ def test_progress_is_shown_where_someone_watches(monkeypatch):
     assert wanted(None)                                       # in a notebook kernel
     monkeypatch.setenv("PPDDPM_PROGRESS", "0")
     assert not wanted(None)
+
+
+def test_a_stream_stopped_before_its_first_recorded_step_loads_empty(pipe, tmp_path):
+    """every=10: the field files come with call 9's frames; Ctrl-C at call 3 leaves meta.json and
+    steps.npy only, and the folder still loads (no steps), as the CLI's interrupt message promises."""
+    with pytest.raises(KeyboardInterrupt), interrupted_after(pipe, 3):
+        ppddpm.sample_trajectory(pipe, seed=0, num_inference_steps=20, every=10, store="disk", path=tmp_path / "s")
+    assert not (tmp_path / "s" / "prev_sample.npy").exists()
+    partial = ppddpm.Trajectory.load(tmp_path / "s")
+    assert len(partial) == 0 and not partial.complete
