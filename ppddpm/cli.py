@@ -100,6 +100,17 @@ def _load(args):
     return pipe
 
 
+def _pixel_pipeline(pipe, what):
+    """`pipe` if it denoises pixels with a UNet (DDPM-like), else one line: a latent pipeline has no
+    image-space forward process or digit scores to show."""
+    from .latent import kind_of
+
+    if kind_of(pipe) is not None or getattr(pipe, "unet", None) is None:
+        raise BadValue(f"{what} works on pixel-space pipelines (a DDPMPipeline's UNet and scheduler); this is a "
+                       f"{type(pipe).__name__}")
+    return pipe
+
+
 def _suites():
     from .upstream import SUITES
 
@@ -191,6 +202,10 @@ def _latent_call(args, pipe):
     missing = [o for o in wanted if getattr(args, o) is None]
     if missing:
         raise BadValue(f"a {type(pipe).__name__} needs {flag(missing[0])}")
+    classes = getattr(getattr(pipe, "transformer", None), "config", {}).get("num_embeds_ada_norm") if \
+        args.class_label else None
+    if classes and max(args.class_label) >= classes:
+        raise BadValue(f"--class-label takes ids 0 to {classes - 1} for this model; got {max(args.class_label)}")
     call = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "guidance_scale": args.guidance_scale,
             "class_labels": args.class_label}
     return {k: v for k, v in call.items() if v is not None}
@@ -405,9 +420,9 @@ def cmd_ab(args):
     for name in args.variants:          # fail before loading a model
         get_variant(name)
     _distinct_seeds(args)
-    pipe = _load(args)
-    out = _out(args)
+    out = _out(args)                     # a bad or busy --out fails before the model loads
     _refuse_overwrite(args, out / "ab.json", " — an earlier A/B report")
+    pipe = _load(args)
     report = compare(pipe, args.variants, seed=args.seed, num_inference_steps=args.steps,
                      batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip, progress=cli_choice(args.quiet),
                      seed_batch=args.seed_batch)
@@ -545,9 +560,9 @@ def cmd_train(args):
                 if stop.checkpoint else f"no checkpoint yet (the first comes at step "
                                         f"{min(args.checkpoint_every, args.stop_at or args.steps)}); "
                                         f"nothing to resume")
-        print(f"ppddpm train: interrupted after {stop.steps_done} of {args.stop_at or args.steps} steps; {kept}",
-              file=sys.stderr)
-        raise SystemExit(130) from None
+        print(f"ppddpm train: {_stopped(stop.cause)} after {stop.steps_done} of {args.stop_at or args.steps} steps; "
+              f"{kept}", file=sys.stderr)
+        raise SystemExit(_interrupt_status(stop.cause)) from None
     tail = result.losses[-100:]
     total = f" ({len(result.losses)} in all)" if len(result.losses) != result.steps_this_run else ""
     print(f"trained {result.steps_this_run} steps in {result.seconds:.0f} s this run{total}; mean loss of the last "
@@ -560,7 +575,7 @@ def cmd_eval(args):
     out = _out(args) if args.out else None          # a bad --out fails before minutes of sampling
     if out is not None:
         _refuse_overwrite(args, out / "scores.json")
-    pipe = _load(args)
+    pipe = _pixel_pipeline(_load(args), "ppddpm eval")
     if pipe.unet.config.in_channels != 1:
         raise BadValue("ppddpm eval scores digit models (1 channel); this pipeline has "
                        f"{pipe.unet.config.in_channels} channels")
@@ -621,7 +636,7 @@ def cmd_forward(args):
     from .loading import load_pipeline
     from .plotting import load_image, plot_forward
 
-    pipe = load_pipeline(args.model, trust_pickle=args.trust_pickle)
+    pipe = _pixel_pipeline(load_pipeline(args.model, trust_pickle=args.trust_pickle), "ppddpm forward")
     res = pipe.unet.config.sample_size
     image = load_image(args.image, resolution=res if isinstance(res, int) else None,
                        channels=pipe.unet.config.in_channels)
@@ -911,7 +926,7 @@ def _interrupt_status(exc) -> int:
     return 143 if isinstance(exc, Terminated) else 130
 
 
-_SIGTERM_BEFORE = []      # the handler main() replaced, while it runs
+_SIGTERM_BEFORE = []      # non-empty while main() runs with SIGTERM raising `Terminated`
 
 
 def _sigterm_stops():
@@ -991,7 +1006,7 @@ def _dispatch(args) -> int:
             args._hold = held.enter_context
             status = args.func(args)     # an int is the command's own exit status (verify: 1 when a step departs)
     except KeyboardInterrupt as exc:
-        print(f"ppddpm: {_stopped(exc)}", file=sys.stderr)
+        print(f"ppddpm {args.command}: {_stopped(exc)}", file=sys.stderr)
         return _interrupt_status(exc)
     except InputError as exc:            # raised on purpose for bad input; anything else is a bug and stays loud
         rank = getattr(exc, "rank", None)

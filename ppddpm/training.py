@@ -80,12 +80,15 @@ class TrainConfig:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `train`: a KeyboardInterrupt that says how far the run got (`steps_done`)
-    and which checkpoint is on disk (`checkpoint`, at `checkpoint_step`; None before the first)."""
+    """Ctrl-C (or SIGTERM, as the CLI raises it) during `train`: a KeyboardInterrupt that says how far
+    the run got (`steps_done`), which checkpoint is on disk (`checkpoint`, at `checkpoint_step`; None
+    before the first) and what stopped it (`cause`, the interrupt that was raised)."""
 
-    def __init__(self, steps_done: int, checkpoint: Optional[Path], checkpoint_step: Optional[int]):
+    def __init__(self, steps_done: int, checkpoint: Optional[Path], checkpoint_step: Optional[int],
+                 cause: Optional[BaseException] = None):
         super().__init__(f"training interrupted after {steps_done} steps")
         self.steps_done, self.checkpoint, self.checkpoint_step = steps_done, checkpoint, checkpoint_step
+        self.cause = cause
 
 
 SCHEDULE_KEYS = ("steps", "lr", "warmup", "lr_schedule")     # what learning_rate(cfg, step) depends on
@@ -338,9 +341,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     unet.train()
     try:
         _steps(bar, cfg, data, rng, scheduler, unet, optimizer, ema, losses, end, save_checkpoint)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         bar.close()
-        raise TrainingInterrupted(len(losses), ckpt_path if saved[0] is not None else None, saved[0]) from None
+        raise TrainingInterrupted(len(losses), ckpt_path if saved[0] is not None else None, saved[0], stop) from None
     seconds = time.time() - t0
     total = None if seconds_before is None else seconds_before + seconds
 

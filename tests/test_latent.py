@@ -443,6 +443,7 @@ def test_cli_dit_class_labels_and_one_line_errors(tmp_path, dit, capsys):
     (tmp_path / "other" / "model_index.json").write_text('{"_class_name": "FooPipeline", "vae": ["ppdiffusers", "AutoencoderKL"]}')
     cases = [(("--model", tmp_path / "sd-no-tokenizer", "--prompt", "a cat"), "saved without one"),
              (("--model", tmp_path / "dit"), "needs --class-label"),
+             (("--model", tmp_path / "dit", "--class-label", "1,100000"), "--class-label takes ids 0 to"),
              (("--model", tmp_path / "dit", "--prompt", "a cat", "--class-label", "1"), "--prompt do not apply"),
              (("--prompt", "a cat"), "need a latent pipeline"),
              (("--model", tmp_path / "other"), "FooPipeline, which ppddpm does not know")]
