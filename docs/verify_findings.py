@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs"))
 import ppddpm  # noqa: E402
+import ppdiffusers  # noqa: E402
 from ppddpm.samplers import families  # noqa: E402
 
 OUT = ROOT / "docs" / "figures"
@@ -49,9 +50,12 @@ def samplers(pipe):
         for overrides, arguments in RUNS.get(family, [({}, {})]):
             label = family + "".join(f" ({k}={v})" for k, v in {**overrides, **arguments}.items())
             try:
-                run = ppddpm.with_sampler(pipe, family)
-                if overrides:
-                    run = ppddpm.SamplerPipeline(unet=pipe.unet, scheduler=ppddpm.with_config(run.scheduler, **overrides))
+                if overrides:                  # the family's scheduler from the DDPM config, with these overrides
+                    cls = getattr(ppdiffusers, families()[family][0])
+                    run = ppddpm.SamplerPipeline(unet=pipe.unet,
+                                                 scheduler=ppddpm.with_config(pipe.scheduler, cls=cls, **overrides))
+                else:
+                    run = ppddpm.with_sampler(pipe, family)
                 traj = ppddpm.sample_trajectory(run, seed=0, num_inference_steps=STEPS, batch_size=4, fields="all",
                                                 pipe_kwargs=arguments)
             except Exception as exc:           # a sampler that cannot run on a DDPM config says why

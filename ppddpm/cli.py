@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -156,9 +157,14 @@ def cmd_sample(args):
     seeds = args.seed if isinstance(args.seed, list) else [args.seed]
     for seed in seeds:                   # every run's folder is checked before any sampling
         stream = out / f"trajectory_{_run_name(seed, args.batch_size)}"
-        if stream.exists():
+        if stream.exists() and args.force:           # --force: the earlier (interrupted) run goes too
+            import shutil
+
+            shutil.rmtree(stream)
+            print(f"removed {stream}, an earlier interrupted run (--force)", file=sys.stderr)
+        elif stream.exists():
             raise BadValue(f"{stream} holds an earlier (interrupted?) run; load it with ppddpm.Trajectory.load, then "
-                           f"remove it or choose another --out")
+                           f"remove it, choose another --out, or pass --force to overwrite it")
         _refuse_overwrite(args, out / f"trajectory_{_run_name(seed, args.batch_size)}.npz")
     pipe = _load(args)
     args.latent_call = _latent_call(args, pipe)
@@ -190,7 +196,7 @@ def _latent_call(args, pipe):
     flag = lambda o: "--" + o.replace("_", "-")              # noqa: E731
     if kind is None:
         if given:
-            raise BadValue(f"{', '.join(map(flag, given))} need a latent pipeline ({supported_pipelines()}); "
+            raise BadValue(f"{', '.join(map(flag, given))} {'needs' if len(given) == 1 else 'need'} a latent pipeline ({supported_pipelines()}); "
                            f"{args.model or 'the bundled model'} is a {type(pipe).__name__}")
         return None
     wanted = {"stable-diffusion": ("prompt",), "dit": ("class_label",), "ldm": ()}[kind.name]
@@ -939,7 +945,8 @@ def _sigterm_stops():
 
 
 def main(argv=None):
-    """The command line; while it runs, SIGTERM stops it as Ctrl-C does (`Terminated`)."""
+    """The command line; while it runs, SIGTERM stops it as Ctrl-C does (`Terminated`), and a reader
+    that closes the pipe (`ppddpm verify RUN | head`) ends it quietly with 141 (128 + SIGPIPE)."""
     import signal
     import threading
 
@@ -948,7 +955,12 @@ def main(argv=None):
         _SIGTERM_BEFORE.append(signal.SIGTERM)
         _sigterm_stops()
     try:
-        return _main(argv)
+        status = _main(argv)
+        sys.stdout.flush()               # a closed pipe shows here, inside this handler, not at exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())     # no second error at exit's flush
+        return 141
     finally:
         if mine:
             _SIGTERM_BEFORE.clear()

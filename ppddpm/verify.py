@@ -115,12 +115,12 @@ class VerifyReport:
         if self.x_T is not None:
             lines.append(f"x_T: std {self.x_T['std']:.4g} vs init_noise_sigma {self.x_T['init_noise_sigma']:.4g} "
                          f"(±{self.x_T['tolerance']:.0%}): {'holds' if self.x_T['holds'] else 'DEPARTS'}")
-        lines.append(f"{'step':>5} {'t':>8} {'stage':>9} {'|Δx_t-1|':>10} {'|Δx̂_0|':>10} {'|Δx̂_0 raw|':>11} "
-                     f"{'bound':>9}  {'ratio':>7}")
+        lines.append(f"{'step':>5} {'t':>8} {'stage':>9} {'|Δx_t-1|':>10} {'bound':>9} {'|Δx̂_0|':>10} "
+                     f"{'|Δx̂_0 raw|':>11} {'bound':>9}  {'ratio':>7}")
         shown = [s for k, s in enumerate(self.steps) if k < limit or not s.holds]
         for s in shown:
-            lines.append(f"{s.call:>5} {s.t:>8g} {s.stage:>9} {s.gap_prev:>10.2e} {_num(s.gap_x0):>10} "
-                         f"{_num(s.gap_x0_raw):>11} {s.bound:>9.2e}  {s.ratio:>7.3g}"
+            lines.append(f"{s.call:>5} {s.t:>8g} {s.stage:>9} {s.gap_prev:>10.2e} {s.bound:>9.2e} {_num(s.gap_x0):>10} "
+                         f"{_num(s.gap_x0_raw):>11} {s.bound_x0:>9.2e}  {s.ratio:>7.3g}"
                          f"{'' if s.holds else '  DEPARTS'}")
         if len(shown) < len(self.steps):
             lines.append(f"… {len(self.steps) - len(shown)} more steps, all within their bound")

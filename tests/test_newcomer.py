@@ -289,3 +289,35 @@ def test_import_and_load_print_no_paddle_or_setuptools_noise(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "loaded", res.stderr
     assert res.stderr.strip() == "", res.stderr
+
+
+def test_what_a_newcomer_met_on_the_second_pass(tmp_path, saved_pipe_dir):
+    """A reader that closes the pipe ends `ppddpm verify` quietly (141, not verify's 1 with a
+    traceback); UniPC's default, which cannot run on paddle 3.3.1, is one line; --force clears an
+    earlier interrupted run's stream folder instead of refusing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run = Path(__file__).parent / "data" / "trajectory-0.1.0.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "ppddpm", "verify", str(run)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()                              # `| head -0`: the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ppddpm", *map(str, args)], capture_output=True, text=True,
+                              timeout=600)
+
+    res = cli("sample", "--model", saved_pipe_dir, "--scheduler", "unipc", "--steps", 5, "--out", tmp_path / "u")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "solver_order=1" in res.stderr
+    stream = tmp_path / "f" / "trajectory_seed1"
+    stream.mkdir(parents=True)
+    (stream / "meta.json").write_text("{}")          # what an interrupted run leaves behind
+    assert cli("sample", "--model", saved_pipe_dir, "--seed", 1, "--steps", 3, "--out", tmp_path / "f",
+               "--quiet").returncode == 2
+    res = cli("sample", "--model", saved_pipe_dir, "--seed", 1, "--steps", 3, "--out", tmp_path / "f", "--quiet",
+              "--force")
+    assert res.returncode == 0 and "removed" in res.stderr, res.stderr
+    assert (tmp_path / "f" / "trajectory_seed1.npz").exists() and not stream.exists()
