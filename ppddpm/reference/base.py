@@ -92,7 +92,7 @@ class SamplerReference:
             if self.config.get(key) not in values:
                 raise NotImplementedError(f"{self.family} reference: {key}={self.config.get(key)!r} is not covered "
                                           f"(covered: {', '.join(map(repr, values))})")
-        self.betas = betas_from_config({**given, **self.config})      # given: rescale_betas_zero_snr too
+        self.betas = betas_from_config(dict(given, **self.config))      # given: rescale_betas_zero_snr too
         self.alphas_cumprod = alphas_cumprod_from_betas(self.betas)
         self.num_train_timesteps = len(self.betas)
         self.num_inference_steps = int(num_inference_steps)
