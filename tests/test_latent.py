@@ -445,7 +445,7 @@ def test_cli_dit_class_labels_and_one_line_errors(tmp_path, dit, capsys):
              (("--model", tmp_path / "dit"), "needs --class-label"),
              (("--model", tmp_path / "dit", "--class-label", "1,100000"), "--class-label takes ids 0 to"),
              (("--model", tmp_path / "dit", "--prompt", "a cat", "--class-label", "1"), "--prompt do not apply"),
-             (("--prompt", "a cat"), "need a latent pipeline"),
+             (("--prompt", "a cat"), "needs a latent pipeline"),
              (("--model", tmp_path / "other"), "FooPipeline, which ppddpm does not know")]
     for args, message in cases:
         assert run_cli("sample", *args, "--steps", 2, "--out", tmp_path / "bad", "--quiet") == 2
