@@ -72,9 +72,9 @@ def main(argv=None):
                            capture_output=True)
     new = versions["this checkout"]
     sys.modules.update(new)
-    pipe = new["ppddpm.loading"].load_pipeline(None)
+    pipe = new["ppddpm.model.loading"].load_pipeline(None)
     pipe.set_progress_bar_config(disable=True)
-    rng = new["ppddpm._rng"]
+    rng = new["ppddpm.core.rng"]
     steps = args.steps
 
     def plain():
@@ -84,9 +84,9 @@ def main(argv=None):
 
     runs = {"plain": plain}
     for label, modules in versions.items():
-        runs[f"{label}: record every=1"] = _using(modules, lambda m: m["ppddpm.recording"].sample_trajectory(
+        runs[f"{label}: record every=1"] = _using(modules, lambda m: m["ppddpm.core.recorder"].sample_trajectory(
             pipe, seed=777, num_inference_steps=steps, every=1))
-        runs[f"{label}: compare shadow, 2 variants"] = _using(modules, lambda m: m["ppddpm.comparison"].compare(
+        runs[f"{label}: compare shadow, 2 variants"] = _using(modules, lambda m: m["ppddpm.analysis.ab"].compare(
             pipe, ["posterior", "direct"], seed=777, num_inference_steps=steps))
     times = {k: [] for k in runs}
     plain()                                            # warm-up

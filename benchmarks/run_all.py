@@ -38,7 +38,7 @@ def _ratio_stats(base, other):
 
 def bench_recording(pipe, steps, repeats):
     import ppddpm
-    from ppddpm import _rng
+    from ppddpm.core import rng as _rng
 
     def plain():
         g = _rng.make_generator(777)
@@ -60,7 +60,7 @@ def bench_recording(pipe, steps, repeats):
 
 def bench_ab(pipe, steps, repeats):
     import ppddpm
-    from ppddpm import _rng
+    from ppddpm.core import rng as _rng
 
     def plain():
         g = _rng.make_generator(777)
@@ -92,10 +92,10 @@ def bench_ab(pipe, steps, repeats):
 
 def bench_host_reads(pipe, steps):
     """Host reads of paddle tensors (each a device synchronisation on a GPU) per step: a plain run,
-    and the same run recorded every=1 on the default path (`ppddpm._transfer.host_reads`)."""
+    and the same run recorded every=1 on the default path (`ppddpm.core.transfer.host_reads`)."""
     import ppddpm
-    from ppddpm import _rng
-    from ppddpm._transfer import host_reads
+    from ppddpm.core import rng as _rng
+    from ppddpm.core.transfer import host_reads
 
     g = _rng.make_generator(777)
     with host_reads() as plain:
@@ -112,7 +112,7 @@ import hashlib, json, sys, time, warnings
 warnings.filterwarnings("ignore")
 import numpy as np
 import ppddpm
-from ppddpm.distributed import world
+from ppddpm.core.distributed import world
 model, n_seeds, steps = (sys.argv[1] or None), int(sys.argv[2]), int(sys.argv[3])
 rank, ranks = world()
 pipe = ppddpm.load_pipeline(model)
@@ -134,7 +134,7 @@ def bench_processes(model, seeds, steps, rounds):
     command, start-up (the launcher, two interpreters importing paddle) included."""
     import tempfile
 
-    from ppddpm.launch import backend_env
+    from ppddpm.cli.launch import backend_env
 
     env = dict(backend_env(), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     work, wall, digests = {"1": [], "2": []}, {"1": [], "2": []}, set()
@@ -162,7 +162,7 @@ MEMORY_CHILD = r"""
 import json, resource, sys, tempfile
 import numpy as np, paddle
 import ppddpm
-from ppddpm.models import ddpm_scheduler
+from ppddpm.model.builders import ddpm_scheduler
 mode, steps, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 sched = ddpm_scheduler()
 gen = paddle.Generator().manual_seed(0, generator_name="mem")

@@ -75,14 +75,14 @@ because they are equal in distribution, not sample by sample.
 β_t grows linearly from 1e-4 to 0.02; ᾱ_t = ∏(1−β_s) is the share of signal variance left.
 The signal-to-noise ratio SNR_t = ᾱ_t/(1−ᾱ_t) falls by ten orders of magnitude. The last panel
 shows the two coefficients of the posterior mean (eq. 7) that the reverse step uses."""),
-("code", "ppddpm.plotting.plot_schedule(pipe.scheduler)"),
+("code", "ppddpm.pictures.plotting.plot_schedule(pipe.scheduler)"),
 ("md", """## q(x_t | x_0) on a real digit, every 50 steps
 One fixed ε for all tiles, so they differ only by t. By t ≈ 600 the digit is gone to the eye;
 by t = 999 it is (almost exactly) N(0, I): √ᾱ_999 ≈ 0.006."""),
 ("code", """sched = pipe.scheduler
 print("sqrt(alpha_bar) at t = 0, 250, 500, 999:",
       np.sqrt(sched.alphas_cumprod.numpy()[[0, 250, 500, 999]]).round(4))
-ppddpm.plotting.plot_forward("digit", sched, every=50)"""),
+ppddpm.pictures.plotting.plot_forward("digit", sched, every=50)"""),
 ("md", """## Closed form (eq. 4) vs chained steps (eq. 2)
 Start N copies at the same x_0, noise them t times with eq. 2, and once with eq. 4. Both must
 have mean √ᾱ_t x_0 and variance 1 − ᾱ_t. The table shows the gap in units of the standard
@@ -103,7 +103,7 @@ for t in (10, 100, 500, 999):
     print(f"{t:>5} {z(chained.mean(0), mean, np.sqrt(var / N)):>17.2f} {z(closed.mean(0), mean, np.sqrt(var / N)):>16.2f}"
           f" {z(chained.var(0), var, var * np.sqrt(2 / N)):>16.2f} {z(closed.var(0), var, var * np.sqrt(2 / N)):>15.2f}")"""),
 ("md", """And ppdiffusers' float32 `add_noise` against the float64 formula, at the same ε:"""),
-("code", """x0 = ppddpm.plotting.load_image("digit", 16)[None].repeat(4, 0)
+("code", """x0 = ppddpm.pictures.plotting.load_image("digit", 16)[None].repeat(4, 0)
 eps = np.random.RandomState(1).randn(*x0.shape).astype("float32")
 t = np.array([0, 10, 500, 999])
 mine = sched.add_noise(paddle.to_tensor(x0), paddle.to_tensor(eps), paddle.to_tensor(t)).numpy()
@@ -123,9 +123,9 @@ traj.images[0].resize((128, 128), 0)"""),
 x_t every 50 steps: noise turning into a digit. Then x̂_0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t
 (eq. 15), the model's guess of the final image at each step (clipped to [−1, 1] as the
 step uses it): a blurry average early, sharp and fixed long before x_t is."""),
-("code", "ppddpm.plotting.plot_grid(traj, \"prev_sample\", every=50)"),
-("code", "ppddpm.plotting.plot_grid(traj, \"pred_original_sample\", every=50)"),
-("code", "ppddpm.plotting.plot_trajectory(traj, every=50)"),
+("code", "ppddpm.pictures.plotting.plot_grid(traj, \"prev_sample\", every=50)"),
+("code", "ppddpm.pictures.plotting.plot_grid(traj, \"pred_original_sample\", every=50)"),
+("code", "ppddpm.pictures.plotting.plot_trajectory(traj, every=50)"),
 ("md", """## eq. (15) checked against the recorded values
 Recompute x̂_0 from the recorded x_t and ε̂ in float64 and compare with what ppdiffusers
 computed in float32 (before clipping). Dividing by √ᾱ_t (0.006 at t = 999) magnifies float32
@@ -163,13 +163,13 @@ plt.show()"""),
 ("md", "## The trajectory as an animation 动画"),
 ("code", """from IPython.display import Image as Show
 short = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=20)
-paths = ppddpm.plotting.animate(short, "reverse_777.gif", field="prev_sample")
+paths = ppddpm.pictures.plotting.animate(short, "reverse_777.gif", field="prev_sample")
 Show(filename=str(paths[0]))"""),
 ("md", """## Scrub through it 逐步浏览
 The explorer: one self-contained HTML page (also `ppddpm view RUN.npz --out view.html`). Use the
 slider or the arrow keys; the numbers are the step's, with their equation numbers."""),
 ("code", """every10 = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=10, fields="all")
-view = ppddpm.plotting.explore(every10)
+view = ppddpm.pictures.plotting.explore(every10)
 view.save("runs/view_777.html")
 view"""),
 ],
@@ -195,14 +195,14 @@ print(off.table(rows=8))"""),
 ("md", "## Clipping on 裁剪 (ppdiffusers' default): the direct route departs"),
 ("code", """on = ppddpm.compare(pipe, V, seed=777, num_inference_steps=STEPS, mode="shadow", clip_sample=True)
 print(on.table(rows=8))
-ppddpm.plotting.plot_ab(on, "direct")"""),
+ppddpm.pictures.plotting.plot_ab(on, "direct")"""),
 ("md", """## Free mode: does it show in the final image?
 Each route runs its own 1000 steps from seed 777."""),
 ("code", """free = ppddpm.compare(pipe, ["posterior", "direct"], seed=777, num_inference_steps=STEPS, mode="free", clip_sample=True)
 s = free.summary()["direct"]
 print(f"final samples: max |Δ| = {s['final_max_abs'][0]:.4f} (in [-1, 1] units); "
       f"as displayed: PSNR = {s['final_psnr_db'][0]:.1f} dB")
-ppddpm.plotting.plot_ab(free, "direct")"""),
+ppddpm.pictures.plotting.plot_ab(free, "direct")"""),
 ("md", """## How often, and how much: many seeds at once
 The same comparison over several seeds in one batched run (each seed's noise is exactly its
 solo run's). ⏱ The next cell is the notebook's long one: 16 seeds × 1000 steps × 2 routes, about
@@ -215,7 +215,7 @@ print("steps with clipping per seed:", (many.clip_fraction["posterior"] > 0).sum
 ("md", """## Your own variant 自定义采样公式
 Register a step with `DDPMScheduler.step`'s contract. Here: the posterior route with its
 coefficients in float64 — it differs from ppdiffusers only by rounding, and the report says so."""),
-("code", """from ppddpm.step_variants import coefficients, predict_start_from_noise, modify_x0, add_noise, _output
+("code", """from ppddpm.variants.registry import coefficients, predict_start_from_noise, modify_x0, add_noise, _output
 
 @ppddpm.register_variant("posterior-float64", replace=True)
 def posterior_f64(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
@@ -231,7 +231,7 @@ mine = ppddpm.compare(pipe, ["ppdiffusers", "posterior-float64"], seed=777, num_
 print(mine.table(rows=6))"""),
 ("md", """## The article's route, as diffs 源码修改
 The same edits as source patches, applied to a copy of ppdiffusers (never to site-packages):"""),
-("code", """from ppddpm import source_patches
+("code", """from ppddpm.variants import source_patches
 for name, status in source_patches.check().items():
     print(f"{name:22s} {status:4s} {source_patches.describe(name)[:90]}")"""),
 ],
@@ -242,17 +242,17 @@ for name, status in source_patches.check().items():
 (eq. 4), loss = MSE(ε, ε_θ(x_t, t)) (eq. 14), t uniform, AdamW, EMA, gradient clipping,
 checkpoints. The result is a plain `DDPMPipeline` directory."""),
 ("code", SETUP),
-("code", """from ppddpm.training import TrainConfig, train
+("code", """from ppddpm.model.training import TrainConfig, train
 from ppdiffusers import DDPMPipeline
 TRAIN_STEPS = 20 if FAST else 300          # FAST: a short smoke run; the bundled model trained 5500
 SAMPLE_STEPS = 100 if FAST else 1000       # FAST: strided sampling
 cfg = TrainConfig(output_dir="runs/notebook-train", resolution=8, steps=TRAIN_STEPS, batch_size=64, seed=0)
 
 def samples(p, n=8):
-    x = ppddpm.metrics.sample_images(p, n=n, seed=0, num_inference_steps=SAMPLE_STEPS, batch_size=n)
-    return ppddpm.plotting.contact_sheet(x, ncols=n), x"""),
+    x = ppddpm.analysis.metrics.sample_images(p, n=n, seed=0, num_inference_steps=SAMPLE_STEPS, batch_size=n)
+    return ppddpm.pictures.plotting.contact_sheet(x, ncols=n), x"""),
 ("md", "## Before training: an untrained UNet2DModel samples noise"),
-("code", """from ppddpm.models import small_unet, ddpm_scheduler
+("code", """from ppddpm.model.builders import small_unet, ddpm_scheduler
 paddle.seed(0)
 untrained = DDPMPipeline(unet=small_unet(8, 1), scheduler=ddpm_scheduler())
 untrained.set_progress_bar_config(disable=True)
@@ -264,8 +264,8 @@ print(f"{len(result.losses)} steps in {result.seconds:.0f} s; loss {result.losse
 ("md", """## Loss curves
 This run, and the run that produced the bundled model (shipped with it)."""),
 ("code", """import json
-bundled = json.loads((ppddpm.loading.BUNDLED_DIR / "train_losses.json").read_text())["losses"]
-ppddpm.plotting.plot_losses({f"bundled model ({len(bundled)} steps)": bundled,
+bundled = json.loads((ppddpm.model.loading.BUNDLED_DIR / "train_losses.json").read_text())["losses"]
+ppddpm.pictures.plotting.plot_losses({f"bundled model ({len(bundled)} steps)": bundled,
                              f"this notebook ({len(result.losses)} steps)": result.losses})"""),
 ("md", "## After training: samples and their score 采样与评估"),
 ("code", """trained = DDPMPipeline.from_pretrained(cfg.output_dir)
@@ -276,7 +276,7 @@ grid"""),
 ("code", """grid, x_bundled = samples(pipe)
 print(f"the bundled model ({len(bundled)} steps):")
 grid"""),
-("code", """from ppddpm import metrics
+("code", """from ppddpm.analysis import metrics
 ceiling = metrics.real_ceiling(8, resolution=8)
 for name, x in (("this notebook", x_mine), ("bundled model", x_bundled)):
     s = metrics.score(x)
@@ -306,7 +306,7 @@ ddim = DDIMPipeline(unet=pipe.unet, scheduler=ppddpm.with_config(pipe.scheduler,
 traj = ppddpm.sample_trajectory(ddim, seed=777, num_inference_steps=50, fields="all", pipe_kwargs={"eta": 1.0})
 print(traj)
 print("σ_t(η=1) at the first steps:", np.round(traj.sigma[:3], 4), "| scheduler:", traj.scheduler)
-ppddpm.plotting.plot_trajectory(traj, every=5)"""),
+ppddpm.pictures.plotting.plot_trajectory(traj, every=5)"""),
 ("md", """## DDIM(η=1) vs DDPM 等价性
 `compare` runs variants of different schedulers on one UNet: the reference is ppdiffusers'
 DDPM step; the others run on a DDIMScheduler made from the same config."""),
@@ -326,7 +326,7 @@ steps where clipping changed x̂_0 — and only there (the last step excepted: t
 departs = set(on.departures("ddim(eta=1.0)").tolist())
 print(f"clipping fired at {len(fired)} of {steps} steps; DDIM(η=1) departs at {len(departs)}; "
       f"all departures where clipping fired: {departs <= fired}")
-ppddpm.plotting.plot_ab(on, "ddim(eta=1.0)")"""),
+ppddpm.pictures.plotting.plot_ab(on, "ddim(eta=1.0)")"""),
 ("md", """## diffusers #553: does the final image change with the seed?
 Free mode over several seeds: how often do DDPM and DDIM(η=1) end on the same image?"""),
 ("code", """seeds = list(range(4)) if FAST else list(range(16))
@@ -339,7 +339,7 @@ A map of step × sample: the share of x̂_0's values outside [−1, 1] before th
 ("code", """det = DDIMPipeline(unet=pipe.unet, scheduler=ppddpm.with_config(pipe.scheduler, cls=DDIMScheduler))
 t20 = ppddpm.sample_trajectory(det, seed=0, num_inference_steps=20, batch_size=8,
                                fields=("prev_sample", "pred_original_sample_unclipped"))
-ppddpm.plotting.plot_clip_map(t20)"""),
+ppddpm.pictures.plotting.plot_clip_map(t20)"""),
 ("md", """The measured study — 10, 20 and 50 steps, clipping on vs off, sample quality on n = 256 —
 is README's "DDIM" section (`make figures` → `docs/figures/ddim.json`)."""),
 ],
@@ -359,7 +359,7 @@ the mechanics are real, the pictures are noise. The last cell has the code for a
 `decode="vae"` decodes the recorded x̂_0 (and here x_t) a chunk of steps at a time while the run
 goes; the guidance fields keep the UNet's unconditional and conditional outputs, observed by a
 forward hook on it."""),
-("code", """sd = ppddpm.models.tiny_latent_pipeline("stable-diffusion")
+("code", """sd = ppddpm.model.builders.tiny_latent_pipeline("stable-diffusion")
 GUIDED = ("prev_sample", "pred_original_sample", "model_output_uncond", "model_output_cond",
           "pred_original_sample_uncond", "pred_original_sample_cond")
 traj = ppddpm.sample_trajectory(sd, seed=777, num_inference_steps=20, fields=GUIDED, decode="vae",
@@ -368,27 +368,27 @@ traj = ppddpm.sample_trajectory(sd, seed=777, num_inference_steps=20, fields=GUI
 print(traj)
 print("latent:", traj.meta["latent"])
 print("conditioning:", traj.meta["conditioning"])
-ppddpm.plotting.plot_trajectory(traj, every=2)"""),
+ppddpm.pictures.plotting.plot_trajectory(traj, every=2)"""),
 ("md", """## Guidance, seen 看见无分类器引导
 ε̂ = ε̂_uncond + g (ε̂_cond − ε̂_uncond): the two halves as the pipeline combined them, and the x̂_0
 each would give on its own, decoded."""),
 ("code", """halves = ppddpm.decode(traj, sd, fields=("pred_original_sample_uncond", "pred_original_sample_cond"))
 push = traj.field("model_output_cond") - traj.field("model_output_uncond")
 print("|ε̂_cond − ε̂_uncond| per step (mean):", np.round(np.abs(push).mean(axis=(1, 2, 3, 4)), 3))
-ppddpm.plotting.plot_grid(halves, "pred_original_sample_cond", every=2)"""),
+ppddpm.pictures.plotting.plot_grid(halves, "pred_original_sample_cond", every=2)"""),
 ("md", """## A cheap preview: a linear latent → RGB map 线性预览
 Fitted by least squares against this VAE (once, then cached), its gap to the full decode printed.
 On a real VAE this is the familiar latent preview; on this random one it is far off, and says so."""),
 ("code", """preview = ppddpm.decode(traj, sd, method="approx")
 print(preview.meta["decoded"]["fit_gap"])
-ppddpm.plotting.plot_grid(preview, "pred_original_sample", every=2)"""),
+ppddpm.pictures.plotting.plot_grid(preview, "pred_original_sample", every=2)"""),
 ("md", """## DiT: class-conditional, and its own way of guiding DiT 类别条件
 DiTPipeline steps the conditional and unconditional halves together; the record keeps the batch
 (the first half). The latent channels are shown where nothing was decoded."""),
-("code", """dit = ppddpm.models.tiny_latent_pipeline("dit")
+("code", """dit = ppddpm.model.builders.tiny_latent_pipeline("dit")
 dtraj = ppddpm.sample_trajectory(dit, seed=1, num_inference_steps=10, pipe_kwargs={"class_labels": [7, 1]})
 print(dtraj.meta["conditioning"])
-ppddpm.plotting.plot_grid(dtraj, "pred_original_sample", every=2)"""),
+ppddpm.pictures.plotting.plot_grid(dtraj, "pred_original_sample", every=2)"""),
 ("md", """## A real checkpoint (a networked machine, e.g. AI Studio; not run in CI) 真实模型
 
 ```python
@@ -397,7 +397,7 @@ sd = StableDiffusionPipeline.from_pretrained("runwayml/stable-diffusion-v1-5")
 traj = ppddpm.sample_trajectory(sd, seed=777, num_inference_steps=50, decode="approx", store="disk", path="runs/sd",
                                 fields=GUIDED, pipe_kwargs={"prompt": "a photo of an astronaut riding a horse",
                                                             "guidance_scale": 7.5})
-ppddpm.plotting.plot_trajectory(ppddpm.decode(traj, sd, fields=("prev_sample", "pred_original_sample")), every=5)
+ppddpm.pictures.plotting.plot_trajectory(ppddpm.decode(traj, sd, fields=("prev_sample", "pred_original_sample")), every=5)
 dit = DiTPipeline.from_pretrained("facebook/DiT-XL-2-256")
 dtraj = ppddpm.sample_trajectory(dit, seed=33, num_inference_steps=25, pipe_kwargs={"class_labels": [207, 360]})
 ```

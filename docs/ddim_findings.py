@@ -8,7 +8,7 @@ block between `<!-- ddim-findings:start -->` and `<!-- ddim-findings:end -->` fr
 - "equivalent": every step's |Δ x_{t−1}| within the float32 bound of `ABReport.step_bound`;
 - "worst × bound": the largest ratio of a step's |Δ x_{t−1}| to that bound;
 - "agree": final images' PSNR as displayed ([0, 1]) above 50 dB (`ABReport.final_psnr`);
-- "share clipped": values of x̂_0 outside [−1, 1] before the clip (`ppddpm.samplers.clipped_share`).
+- "share clipped": values of x̂_0 outside [−1, 1] before the clip (`ppddpm.core.adapters.clipped_share`).
 About 20 minutes on 2 CPU cores.
 """
 import json
@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs"))
 import ppddpm  # noqa: E402
-from ppddpm import metrics, plotting  # noqa: E402
-from ppddpm.config import with_config  # noqa: E402
+from ppddpm.analysis import metrics
+from ppddpm.pictures import plotting  # noqa: E402
+from ppddpm.core.config import with_config  # noqa: E402
 
 OUT = ROOT / "docs" / "figures"
 JSON = OUT / "ddim.json"
@@ -134,7 +135,7 @@ def render(data) -> str:
         lines.append(f"| {steps} | {_pct(a[CLIPPED]['share_agreeing'])} | {_pct(a[DEFAULT]['share_agreeing'])} | "
                      f"{a[CLIPPED]['median_psnr_db']:.1f} / {a[DEFAULT]['median_psnr_db']:.1f} dB |")
     lines += ["", "Deterministic DDIM (η = 0), clipping on vs off: where x̂_0 leaves [−1, 1] (16 samples, seed 0) "
-                  f"and sample quality (`ppddpm.metrics`, n = {data['clip_study'][0]['n']}, seeds 0–"
+                  f"and sample quality (`ppddpm.analysis.metrics`, n = {data['clip_study'][0]['n']}, seeds 0–"
                   f"{data['clip_study'][0]['n'] - 1}):", "",
               "| steps | clip | steps where x̂_0 leaves [−1, 1] | mean share outside | confidence | "
               "class entropy | IS analogue | Fréchet |", "|---|---|---|---|---|---|---|---|"]

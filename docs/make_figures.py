@@ -19,8 +19,9 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore")
 import ppddpm  # noqa: E402
-from ppddpm import metrics, plotting  # noqa: E402
-from ppddpm.config import with_config  # noqa: E402
+from ppddpm.analysis import metrics
+from ppddpm.pictures import plotting  # noqa: E402
+from ppddpm.core.config import with_config  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "figures"
 sys.path.insert(0, str(OUT.parent))           # readme_blocks, ddim_findings

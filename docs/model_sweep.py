@@ -4,7 +4,7 @@
 
 Each candidate is a `TrainConfig` that differs from the baseline (the bundled model's recipe)
 in one respect; each is trained from seed 0 for the same number of optimisation steps and then
-scored by `ppddpm.metrics` on n samples (seeds 0…n-1), as `ppddpm eval --n 256` scores them. To
+scored by `ppddpm.analysis.metrics` on n samples (seeds 0…n-1), as `ppddpm eval --n 256` scores them. To
 rank candidates cheaply the sweep samples with 100 strided DDPM steps (`--sample-steps`; on one
 core, 256 samples at 1000 steps cost 16–50 minutes per candidate); the goal itself is checked on
 the winner with 1000 steps. Results are appended to OUT/sweep.json as each candidate finishes,
@@ -52,9 +52,9 @@ def main():
 
     import paddle
 
-    from ppddpm.loading import load_pipeline
-    from ppddpm.metrics import real_ceiling, sample_images, score
-    from ppddpm.training import CHECKPOINT, TrainConfig, train
+    from ppddpm.model.loading import load_pipeline
+    from ppddpm.analysis.metrics import real_ceiling, sample_images, score
+    from ppddpm.model.training import CHECKPOINT, TrainConfig, train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ of that JSON; tests/test_readme.py fails when a block and its JSON disagree.
 
 Units, named once: |Δ| in the diffusion range [−1, 1]; "× bound": a step's |Δ x_{t−1}| over the
 float32 bound of `ABReport.step_bound` (≤ 1 is equivalent); PSNR of final images as displayed
-(mapped to [0, 1] and clipped, `ABReport.final_psnr`); scores as `ppddpm.metrics` defines them.
+(mapped to [0, 1] and clipped, `ABReport.final_psnr`); scores as `ppddpm.analysis.metrics` defines them.
 """
 import json
 import re
@@ -99,7 +99,7 @@ def render_quality(data) -> str:
     """The bundled model's scores (docs/figures/quality.json)."""
     s, r = data["samples"], data["real_same_n"]
     return "\n".join([
-        f"Scored by `ppddpm.metrics` (an MLP trained on the digits' train split, held-out accuracy "
+        f"Scored by `ppddpm.analysis.metrics` (an MLP trained on the digits' train split, held-out accuracy "
         f"{data['classifier_accuracy']:.1%}), n = {s['n']} samples (1000 steps, seeds 0–{s['n'] - 1}) against "
         f"{r['n']} real held-out digits, both taken through the same resize to 8x8:", "",
         "| | samples | real held-out digits | samples / real |", "|---|---|---|---|",

@@ -33,9 +33,9 @@ def main():
     import paddle
     from ppdiffusers import DDPMPipeline
 
-    from ppddpm.metrics import digit_coverage, real_ceiling, sample_images, score
-    from ppddpm.models import ddpm_scheduler, small_unet
-    from ppddpm.training import read_checkpoint
+    from ppddpm.analysis.metrics import digit_coverage, real_ceiling, sample_images, score
+    from ppddpm.model.builders import ddpm_scheduler, small_unet
+    from ppddpm.model.training import read_checkpoint
 
     ckpt = read_checkpoint(args.checkpoint, trust_pickle=args.trust_pickle)
     cfg = ckpt["config"]

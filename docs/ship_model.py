@@ -123,7 +123,7 @@ loads it offline, and so does plain `DDPMPipeline.from_pretrained(<this folder>)
 
 | | |
 |---|---|
-| data | scikit-learn's digits, the train split of `ppddpm.data` (1438 of 1797 images; a fixed permutation with seed 0 holds out 359 for `ppddpm.metrics`), {data}, in [−1, 1] |
+| data | scikit-learn's digits, the train split of `ppddpm.model.data` (1438 of 1797 images; a fixed permutation with seed 0 holds out 359 for `ppddpm.analysis.metrics`), {data}, in [−1, 1] |
 | model | `UNet2DModel` {res}x{res}x1, block_out_channels {tuple(cfg['block_out_channels'])}, layers_per_block {cfg['layers_per_block']}, self-attention at {res // 2 ** (levels - 1)}x{res // 2 ** (levels - 1)}, GroupNorm groups 8: {n_params:,} parameters |
 | scheduler | `DDPMScheduler`, T = 1000, β linear 1e-4 → 0.02, fixed_small, clip_sample=True |
 | objective | eq. (14): MSE between ε and ε_θ(√ᾱ_t x_0 + √(1−ᾱ_t) ε, t), t uniform |
@@ -140,7 +140,7 @@ Reproduce:
 {command}
 ```
 
-The run that made this folder called `ppddpm.training.train` with exactly that `TrainConfig`
+The run that made this folder called `ppddpm.model.training.train` with exactly that `TrainConfig`
 (the command's flags map one to one onto it; everything else is at its default), and
 `docs/ship_model.py` copied the result here. The command replays the same batches and noise
 bit for bit (its first 20 losses were checked against this record); `--resume` reseeds paddle's

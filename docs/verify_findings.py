@@ -2,7 +2,7 @@
 
     .venv/bin/python docs/verify_findings.py          # also run by `make figures`
 
-For each sampler family of `ppddpm.samplers` (made from the bundled DDPM config by
+For each sampler family of `ppddpm.core.adapters` (made from the bundled DDPM config by
 `ppddpm.with_sampler`), one recorded run (seed 0, batch 4, all fields, every step) is replayed by
 `ppddpm.verify`; then three runs with a deliberately wrong step show what a departure looks like.
 Writes docs/figures/verify.json (every number) and README's block between
@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs"))
 import ppddpm  # noqa: E402
 import ppdiffusers  # noqa: E402
-from ppddpm.samplers import families  # noqa: E402
+from ppddpm.core.adapters import families  # noqa: E402
 
 OUT = ROOT / "docs" / "figures"
 JSON = OUT / "verify.json"

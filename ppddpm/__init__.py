@@ -6,22 +6,22 @@ The public names are imported lazily, so `import ppddpm` is cheap until one is u
 __version__ = "0.3.0"
 
 _EXPORTS = {
-    "ABReport": "comparison", "compare": "comparison",
-    "patch_step": "patching",
-    "RecordingDDPMPipeline": "pipeline", "SamplerPipeline": "pipeline", "with_sampler": "pipeline",
-    "StepRecord": "steps", "with_config": "config",
-    "DEFAULT_FIELDS": "trajectory", "FIELDS": "trajectory", "Trajectory": "trajectory",
-    "TrajectoryError": "trajectory", "kept_steps": "recording", "record": "recording",
-    "sample_trajectory": "recording",
-    "get_variant": "step_variants", "register_variant": "step_variants",
-    "unregister_variant": "step_variants", "variants": "step_variants",
-    "load_pipeline": "loading", "PipelineLoadError": "loading",
-    "verify": "verify", "VerifyReport": "verify",
-    "decode": "latent",
+    "ABReport": "analysis.ab", "compare": "analysis.ab",
+    "patch_step": "variants.patching",
+    "RecordingDDPMPipeline": "pipelines.sampler", "SamplerPipeline": "pipelines.sampler",
+    "with_sampler": "pipelines.sampler",
+    "StepRecord": "core.records", "with_config": "core.config",
+    "DEFAULT_FIELDS": "storage.trajectory", "FIELDS": "storage.trajectory", "Trajectory": "storage.trajectory",
+    "TrajectoryError": "storage.trajectory", "kept_steps": "core.recorder", "record": "core.recorder",
+    "sample_trajectory": "core.recorder",
+    "get_variant": "variants.registry", "register_variant": "variants.registry",
+    "unregister_variant": "variants.registry", "variants": "variants.registry",
+    "load_pipeline": "model.loading", "PipelineLoadError": "model.loading",
+    "verify": "analysis.verify", "VerifyReport": "analysis.verify",
+    "decode": "pipelines.latent",
 }
-_SUBMODULES = {"comparison", "config", "data", "latent", "samplers", "steps", "demo", "loading", "metrics", "models", "patching", "pipeline", "plotting",
-               "recording", "reference", "source_patches", "stepping", "step_variants", "training", "trajectory",
-               "upstream", "verify"}
+# the layers (ARCHITECTURE.md): `ppddpm.pictures.plotting.plot_grid(...)` works after a bare `import ppddpm`
+_SUBPACKAGES = {"core", "variants", "pipelines", "storage", "analysis", "pictures", "cli", "model", "reference"}
 __all__ = sorted(_EXPORTS)
 
 
@@ -46,7 +46,7 @@ def __getattr__(name):
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES:                      # `ppddpm.plotting.plot_grid(...)` after a bare `import ppddpm`
+    if name in _SUBPACKAGES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'ppddpm' has no attribute {name!r}")
 

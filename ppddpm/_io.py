@@ -51,7 +51,7 @@ def output_lock(folder, what: str = "--out"):
     """
     import fcntl
 
-    from .errors import Exists
+    from ppddpm.errors import Exists
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

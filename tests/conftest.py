@@ -17,7 +17,7 @@ import paddle  # noqa: E402
 from ppdiffusers import DDPMPipeline  # noqa: E402
 from ppdiffusers.utils.paddle_utils import randn_tensor  # noqa: E402
 
-from ppddpm.models import ddpm_scheduler, small_unet  # noqa: E402
+from ppddpm.model.builders import ddpm_scheduler, small_unet  # noqa: E402
 
 FAST = os.environ.get("PPDDPM_FAST", "1") != "0"
 
@@ -79,7 +79,7 @@ def nan_from_t500(scheduler, model_output, timestep, sample, generator=None, ret
 def expected_prev(sched, variant, x_t, eps, z, t):
     """x_{t-1} recomputed from recorded (x_t, ε̂, z) by eq. (15) → clip → eq. (7) ("posterior") or
     by eq. (11) ("direct"), with the same float32 operations as the step."""
-    from ppddpm.step_variants import coefficients, modify_x0, predict_start_from_noise, sigma
+    from ppddpm.variants.registry import coefficients, modify_x0, predict_start_from_noise, sigma
 
     x_t, eps, z = (paddle.to_tensor(a) for a in (x_t, eps, z))
     c = coefficients(sched, paddle.to_tensor(t))

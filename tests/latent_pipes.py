@@ -1,10 +1,10 @@
-"""Tiny latent pipelines for tests/test_latent.py: `ppddpm.models.tiny_latent_pipeline` (random weights,
+"""Tiny latent pipelines for tests/test_latent.py: `ppddpm.model.builders.tiny_latent_pipeline` (random weights,
 nothing downloaded; 4x8x8 latents, 16x16 images). Stable Diffusion runs from `prompt_embeds` made by its
 1-layer CLIPTextModel — ppdiffusers.transformers' (the pipeline reads `text_encoder.dtype`) — and has no
 tokenizer unless asked."""
 import paddle
 
-from ppddpm.models import tiny_latent_pipeline
+from ppddpm.model.builders import tiny_latent_pipeline
 
 
 def ldm_pipeline(seed=10):

@@ -6,8 +6,8 @@ import pytest
 from ppdiffusers import DDPMPipeline
 
 import ppddpm
-from ppddpm import metrics
-from ppddpm.loading import BUNDLED_DIR, PipelineLoadError
+from ppddpm.analysis import metrics
+from ppddpm.model.loading import BUNDLED_DIR, PipelineLoadError
 
 
 def test_bundled_model_loads_offline_and_is_small():
@@ -75,7 +75,7 @@ def test_digit_coverage_counts_distinct_digits_per_window_of_consecutive_seeds()
     """Three real digits of each class, one the classifier names correctly per class: interleaved
     0…9,0…9,0…9 every window of 10 holds all ten and every window of 5 five; sorted 0,0,0,1,1,1,…
     the best-aligned window of 10 holds only four (3 + 3 + 3 + 1)."""
-    from ppddpm.data import load_digits
+    from ppddpm.model.data import load_digits
 
     x, y = load_digits("test", 8, with_labels=True)
     named = metrics.classifier()[0].predict(metrics._features_in(x))

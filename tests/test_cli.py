@@ -140,7 +140,7 @@ def test_patches_list_and_check():
 def test_steps_are_checked_against_the_models_own_T(tmp_path, unet):
     from ppdiffusers import DDPMPipeline
 
-    from ppddpm.models import ddpm_scheduler
+    from ppddpm.model.builders import ddpm_scheduler
 
     DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(num_train_timesteps=50)).save_pretrained(str(tmp_path / "m"))
     res = cli("sample", "--model", tmp_path / "m", "--steps", 60, "--out", tmp_path / "o", "--quiet")
@@ -150,7 +150,8 @@ def test_steps_are_checked_against_the_models_own_T(tmp_path, unet):
 
 def test_a_real_bug_keeps_its_traceback(tmp_path, monkeypatch):
     """Only errors raised on purpose for bad input become one-liners (ppddpm.errors)."""
-    from ppddpm import cli as cli_module, plotting
+    from ppddpm.cli import main as cli_module
+    from ppddpm.pictures import plotting
 
     def broken(*args, **kwargs):
         raise TypeError("a bug inside plot_schedule")
@@ -177,8 +178,8 @@ def test_newcomers_bad_input_is_one_line_too(tmp_path, args, message):
 
 def test_forward_digit_n_is_a_digit_n(tmp_path):
     """'digit3' is the first held-out image *of a 3*, not the held-out image at index 3."""
-    from ppddpm.data import load_digits
-    from ppddpm.plotting import load_image
+    from ppddpm.model.data import load_digits
+    from ppddpm.pictures.plotting import load_image
 
     digits, labels = load_digits("test", 16, with_labels=True)
     for n in (3, 9):

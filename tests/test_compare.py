@@ -12,8 +12,8 @@ import pytest
 from ppdiffusers import DDPMPipeline
 
 import ppddpm
-from ppddpm.comparison import K_ROUNDINGS, UNIT_ROUNDOFF
-from ppddpm.models import ddpm_scheduler
+from ppddpm.analysis.ab import K_ROUNDINGS, UNIT_ROUNDOFF
+from ppddpm.model.builders import ddpm_scheduler
 
 ALL = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
 

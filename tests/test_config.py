@@ -5,7 +5,7 @@ import pytest
 from ppdiffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 
 import ppddpm
-from ppddpm.config import with_config
+from ppddpm.core.config import with_config
 
 
 def test_the_trap_is_real_for_a_scheduler_built_in_code():

@@ -10,9 +10,9 @@ import pytest
 from ppdiffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline
 
 import ppddpm
-from ppddpm.config import with_config
-from ppddpm.models import ddpm_scheduler
-from ppddpm.step_variants import get_variant, parse_spec, split_specs
+from ppddpm.core.config import with_config
+from ppddpm.model.builders import ddpm_scheduler
+from ppddpm.variants.registry import get_variant, parse_spec, split_specs
 
 CONFIGS = [dict(), dict(clip_sample=False), dict(thresholding=True), dict(prediction_type="v_prediction"),
            dict(prediction_type="sample"), dict(set_alpha_to_one=False), dict(steps_offset=1),
@@ -128,7 +128,7 @@ def test_schedulers_that_visit_different_timesteps_are_refused():
     """compare builds DDIM from the DDPM config, so spacing and offset carry over and the two visit
     the same t (checked for leading/linspace/trailing, offsets, n = 7…333 while writing this);
     the guard is for schedules that do not agree."""
-    from ppddpm.comparison import _check_same_timesteps
+    from ppddpm.analysis.ab import _check_same_timesteps
 
     ddpm, ddim = ddpm_scheduler(), with_config(ddpm_scheduler(), cls=DDIMScheduler, timestep_spacing="trailing")
     ddpm.set_timesteps(10)

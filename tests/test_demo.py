@@ -2,7 +2,7 @@
 import numpy as np
 
 import ppddpm
-from ppddpm.demo import VARIANTS, run_demo
+from ppddpm.cli.demo import VARIANTS, run_demo
 
 
 def test_demo_writes_the_articles_pictures_and_an_ab_summary(tmp_path):

@@ -59,7 +59,7 @@ def test_eval_and_many_seed_sample_over_two_ranks_equal_one_process(tmp_path, sa
 SHARDED = """
 import os, sys
 import numpy as np
-from ppddpm.distributed import sharded, world
+from ppddpm.core.distributed import sharded, world
 from ppddpm.errors import BadValue
 
 mode = sys.argv[1]
@@ -85,7 +85,7 @@ except Exception as exc:
 def launch(tmp_path, mode):
     script = tmp_path / "sharded.py"
     script.write_text(textwrap.dedent(SHARDED))
-    from ppddpm.launch import backend_env
+    from ppddpm.cli.launch import backend_env
 
     return subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
                            "--max_restart", "0", "--log_dir", str(tmp_path / "log"), str(script), mode],

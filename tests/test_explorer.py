@@ -1,4 +1,4 @@
-"""The explorer (ppddpm view / ppddpm.plotting.explore) in a real browser: Debian's chromium,
+"""The explorer (ppddpm view / ppddpm.pictures.plotting.explore) in a real browser: Debian's chromium,
 driven headless by selenium through chromium-driver (.ci/run installs both)."""
 import os
 import shutil
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ppddpm
-from ppddpm.explorer import explore
+from ppddpm.pictures.explorer import explore
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -78,7 +78,7 @@ def test_scrubbing_changes_t_numbers_and_pixels(runs, tmp_path, browser):
 def test_size_limits(pipe, tmp_path):
     """A 1000-step 16² run (all fields) stays ≤ 5 MB; a 256² run recorded every 10 steps ≤ 40 MB
     (a stand-in trajectory of the right shape: the page's size depends on the frames, not the model)."""
-    from ppddpm.trajectory import Trajectory
+    from ppddpm.storage.trajectory import Trajectory
 
     rng = np.random.RandomState(0)
     n, shape = 100, (1, 3, 256, 256)
@@ -101,7 +101,7 @@ HOSTILE = ('<img src=x onerror="window.__pwned=1"><b data-pwned=1>b</b></script>
 
 def hostile_run(variant, n=3):
     """A Trajectory made by hand whose every label is the payload (meta, stages)."""
-    from ppddpm.trajectory import Trajectory
+    from ppddpm.storage.trajectory import Trajectory
 
     rng = np.random.RandomState(0)
     frames = {f: rng.randn(n, 1, 1, 4, 4).astype(np.float32) for f in ("prev_sample", "pred_original_sample")}

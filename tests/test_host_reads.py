@@ -12,7 +12,7 @@ import pytest
 from conftest import nan_from_t500
 
 import ppddpm
-from ppddpm._transfer import host_reads
+from ppddpm.core.transfer import host_reads
 
 STEPS = 60
 
@@ -46,7 +46,7 @@ def test_recording_every_step_adds_a_few_reads_per_chunk_not_per_step(pipe, chun
 
 
 def test_chunks_are_chosen_from_the_frame_size_and_bounded():
-    from ppddpm._transfer import MAX_CHUNK, MEMORY_BUDGET, chunk_for
+    from ppddpm.core.transfer import MAX_CHUNK, MEMORY_BUDGET, chunk_for
 
     assert chunk_for(2 * 1024) == MAX_CHUNK                              # 16x16 digits: 64 steps
     big = 8 * 3 * 256 * 256 * 4                                         # x_t of a 256² batch of 8: 6 MiB

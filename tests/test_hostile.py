@@ -64,7 +64,7 @@ def test_a_crafted_pickled_checkpoint_runs_nothing_on_resume(tmp_path):
 def test_checkpoints_are_safetensors_with_json_and_no_pickle(tmp_path):
     """The checkpoint's header is parsed here by hand (the safetensors layout: 8-byte little-endian
     length, then JSON); every entry is a plain numeric tensor and the training state is JSON."""
-    from ppddpm.training import TrainConfig, train
+    from ppddpm.model.training import TrainConfig, train
 
     train(TrainConfig(output_dir=str(tmp_path / "m"), steps=2, batch_size=4, checkpoint_every=2), progress=False)
     raw = (tmp_path / "m" / "checkpoint.safetensors").read_bytes()
@@ -87,7 +87,7 @@ def test_truncated_empty_or_foreign_checkpoints_are_one_error(tmp_path, content,
     from safetensors.numpy import save_file
 
     from ppddpm.errors import InputError
-    from ppddpm.training import TrainConfig, train
+    from ppddpm.model.training import TrainConfig, train
 
     out = tmp_path / "o"
     out.mkdir()
@@ -100,7 +100,7 @@ def test_truncated_empty_or_foreign_checkpoints_are_one_error(tmp_path, content,
 
 
 def test_resume_with_another_resolution_or_width_is_refused(tmp_path):
-    from ppddpm.training import TrainConfig, train
+    from ppddpm.model.training import TrainConfig, train
 
     out = str(tmp_path / "r")
     train(TrainConfig(output_dir=out, steps=2, batch_size=4, checkpoint_every=2), progress=False)
@@ -117,7 +117,7 @@ def test_a_pickled_checkpoint_of_ppddpm_0_2_resumes_only_when_trusted(tmp_path):
     import paddle
 
     from ppddpm.errors import Untrusted
-    from ppddpm.training import TrainConfig, read_checkpoint, train
+    from ppddpm.model.training import TrainConfig, read_checkpoint, train
 
     cfg = lambda: TrainConfig(output_dir=str(tmp_path / "a"), steps=4, batch_size=4, checkpoint_every=2,  # noqa
                               stop_at=2)
@@ -138,8 +138,8 @@ def test_a_model_folder_with_pickled_weights_is_refused_unless_trusted(tmp_path,
     from ppdiffusers import DDPMPipeline
 
     from ppddpm.errors import Untrusted
-    from ppddpm.loading import load_pipeline
-    from ppddpm.models import ddpm_scheduler
+    from ppddpm.model.loading import load_pipeline
+    from ppddpm.model.builders import ddpm_scheduler
 
     folder = tmp_path / "pickled"
     DDPMPipeline(unet=unet, scheduler=ddpm_scheduler()).save_pretrained(str(folder), safe_serialization=False)
@@ -157,7 +157,7 @@ def test_a_model_folder_with_pickled_weights_is_refused_unless_trusted(tmp_path,
 
 
 def test_the_bundled_model_is_safetensors_and_loads_under_the_guard():
-    from ppddpm.loading import BUNDLED_DIR, load_pipeline
+    from ppddpm.model.loading import BUNDLED_DIR, load_pipeline
 
     assert [p.name for p in (BUNDLED_DIR / "unet").iterdir() if "model" in p.name] == \
         ["diffusion_paddle_model.safetensors"]
@@ -231,7 +231,7 @@ def test_npz_metadata_that_is_a_list_and_a_two_column_steps_file_are_one_error(s
 ])
 def test_view_ab_that_is_not_an_ab_report_is_one_error(pipe, tmp_path, content, message):
     from ppddpm.errors import BadValue
-    from ppddpm.explorer import explore
+    from ppddpm.pictures.explorer import explore
 
     traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3)
     (tmp_path / "ab.json").write_text(content)
@@ -390,7 +390,7 @@ def test_an_out_that_cannot_be_written_is_one_error(tmp_path):
 
 def run_main(argv, capsys):
     """`ppddpm ARGV` in this process: (exit status, stderr)."""
-    from ppddpm.cli import main
+    from ppddpm.cli.main import main
 
     try:
         status = main([str(a) for a in argv])
@@ -418,8 +418,8 @@ def test_values_that_make_nan_or_exhaust_memory_are_one_line(argv, message, caps
 
 
 def test_a_ddim_variant_with_eta_out_of_range_is_refused_unless_it_declares_its_range():
-    from ppddpm.ddim_variants import ddim_written_step
-    from ppddpm.step_variants import get_variant, register_variant, unregister_variant
+    from ppddpm.variants.ddim import ddim_written_step
+    from ppddpm.variants.registry import get_variant, register_variant, unregister_variant
 
     for spec in ("ddim(eta=-1.0)", "ddim(eta=2.0)", "ddim-written(eta=1e999)"):
         with pytest.raises(ValueError, match="eta must"):
@@ -459,7 +459,7 @@ DISK_FULL_AT_SAVE = r"""
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))       # the picture does not fit: the disk is "full"
-from ppddpm.cli import main
+from ppddpm.cli.main import main
 sys.exit(main(["schedule", "--out", sys.argv[1]]))
 """
 

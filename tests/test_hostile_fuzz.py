@@ -30,12 +30,12 @@ from ppddpm.errors import InputError
 
 def load(kind, path):
     if kind == "trajectory":
-        from ppddpm.trajectory import Trajectory
+        from ppddpm.storage.trajectory import Trajectory
         return Trajectory.load(path)
     if kind == "checkpoint":
-        from ppddpm.training import read_checkpoint
+        from ppddpm.model.training import read_checkpoint
         return read_checkpoint(path)
-    from ppddpm.explorer import _ab_curve
+    from ppddpm.pictures.explorer import _ab_curve
     return _ab_curve(path)
 
 
@@ -95,8 +95,8 @@ def seeds(tmp_path_factory, unet):
     """Real files of each kind, written by ppddpm."""
     from ppdiffusers import DDPMPipeline
 
-    from ppddpm.models import ddpm_scheduler
-    from ppddpm.training import TrainConfig, train
+    from ppddpm.model.builders import ddpm_scheduler
+    from ppddpm.model.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("seeds")
     pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler())

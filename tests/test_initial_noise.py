@@ -18,8 +18,8 @@ from ppdiffusers.utils.paddle_utils import randn_tensor
 
 import ppddpm
 from conftest import interrupted_after
-from ppddpm.config import with_config
-from ppddpm.models import ddpm_scheduler
+from ppddpm.core.config import with_config
+from ppddpm.model.builders import ddpm_scheduler
 
 T, BETA_START, BETA_END = 1000, 1e-4, 0.02          # ddpm_scheduler(): the paper's linear schedule
 ALPHA_BAR = np.cumprod(1.0 - np.linspace(BETA_START, BETA_END, T, dtype=np.float64))

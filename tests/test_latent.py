@@ -128,7 +128,7 @@ def test_stable_diffusion_with_every_other_sampler_is_the_hand_loop(family):
     import ppdiffusers
 
     pipe = lp.sd_pipeline()
-    cls = getattr(ppdiffusers, ppddpm.samplers.families()[family][0])
+    cls = getattr(ppdiffusers, ppddpm.core.adapters.families()[family][0])
     pipe.scheduler = ppddpm.with_config(pipe.scheduler, cls=cls)
     traj = ppddpm.sample_trajectory(pipe, seed=8, num_inference_steps=STEPS, fields=GUIDED, pipe_kwargs=sd_kwargs(pipe))
     hand = sd_hand_loop(pipe, 8, STEPS, 1, 3.0, {"eta": 0.0})
@@ -299,15 +299,15 @@ def test_approx_fit_recovers_a_linear_decoder_and_is_cached():
     matrix, bias = rng.randn(3, 4).astype(np.float32), rng.randn(3).astype(np.float32)
     pipe = lp.ldm_pipeline()
     pipe.vqvae = LinearVAE(matrix, bias)
-    fitted = ppddpm.latent.approx_decoder(pipe)
+    fitted = ppddpm.pipelines.latent.approx_decoder(pipe)
     # float32 probes through a float32 decoder: the fit is exact up to float32 rounding of A z + b
     np.testing.assert_allclose(fitted.matrix, matrix, atol=1e-4)
     np.testing.assert_allclose(fitted.bias, bias, atol=1e-4)
     assert fitted.gap["rmse"] < 1e-5
-    assert ppddpm.latent.approx_decoder(pipe) is fitted            # cached for this VAE
+    assert ppddpm.pipelines.latent.approx_decoder(pipe) is fitted            # cached for this VAE
     with paddle.no_grad():
         pipe.vqvae.w.set_value(paddle.to_tensor([3.0]))            # its weights change: fitted again
-    assert ppddpm.latent.approx_decoder(pipe) is not fitted
+    assert ppddpm.pipelines.latent.approx_decoder(pipe) is not fitted
 
 
 def test_approx_decode_reports_its_measured_gap(ldm, capsys):
@@ -318,7 +318,7 @@ def test_approx_decode_reports_its_measured_gap(ldm, capsys):
     gap = preview.meta["decoded"]["gap"]
     assert gap["rmse"] == pytest.approx(np.sqrt(np.mean((a - b) ** 2)), rel=1e-6)
     assert "gap to the VAE decode" in capsys.readouterr().out
-    fit = ppddpm.latent.approx_decoder(ldm)          # the preview is A z + b per latent pixel, upsampled ×2
+    fit = ppddpm.pipelines.latent.approx_decoder(ldm)          # the preview is A z + b per latent pixel, upsampled ×2
     z = traj.pred_original_sample[-1].astype(np.float64)
     expected = np.einsum("kc,nchw->nkhw", fit.matrix, z) + fit.bias[None, :, None, None]
     np.testing.assert_allclose(preview.pred_original_sample[-1][:, :, ::2, ::2], expected, rtol=1e-5, atol=1e-5)
@@ -327,9 +327,9 @@ def test_approx_decode_reports_its_measured_gap(ldm, capsys):
 def test_decoded_runs_plot_and_explore(sd, tmp_path):
     traj = ppddpm.sample_trajectory(sd, seed=1, num_inference_steps=STEPS, pipe_kwargs=sd_kwargs(sd))
     pixels = ppddpm.decode(traj, sd, fields=("prev_sample", "pred_original_sample"))
-    ppddpm.plotting.plot_trajectory(pixels, every=1, save=tmp_path / "t.png")
-    ppddpm.plotting.animate(pixels, tmp_path / "x0.gif", field="pred_original_sample", mp4=False)
-    view = ppddpm.plotting.explore(pixels)
+    ppddpm.pictures.plotting.plot_trajectory(pixels, every=1, save=tmp_path / "t.png")
+    ppddpm.pictures.plotting.animate(pixels, tmp_path / "x0.gif", field="pred_original_sample", mp4=False)
+    view = ppddpm.pictures.plotting.explore(pixels)
     assert (tmp_path / "t.png").stat().st_size > 0 and "prompt given as embeddings, guidance 3" in view.title
 
 
@@ -338,18 +338,18 @@ def test_latent_runs_show_decoded_frames_else_channels(dit):
 
     traj = ppddpm.sample_trajectory(dit, seed=2, num_inference_steps=STEPS, decode="vae",
                                     pipe_kwargs={"class_labels": [7], "guidance_scale": 2.0})
-    shown = ppddpm.latent.displayable(traj)
+    shown = ppddpm.pipelines.latent.displayable(traj)
     assert shown.meta["shown_as"] == {"prev_sample": "latent channels", "pred_original_sample": "decoded"}
     np.testing.assert_array_equal(shown.pred_original_sample, traj.field("pred_original_sample_decoded"))
     # channels side by side on [−3, 3] → [−1, 1]: channel c of the latent is columns 8c … 8c+7
     np.testing.assert_array_equal(shown.prev_sample[:, :, 0, :, 8:16], traj.prev_sample[:, :, 1] / np.float32(3.0))
-    fig = ppddpm.plotting.plot_grid(traj, "pred_original_sample", every=1)
+    fig = ppddpm.pictures.plotting.plot_grid(traj, "pred_original_sample", every=1)
     assert "class 7 (cock), guidance 2" in fig._suptitle.get_text()
-    html = ppddpm.plotting.explore(traj).html
+    html = ppddpm.pictures.plotting.explore(traj).html
     assert "class 7 (cock)" in html
-    channels = ppddpm.latent.displayable(traj, latent_channels=True)
+    channels = ppddpm.pipelines.latent.displayable(traj, latent_channels=True)
     assert channels.pred_original_sample.shape == (STEPS, 1, 1, 8, 32)
-    pic = ppddpm.plotting.frames(channels, "pred_original_sample")[0]
+    pic = ppddpm.pictures.plotting.frames(channels, "pred_original_sample")[0]
     assert isinstance(pic, Image.Image)
 
 
@@ -359,11 +359,11 @@ def test_dit_and_ldm_with_a_sigma_space_sampler_warn():
     dit, ldm = lp.dit_pipeline(), lp.ldm_pipeline()
     for pipe in (dit, ldm):
         pipe.scheduler = ppddpm.with_config(pipe.scheduler, cls=EulerDiscreteScheduler)
-    with pytest.warns(ppddpm.recording.UnscaledLoopWarning, match="never multiplies x_T by init_noise_sigma"):
+    with pytest.warns(ppddpm.core.recorder.UnscaledLoopWarning, match="never multiplies x_T by init_noise_sigma"):
         traj = ppddpm.sample_trajectory(dit, seed=1, num_inference_steps=2, fields=("pred_original_sample",),
                                         pipe_kwargs={"class_labels": [1]}, decode="vae")
     assert traj.meta["batch_size"] == 1 and traj.field("pred_original_sample_decoded").shape == (2, 1, 3, 16, 16)
-    with pytest.warns(ppddpm.recording.UnscaledLoopWarning, match="before set_timesteps"):
+    with pytest.warns(ppddpm.core.recorder.UnscaledLoopWarning, match="before set_timesteps"):
         ppddpm.sample_trajectory(ldm, seed=1, num_inference_steps=2)
 
 
@@ -423,7 +423,7 @@ def test_saved_latent_pipelines_load_and_a_prompt_runs(tmp_path):
 
 
 def run_cli(*args):
-    from ppddpm.cli import main
+    from ppddpm.cli.main import main
 
     return main([str(a) for a in args])
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import ppddpm
-from ppddpm import plotting as P
+from ppddpm.pictures import plotting as P
 
 
 def cli(*args, env=None, timeout=600):
@@ -45,7 +45,7 @@ def _help_blocks(parser, command, monkeypatch):
 
 
 def test_every_option_with_a_default_shows_it_once(monkeypatch):
-    from ppddpm.cli import build_parser
+    from ppddpm.cli.main import build_parser
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -170,7 +170,7 @@ def _sigma(t):
 def test_heun_grid_counts_steps_labels_stages_and_shows_the_models_scale(unet):
     from ppdiffusers import HeunDiscreteScheduler
 
-    from ppddpm.models import ddpm_scheduler
+    from ppddpm.model.builders import ddpm_scheduler
 
     heun = ppddpm.SamplerPipeline(unet=unet, scheduler=HeunDiscreteScheduler.from_config(ddpm_scheduler().config))
     traj = ppddpm.sample_trajectory(heun, seed=3, num_inference_steps=5, fields=("prev_sample", "pred_original_sample"))
@@ -209,13 +209,13 @@ def test_default_animation_of_a_long_run_is_a_watchable_length(tmp_path):
 # --- view --with labels ----------------------------------------------------------------------
 
 def test_view_with_labels_the_runs_by_what_differs(tmp_path, pipe):
-    from ppddpm.explorer import run_labels
+    from ppddpm.pictures.explorer import run_labels
 
     a = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=4)
     b = ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=4)
     assert run_labels(a, b) == ("seed 1", "seed 2")
     assert run_labels(a, b, ("a.npz", "b.npz")) == ("a.npz (seed 1)", "b.npz (seed 2)")
-    page = ppddpm.plotting.explore(a, other=b).html
+    page = ppddpm.pictures.plotting.explore(a, other=b).html
     assert '"other_name": "seed 2"' in page and "seed 1 vs seed 2" in page
 
 
@@ -250,7 +250,7 @@ def test_interrupted_training_says_what_was_kept_and_how_to_resume(tmp_path):
 
 
 def test_a_resume_with_other_steps_says_it_changes_the_schedule(tmp_path):
-    from ppddpm.training import TrainConfig, train
+    from ppddpm.model.training import TrainConfig, train
 
     out = str(tmp_path / "r")
     small = dict(output_dir=out, resolution=8, batch_size=2, checkpoint_every=2, block_out_channels=(8, 16), warmup=1)

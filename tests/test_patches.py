@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import ppddpm
-from ppddpm import source_patches as sp
-from ppddpm.upstream import KNOWN_FAILURES, known_failure, run_scheduler_suite
+from ppddpm.variants import source_patches as sp
+from ppddpm.analysis.upstream import KNOWN_FAILURES, known_failure, run_scheduler_suite
 
 PATCHED_RUN = r"""
 import json, sys

@@ -1,17 +1,17 @@
-"""ppddpm.plotting on real recorded trajectories: files written, layout as specified."""
+"""ppddpm.pictures.plotting on real recorded trajectories: files written, layout as specified."""
 import numpy as np
 import pytest
 from PIL import Image
 
 import ppddpm
-from ppddpm import plotting as P
+from ppddpm.pictures import plotting as P
 
 
 @pytest.fixture(scope="module")
 def traj(request):
     from ppdiffusers import DDPMPipeline
 
-    from ppddpm.models import ddpm_scheduler
+    from ppddpm.model.builders import ddpm_scheduler
 
     unet = request.getfixturevalue("unet")
     pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler())
@@ -50,7 +50,7 @@ def test_plot_trajectory_aligns_x_t_and_x0(traj, tmp_path):
 def test_plot_ab_shows_differences_bound_and_finals(unet, tmp_path):
     from ppdiffusers import DDPMPipeline
 
-    from ppddpm.models import ddpm_scheduler
+    from ppddpm.model.builders import ddpm_scheduler
 
     pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler())
     report = ppddpm.compare(pipe, ["posterior", "direct"], seed=1, num_inference_steps=50, mode="free",
@@ -66,7 +66,7 @@ def test_plot_ab_shows_differences_bound_and_finals(unet, tmp_path):
 
 
 def test_plot_forward_on_a_real_digit(tmp_path):
-    from ppddpm.models import ddpm_scheduler
+    from ppddpm.model.builders import ddpm_scheduler
 
     fig = P.plot_forward("digit", ddpm_scheduler(), every=50, save=tmp_path / "f.png")
     tiles = image_axes(fig)
@@ -77,7 +77,7 @@ def test_plot_forward_on_a_real_digit(tmp_path):
 
 
 def test_plot_schedule_has_the_four_panels(tmp_path):
-    from ppddpm.models import ddpm_scheduler
+    from ppddpm.model.builders import ddpm_scheduler
 
     fig = P.plot_schedule(ddpm_scheduler(), save=tmp_path / "s.png")
     assert [ax.get_title() for ax in fig.axes] == ["β_t", "ᾱ_t = ∏ (1 − β_s)", "SNR_t = ᾱ_t / (1 − ᾱ_t)",
@@ -96,14 +96,14 @@ def test_animate_writes_a_gif_with_one_frame_per_recorded_step(traj, tmp_path):
 def test_clip_map_from_a_trajectory_and_from_a_report(pipe, tmp_path):
     traj = ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=10, batch_size=3,
                                     fields=("prev_sample", "pred_original_sample_unclipped"))
-    t, share = ppddpm.plotting.clip_map(traj)
+    t, share = ppddpm.pictures.plotting.clip_map(traj)
     assert share.shape == (10, 3)
     np.testing.assert_allclose(share.mean(axis=1), traj.clip_fraction, rtol=0, atol=1e-6)   # one definition
-    fig = ppddpm.plotting.plot_clip_map(traj, save=tmp_path / "map.png")
+    fig = ppddpm.pictures.plotting.plot_clip_map(traj, save=tmp_path / "map.png")
     assert (tmp_path / "map.png").stat().st_size > 1000 and "fired at" in fig.axes[0].get_title()
     report = ppddpm.compare(pipe, ["ppdiffusers", "ddim(eta=1.0)"], seed=[0, 1], num_inference_steps=5)
-    assert ppddpm.plotting.clip_map(report)[1].shape == (5, 2)
-    fig = ppddpm.plotting.plot_ab(report, save=tmp_path / "ab.png")
+    assert ppddpm.pictures.plotting.clip_map(report)[1].shape == (5, 2)
+    fig = ppddpm.pictures.plotting.plot_ab(report, save=tmp_path / "ab.png")
     assert "ddim(eta=1.0) [DDIMScheduler] vs ppdiffusers [DDPMScheduler]" in fig.axes[0].get_title()
 
 

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ppddpm
-from ppddpm.comparison import K_ROUNDINGS, UNIT_ROUNDOFF
-from ppddpm.models import ddpm_scheduler
+from ppddpm.analysis.ab import K_ROUNDINGS, UNIT_ROUNDOFF
+from ppddpm.model.builders import ddpm_scheduler
 
 
 @st.composite

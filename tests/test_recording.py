@@ -9,9 +9,9 @@ from conftest import expected_prev, hand_loop, interrupted_after
 from ppdiffusers import DDPMPipeline, DDPMScheduler
 
 import ppddpm
-from ppddpm.models import ddpm_scheduler
-from ppddpm.trajectory import to_pil
-from ppddpm.step_variants import coefficients, modify_x0, predict_start_from_noise, sigma
+from ppddpm.model.builders import ddpm_scheduler
+from ppddpm.storage.trajectory import to_pil
+from ppddpm.variants.registry import coefficients, modify_x0, predict_start_from_noise, sigma
 
 
 @pytest.fixture(scope="module")

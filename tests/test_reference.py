@@ -4,8 +4,8 @@ import paddle
 import pytest
 
 from ppddpm import reference as ref
-from ppddpm.models import ddpm_scheduler
-from ppddpm.step_variants import predict_start_from_noise, coefficients
+from ppddpm.model.builders import ddpm_scheduler
+from ppddpm.variants.registry import predict_start_from_noise, coefficients
 
 U32 = 2.0 ** -24
 
@@ -128,7 +128,7 @@ def test_ddim_step_is_generalized_step(eta, clip, clipped_eps, t, steps, one):
     16·u/(1−ᾱ_t) relative to |x_t| + |ε| + 1."""
     from ppdiffusers import DDIMScheduler
 
-    from ppddpm.config import with_config
+    from ppddpm.core.config import with_config
 
     sched = with_config(ddpm_scheduler(clip_sample=clip), cls=DDIMScheduler, set_alpha_to_one=one)
     sched.set_timesteps(steps)

@@ -3,7 +3,7 @@
 Same shape as tests/test_reference_samplers.py: a stock ppdiffusers scheduler runs a hand loop as
 ppdiffusers' pipelines write it (set_timesteps first, x_T = randn · init_noise_sigma, the model sees
 scale_model_input) with a cheap deterministic function standing in for the UNet (the scheduler is
-under test, not a model). Every call is seen through ppddpm's step observer (`ppddpm.steps`), which
+under test, not a model). Every call is seen through ppddpm's step observer (`ppddpm.core.records`), which
 supplies what these steps do not return: x̂_0 as the step used it (read from the state it keeps, or
 reconstructed — the recorder's own values, so the adapter is held to the paper too) and the noise z
 it added (replayed from the RNG, or watched from DPM-Solver-SDE's Brownian tree). The reference
@@ -21,7 +21,7 @@ from ppdiffusers import (DEISMultistepScheduler, DPMSolverSDEScheduler, DPMSolve
 from test_reference_samplers import RTOL, assert_departs, assert_holds, call_bound, model
 
 from ppddpm.reference import REFERENCES, reference_for
-from ppddpm.steps import StepObserver, observe
+from ppddpm.core.records import StepObserver, observe
 
 SHAPE = [2, 1, 8, 8]
 # Timesteps: the grid's integer / float32 timesteps agree exactly with float64 once rounded to
@@ -272,7 +272,7 @@ def test_a_recorded_run_replays_through_its_reference(unet, family):
     import ppddpm
 
     cls, overrides = RECORDED[family]
-    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=ppddpm.with_config(ppddpm.models.ddpm_scheduler(), cls=cls,
+    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=ppddpm.with_config(ppddpm.model.builders.ddpm_scheduler(), cls=cls,
                                                                           **overrides))
     pipe.set_progress_bar_config(disable=True)
     traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=6, every=1, fields="all")

@@ -524,7 +524,7 @@ def test_reference_imports_only_numpy_and_the_standard_library():
 
 
 def test_registry_and_bad_input():
-    from ppddpm.samplers import families
+    from ppddpm.core.adapters import families
 
     assert set(REFERENCES) == set(families())          # every family ppddpm records has its reference
     with pytest.raises(ValueError, match="takes no argument"):

@@ -12,8 +12,8 @@ from ppdiffusers import DDPMPipeline
 
 import ppddpm
 from conftest import expected_prev, interrupted_after, nan_from_t500
-from ppddpm.models import ddpm_scheduler
-from ppddpm.recording import NonFiniteWarning
+from ppddpm.model.builders import ddpm_scheduler
+from ppddpm.core.recorder import NonFiniteWarning
 
 
 def test_streamed_recording_equals_the_in_memory_one(pipe, tmp_path):

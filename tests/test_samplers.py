@@ -20,8 +20,8 @@ from ppdiffusers import (DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMSchedule
 from ppdiffusers.utils.paddle_utils import randn_tensor
 
 import ppddpm
-from ppddpm.config import with_config
-from ppddpm.models import ddpm_scheduler
+from ppddpm.core.config import with_config
+from ppddpm.model.builders import ddpm_scheduler
 
 STEPS = 8
 
@@ -107,7 +107,7 @@ def test_recording_any_sampler_is_bitwise_the_hand_loop(unet, family):
 
 def test_a_ddpm_pipeline_whose_scheduler_was_swapped_records_what_it_ran_and_says_so(unet, pipe):
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
-    with pytest.warns(ppddpm.recording.UnscaledLoopWarning, match="SamplerPipeline.*with_sampler"):
+    with pytest.warns(ppddpm.core.recorder.UnscaledLoopWarning, match="SamplerPipeline.*with_sampler"):
         traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=STEPS, every=1)
     expected, _ = hand_loop(unet, EulerAncestralDiscreteScheduler.from_config(ddpm_scheduler().config), 5, STEPS,
                             scaled=False)
@@ -301,7 +301,7 @@ def test_variants_written_for_ddpm_refuse_other_schedulers(unet):
 def test_learned_variance_is_recorded(unet):
     """variance_type="learned_range": the UNet predicts the variance in extra channels; σ is
     recorded as the mean over elements of the per-element std."""
-    from ppddpm.models import small_unet
+    from ppddpm.model.builders import small_unet
 
     paddle.seed(0)
     wide = small_unet(resolution=8, channels=1)
@@ -323,7 +323,7 @@ def test_a_loop_that_scales_as_its_scheduler_needs_records_without_a_warning(une
     pipe = pipeline_cls(unet=unet, scheduler=make(cls, **overrides))
     pipe.set_progress_bar_config(disable=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", ppddpm.recording.UnscaledLoopWarning)
+        warnings.simplefilter("error", ppddpm.core.recorder.UnscaledLoopWarning)
         ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3, pipe_kwargs=call_kwargs)
 
 

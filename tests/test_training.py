@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from ppdiffusers import DDPMPipeline
 
-from ppddpm.training import TrainConfig, learning_rate, train
+from ppddpm.model.training import TrainConfig, learning_rate, train
 
 
 def test_train_from_scratch_save_reload_with_plain_ppdiffusers_and_sample(tmp_path):
@@ -58,7 +58,7 @@ def test_stop_at_ends_early_on_the_full_schedule(tmp_path):
     rest = train(cfg("early", steps=6), resume=True, progress=False)
     assert len(rest.losses) == 6 and rest.losses[:4] == full.losses[:4] and rest.steps_this_run == 2
     assert rest.seconds_total > rest.seconds > 0          # the clock carried over the resume
-    from ppddpm.training import read_checkpoint, write_checkpoint
+    from ppddpm.model.training import read_checkpoint, write_checkpoint
 
     ckpt = read_checkpoint(tmp_path / "early" / "checkpoint.safetensors")
     ckpt["seconds"] = None                                # as checkpoints before ppddpm 0.2: no clock

@@ -8,8 +8,8 @@ from ppdiffusers import DDPMPipeline, DDPMScheduler
 
 import ppddpm
 from conftest import expected_prev
-from ppddpm.models import ddpm_scheduler
-from ppddpm.step_variants import threshold
+from ppddpm.model.builders import ddpm_scheduler
+from ppddpm.variants.registry import threshold
 
 BUILTINS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent", "direct-article"]
 
@@ -80,7 +80,7 @@ def test_user_defined_variant(pipe):
     @ppddpm.register_variant("test-no-noise")
     def no_noise(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
         """The posterior mean only: x_{t-1} = μ̃_t(x̂_0, x_t) of eq. (7), never any σ_t z."""
-        from ppddpm.step_variants import _output, coefficients, modify_x0, predict_start_from_noise
+        from ppddpm.variants.registry import _output, coefficients, modify_x0, predict_start_from_noise
 
         c = coefficients(scheduler, timestep)
         x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample))

@@ -19,7 +19,7 @@ from ppdiffusers import DDPMPipeline, EulerDiscreteScheduler, LMSDiscreteSchedul
 
 import ppddpm
 from ppddpm.errors import BadValue
-from ppddpm.models import ddpm_scheduler
+from ppddpm.model.builders import ddpm_scheduler
 from test_samplers import FAMILIES, make
 
 
@@ -97,7 +97,7 @@ def test_an_unscaled_x_T_is_caught(unet):
     own (each replays), but the run starts from z instead of √(σ²+1)·z (60.8 at 10 leading steps)."""
     pipe = DDPMPipeline(unet=unet, scheduler=make(EulerDiscreteScheduler))
     pipe.set_progress_bar_config(disable=True)
-    with pytest.warns(ppddpm.recording.UnscaledLoopWarning):
+    with pytest.warns(ppddpm.core.recorder.UnscaledLoopWarning):
         traj = ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=10, fields="all", batch_size=4)
     report = ppddpm.verify(traj)
     assert not report.ok and not report.x_T["holds"]

@@ -21,7 +21,7 @@ numpy only: nothing of ppdiffusers, paddle, or the rest of ppddpm is imported he
 - schedules.py  β / ᾱ / σ tables and timestep grids from a scheduler config;
 - base.py       `SamplerReference` (the interface) and `RefStep` (what a step returns).
 
-`REFERENCES` maps each sampler family name of `ppddpm.samplers` to its reference class;
+`REFERENCES` maps each sampler family name of `ppddpm.core.adapters` to its reference class;
 `reference_for(family, config, num_inference_steps, **step_kwargs)` builds one.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ REFERENCES.update({cls.family: cls for cls in (KDPM2Reference, KDPM2AncestralRef
 
 
 def reference_for(family: str, config: Mapping, num_inference_steps: int, **step_kwargs) -> SamplerReference:
-    """The float64 reference of sampler `family` (a `ppddpm.samplers` family name) for a scheduler
+    """The float64 reference of sampler `family` (a `ppddpm.core.adapters` family name) for a scheduler
     config and a number of inference steps; step_kwargs as the pipeline passed them to `step`."""
     cls = REFERENCES.get(family)
     if cls is None:

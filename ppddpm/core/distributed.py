@@ -1,0 +1,89 @@
+"""Many-seed work split over processes with paddle.distributed: same bits as one process.
+
+Started by `python -m paddle.distributed.launch --nproc_per_node N …` (NCCL on GPUs; on CPU
+with `PADDLE_DISTRI_BACKEND=gloo`), or by the CLI's `--nproc N`, each process is one rank with
+its own device. Work comes in *groups* — the seeds that share one batched pipeline call —
+and `sharded` runs group g on rank g mod N, then gathers every rank's results to every rank
+(`all_gather_object`), in group order:
+
+    results = sharded(groups, work)        # work(group) -> result, on the rank that owns it
+
+A group is computed the same way whichever rank runs it, so the gathered results are bitwise
+those of a one-process run with the same groups (paddle's kernels round differently at
+different batch sizes, which is why work is split by group and never by re-batching).
+
+A rank whose work raises still joins the gather, carrying its error; every rank then raises
+that error (the lowest failing rank's), so the run fails with it instead of hanging. A rank
+that dies outright breaks the others' gather (gloo: "Connection reset by peer").
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import traceback
+from typing import Callable, List, Sequence, Tuple
+
+def world() -> Tuple[int, int]:
+    """(rank, number of ranks) of this process; (0, 1) outside a paddle.distributed launch."""
+    size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    if size <= 1:
+        return 0, 1
+    import paddle.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_parallel_env()
+    return dist.get_rank(), dist.get_world_size()
+
+
+def groups_of(items: Sequence, size: int) -> List[list]:
+    """Consecutive groups of `size` items (the last may be shorter)."""
+    items = list(items)
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def owned(n_groups: int, rank: int, ranks: int) -> List[int]:
+    """The groups rank `rank` runs: g = rank, rank + N, rank + 2N, …"""
+    return list(range(rank, n_groups, ranks))
+
+
+class RankFailed(RuntimeError):
+    """Another rank's work raised an error that could not be carried over as itself."""
+
+
+def sharded(groups: Sequence, work: Callable, what: str = "work") -> list:
+    """`[work(g) for g in groups]`, with the groups split over the ranks (module docstring)."""
+    rank, ranks = world()
+    if ranks == 1:
+        return [work(g) for g in groups]
+    try:
+        mine = ("ok", [(g, work(groups[g])) for g in owned(len(groups), rank, ranks)])
+    except Exception as exc:                       # carried to every rank, raised there
+        mine = ("error", _portable(exc, rank, what))
+    import paddle.distributed as dist
+
+    gathered: list = []
+    dist.all_gather_object(gathered, mine)
+    for status, payload in gathered:
+        if status == "error":
+            raise payload
+    results = [None] * len(groups)
+    for _, done in gathered:
+        for g, result in done:
+            results[g] = result
+    return results
+
+
+def _portable(exc: Exception, rank: int, what: str) -> Exception:
+    """A ppddpm InputError as itself (bad input stays one clear line, CLI exit 2); any other error
+    — a real bug — as RankFailed carrying the rank's traceback."""
+    from ppddpm.errors import InputError
+
+    if isinstance(exc, InputError):
+        try:
+            pickle.loads(pickle.dumps(exc))
+            exc.rank = rank
+            return exc
+        except Exception:
+            pass
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return RankFailed(f"rank {rank} failed in {what}: {type(exc).__name__}: {exc}\n--- rank {rank}'s traceback:\n{text}")

@@ -1,0 +1,358 @@
+"""The article's training loop (its `train_losses` and epoch loop) on ppdiffusers parts.
+
+    noise   = randn_like(x0)                       ε ~ N(0, I)
+    x_noisy = scheduler.add_noise(x0, noise, t)    eq. (4), TF `q_sample`
+    loss    = mse(noise, unet(x_noisy, t))         eq. (14), L_simple, t uniform
+
+with AdamW, gradient clipping, an EMA of the weights (ppdiffusers' `EMAModel`), periodic
+atomic checkpoints, `resume=True`, and the result written by `save_pretrained` as a plain
+`DDPMPipeline` directory: `DDPMPipeline.from_pretrained(output_dir)` loads it unchanged.
+
+Checkpoints hold no pickle: `checkpoint.safetensors` carries the arrays (UNet weights, optimizer
+moments, EMA weights, the numpy RNG's key) and, in the safetensors header's metadata, one JSON
+document with the rest (step, losses, config, clock, RNG position). Reading one parses a header
+and copies bytes; nothing in it can run. Checkpoints of ppddpm ≤ 0.2 (`checkpoint.pdparams`,
+`paddle.save`, i.e. pickle) are read only with `trust_pickle=True` (SECURITY.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ppddpm._io import atomic_path
+from ppddpm._progress import wanted
+from ppddpm.errors import BadValue, NotFound, Untrusted, int_problem, regular_file
+
+CHECKPOINT = "checkpoint.safetensors"
+PICKLED_CHECKPOINT = "checkpoint.pdparams"      # ppddpm <= 0.2: paddle.save, a pickle
+CHECKPOINT_FORMAT = "ppddpm.checkpoint"
+ARCHITECTURE = ("resolution", "channels", "block_out_channels", "layers_per_block", "attention")
+LR_SCHEDULES = ("cosine", "constant")
+LOSSES = "train_losses.json"
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str
+    data: str = "digits"          # "digits" (scikit-learn, offline) or a folder of images
+    resolution: int = 8            # the digits' own; larger resolutions are bilinear upscales
+    channels: int = 1
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 100             # linear warm-up steps, then `lr_schedule`
+    lr_schedule: str = "cosine"   # "cosine": decay from lr to lr / 10 over the remaining steps; "constant"
+    weight_decay: float = 0.0
+    ema_decay: float = 0.995
+    grad_clip: float = 1.0        # global-norm clipping
+    seed: int = 0
+    checkpoint_every: int = 250
+    block_out_channels: tuple = (32, 64)
+    layers_per_block: int = 1
+    attention: bool = True
+    stop_at: int = 0              # stop after this many steps (0: at `steps`); the lr schedule still spans `steps`
+
+    def check(self):
+        problems = []
+        for name in ("resolution", "steps", "batch_size", "checkpoint_every", "layers_per_block"):
+            problem = int_problem(name, getattr(self, name))
+            if problem:
+                problems.append(problem)
+        if not 0 <= self.stop_at <= self.steps:
+            problems.append(f"stop_at must be 0 (off) or 1..steps ({self.steps}), got {self.stop_at}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.resolution % (2 ** (len(self.block_out_channels) - 1)):
+            problems.append(f"resolution {self.resolution} must be divisible by "
+                            f"{2 ** (len(self.block_out_channels) - 1)} for {len(self.block_out_channels)} UNet levels")
+        if problems:
+            raise BadValue("; ".join(problems))
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, as the CLI raises it) during `train`: a KeyboardInterrupt that says how far
+    the run got (`steps_done`), which checkpoint is on disk (`checkpoint`, at `checkpoint_step`; None
+    before the first) and what stopped it (`cause`, the interrupt that was raised)."""
+
+    def __init__(self, steps_done: int, checkpoint: Optional[Path], checkpoint_step: Optional[int],
+                 cause: Optional[BaseException] = None):
+        super().__init__(f"training interrupted after {steps_done} steps")
+        self.steps_done, self.checkpoint, self.checkpoint_step = steps_done, checkpoint, checkpoint_step
+        self.cause = cause
+
+
+SCHEDULE_KEYS = ("steps", "lr", "warmup", "lr_schedule")     # what learning_rate(cfg, step) depends on
+
+
+def schedule_change(saved: dict, cfg: "TrainConfig", step: int) -> Optional[str]:
+    """A note when a resume changes the learning-rate schedule the checkpoint was trained on
+    (another --steps stretches or shortens the cosine decay), or None when it keeps it."""
+    changed = {k: saved[k] for k in SCHEDULE_KEYS if k in saved and saved[k] != getattr(cfg, k)}
+    if not changed:
+        return None
+    old = replace(cfg, **changed)
+    differ = next((s for s in range(step, max(cfg.steps, old.steps))
+                   if not math.isclose(learning_rate(cfg, s), learning_rate(old, s))), None)
+    if differ is None:                         # e.g. a longer run whose extra steps are past this one's end
+        return None
+    what = ", ".join(f"{k} {changed[k]} → {getattr(cfg, k)}" for k in changed)
+    return (f"note: this resume changes the learning-rate schedule the checkpoint was trained on ({what}): from "
+            f"step {differ} the lr is {learning_rate(cfg, differ):.3g} instead of {learning_rate(old, differ):.3g}; "
+            f"resume with the old values to keep it (--stop-at stops early on the same schedule)")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    losses: list = field(default_factory=list)   # one float per optimisation step, resumed ones included
+    seconds: float = 0.0                          # this run's
+    steps_this_run: int = 0                       # optimisation steps this run (after a resume: the new ones)
+    seconds_total: float | None = 0.0             # every run's, resumed ones included; None: unknown (an old checkpoint)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up for `cfg.warmup` steps, then cosine decay from lr to lr/10 (or constant lr)."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _rename(state: dict, mapping: dict) -> dict:
+    out = {}
+    for key, value in state.items():
+        for old, new in mapping.items():
+            if isinstance(key, str) and key.startswith(old + "_"):
+                key = new + key[len(old):]
+                break
+        out[key] = value
+    return out
+
+
+def _optimizer_state_by_index(state: dict, unet) -> dict:
+    """Key optimizer accumulators by parameter position: paddle's auto-generated parameter
+    names (`conv2d_2.w_0`) differ between two models built in one process."""
+    names = sorted(((p.name, f"param{i}") for i, p in enumerate(unet.parameters())), key=lambda kv: -len(kv[0]))
+    return _rename(state, dict(names))
+
+
+def _optimizer_state_by_name(state: dict, unet) -> dict:
+    names = sorted(((f"param{i}", p.name) for i, p in enumerate(unet.parameters())), key=lambda kv: -len(kv[0]))
+    return _rename(state, dict(names))
+
+
+def _steps(bar, cfg, data, rng, scheduler, unet, optimizer, ema, losses, end, save_checkpoint):
+    """The optimisation steps of `bar`, a checkpoint every `cfg.checkpoint_every` and at `end`."""
+    import paddle
+
+    for step in bar:
+        optimizer.set_lr(learning_rate(cfg, step))
+        x0 = paddle.to_tensor(data[rng.randint(0, len(data), cfg.batch_size)])
+        t = paddle.to_tensor(rng.randint(0, scheduler.config.num_train_timesteps, cfg.batch_size), dtype="int64")
+        noise = paddle.randn(x0.shape, dtype=x0.dtype)                          # ε ~ N(0, I)
+        x_noisy = scheduler.add_noise(x0, noise, t)                              # eq. (4)
+        loss = paddle.nn.functional.mse_loss(unet(x_noisy, t).sample, noise)     # eq. (14)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        ema.step(unet.parameters())
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
+            save_checkpoint(step + 1)
+
+
+
+class CheckpointError(BadValue):
+    """A checkpoint that is truncated, empty, not safetensors, or not ppddpm's."""
+
+
+def write_checkpoint(path, state: dict) -> Path:
+    """Write a training state atomically as safetensors + JSON metadata (module docstring).
+
+    `state`: "unet" and "optimizer" (name → array), "ema" (list of arrays), "numpy_rng" (the tuple
+    of `RandomState.get_state()`), and JSON-able "step", "losses", "config", "seconds"."""
+    from safetensors.numpy import save_file
+
+    tensors = {f"unet/{k}": np.ascontiguousarray(v) for k, v in state["unet"].items()}
+    tensors.update({f"optimizer/{k}": np.ascontiguousarray(v) for k, v in state["optimizer"].items()})
+    tensors.update({f"ema/{i}": np.ascontiguousarray(v) for i, v in enumerate(state["ema"])})
+    name, keys, pos, has_gauss, cached = state["numpy_rng"]
+    tensors["numpy_rng/keys"] = np.ascontiguousarray(keys)
+    info = {"format": CHECKPOINT_FORMAT, "format_version": 1, "step": int(state["step"]),
+            "losses": [float(v) for v in state["losses"]], "seconds": state.get("seconds"),
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in state["config"].items()},
+            "ema_count": len(state["ema"]), "numpy_rng": [name, int(pos), int(has_gauss), float(cached)]}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"ppddpm": json.dumps(info)})
+    return Path(path)
+
+
+def read_checkpoint(path, trust_pickle: bool = False) -> dict:
+    """A training state as `write_checkpoint` takes it, from `checkpoint.safetensors`; a pickled
+    `checkpoint.pdparams` (ppddpm <= 0.2) only with `trust_pickle=True`, else `Untrusted`."""
+    path = regular_file(path, "checkpoint")
+    if path.suffix != ".safetensors":
+        if not trust_pickle:
+            raise Untrusted(f"{path} is a pickled checkpoint (paddle.save, ppddpm <= 0.2): loading it can run code "
+                            f"hidden in the file; if you made it yourself, pass --trust-pickle (trust_pickle=True) "
+                            f"and the next checkpoint is written as {CHECKPOINT}")
+        return _read_pickled(path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            info = json.loads((f.metadata() or {}).get("ppddpm", "null"))
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:     # safetensors raises its own SafetensorError, or OSError / ValueError
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, empty or not safetensors: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(info, dict) or info.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a ppddpm training checkpoint "
+                              f"(no ppddpm metadata); resume from the --out folder of `ppddpm train`")
+    try:
+        part = lambda prefix: {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}  # noqa: E731
+        name, pos, has_gauss, cached = info["numpy_rng"]
+        return {"unet": part("unet/"), "optimizer": part("optimizer/"),
+                "ema": [arrays[f"ema/{i}"] for i in range(int(info["ema_count"]))],
+                "numpy_rng": (name, arrays["numpy_rng/keys"], pos, has_gauss, cached), "step": int(info["step"]),
+                "losses": list(info["losses"]), "config": dict(info["config"]), "seconds": info.get("seconds")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is an incomplete ppddpm checkpoint (missing or malformed "
+                              f"{type(exc).__name__}: {exc})") from None
+
+
+def _read_pickled(path: Path) -> dict:
+    import paddle
+
+    try:
+        ckpt = paddle.load(str(path), return_numpy=True)
+        ckpt["unet"], ckpt["optimizer"], ckpt["ema"], ckpt["step"], ckpt["losses"]   # noqa: B018  (all present)
+    except Exception as exc:      # a pickle fails in as many ways as it can be damaged
+        raise CheckpointError(f"{path} is not a readable ppddpm checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    ckpt.setdefault("seconds", None)       # checkpoints before 0.2 did not keep the clock
+    return ckpt
+
+
+def _resume_state(out: Path, cfg: "TrainConfig", trust_pickle: bool) -> dict:
+    """The checkpoint in `out` (safetensors first), checked against this run's architecture."""
+    path = out / CHECKPOINT if (out / CHECKPOINT).exists() else out / PICKLED_CHECKPOINT
+    if not path.exists():
+        raise NotFound(f"resume: no checkpoint at {out / CHECKPOINT}")
+    ckpt = read_checkpoint(path, trust_pickle=trust_pickle)
+    saved = ckpt.get("config") or {}
+    for key in ARCHITECTURE:
+        theirs, mine = saved.get(key), getattr(cfg, key)
+        if theirs is not None and list(np.atleast_1d(theirs)) != list(np.atleast_1d(mine)):
+            raise BadValue(f"resume: the checkpoint in {out} was trained with {key} {theirs}, this run asks for "
+                           f"{mine}; resume with the same {key}, or train into another --out")
+    return ckpt
+
+
+def _apply_state(ckpt: dict, unet, optimizer, ema, path) -> None:
+    """Load a checkpoint's weights into the run; shapes are checked first (a foreign state is one error)."""
+    import paddle
+
+    mine = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    theirs = {k: tuple(np.shape(v)) for k, v in ckpt["unet"].items()}
+    if mine != theirs or len(ckpt["ema"]) != len(ema.shadow_params):
+        raise CheckpointError(f"{path}: its UNet weights do not fit this run's UNet "
+                              f"({len(theirs)} tensors vs {len(mine)}; shapes differ); it is another model's")
+    unet.set_state_dict({k: paddle.to_tensor(v) for k, v in ckpt["unet"].items()})
+    optimizer.set_state_dict(_optimizer_state_by_name({k: paddle.to_tensor(v) for k, v in ckpt["optimizer"].items()},
+                                                      unet))
+    for s, v in zip(ema.shadow_params, ckpt["ema"]):
+        s.copy_(paddle.to_tensor(v), False)
+    ema.optimization_step = int(ckpt["step"])
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None, log=print,
+          trust_pickle: bool = False) -> TrainResult:
+    """Train a DDPM per `cfg`; returns the losses and the saved pipeline's directory.
+    `resume`: continue from the checkpoint in `cfg.output_dir` (a pickled one of ppddpm <= 0.2 only
+    with `trust_pickle=True`)."""
+    import paddle
+    from ppdiffusers import DDPMPipeline
+    from ppdiffusers.training_utils import EMAModel
+
+    from ppddpm.model.data import load_dataset
+    from ppddpm.model.builders import ddpm_scheduler, small_unet
+
+    cfg.check()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(cfg.data, cfg.resolution, cfg.channels)
+
+    paddle.seed(cfg.seed)
+    rng = np.random.RandomState(cfg.seed)
+    unet = small_unet(cfg.resolution, cfg.channels, cfg.block_out_channels, cfg.layers_per_block, cfg.attention)
+    scheduler = ddpm_scheduler()
+    optimizer = paddle.optimizer.AdamW(
+        learning_rate=cfg.lr, parameters=unet.parameters(), weight_decay=cfg.weight_decay,
+        grad_clip=paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip))
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
+    losses, start, seconds_before = [], 0, 0.0
+    end = cfg.stop_at or cfg.steps
+
+    ckpt_path = out / CHECKPOINT
+    if resume:
+        ckpt = _resume_state(out, cfg, trust_pickle)
+        _apply_state(ckpt, unet, optimizer, ema, ckpt_path)
+        start, losses = int(ckpt["step"]), list(ckpt["losses"])
+        seconds_before = ckpt.get("seconds")     # None: checkpoints before 0.2 did not keep the clock
+        if start > end:
+            raise BadValue(f"resume: the checkpoint is at step {start}, past where this run stops ({end}); "
+                           f"stop at {start} or later")
+        rng.set_state(ckpt["numpy_rng"])
+        paddle.seed(cfg.seed + start)   # fresh, reproducible paddle stream after a resume
+        log(f"resumed from {out} at step {start}")
+        note = schedule_change(ckpt.get("config") or {}, cfg, start)
+        if note:
+            log(note)
+
+    saved = [start if resume else None]        # the step of this run's checkpoint on disk
+
+    def save_checkpoint(step):
+        write_checkpoint(ckpt_path, {
+            "unet": {k: v.numpy() for k, v in unet.state_dict().items()},
+            "optimizer": {k: v.numpy() for k, v in _optimizer_state_by_index(optimizer.state_dict(), unet).items()},
+            "ema": [s.numpy() for s in ema.shadow_params], "step": step, "losses": losses,
+            "numpy_rng": rng.get_state(), "config": vars(cfg),
+            "seconds": None if seconds_before is None else seconds_before + time.time() - t0})
+        saved[0] = step
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not wanted(progress), desc="train")
+    t0 = time.time()
+    unet.train()
+    try:
+        _steps(bar, cfg, data, rng, scheduler, unet, optimizer, ema, losses, end, save_checkpoint)
+    except KeyboardInterrupt as stop:
+        bar.close()
+        raise TrainingInterrupted(len(losses), ckpt_path if saved[0] is not None else None, saved[0], stop) from None
+    seconds = time.time() - t0
+    total = None if seconds_before is None else seconds_before + seconds
+
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(out))
+    with atomic_path(out / LOSSES) as tmp:
+        tmp.write_text(json.dumps({"config": {k: (list(v) if isinstance(v, tuple) else v)
+                                              for k, v in vars(cfg).items()},
+                                   "losses": losses, "seconds_this_run": seconds,
+                                   "seconds_total": total}))
+    return TrainResult(out, losses, seconds, end - start, total)

@@ -1,0 +1,116 @@
+"""`RecordingDDPMPipeline`: the drop-in for the article's edited ppdiffusers.
+
+The article edited `pipeline_ddpm.py` so that `pipe(seed=777)` returned a triple; this
+subclass gives the same triple without touching ppdiffusers:
+
+    pipe = ppddpm.RecordingDDPMPipeline.from_pretrained(path_or_hub_id)
+    output = pipe(seed=777)
+    images = output[0].images          # the usual ImagePipelineOutput
+    all_images = output[1]             # every x_t: all_images[i][0] is a PIL image
+    all_x_0 = output[2]                # every x̂_0 (eq. 15)
+"""
+from __future__ import annotations
+
+from ppdiffusers import DDPMPipeline
+
+from ppddpm.core import rng as _rng
+from ppddpm.core.recorder import record
+from ppddpm.storage.trajectory import DEFAULT_FIELDS
+
+
+class RecordingDDPMPipeline(DDPMPipeline):
+    """A `DDPMPipeline` whose call records every step. `self.trajectory` keeps the last run
+    as arrays (`ppddpm.Trajectory`)."""
+
+    trajectory = None
+
+    def __call__(self, batch_size: int = 1, generator=None, num_inference_steps: int = 1000,
+                 output_type: str = "pil", return_dict: bool = True, seed=None, every: int = 1):
+        """As `DDPMPipeline.__call__`, plus `seed=` (used when no generator is given) and
+        `every=`; returns `(output, all_x_t, all_x0)`, each per recorded step a list of PIL images."""
+        own = generator is None and seed is not None
+        if own:
+            generator = _rng.make_generator(seed)
+        try:
+            with record(self, every=every, fields=DEFAULT_FIELDS, meta={"seed": seed}) as traj:
+                output = super().__call__(batch_size=batch_size, generator=generator,
+                                          num_inference_steps=num_inference_steps,
+                                          output_type=output_type, return_dict=return_dict)
+        finally:
+            if own:
+                _rng.release_generator(generator)
+        if output_type == "pil":
+            traj.images = output.images if return_dict else output[0]
+        self.trajectory = traj
+        return output, traj.to_pil("prev_sample"), traj.to_pil("pred_original_sample")
+
+
+class SamplerPipeline(DDPMPipeline):
+    """`DDPMPipeline`'s loop written for any scheduler, as ppdiffusers' latent-diffusion pipelines
+    write it: x_T is scaled by `scheduler.init_noise_sigma`, the UNet sees
+    `scheduler.scale_model_input(x_t, t)`, and `step` gets `eta` and `generator` where it takes
+    them. For DDPM and DDIM (init_noise_sigma 1, scale_model_input the identity) it gives the
+    same samples as `DDPMPipeline` / `DDIMPipeline`; for Euler-type schedulers it is what makes
+    their samples right (`DDPMPipeline` skips both scalings).
+
+        pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=EulerAncestralDiscreteScheduler.from_config(cfg))
+        traj = ppddpm.sample_trajectory(pipe, seed=0, num_inference_steps=50)
+    """
+
+    def __call__(self, batch_size: int = 1, generator=None, num_inference_steps: int = 1000, eta: float = 0.0,
+                 output_type: str = "pil", return_dict: bool = True):
+        import inspect
+
+        import paddle
+        from ppdiffusers.pipelines.pipeline_utils import ImagePipelineOutput
+        from ppdiffusers.utils.paddle_utils import randn_tensor
+
+        size = self.unet.config.sample_size
+        shape = (batch_size, self.unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
+        # the timesteps first: init_noise_sigma is the σ of the first step that runs (MATH.md, "σ-space,
+        # and where x_T starts"); read before set_timesteps it is the full table's σ_max
+        self.scheduler.set_timesteps(num_inference_steps)
+        image = randn_tensor(shape, generator=generator, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
+        accepted = inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in accepted}
+        with paddle.no_grad():
+            for t in self.progress_bar(self.scheduler.timesteps):
+                model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample
+                image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
+        image = (image / 2 + 0.5).clip(0, 1).transpose([0, 2, 3, 1]).cpu().numpy()
+        if output_type == "pil":
+            image = self.numpy_to_pil(image)
+        return ImagePipelineOutput(images=image) if return_dict else (image,)
+
+
+def with_sampler(pipe, family: str):
+    """`pipe`'s UNet with a scheduler of `family` ("ddim", "euler-ancestral", … — `ppddpm.core.adapters`)
+    made from its scheduler's config (`ppddpm.with_config`), in a `SamplerPipeline`; `pipe` itself
+    when its scheduler already is of that family."""
+    import ppdiffusers
+
+    from ppddpm.core.config import with_config
+    from ppddpm.errors import BadValue, Unsupported
+    from ppddpm.core.adapters import adapter_for, families
+
+    known = families()
+    if family not in known:
+        raise BadValue(f"unknown sampler {family!r}; choose from {', '.join(known)}")
+    if adapter_for(pipe.scheduler).family == family:
+        return pipe
+    scheduler = with_config(pipe.scheduler, cls=getattr(ppdiffusers, known[family][0]))
+    if family == "unipc" and scheduler.config.solver_order >= 2 and _unipc_solve_is_broken():
+        raise Unsupported("UniPC's default (solver_order=2) does not run on this paddle: its corrector hands "
+                          "paddle.linalg.solve a float64 and a float32 tensor and stops at the third step (README, "
+                          "Upstream notes); ppddpm.with_config(scheduler, solver_order=1) runs")
+    new = SamplerPipeline(unet=pipe.unet, scheduler=scheduler)
+    new.set_progress_bar_config(disable=True)
+    return new
+
+
+def _unipc_solve_is_broken() -> bool:
+    """Whether paddle makes `to_tensor([0-d float32 tensor, 1.0])` float64, as paddle 3.3.1 does: then
+    ppdiffusers 0.29's UniC-2 corrector fails in `paddle.linalg.solve` (float64 R, float32 b)."""
+    import paddle
+
+    return paddle.to_tensor([paddle.to_tensor(0.5, dtype="float32"), 1.0]).dtype == paddle.float64
