@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.ppddpm-installed
 FAST   ?= 1
 JOBS   ?= 2
 
-.PHONY: demo test install notebooks figures bench clean
+.PHONY: demo test lint install notebooks figures bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,12 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(BIN)/ppddpm demo --out runs/demo
 
-test: $(STAMP)
+test: lint
 	PPDDPM_FAST=$(FAST) $(BIN)/python -m pytest -n $(JOBS) --dist loadgroup
+
+# ruff with ruff.toml (pyflakes + pycodestyle, 120 columns) over the package, tests, docs and benchmarks
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 # JupyterLab on notebooks/ (adds the [notebooks] extra to .venv once); the kernel is .venv's Python
 notebooks: $(VENV)/.ppddpm-notebooks

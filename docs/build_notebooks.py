@@ -5,7 +5,6 @@
 """
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import nbformat

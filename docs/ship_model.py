@@ -58,9 +58,9 @@ def choice_text() -> str:
     big = [r["candidate"] for r in rows.values() if r["params"] * 4 > 5 * 2 ** 20]
     text += (f"The best candidate at {base['steps']} steps, {best['candidate']}, scored {fmt(best)}, within a few points "
              f"of native-8 on confidence and IS" + (f" ({', '.join(big)}: over the 5 MB the bundled model may weigh)" if big else "") +
-             f", while training native-8 longer took it to the real digits' level (below). The long run "
-             f"was started from native-8 with ema_decay 0.999 (the decay only differs past step 1791) before the last "
-             f"candidates were measured, and none of them gave a reason to start again.")
+             ", while training native-8 longer took it to the real digits' level (below). The long run "
+             "was started from native-8 with ema_decay 0.999 (the decay only differs past step 1791) before the last "
+             "candidates were measured, and none of them gave a reason to start again.")
     return text
 
 

@@ -98,7 +98,7 @@ def render(data) -> str:
         start = f"{x_T['std']:.3g} / {x_T['init_noise_sigma']:.3g}" if x_T else "—"
         first = row["first_departure"]
         verdict = ("holds" if row["ok"] else
-                   f"x_T departs" if first is None else
+                   "x_T departs" if first is None else
                    f"departs at {row['departing_steps']} steps, first step {first['step']} (t={first['t']:g})")
         lines.append(f"| {row['label']} | {row['calls']} | {start} | {row['worst_ratio']:.2g} | {verdict} |")
     return "\n".join(lines)

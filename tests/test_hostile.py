@@ -286,14 +286,14 @@ def test_sigkill_or_sigterm_at_any_moment_leaves_a_loadable_prefix(tmp_path, sav
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         prefix = ppddpm.Trajectory.load(stream)
-        assert 6 <= len(prefix) < len(full) and not prefix.complete, (sig, share, len(prefix))
+        assert 6 <= len(prefix) < len(full) and not prefix.complete, (sig, steps_before, len(prefix))
         n = len(prefix)
         assert np.array_equal(prefix.timesteps, full.timesteps[:n])
         assert np.array_equal(prefix.prev_sample, full.prev_sample[:n])
         assert np.array_equal(prefix.pred_original_sample, full.pred_original_sample[:n])
         if sig == signal.SIGTERM:                   # handled as Ctrl-C is: one line, exit 128 + 15
             assert proc.returncode == 143 and len(err.strip().splitlines()) == 1, err
-            assert f"terminated (SIGTERM) after" in err and f"the {n} recorded steps are kept" in err, err
+            assert "terminated (SIGTERM) after" in err and f"the {n} recorded steps are kept" in err, err
         else:
             assert proc.returncode == -signal.SIGKILL
 

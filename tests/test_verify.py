@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from ppdiffusers import DDPMPipeline, EulerDiscreteScheduler, LMSDiscreteScheduler
 
