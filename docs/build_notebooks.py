@@ -54,7 +54,7 @@ FAST = os.environ.get("PPDDPM_FAST", "0") == "1"
 MODEL = os.environ.get("PPDDPM_MODEL") or None
 pipe = ppddpm.load_pipeline(MODEL)
 print("device:", paddle.device.get_device(), "| ppddpm", ppddpm.__version__, "| model:",
-      MODEL or "bundled ddpm-digits-8 (set PPDDPM_MODEL=google/ddpm-celebahq-256 for the article's model)")'''
+      MODEL or "bundled ddpm-digits-8 (set PPDDPM_MODEL=google/ddpm-celebahq-256 for the article's model)")'''  # noqa: E501
 
 NOTEBOOKS = {
 "01_forward_process.ipynb": [
@@ -100,7 +100,7 @@ for t in (10, 100, 500, 999):
     mean, var = np.sqrt(s64.alphas_cumprod[t]) * x0, 1 - s64.alphas_cumprod[t]
     z = lambda a, ref_, se: np.abs(a - ref_).max() / se
     print(f"{t:>5} {z(chained.mean(0), mean, np.sqrt(var / N)):>17.2f} {z(closed.mean(0), mean, np.sqrt(var / N)):>16.2f}"
-          f" {z(chained.var(0), var, var * np.sqrt(2 / N)):>16.2f} {z(closed.var(0), var, var * np.sqrt(2 / N)):>15.2f}")"""),
+          f" {z(chained.var(0), var, var * np.sqrt(2 / N)):>16.2f} {z(closed.var(0), var, var * np.sqrt(2 / N)):>15.2f}")"""),  # noqa: E501
 ("md", """And ppdiffusers' float32 `add_noise` against the float64 formula, at the same ε:"""),
 ("code", """x0 = ppddpm.pictures.plotting.load_image("digit", 16)[None].repeat(4, 0)
 eps = np.random.RandomState(1).randn(*x0.shape).astype("float32")
@@ -138,7 +138,7 @@ for i, t in enumerate(traj.timesteps):
     scale = (np.abs(traj.sample[i]).max() + np.abs(traj.model_output[i]).max()) / np.sqrt(s64.alphas_cumprod[t])
     worst = max(worst, err / scale)
 print(f"max relative error of ppdiffusers' x̂_0 over 1000 steps: {worst:.2e} (float32 unit roundoff 6.0e-08)")
-print("steps where clipping changed x̂_0:", int((traj.clip_fraction > 0).sum()), "of", len(traj))"""),
+print("steps where clipping changed x̂_0:", int((traj.clip_fraction > 0).sum()), "of", len(traj))"""),  # noqa: E501
 ("md", """## The article's code, verbatim, on `RecordingDDPMPipeline`
 `ppddpm.RecordingDDPMPipeline` is a `DDPMPipeline` whose call accepts `seed=` and returns the
 article's triple, so its plotting code runs unchanged:"""),
@@ -201,7 +201,7 @@ Each route runs its own 1000 steps from seed 777."""),
 s = free.summary()["direct"]
 print(f"final samples: max |Δ| = {s['final_max_abs'][0]:.4f} (in [-1, 1] units); "
       f"as displayed: PSNR = {s['final_psnr_db'][0]:.1f} dB")
-ppddpm.pictures.plotting.plot_ab(free, "direct")"""),
+ppddpm.pictures.plotting.plot_ab(free, "direct")"""),  # noqa: E501
 ("md", """## How often, and how much: many seeds at once
 The same comparison over several seeds in one batched run (each seed's noise is exactly its
 solo run's). ⏱ The next cell is the notebook's long one: 16 seeds × 1000 steps × 2 routes, about
@@ -210,7 +210,7 @@ solo run's). ⏱ The next cell is the notebook's long one: 16 seeds × 1000 step
 many = ppddpm.compare(pipe, ["posterior", "direct"], seed=seeds, num_inference_steps=STEPS, mode="free", clip_sample=True)
 psnr = np.array(many.summary()["direct"]["final_psnr_db"], dtype=float)
 print(f"{len(seeds)} seeds: final PSNR direct vs posterior: median {np.median(psnr):.1f} dB, min {psnr.min():.1f}, max {psnr.max():.1f}")
-print("steps with clipping per seed:", (many.clip_fraction["posterior"] > 0).sum(0).tolist())"""),
+print("steps with clipping per seed:", (many.clip_fraction["posterior"] > 0).sum(0).tolist())"""),  # noqa: E501
 ("md", """## Your own variant 自定义采样公式
 Register a step with `DDPMScheduler.step`'s contract. Here: the posterior route with its
 coefficients in float64 — it differs from ppdiffusers only by rounding, and the report says so."""),
@@ -227,7 +227,7 @@ def posterior_f64(scheduler, model_output, timestep, sample, generator=None, ret
     return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
 
 mine = ppddpm.compare(pipe, ["ppdiffusers", "posterior-float64"], seed=777, num_inference_steps=STEPS, clip_sample=False)
-print(mine.table(rows=6))"""),
+print(mine.table(rows=6))"""),  # noqa: E501
 ("md", """## The article's route, as diffs 源码修改
 The same edits as source patches, applied to a copy of ppdiffusers (never to site-packages):"""),
 ("code", """from ppddpm.variants import source_patches
@@ -259,7 +259,7 @@ grid, _ = samples(untrained)
 grid"""),
 ("md", "## Train 训练"),
 ("code", """result = train(cfg, progress=False)
-print(f"{len(result.losses)} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} → {np.mean(result.losses[-10:]):.3f}")"""),
+print(f"{len(result.losses)} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} → {np.mean(result.losses[-10:]):.3f}")"""),  # noqa: E501
 ("md", """## Loss curves
 This run, and the run that produced the bundled model (shipped with it)."""),
 ("code", """import json
@@ -281,7 +281,7 @@ for name, x in (("this notebook", x_mine), ("bundled model", x_bundled)):
     s = metrics.score(x)
     print(f"{name:14s} confidence {s.confidence:.2f}  class entropy {s.class_entropy:.2f}  Fréchet {s.frechet_distance:.1f}")
 print(f"{'real digits':14s} confidence {ceiling.confidence:.2f}  class entropy {ceiling.class_entropy:.2f}  Fréchet {ceiling.frechet_distance:.1f}")
-print("(8 samples: a rough look; `ppddpm eval --n 256` for the figures in README)")"""),
+print("(8 samples: a rough look; `ppddpm eval --n 256` for the figures in README)")"""),  # noqa: E501
 ],
 "05_ddim.ipynb": [
 ("md", """# 05 · DDIM: the same algebra, one scheduler over 换一个调度器
@@ -332,7 +332,7 @@ Free mode over several seeds: how often do DDPM and DDIM(η=1) end on the same i
 many = ppddpm.compare(pipe, V, seed=seeds, num_inference_steps=50, mode="free")
 for v in many.others:
     psnr = many.final_psnr(v)
-    print(f"{v:46s} seeds agreeing above 50 dB: {np.mean(psnr > 50):.0%} (median {np.median(np.minimum(psnr, 999)):.1f} dB)")"""),
+    print(f"{v:46s} seeds agreeing above 50 dB: {np.mean(psnr > 50):.0%} (median {np.median(np.minimum(psnr, 999)):.1f} dB)")"""),  # noqa: E501
 ("md", """## Deterministic DDIM (η = 0): where does clipping fire? 裁剪在哪里发生
 A map of step × sample: the share of x̂_0's values outside [−1, 1] before the clip."""),
 ("code", """det = DDIMPipeline(unet=pipe.unet, scheduler=ppddpm.with_config(pipe.scheduler, cls=DDIMScheduler))
@@ -401,7 +401,7 @@ dit = DiTPipeline.from_pretrained("facebook/DiT-XL-2-256")
 dtraj = ppddpm.sample_trajectory(dit, seed=33, num_inference_steps=25, pipe_kwargs={"class_labels": [207, 360]})
 ```
 Decoding every step of a 512² run through the full VAE is a GPU's job (README, "Latent pipelines");
-`decode="approx"` is not."""),
+`decode="approx"` is not."""),  # noqa: E501
 ],
 }
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs"))
 import ppddpm  # noqa: E402
-from ppddpm.analysis import metrics
+from ppddpm.analysis import metrics  # noqa: E402
 from ppddpm.pictures import plotting  # noqa: E402
 from ppddpm.core.config import with_config  # noqa: E402
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore")
 import ppddpm  # noqa: E402
-from ppddpm.analysis import metrics
+from ppddpm.analysis import metrics  # noqa: E402
 from ppddpm.pictures import plotting  # noqa: E402
 from ppddpm.core.config import with_config  # noqa: E402
 

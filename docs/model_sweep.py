@@ -81,8 +81,9 @@ def main():
         real = real_ceiling(min(args.n, 359), resolution=cfg.resolution)
         results[key] = {"candidate": name, "config": {k: (list(v) if isinstance(v, tuple) else v)
                                                       for k, v in dict(BASE, **CANDIDATES[name]).items()},
-                        "steps": args.steps, "sample_steps": args.sample_steps, "params": n_params, "train_seconds": train_s,
-                        "sample_seconds": sample_s, "loss_last100": sum(res.losses[-100:]) / 100,
+                        "steps": args.steps, "sample_steps": args.sample_steps, "params": n_params,
+                        "train_seconds": train_s, "sample_seconds": sample_s,
+                        "loss_last100": sum(res.losses[-100:]) / 100,
                         "samples": mine.as_dict(), "real": real.as_dict(), **mine.against(real)}
         results_path.write_text(json.dumps(results, indent=1))
         r = results[key]

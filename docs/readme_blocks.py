@@ -52,9 +52,11 @@ def render_equivalence(data) -> str:
         return f"{r['max_abs_prev']:.1e} ({r['worst_ratio_to_bound']:.2g}) {'✓' if r['equivalent'] else '✗'}"
 
     lines = ["| steps | σ_t² | mode | clip | clipping fired | posterior max\\|Δ\\| | direct max\\|Δ\\| (× bound) | "
-             "direct-clip-consistent max\\|Δ\\| (× bound) | direct final PSNR |", "|---|---|---|---|---|---|---|---|---|"]
+             "direct-clip-consistent max\\|Δ\\| (× bound) | direct final PSNR |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in data["findings"]:
-        lines.append(f"| {row['steps']} | {row['variance_type']} | {row['mode']} | {'on' if row['clip_sample'] else 'off'} "
+        lines.append(f"| {row['steps']} | {row['variance_type']} | {row['mode']} | "
+                     f"{'on' if row['clip_sample'] else 'off'} "
                      f"| {row['steps_with_clipping']}/{row['steps']} | {row['posterior']['max_abs_prev']:.0e} | "
                      f"{cell(row, 'direct')} | {cell(row, 'direct-clip-consistent')} | "
                      f"{_db(row['direct']['final_psnr_db'][0])} |")
@@ -124,10 +126,10 @@ def render_benchmarks(data) -> str:
     ratio = lambda r: f"{r['median']:.2f}x ({r['min']:.2f}–{r['max']:.2f})"  # noqa: E731
     plain = rec["every=1"]["base_s"]
     version = m.get("ppddpm", "0.1.0")           # results.json of 0.1.0 did not record it
-    lines = [f"Measured by `make bench` with ppddpm {version}: {m['cpu_count']} CPU cores ({m['processor']}), Python {m['python']}, paddle "
-             f"{m['paddle']} ({m['device']}), ppdiffusers {m['ppdiffusers']}, {data['model']}, {data['steps']} steps, "
-             f"batch 1, {data['repeats']} interleaved rounds (plain, measured, plain, …): median ratio (min–max over "
-             f"rounds).", "",
+    lines = [f"Measured by `make bench` with ppddpm {version}: {m['cpu_count']} CPU cores ({m['processor']}), "
+             f"Python {m['python']}, paddle {m['paddle']} ({m['device']}), ppdiffusers {m['ppdiffusers']}, "
+             f"{data['model']}, {data['steps']} steps, batch 1, {data['repeats']} interleaved rounds "
+             f"(plain, measured, plain, …): median ratio (min–max over rounds).", "",
              f"| what | ratio to a plain `pipe()` run ({plain:.1f} s) | target |", "|---|---|---|",
              f"| recording every=50 | {ratio(rec['every=50'])} | ≤ 1.02x |",
              f"| recording every=1 (x_t, x̂_0) | {ratio(rec['every=1'])} | ≤ 1.05x |",
@@ -145,9 +147,9 @@ def render_benchmarks(data) -> str:
     if "host_reads" in data:
         h = data["host_reads"]
         lines += ["", f"Host reads of device tensors (each a synchronisation on a GPU) in a {h['steps']}-step run: "
-                      f"plain {h['plain']} ({h['plain'] / h['steps']:.1f} per step, ppdiffusers' own loop), recorded "
-                      f"every=1 {h['recorded']}: **{h['added_per_step']:.2f} added per step** (frames move in chunks of "
-                      f"{h['chunk']} steps)."]
+                      f"plain {h['plain']} ({h['plain'] / h['steps']:.1f} per step, ppdiffusers' own loop), "
+                      f"recorded every=1 {h['recorded']}: **{h['added_per_step']:.2f} added per step** "
+                      f"(frames move in chunks of {h['chunk']} steps)."]
     if "processes" in data:
         p = data["processes"]
         work, wall = p["work"], p["wall"]

@@ -33,7 +33,8 @@ def candidates_table() -> str:
     lines = ["| candidate | differs from native-8 | parameters (float32 MB) | loss (last 100) | confidence | IS | FD |",
              "|---|---|---|---|---|---|---|"]
     for row in sorted(rows.values(), key=lambda r: -r["is_share"]):
-        lines.append(f"| {row['candidate']} | {_differs(row, base)} | {row['params']:,} ({row['params'] * 4 / 2 ** 20:.1f}) | "
+        lines.append(f"| {row['candidate']} | {_differs(row, base)} | "
+                     f"{row['params']:,} ({row['params'] * 4 / 2 ** 20:.1f}) | "
                      f"{row['loss_last100']:.4f} | {row['confidence_share']:.0%} | {row['is_share']:.0%} | "
                      f"{row['fd_ratio']:.2f}x |")
     steps = {(r["steps"], r["sample_steps"], r["samples"]["n"]) for r in rows.values()}
@@ -42,7 +43,8 @@ def candidates_table() -> str:
             f"{n} samples (seeds 0–{n - 1}, {sample_steps} strided DDPM steps) scored against {n} real held-out "
             f"digits: confidence and IS as shares of the real digits', FD as a multiple of theirs. "
             f"native-8 is {', '.join(f'{k} {v}' for k, v in base['config'].items())}. The loss is per pixel, so it "
-            f"is lower at 16x16, where neighbouring pixels are interpolated copies, and not comparable across resolutions."
+            f"is lower at 16x16, where neighbouring pixels are interpolated copies, and not comparable across "
+            f"resolutions."
             f"\n\n" + "\n".join(lines))
 
 
@@ -56,8 +58,9 @@ def choice_text() -> str:
         text += (f"the digits' own 8x8 scored {fmt(base)} against 16x16's {fmt(rows['base-16'])} with the same "
                  f"network on a quarter of the pixels (16x16 only upscales the 8x8 source). ")
     big = [r["candidate"] for r in rows.values() if r["params"] * 4 > 5 * 2 ** 20]
-    text += (f"The best candidate at {base['steps']} steps, {best['candidate']}, scored {fmt(best)}, within a few points "
-             f"of native-8 on confidence and IS" + (f" ({', '.join(big)}: over the 5 MB the bundled model may weigh)" if big else "") +
+    text += (f"The best candidate at {base['steps']} steps, {best['candidate']}, scored {fmt(best)}, "
+             f"within a few points of native-8 on confidence and IS" +
+             (f" ({', '.join(big)}: over the 5 MB the bundled model may weigh)" if big else "") +
              ", while training native-8 longer took it to the real digits' level (below). The long run "
              "was started from native-8 with ema_decay 0.999 (the decay only differs past step 1791) before the last "
              "candidates were measured, and none of them gave a reason to start again.")
@@ -175,7 +178,7 @@ less, and FD both ways (the confidence's standard error alone is about half a po
 one sample's sd is ≈ 0.08). Training stopped being measurably better, and step {stop} ships.
 
 With 1000 sampling steps, the goal's measure, see README's "The bundled model" (`make figures`).
-""")
+""")  # noqa: E501 -- TRAINING.md's table rows are one line each
     (FIGURES / "bundled_model.json").write_text(json.dumps({
         "folder": str(DEST.relative_to(ROOT)), "size_mb": size / 2 ** 20, "params": n_params, "steps": len(losses),
         "resolution": res, "batch_size": cfg["batch_size"], "took": took}, indent=1))
@@ -183,7 +186,8 @@ With 1000 sampling steps, the goal's measure, see README's "The bundled model" (
     import readme_blocks
 
     readme_blocks.fill("bundled-model", readme_blocks.render_bundled_model(
-        json.loads((FIGURES / "bundled_model.json").read_text())), "docs/ship_model.py from docs/figures/bundled_model.json")
+        json.loads((FIGURES / "bundled_model.json").read_text())),
+        "docs/ship_model.py from docs/figures/bundled_model.json")
     print(f"shipped {DEST} ({size / 2 ** 20:.2f} MB, {n_params:,} parameters)")
 
 

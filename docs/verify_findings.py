@@ -35,7 +35,8 @@ RUNS = {"ddim": [({}, {"eta": 0.0}), ({}, {"eta": 1.0})], "unipc": [({}, {}), ({
 def _row(label, family, steps, traj_or_error):
     if isinstance(traj_or_error, Exception):
         first_line = str(traj_or_error).strip().splitlines()[0]
-        return {"label": label, "family": family, "steps": steps, "error": f"{type(traj_or_error).__name__}: {first_line}"}
+        return {"label": label, "family": family, "steps": steps,
+                "error": f"{type(traj_or_error).__name__}: {first_line}"}
     report = ppddpm.verify(traj_or_error)
     first = report.first_departure
     return {"label": label, "family": family, "steps": steps, "calls": len(report.steps), "ok": report.ok,
@@ -89,7 +90,8 @@ def broken(pipe):
 def render(data) -> str:
     lines = [f"`ppddpm.verify` on the bundled model: each sampler made from its DDPM config (`ppddpm.with_sampler`), "
              f"{data['steps']} steps, seed 0, batch 4, all fields ({data['source']}):", "",
-             "| sampler | step calls | x_T std / init_noise_sigma | worst step × bound | verdict |", "|---|---|---|---|---|"]
+             "| sampler | step calls | x_T std / init_noise_sigma | worst step × bound | verdict |",
+             "|---|---|---|---|---|"]
     for row in data["samplers"] + data["broken"]:
         if "error" in row:
             lines.append(f"| {row['label']} | — | — | — | does not run here: {row['error']} |")
