@@ -130,4 +130,5 @@ def test_imports_are_at_module_level_unless_heavy_or_marked_lazy():
                 if "# lazy:" in lines[node.lineno - 1] or "# lazy:" in lines[node.end_lineno - 1]:
                     continue
                 hidden.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {ast.unparse(node)}")
-    assert not hidden, f"{len(hidden)} imports inside functions without `# lazy: <why>`:\n" + "\n".join(sorted(set(hidden)))
+    assert not hidden, (f"{len(hidden)} imports inside functions without `# lazy: <why>`:\n" +
+                        "\n".join(sorted(set(hidden))))

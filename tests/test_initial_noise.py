@@ -44,7 +44,8 @@ def first_timestep(n: int, spacing: str, family: str = "", steps_offset: int = 0
         return n * (T // (n + 1)) + steps_offset     # DPM-Solver spaces n+1 points and drops the last (t=0)
     if spacing == "leading":                 # t = k·⌊T/n⌋ + offset, k = n−1 … 0
         return (n - 1) * (T // n) + steps_offset
-    return T - 1                             # "trailing" (T − k·T/n − 1) and "linspace" (from T − 1) both start at T − 1
+    # "trailing" (T − k·T/n − 1) and "linspace" (from T − 1) both start at T − 1
+    return T - 1
 
 
 def expected_init_noise_sigma(n: int, spacing: str, sigma_space: bool) -> float:

@@ -67,7 +67,8 @@ def test_readme_ddim_tables_are_the_committed_json():
     data = json.loads(findings.JSON.read_text())
     assert _docs_module("readme_blocks").block("ddim-findings", README) == findings.render(data)
     # the claims the section makes are what the JSON says
-    clipped = [r for r in data["equivalence"] if r["variant"] == findings.CLIPPED and r["variance_type"] == "fixed_small"]
+    clipped = [r for r in data["equivalence"]
+               if r["variant"] == findings.CLIPPED and r["variance_type"] == "fixed_small"]
     assert clipped and all(r["equivalent"] for r in clipped)
     default_on = [r for r in data["equivalence"] if r["variant"] == findings.DEFAULT and r["clip_sample"]]
     assert default_on and all(not r["equivalent"] and r["departs_only_where_clipping_fires"] for r in default_on)
@@ -95,6 +96,8 @@ def test_latent_tour_runs_verbatim(capsys):
     exec(compile(marked_block("readme-latent"), "README.md (Latent pipelines)", "exec"), scope)
     traj, pipe = scope["traj"], scope["pipe"]
     assert traj.meta["space"] == "latent" and traj.meta["latent"]["scaling_factor"] == 0.18215   # as commented
+    assert traj.meta["latent"]["pipeline"] == type(pipe).__name__ == "StableDiffusionPipeline"   # a run of `pipe`
+    assert traj.scheduler == type(pipe.scheduler).__name__
     assert traj.pred_original_sample.shape == (10, 1, 4, 8, 8)
     assert traj.field("pred_original_sample_decoded").shape == (10, 1, 3, 16, 16)
     assert traj.meta["conditioning"] == {"prompt": "a red cat", "guidance_scale": 7.5}

@@ -114,7 +114,8 @@ def test_training_loss_is_eq_14(sch64):
     rng = np.random.RandomState(4)
     x0, noise, t = rng.randn(4, 1, 2, 2), rng.randn(4, 1, 2, 2), np.array([0, 10, 500, 999])
     assert ref.training_losses(sch64, lambda x, tt: noise, x0, t, noise) == 0.0
-    assert ref.training_losses(sch64, lambda x, tt: np.zeros_like(x), x0, t, noise) == pytest.approx(np.mean(noise ** 2))
+    assert (ref.training_losses(sch64, lambda x, tt: np.zeros_like(x), x0, t, noise)
+            == pytest.approx(np.mean(noise ** 2)))
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0, 0.3])

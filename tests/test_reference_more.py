@@ -77,7 +77,8 @@ def gaps(ref, rec):
 
 
 # ---------------------------------------------------------------- KDPM2, KDPM2 ancestral
-KDPM2_CASES = [(KDPM2DiscreteScheduler, 10, "linspace", "epsilon"), (KDPM2DiscreteScheduler, 25, "leading", "v_prediction"),
+KDPM2_CASES = [(KDPM2DiscreteScheduler, 10, "linspace", "epsilon"),
+               (KDPM2DiscreteScheduler, 25, "leading", "v_prediction"),
                (KDPM2DiscreteScheduler, 8, "trailing", "epsilon"),
                (KDPM2AncestralDiscreteScheduler, 10, "linspace", "epsilon"),
                (KDPM2AncestralDiscreteScheduler, 12, "leading", "v_prediction"),
@@ -272,8 +273,9 @@ def test_a_recorded_run_replays_through_its_reference(unet, family):
     import ppddpm
 
     cls, overrides = RECORDED[family]
-    pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=ppddpm.with_config(ppddpm.model.builders.ddpm_scheduler(), cls=cls,
-                                                                          **overrides))
+    pipe = ppddpm.SamplerPipeline(unet=unet,
+                                  scheduler=ppddpm.with_config(ppddpm.model.builders.ddpm_scheduler(), cls=cls,
+                                                               **overrides))
     pipe.set_progress_bar_config(disable=True)
     traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=6, every=1, fields="all")
     assert traj.meta["sampler"] == family

@@ -63,7 +63,8 @@ def record(scheduler, n, seed=0, noise="rng", shape=SHAPE, scale_x_T=True, x0_af
     paddle.seed(seed)
     z_T = paddle.randn(shape)
     x = z_T * scheduler.init_noise_sigma if scale_x_T else z_T
-    rec = {"timesteps": scheduler.timesteps.numpy().astype(np.float64), "init_noise_sigma": float(scheduler.init_noise_sigma),
+    rec = {"timesteps": scheduler.timesteps.numpy().astype(np.float64),
+           "init_noise_sigma": float(scheduler.init_noise_sigma),
            "x_T": x.numpy().astype(np.float64), "z_T": z_T.numpy().astype(np.float64), "calls": []}
     for t in scheduler.timesteps:
         inp = scheduler.scale_model_input(x, t)
@@ -183,10 +184,14 @@ def _ppdiffusers_prev(ref):
     return ref
 
 
-DDPM_CASES = [(10, "leading", 1, True, "epsilon", "fixed_small"), (30, "leading", 0, False, "epsilon", "fixed_small"),
-              (50, "trailing", 0, True, "v_prediction", "fixed_small"), (10, "linspace", 0, True, "epsilon", "fixed_small"),
-              (30, "trailing", 0, True, "epsilon", "fixed_small"), (50, "leading", 0, True, "v_prediction", "fixed_large"),
-              (1000, "leading", 0, True, "epsilon", "fixed_small"), (1000, "trailing", 0, False, "epsilon", "fixed_large"),
+DDPM_CASES = [(10, "leading", 1, True, "epsilon", "fixed_small"),
+              (30, "leading", 0, False, "epsilon", "fixed_small"),
+              (50, "trailing", 0, True, "v_prediction", "fixed_small"),
+              (10, "linspace", 0, True, "epsilon", "fixed_small"),
+              (30, "trailing", 0, True, "epsilon", "fixed_small"),
+              (50, "leading", 0, True, "v_prediction", "fixed_large"),
+              (1000, "leading", 0, True, "epsilon", "fixed_small"),
+              (1000, "trailing", 0, False, "epsilon", "fixed_large"),
               (20, "leading", 0, True, "sample", "fixed_small")]
 
 
@@ -251,10 +256,14 @@ def test_ddpm_unclipped_step_is_caught():
 
 
 # ---------------------------------------------------------------- DDIM
-DDIM_CASES = [(10, "leading", 1, True, "epsilon", 0.0, False, True), (30, "leading", 0, True, "epsilon", 1.0, False, False),
-              (50, "trailing", 0, False, "v_prediction", 0.5, False, True), (50, "leading", 1, True, "epsilon", 1.0, True, True),
-              (10, "linspace", 0, True, "epsilon", 1.0, False, True), (30, "trailing", 0, True, "v_prediction", 0.0, True, True),
-              (1000, "leading", 0, True, "epsilon", 1.0, False, True), (20, "leading", 0, True, "sample", 1.0, False, True)]
+DDIM_CASES = [(10, "leading", 1, True, "epsilon", 0.0, False, True),
+              (30, "leading", 0, True, "epsilon", 1.0, False, False),
+              (50, "trailing", 0, False, "v_prediction", 0.5, False, True),
+              (50, "leading", 1, True, "epsilon", 1.0, True, True),
+              (10, "linspace", 0, True, "epsilon", 1.0, False, True),
+              (30, "trailing", 0, True, "v_prediction", 0.0, True, True),
+              (1000, "leading", 0, True, "epsilon", 1.0, False, True),
+              (20, "leading", 0, True, "sample", 1.0, False, True)]
 
 
 @pytest.mark.parametrize("n,spacing,offset,clip,prediction,eta,clipped_eps,alpha_one", DDIM_CASES)
