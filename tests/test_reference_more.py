@@ -47,7 +47,7 @@ def record(scheduler, n, seed=0, shape=SHAPE, **step_kwargs):
             r = seen.pop()
             rec["calls"].append({k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64) for k, v in
                                  (("x", r.sample), ("input", inp), ("eps", r.model_output), ("prev", out.prev_sample),
-                                  ("x0", r.x0), ("z", r.noise if r.noise is not None else np.zeros(shape)))})
+                                  ("x0", r.pred_original_sample), ("z", r.noise if r.noise is not None else np.zeros(shape)))})
             rec["calls"][-1]["stage"] = r.stage
             x = out.prev_sample
     return rec
