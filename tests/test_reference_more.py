@@ -45,9 +45,10 @@ def record(scheduler, n, seed=0, shape=SHAPE, **step_kwargs):
             inp = scheduler.scale_model_input(x, t)
             out = scheduler.step(model(inp, t), t, x, **step_kwargs)
             r = seen.pop()
+            z = r.noise if r.noise is not None else np.zeros(shape)
             rec["calls"].append({k: np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64) for k, v in
                                  (("x", r.sample), ("input", inp), ("eps", r.model_output), ("prev", out.prev_sample),
-                                  ("x0", r.pred_original_sample), ("z", r.noise if r.noise is not None else np.zeros(shape)))})
+                                  ("x0", r.pred_original_sample), ("z", z))})
             rec["calls"][-1]["stage"] = r.stage
             x = out.prev_sample
     return rec
