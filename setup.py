@@ -28,7 +28,8 @@ EXTRAS = {
     "cpu": PADDLE_CPU,
     "test": ["pytest", "hypothesis", "nbformat", "nbclient", "ipykernel", "psutil",
              "pytest-xdist",          # `make test` runs the suite on two workers (this machine has two cores)
-             "ruff==0.17.6",          # `make lint` (run by `make test`): ruff.toml, 120 columns; pinned so a new rule cannot turn CI red
+             # `make lint` (run by `make test`), ruff.toml, 120 columns; pinned: a new release's rules can't turn CI red
+             "ruff==0.17.6",
              # drives Debian's chromium for the explorer test; newer releases need urllib3 > 2.0,
              # which ppdiffusers 0.29 refuses (urllib3<=2.0.0)
              "selenium>=4.15,<4.33"],

@@ -3,6 +3,9 @@
 Equation numbers in docstrings are the DDPM paper's (Ho et al. 2020), restated in MATH.md.
 The public names are imported lazily, so `import ppddpm` is cheap until one is used.
 """
+import importlib
+import warnings
+
 __version__ = "0.3.0"
 
 _EXPORTS = {
@@ -30,8 +33,6 @@ def _quiet_imports():
     C++ extensions) and setuptools' distutils shim "Setuptools is replacing distutils" (paddle
     imports distutils): noise to a ppddpm user, in the CLI and in a notebook alike. Those two exact
     messages are filtered; every other warning stays."""
-    import warnings
-
     warnings.filterwarnings("ignore", message="No ccache found")
     warnings.filterwarnings("ignore", message="Setuptools is replacing distutils")
 
@@ -40,8 +41,6 @@ _quiet_imports()
 
 
 def __getattr__(name):
-    import importlib
-
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value

@@ -12,6 +12,9 @@ explicitly and the override wins:
     sched = ppddpm.with_config(pipe.scheduler, clip_sample=False)
 """
 from __future__ import annotations
+
+import inspect
+
 from ppddpm.errors import BadValue
 
 
@@ -27,8 +30,6 @@ def with_config(scheduler, cls=None, **overrides):
     force and `overrides` applied, whatever `_use_default_values` says. Keys `cls` does not
     know are dropped by ppdiffusers as usual (DDPM → DDIM carries the schedule, not the
     variance type); an override `cls` does not know is an error."""
-    import inspect
-
     cls = cls or type(scheduler)
     known = set(inspect.signature(cls.__init__).parameters)
     unknown = sorted(k for k in overrides if k not in known)

@@ -38,7 +38,8 @@ PRK_WEIGHTS = (1 / 6, 2 / 6, 2 / 6, 1 / 6)                             # eq. (13
 
 def pndm_transfer(alpha_bar_t: float, alpha_bar_p: float, x_t, eps):
     """φ(x_t, ε, t, p) of Liu et al. 2022, eq. (11)."""
-    denominator = np.sqrt(alpha_bar_t) * (np.sqrt((1 - alpha_bar_p) * alpha_bar_t) + np.sqrt((1 - alpha_bar_t) * alpha_bar_p))
+    denominator = np.sqrt(alpha_bar_t) * (np.sqrt((1 - alpha_bar_p) * alpha_bar_t)
+                                          + np.sqrt((1 - alpha_bar_t) * alpha_bar_p))
     return np.sqrt(alpha_bar_p / alpha_bar_t) * x_t - (alpha_bar_p - alpha_bar_t) / denominator * eps
 
 
@@ -46,7 +47,8 @@ class PNDMReference(VPReference):
     family, multistep = "pndm", True
     DEFAULTS = {"skip_prk_steps": False, "set_alpha_to_one": False, "prediction_type": "epsilon",
                 "timestep_spacing": "leading", "steps_offset": 0}
-    SUPPORTED = {"prediction_type": ("epsilon", "v_prediction"), "timestep_spacing": ("linspace", "leading", "trailing")}
+    SUPPORTED = {"prediction_type": ("epsilon", "v_prediction"),
+                 "timestep_spacing": ("linspace", "leading", "trailing")}
 
     def setup(self) -> None:
         self.setup_grid()

@@ -45,7 +45,8 @@ def betas_from_config(config: Mapping) -> np.ndarray:
     `rescale_betas_zero_snr` (Lin et al. 2023, Alg. 1) is not covered: it makes σ_T infinite."""
     cfg = {**BETA_DEFAULTS, **{k: v for k, v in dict(config).items() if k in BETA_DEFAULTS}}
     if dict(config).get("rescale_betas_zero_snr", False):
-        raise NotImplementedError("rescale_betas_zero_snr=True (zero terminal SNR) is not covered by the float64 references")
+        raise NotImplementedError("rescale_betas_zero_snr=True (zero terminal SNR) is not covered by the float64 "
+                                  "references")
     T, kind = int(cfg["num_train_timesteps"]), cfg["beta_schedule"]
     if cfg["trained_betas"] is not None:
         return np.asarray(cfg["trained_betas"], np.float64)
