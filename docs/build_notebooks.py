@@ -214,7 +214,7 @@ print("steps with clipping per seed:", (many.clip_fraction["posterior"] > 0).sum
 ("md", """## Your own variant 自定义采样公式
 Register a step with `DDPMScheduler.step`'s contract. Here: the posterior route with its
 coefficients in float64 — it differs from ppdiffusers only by rounding, and the report says so."""),
-("code", """from ppddpm.variants.registry import coefficients, predict_start_from_noise, modify_x0, add_noise, _output
+("code", """from ppddpm.variants.ddpm import coefficients, predict_start_from_noise, modify_x0, add_noise, ddpm_output
 
 @ppddpm.register_variant("posterior-float64", replace=True)
 def posterior_f64(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
@@ -224,7 +224,7 @@ def posterior_f64(scheduler, model_output, timestep, sample, generator=None, ret
     alpha = ab / ab_prev
     x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample))
     mean = (ab_prev ** 0.5 * (1 - alpha) / (1 - ab)) * x0 + (alpha ** 0.5 * (1 - ab_prev) / (1 - ab)) * sample
-    return _output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
 
 mine = ppddpm.compare(pipe, ["ppdiffusers", "posterior-float64"], seed=777, num_inference_steps=STEPS, clip_sample=False)
 print(mine.table(rows=6))"""),  # noqa: E501

@@ -11,7 +11,7 @@ from ppdiffusers import DDPMPipeline, DDPMScheduler
 import ppddpm
 from ppddpm.model.builders import ddpm_scheduler
 from ppddpm.storage.trajectory import to_pil
-from ppddpm.variants.registry import coefficients, modify_x0, predict_start_from_noise, sigma
+from ppddpm.variants.ddpm import coefficients, modify_x0, predict_start_from_noise, sigma
 
 
 @pytest.fixture(scope="module")

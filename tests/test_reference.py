@@ -5,7 +5,7 @@ import pytest
 
 from ppddpm import reference as ref
 from ppddpm.model.builders import ddpm_scheduler
-from ppddpm.variants.registry import predict_start_from_noise, coefficients
+from ppddpm.variants.ddpm import coefficients, predict_start_from_noise
 
 U32 = 2.0 ** -24
 

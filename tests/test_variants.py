@@ -9,7 +9,7 @@ from ppdiffusers import DDPMPipeline, DDPMScheduler
 import ppddpm
 from conftest import expected_prev
 from ppddpm.model.builders import ddpm_scheduler
-from ppddpm.variants.registry import threshold
+from ppddpm.core.formulas import threshold
 
 BUILTINS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent", "direct-article"]
 
@@ -80,13 +80,13 @@ def test_user_defined_variant(pipe):
     @ppddpm.register_variant("test-no-noise")
     def no_noise(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
         """The posterior mean only: x_{t-1} = μ̃_t(x̂_0, x_t) of eq. (7), never any σ_t z."""
-        from ppddpm.variants.registry import _output, coefficients, modify_x0, predict_start_from_noise
+        from ppddpm.variants.ddpm import coefficients, ddpm_output, modify_x0, predict_start_from_noise
 
         c = coefficients(scheduler, timestep)
         x0 = modify_x0(scheduler, predict_start_from_noise(c, model_output, sample))
         mean = (c.alpha_prod_t_prev ** 0.5 * c.current_beta_t / c.beta_prod_t) * x0 + \
             (c.current_alpha_t ** 0.5 * c.beta_prod_t_prev / c.beta_prod_t) * sample
-        return _output(mean, x0, return_dict)
+        return ddpm_output(mean, x0, return_dict)
 
     try:
         assert "test-no-noise" in ppddpm.variants()

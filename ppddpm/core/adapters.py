@@ -27,39 +27,12 @@ import math
 from typing import Dict, List, Optional
 
 from ppddpm.core import rng as _rng
+from ppddpm.core.formulas import (as_int, clip_x0, clipped_fraction, ddim_previous_timestep, ddpm_sigma, draw_noise,
+                                  x0_by_eq15, x0_by_sigma)
 from ppddpm.errors import BadType, BadValue
 
-
-def x0_by_eq15(alpha_prod_t, model_output, sample, prediction_type="epsilon"):
-    """x̂_0 before any clipping. eq. (15): x̂_0 = (x_t − √(1−ᾱ_t) ε_θ) / √ᾱ_t (TF `predict_start_from_noise`).
-
-    The other prediction types as ppdiffusers: "sample" predicts x_0 itself, "v_prediction"
-    gives x̂_0 = √ᾱ_t x_t − √(1−ᾱ_t) v. Same float32 operations as the schedulers' steps.
-    """
-    beta_prod_t = 1 - alpha_prod_t
-    if prediction_type == "epsilon":
-        return (sample - beta_prod_t ** (0.5) * model_output) / alpha_prod_t ** (0.5)
-    if prediction_type == "sample":
-        return model_output
-    if prediction_type == "v_prediction":
-        return (alpha_prod_t ** 0.5) * sample - (beta_prod_t ** 0.5) * model_output
-    raise BadValue(f"prediction_type={prediction_type!r} is not one of epsilon, sample, v_prediction")
-
-
-def x0_by_sigma(sigma, model_output, sample, prediction_type="epsilon"):
-    """x̂_0 in the σ-parameterisation of the Euler-type schedulers: x − σ·ε (eq. 15 divided
-    through by √ᾱ_t); v-prediction as ppdiffusers: v·(−σ/√(σ²+1)) + x/(σ²+1)."""
-    if prediction_type == "epsilon":
-        return sample - sigma * model_output
-    if prediction_type == "v_prediction":
-        return model_output * (-sigma / (sigma ** 2 + 1) ** 0.5) + (sample / (sigma ** 2 + 1))
-    if prediction_type in ("sample", "original_sample"):
-        return model_output
-    raise BadValue(f"prediction_type={prediction_type!r} is not one of epsilon, v_prediction, sample")
-
-
-def _int(t) -> int:
-    return int(t.item()) if hasattr(t, "item") else int(t)
+__all__ = ["adapter_for", "families", "scheduler_of", "clipped_share", "clipped_share_on_device", "HostTables",
+           "in_sigma_space", "rebuild_scheduler", "supported", "GENERIC", "x0_by_eq15", "x0_by_sigma"]
 
 
 class HostTables:
@@ -139,26 +112,17 @@ class DDPMAdapter(Adapter):
         return model_output, None
 
     def adds_noise(self, scheduler, timestep, extra, ctx):
-        return _int(timestep) > 0                    # Algorithm 2, line 4: no noise at the last step
+        return as_int(timestep) > 0                  # Algorithm 2, line 4: no noise at the last step
 
     def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
         eps, _ = self._split(scheduler, model_output, sample)
         return x0_by_eq15(scheduler.alphas_cumprod[timestep], eps, sample, scheduler.config.prediction_type)
 
     def sigma(self, scheduler, t, extra, ctx, tables):
-        """σ_t as the stock step takes it from `_get_variance` (eq. 7's β̃_t for fixed_small, β_t
-        for fixed_large); for learned variances the mean over elements of the per-element σ."""
-        if t <= 0:
-            return 0.0
-        import paddle
-
+        """σ_t as the stock step takes it from `_get_variance` (`ppddpm.core.formulas.ddpm_sigma`);
+        for learned variances the mean over elements of the per-element σ."""
         _, predicted = self._split(scheduler, ctx["model_output"], ctx["sample"]) if ctx else (None, None)
-        variance = scheduler._get_variance(int(t), predicted_variance=predicted)
-        if scheduler.variance_type == "fixed_small_log":      # ppdiffusers returns the std here already
-            return variance
-        if scheduler.variance_type == "learned_range":
-            return paddle.exp(0.5 * variance).mean()
-        std = variance ** 0.5
+        std = ddpm_sigma(scheduler, int(t), predicted_variance=predicted)
         return std.mean() if hasattr(std, "mean") else std
 
     def before(self, scheduler, model_output, timestep, sample, extra):
@@ -183,9 +147,7 @@ class DDIMAdapter(Adapter):
             return call(), None
         z = extra.get("variance_noise")
         if z is None:
-            from ppdiffusers.utils.paddle_utils import randn_tensor
-
-            z = randn_tensor(model_output.shape, generator=extra.get("generator"), dtype=model_output.dtype)
+            z = draw_noise(model_output, extra.get("generator"))
             return call(variance_noise=z, generator=None), z
         return call(), z
 
@@ -197,8 +159,7 @@ class DDIMAdapter(Adapter):
         eta = extra.get("eta", 0.0)
         if not eta > 0:
             return 0.0
-        prev = int(t) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-        return eta * scheduler._get_variance(int(t), prev) ** 0.5
+        return eta * scheduler._get_variance(int(t), ddim_previous_timestep(scheduler, int(t))) ** 0.5
 
 
 class PNDMAdapter(Adapter):
@@ -300,10 +261,7 @@ class HeunAdapter(_TwoCallAdapter):
 
     def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
         x0 = self.x0_raw(scheduler, model_output, timestep, sample, ctx, out)
-        cfg = scheduler.config
-        if cfg.get("clip_sample", False):
-            return x0.clip(-cfg.clip_sample_range, cfg.clip_sample_range)
-        return x0
+        return clip_x0(scheduler.config, x0, self.clipping)
 
 
 class KDPM2Adapter(_TwoCallAdapter):
@@ -612,21 +570,9 @@ def clipped_share(scheduler, x0_raw) -> float:
 
 def clipped_share_on_device(scheduler, x0_raw):
     """`clipped_share` as a 0-d device tensor (or 0.0), without reading it from the host."""
-    import paddle
-
-    honoured = adapter_for(scheduler).clipping
-    config = scheduler.config
     if x0_raw is None:
         return 0.0
-    if "thresholding" in honoured and config.get("thresholding", False):
-        x = x0_raw.cast("float32").abs().reshape([x0_raw.shape[0], -1])
-        s = paddle.quantile(x, config.dynamic_thresholding_ratio, axis=1, keepdim=True)
-        s = (paddle.ones_like(s) * config.sample_max_value if config.sample_max_value < 1 else
-             paddle.clip(s, min=1, max=config.sample_max_value))
-        return (x > s).astype("float32").mean()
-    if "clip_sample" in honoured and config.get("clip_sample", False):
-        return (x0_raw.abs() > config.get("clip_sample_range", 1.0)).astype("float32").mean()
-    return 0.0
+    return clipped_fraction(scheduler.config, x0_raw, adapter_for(scheduler).clipping)
 
 
 def in_sigma_space(family: str) -> bool:

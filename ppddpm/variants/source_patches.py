@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -29,9 +30,7 @@ class FilePatch:
 
 
 def patches_dir() -> Path:
-    from importlib.resources import files
-
-    return Path(str(files("ppddpm.patches")))
+    return Path(str(resources.files("ppddpm.patches")))
 
 
 def available() -> List[str]:
