@@ -1,6 +1,4 @@
 """Property-based checks (hypothesis) over random β schedules, step counts and shapes."""
-import uuid
-
 import numpy as np
 import paddle
 from hypothesis import HealthCheck, given, settings
@@ -9,6 +7,7 @@ from hypothesis import strategies as st
 import ppddpm
 from ppddpm.analysis.ab import K_ROUNDINGS, UNIT_ROUNDOFF
 from ppddpm.model.builders import ddpm_scheduler
+from hand_loop import hand_loop
 
 
 @st.composite
@@ -25,17 +24,6 @@ def setups(draw):
 def fake_model(x, t):
     """A cheap, deterministic stand-in for ε_θ: the property is about the step, not the net."""
     return 0.5 * x + 0.01 * float(t) ** 0.5
-
-
-def loop(sched, steps, x, seed):
-    gen = paddle.Generator().manual_seed(seed, generator_name=f"prop-{seed}-{uuid.uuid4()}")
-    sched.set_timesteps(steps)
-    out = []
-    for t in sched.timesteps:
-        res = sched.step(fake_model(x, t), t, x, generator=gen)
-        x = res.prev_sample
-        out.append((int(t), x.numpy(), res.pred_original_sample.numpy()))
-    return out
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -68,11 +56,11 @@ def test_recorder_matches_a_hand_written_loop(setup, every):
     def sched():
         return ddpm_scheduler(num_train_timesteps=len(betas), trained_betas=betas.tolist(), variance_type=vt)
 
-    plain = loop(sched(), steps, x, seed=5)
+    plain = hand_loop(fake_model, sched(), 5, steps, x_T=x)
     s = sched()
     with ppddpm.record(s, every=every) as traj:
-        loop(s, steps, x, seed=5)
-    keep = ppddpm.kept_steps(len(plain), every)
-    assert traj.timesteps.tolist() == [plain[i][0] for i in keep]
-    assert np.array_equal(traj.prev_sample, np.stack([plain[i][1] for i in keep]))
-    assert np.array_equal(traj.pred_original_sample, np.stack([plain[i][2] for i in keep]))
+        hand_loop(fake_model, s, 5, steps, x_T=x)
+    keep = ppddpm.kept_steps(len(plain.timesteps), every)
+    assert traj.timesteps.tolist() == plain.timesteps[keep].tolist()
+    assert np.array_equal(traj.prev_sample, plain.prev_sample[keep])
+    assert np.array_equal(traj.pred_original_sample, plain.pred_original_sample[keep])

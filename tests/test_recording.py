@@ -5,31 +5,31 @@ import threading
 import numpy as np
 import paddle
 import pytest
-from conftest import expected_prev, hand_loop, interrupted_after
+from conftest import assert_is_the_reference_step, interrupted_after, reference_sigma, reference_x0
 from ppdiffusers import DDPMPipeline, DDPMScheduler
 
 import ppddpm
 from ppddpm.model.builders import ddpm_scheduler
 from ppddpm.storage.trajectory import to_pil
-from ppddpm.variants.ddpm import coefficients, modify_x0, predict_start_from_noise, sigma
+from hand_loop import hand_loop
 
 
 @pytest.fixture(scope="module")
 def hand_runs(unet):
     """Hand-written loops for seed 777 at 1000 and at 50 steps (computed once)."""
-    return {steps: hand_loop(unet, ddpm_scheduler(), 777, steps) for steps in (1000, 50)}
+    return {steps: hand_loop(unet, ddpm_scheduler(), 777, steps, scaled=False) for steps in (1000, 50)}
 
 
 @pytest.mark.parametrize("steps", [1000, 50])
 @pytest.mark.parametrize("every", [1, 50])
 def test_recorder_equals_hand_written_loop_bitwise(pipe, hand_runs, steps, every):
-    ts, prev, x0 = hand_runs[steps]
+    hand = hand_runs[steps]
     traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps, every=every)
     keep = ppddpm.kept_steps(steps, every)
-    np.testing.assert_array_equal(traj.timesteps, ts[keep])
+    np.testing.assert_array_equal(traj.timesteps, hand.timesteps[keep])
     # bitwise: same seed, same generator, same float32 operations
-    assert np.array_equal(traj.prev_sample, prev[keep])
-    assert np.array_equal(traj.pred_original_sample, x0[keep])
+    assert np.array_equal(traj.prev_sample, hand.prev_sample[keep])
+    assert np.array_equal(traj.pred_original_sample, hand.pred_original_sample[keep])
     assert traj.prev_sample.dtype == np.float32 and traj.prev_sample.shape == (len(keep), 1, 1, 8, 8)
 
 
@@ -56,18 +56,18 @@ def test_every_larger_than_the_run_records_only_the_last_step(pipe):
 
 
 def test_what_led_to_each_step_is_recorded_and_reproduces_it(pipe):
-    """x_{t-1} = μ̃(clip(x̂_0(x_t, ε̂)), x_t) + σ_t z, recomputed from the recorded x_t, ε̂ and z,
-    gives the recorded x_{t-1} bitwise (same float32 operations as ppdiffusers)."""
+    """x_{t-1} = μ̃(clip(x̂_0(x_t, ε̂)), x_t) + σ_t z, recomputed in float64 (`ppddpm.reference`) from the
+    recorded x_t, ε̂ and z, gives the recorded x̂_0, σ_t and x_{t-1} to float32 rounding (conftest's bounds)."""
     traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=30, every=1, fields="all")
     sched = pipe.scheduler
     for i, t in enumerate(traj.timesteps):
-        c = coefficients(sched, paddle.to_tensor(t))
-        raw = predict_start_from_noise(c, paddle.to_tensor(traj.model_output[i]), paddle.to_tensor(traj.sample[i]))
-        assert np.array_equal(raw.numpy(), traj.pred_original_sample_unclipped[i])           # eq. (15)
-        assert np.array_equal(modify_x0(sched, raw).numpy(), traj.pred_original_sample[i])   # clip
-        assert traj.sigma[i] == pytest.approx(float(sigma(sched, t)) if t else 0.0, rel=1e-7)
-        expected = expected_prev(sched, "posterior", traj.sample[i], traj.model_output[i], traj.noise[i], t)
-        assert np.array_equal(expected, traj.prev_sample[i])                                   # eq. (7) + σ_t z
+        raw, clipped, x0_error = reference_x0(sched, traj.sample[i], traj.model_output[i], t)
+        assert np.abs(traj.pred_original_sample_unclipped[i] - raw).max() <= x0_error     # eq. (15)
+        assert np.abs(traj.pred_original_sample[i] - clipped).max() <= x0_error           # clip
+        sigma, sigma_error = reference_sigma(sched, t)
+        assert traj.sigma[i] == pytest.approx(sigma, rel=sigma_error, abs=0)
+        assert_is_the_reference_step(traj.prev_sample[i], sched, "posterior", traj.sample[i], traj.model_output[i],
+                                     traj.noise[i], t)                                   # eq. (7) + σ_t z
         if i + 1 < len(traj):
             assert np.array_equal(traj.sample[i + 1], traj.prev_sample[i])   # x_{t-1} feeds the next step
     assert not traj.noise[-1].any()       # the last step adds no noise

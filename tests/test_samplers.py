@@ -5,9 +5,6 @@ over that scheduler's own `step` makes with the same seed (so the recorder neith
 values nor disturbs a sampler's state or random stream), x̂_0 is the one the step used, and the
 recorded noise is what the step added.
 """
-import inspect
-import uuid
-
 import numpy as np
 import paddle
 import pytest
@@ -17,37 +14,13 @@ from ppdiffusers import (DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMSchedule
                          HeunDiscreteScheduler, IPNDMScheduler, KDPM2AncestralDiscreteScheduler,
                          KDPM2DiscreteScheduler, LCMScheduler, LMSDiscreteScheduler, PNDMScheduler,
                          UniPCMultistepScheduler)
-from ppdiffusers.utils.paddle_utils import randn_tensor
 
 import ppddpm
 from ppddpm.core.config import with_config
 from ppddpm.model.builders import ddpm_scheduler
+from hand_loop import hand_loop
 
 STEPS = 8
-
-
-def hand_loop(unet, scheduler, seed, steps, step_kwargs=None, scaled=True):
-    """The reverse process written out over `scheduler.step`, as the pipelines write it: x_T
-    (times init_noise_sigma), scale_model_input, `generator` to the step where it takes one.
-    `scaled=False` is DDPMPipeline's loop, which skips both scalings."""
-    generator = paddle.Generator().manual_seed(seed, generator_name=f"hand-{uuid.uuid4()}")
-    shape = (1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
-    scheduler.set_timesteps(steps)                   # before init_noise_sigma, which depends on it
-    x = randn_tensor(shape, generator=generator, dtype=unet.dtype)
-    if scaled:
-        x = x * scheduler.init_noise_sigma
-    kwargs = dict(step_kwargs or {})
-    if "generator" in inspect.signature(type(scheduler).step).parameters:
-        kwargs["generator"] = generator
-    prev, x0 = [], []
-    with paddle.no_grad():
-        for t in scheduler.timesteps:
-            model_output = unet(scheduler.scale_model_input(x, t) if scaled else x, t).sample
-            out = scheduler.step(model_output, t, x, **kwargs)
-            x = out.prev_sample
-            prev.append(x.numpy())
-            x0.append(getattr(out, "pred_original_sample", None))
-    return np.stack(prev), x0
 
 
 def make(cls, **overrides):
@@ -93,13 +66,13 @@ def test_recording_any_sampler_is_bitwise_the_hand_loop(unet, family):
     pipe.set_progress_bar_config(disable=True)
     traj = ppddpm.sample_trajectory(pipe, seed=11, num_inference_steps=STEPS, every=1, fields="all",
                                     pipe_kwargs=call_kwargs)
-    expected, x0 = hand_loop(unet, make(cls, **overrides), 11, STEPS, call_kwargs)
-    assert traj.complete and len(traj) == len(expected)
-    assert np.array_equal(traj.prev_sample, expected)          # values and RNG stream untouched
-    returned = [a for a in x0 if a is not None]
+    hand = hand_loop(unet, make(cls, **overrides), 11, STEPS, step_kwargs=call_kwargs)
+    assert traj.complete and len(traj) == len(hand.prev_sample)
+    assert np.array_equal(traj.prev_sample, hand.prev_sample)          # values and RNG stream untouched
+    returned = [a for a in hand.returned_x0 if a is not None]
     if returned:                                              # the x̂_0 the step returned, bitwise
-        assert len(returned) == len(x0)
-        assert np.array_equal(traj.pred_original_sample, np.stack([a.numpy() for a in returned]))
+        assert len(returned) == len(hand.returned_x0)
+        assert np.array_equal(traj.pred_original_sample, np.stack(returned))
     assert traj.scheduler == cls.__name__
     assert traj.meta["scheduler_config"]["num_train_timesteps"] == 1000
     assert np.isfinite(traj.pred_original_sample).all() and np.isfinite(traj.sigma).all()
@@ -109,10 +82,10 @@ def test_a_ddpm_pipeline_whose_scheduler_was_swapped_records_what_it_ran_and_say
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     with pytest.warns(ppddpm.core.recorder.UnscaledLoopWarning, match="SamplerPipeline.*with_sampler"):
         traj = ppddpm.sample_trajectory(pipe, seed=5, num_inference_steps=STEPS, every=1)
-    expected, _ = hand_loop(unet, EulerAncestralDiscreteScheduler.from_config(ddpm_scheduler().config), 5, STEPS,
-                            scaled=False)
+    hand = hand_loop(unet, EulerAncestralDiscreteScheduler.from_config(ddpm_scheduler().config), 5, STEPS,
+                     scaled=False)
     assert traj.scheduler == "EulerAncestralDiscreteScheduler"
-    assert np.array_equal(traj.prev_sample, expected)
+    assert np.array_equal(traj.prev_sample, hand.prev_sample)
 
 
 def test_heun_records_which_stage_each_model_call_is(unet):

@@ -7,7 +7,23 @@ them: the stock step, the DDPM routes, DDIM. The registry itself imports none of
 import of `ppddpm.variants.<module>` runs this file first, so they are registered whenever the
 registry is used.
 """
+import sys
+import types
+
 from ppddpm._lazy import submodules_on_access
 from ppddpm.variants import stock, ddpm, ddim  # noqa: F401  (they register themselves, in this order)
+from ppddpm.variants.registry import variants as _registered_names
 
 __getattr__ = submodules_on_access(__name__)
+
+
+class _CallablePackage(types.ModuleType):
+    """`ppddpm.variants` names both this package and the function `ppddpm.variants()`; Python binds the
+    package to that attribute of `ppddpm` once any `ppddpm.variants.<module>` is imported, so calling
+    the package does what the function does: the names of every registered variant, built-ins first."""
+
+    def __call__(self) -> list:
+        return _registered_names()
+
+
+sys.modules[__name__].__class__ = _CallablePackage
