@@ -1,5 +1,7 @@
 """Step variants and patch_step (issue: step variants, patching, equivalence)."""
 import inspect
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -21,6 +23,16 @@ def run(pipe, variant, seed=7, steps=50, batch=1, fields=("prev_sample", "pred_o
 
 def test_builtin_variants_are_registered():
     assert ppddpm.variants()[:5] == BUILTINS
+
+
+@pytest.mark.parametrize("first", ["import ppddpm", "import ppddpm.variants.registry, ppddpm",
+                                   "from ppddpm.variants.registry import get_variant; import ppddpm"])
+def test_the_builtins_are_there_whatever_a_fresh_process_imports_first(first):
+    """`ppddpm.get_variant("ddim")` right after `import ppddpm`, and `ppddpm.variants()` also once a
+    `ppddpm.variants.<module>` import has bound the name `ppddpm.variants` to the package."""
+    code = f"{first}\nprint(ppddpm.get_variant('ddim').name, ppddpm.get_variant('direct').name, *ppddpm.variants())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["ddim", "direct"] + BUILTINS + ["ddim", "ddim-written"]
 
 
 @pytest.mark.parametrize("config", [

@@ -31,9 +31,6 @@ from ppddpm.core.formulas import (as_int, clip_x0, clipped_fraction, ddim_previo
                                   x0_by_eq15, x0_by_sigma)
 from ppddpm.errors import BadType, BadValue
 
-__all__ = ["adapter_for", "families", "scheduler_of", "clipped_share", "clipped_share_on_device", "HostTables",
-           "in_sigma_space", "rebuild_scheduler", "supported", "GENERIC", "x0_by_eq15", "x0_by_sigma"]
-
 
 class HostTables:
     """Host copies of a scheduler's constant tables (`sigmas`), each read from the device once

@@ -21,6 +21,7 @@ from ppddpm.core.adapters import adapter_for, scheduler_of
 from ppddpm.core.config import with_config
 from ppddpm.errors import BadValue, Unknown
 
+
 @dataclass
 class Variant:
     name: str
@@ -85,6 +86,7 @@ NOT_SPEC_ARGUMENTS = ("generator", "variance_noise", "return_dict")   # data and
 def check_arguments(variant: Variant, scheduler_cls=None) -> None:
     """The spec's arguments must be ones the step takes: the variant function's own keyword
     parameters, or — where it passes them on (`**step_arguments`) — those of the scheduler's step."""
+
     def named(fn):
         params = inspect.signature(fn).parameters
         open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
