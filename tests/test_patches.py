@@ -1,5 +1,4 @@
 """patches/: the article's source edits as diffs, and ppdiffusers' own suite as a check."""
-import json
 import os
 import subprocess
 import sys
