@@ -4,18 +4,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ppddpm._progress import cli_choice
+from ppddpm.analysis.ab import compare
+from ppddpm.cli import options
+from ppddpm.cli.command import Command
+from ppddpm.cli.common import output_folder
+from ppddpm.core.recorder import sample_trajectory
+from ppddpm.model.loading import load_pipeline
+from ppddpm.pictures.plotting import contact_sheet, plot_ab, plot_grid, plot_trajectory
 
 VARIANTS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]     # README's equivalence table
 
 
 def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, quiet: bool = False,
              trust_pickle: bool = False) -> dict:
-    from ppddpm._progress import cli_choice
-    from ppddpm.analysis.ab import compare
-    from ppddpm.model.loading import load_pipeline
-    from ppddpm.pictures.plotting import contact_sheet, plot_ab, plot_grid, plot_trajectory
-    from ppddpm.core.recorder import sample_trajectory
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda *a: None) if quiet else print
@@ -61,3 +63,21 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
         say("  " + line)
     say("wrote " + ", ".join(str(p) for p in written))
     return {"trajectory": traj, "written": written, "ab": lines}
+
+
+class DemoCommand(Command):
+    """`ppddpm demo`: `run_demo` into --out."""
+
+    @classmethod
+    def register_subcommand(cls, commands):
+        p = commands.add_parser("demo", help="what `make demo` runs: sample, grids, A/B summary")
+        options.add_model(p)
+        options.add_steps(p, "num_inference_steps of the run and the A/B")
+        options.add_out(p, "runs/demo", "folder for the demo's pictures and files", force=False)
+        options.add_quiet(p)
+        p.set_defaults(func=cls)
+
+    def run(self):
+        args = self.args
+        run_demo(output_folder(args), model=args.model, steps=args.steps, quiet=args.quiet,
+                 trust_pickle=args.trust_pickle)

@@ -20,13 +20,19 @@ are any) unless `--oversubscribe`.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
+
+from ppddpm.errors import BadValue
 
 OUTPUT_ENV = "PPDDPM_RANK_OUTPUT"       # a rank's scratch folder for its output and status
 PARENT_ENV = "PPDDPM_PARENT_PID"        # the `ppddpm --nproc` process the ranks outlive by at most a second
@@ -95,8 +101,6 @@ def _relay(scratch: Path, nproc: int, returncode: int, output: str) -> int:
 
 def stop_group(proc, grace: float = GRACE_SECONDS):
     """End `proc`'s process group (the launcher and every rank): SIGTERM, then SIGKILL after `grace` s."""
-    import signal
-
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
         try:
             os.killpg(proc.pid, sig)
@@ -112,8 +116,6 @@ def stop_group(proc, grace: float = GRACE_SECONDS):
 
 def _wait_group_gone(pgid: int, timeout: float):
     """Wait until no process of group `pgid` is left (the ranks may outlive the launcher briefly)."""
-    import time
-
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -127,11 +129,7 @@ def _wait_group_gone(pgid: int, timeout: float):
 def _die_with_parent():
     """In the launcher, before exec: SIGKILL when the parent dies (Linux prctl PR_SET_PDEATHSIG) — at
     once, so it writes no more logs into the scratch folder the ranks then remove."""
-    import signal
-
     try:
-        import ctypes
-
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)      # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass                                                                     # not Linux: watch_parent remains
@@ -140,9 +138,6 @@ def _die_with_parent():
 def watch_parent(poll: float = 1.0):
     """In a rank: a daemon thread that ends this process (and removes the scratch folder) as soon as
     the `ppddpm --nproc` parent is gone, however it went."""
-    import threading
-    import time
-
     parent, scratch = os.environ.get(PARENT_ENV), os.environ.get(OUTPUT_ENV)
     if not parent:
         return
@@ -174,8 +169,6 @@ def parent_gone() -> bool:
 
 def check_nproc(nproc: int, oversubscribe: bool = False):
     """--nproc at most the cores (or GPUs) here: more only slows every rank and multiplies memory."""
-    from ppddpm.errors import BadValue
-
     try:
         import paddle
 

@@ -19,15 +19,17 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from ppddpm._io import atomic_path
 from ppddpm._progress import wanted
 from ppddpm.errors import BadValue, NotFound, Untrusted, int_problem, regular_file
+from ppddpm.model.builders import ddpm_scheduler, small_unet
+from ppddpm.model.data import load_dataset
 
 CHECKPOINT = "checkpoint.safetensors"
 PICKLED_CHECKPOINT = "checkpoint.pdparams"      # ppddpm <= 0.2: paddle.save, a pickle
@@ -57,6 +59,19 @@ class TrainConfig:
     layers_per_block: int = 1
     attention: bool = True
     stop_at: int = 0              # stop after this many steps (0: at `steps`); the lr schedule still spans `steps`
+
+    @classmethod
+    def from_options(cls, options: Mapping) -> "TrainConfig":
+        """A config from named options, e.g. `vars(args)` of `ppddpm train`: each key that names a field
+        sets it (a list for a tuple field becomes a tuple), `out` is `output_dir`, other keys are
+        ignored and fields not given keep their defaults."""
+        given = {f.name: options[f.name] for f in fields(cls) if f.name in options}
+        if "output_dir" not in given and "out" in options:
+            given["output_dir"] = options["out"]
+        for f in fields(cls):
+            if f.name in given and isinstance(f.default, tuple) and isinstance(given[f.name], list):
+                given[f.name] = tuple(given[f.name])
+        return cls(**given)
 
     def check(self):
         problems = []
@@ -117,7 +132,7 @@ class TrainResult:
     losses: list = field(default_factory=list)   # one float per optimisation step, resumed ones included
     seconds: float = 0.0                          # this run's
     steps_this_run: int = 0                       # optimisation steps this run (after a resume: the new ones)
-    seconds_total: float | None = 0.0             # every run's, resumed ones included; None: unknown (an old checkpoint)
+    seconds_total: float | None = 0.0             # every run's, resumed ones included; None: unknown (old checkpoint)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -153,26 +168,27 @@ def _optimizer_state_by_name(state: dict, unet) -> dict:
     return _rename(state, dict(names))
 
 
-def _steps(bar, cfg, data, rng, scheduler, unet, optimizer, ema, losses, end, save_checkpoint):
+def _steps(bar, cfg, parts: "_Parts", losses, end, save_checkpoint):
     """The optimisation steps of `bar`, a checkpoint every `cfg.checkpoint_every` and at `end`."""
     import paddle
 
+    unet, optimizer = parts.unet, parts.optimizer
     for step in bar:
         optimizer.set_lr(learning_rate(cfg, step))
-        x0 = paddle.to_tensor(data[rng.randint(0, len(data), cfg.batch_size)])
-        t = paddle.to_tensor(rng.randint(0, scheduler.config.num_train_timesteps, cfg.batch_size), dtype="int64")
+        x0 = paddle.to_tensor(parts.data[parts.rng.randint(0, len(parts.data), cfg.batch_size)])
+        t = paddle.to_tensor(parts.rng.randint(0, parts.scheduler.config.num_train_timesteps, cfg.batch_size),
+                             dtype="int64")
         noise = paddle.randn(x0.shape, dtype=x0.dtype)                          # ε ~ N(0, I)
-        x_noisy = scheduler.add_noise(x0, noise, t)                              # eq. (4)
+        x_noisy = parts.scheduler.add_noise(x0, noise, t)                        # eq. (4)
         loss = paddle.nn.functional.mse_loss(unet(x_noisy, t).sample, noise)     # eq. (14)
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
-        ema.step(unet.parameters())
+        parts.ema.step(unet.parameters())
         losses.append(float(loss))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == end:
             save_checkpoint(step + 1)
-
 
 
 class CheckpointError(BadValue):
@@ -279,23 +295,24 @@ def _apply_state(ckpt: dict, unet, optimizer, ema, path) -> None:
     ema.optimization_step = int(ckpt["step"])
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None, log=print,
-          trust_pickle: bool = False) -> TrainResult:
-    """Train a DDPM per `cfg`; returns the losses and the saved pipeline's directory.
-    `resume`: continue from the checkpoint in `cfg.output_dir` (a pickled one of ppddpm <= 0.2 only
-    with `trust_pickle=True`)."""
+@dataclass
+class _Parts:
+    """What a run trains and draws from: the UNet, its optimizer and weight EMA, the scheduler that
+    noises (eq. 4), the data and the RNG of the batches and timesteps."""
+    unet: Any
+    scheduler: Any
+    optimizer: Any
+    ema: Any
+    data: np.ndarray
+    rng: np.random.RandomState
+
+
+def _build(cfg: TrainConfig) -> _Parts:
+    """A fresh run of `cfg`: the data, then (seeded) the UNet's initial weights and the batches' RNG."""
     import paddle
-    from ppdiffusers import DDPMPipeline
     from ppdiffusers.training_utils import EMAModel
 
-    from ppddpm.model.data import load_dataset
-    from ppddpm.model.builders import ddpm_scheduler, small_unet
-
-    cfg.check()
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(cfg.data, cfg.resolution, cfg.channels)
-
     paddle.seed(cfg.seed)
     rng = np.random.RandomState(cfg.seed)
     unet = small_unet(cfg.resolution, cfg.channels, cfg.block_out_channels, cfg.layers_per_block, cfg.attention)
@@ -304,55 +321,90 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
         learning_rate=cfg.lr, parameters=unet.parameters(), weight_decay=cfg.weight_decay,
         grad_clip=paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip))
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, model_cls=type(unet), model_config=unet.config)
-    losses, start, seconds_before = [], 0, 0.0
-    end = cfg.stop_at or cfg.steps
+    return _Parts(unet, scheduler, optimizer, ema, data, rng)
 
-    ckpt_path = out / CHECKPOINT
-    if resume:
-        ckpt = _resume_state(out, cfg, trust_pickle)
-        _apply_state(ckpt, unet, optimizer, ema, ckpt_path)
-        start, losses = int(ckpt["step"]), list(ckpt["losses"])
-        seconds_before = ckpt.get("seconds")     # None: checkpoints before 0.2 did not keep the clock
-        if start > end:
-            raise BadValue(f"resume: the checkpoint is at step {start}, past where this run stops ({end}); "
-                           f"stop at {start} or later")
-        rng.set_state(ckpt["numpy_rng"])
-        paddle.seed(cfg.seed + start)   # fresh, reproducible paddle stream after a resume
-        log(f"resumed from {out} at step {start}")
-        note = schedule_change(ckpt.get("config") or {}, cfg, start)
-        if note:
-            log(note)
 
-    saved = [start if resume else None]        # the step of this run's checkpoint on disk
+def _resume(parts: _Parts, cfg: TrainConfig, out: Path, end: int, trust_pickle: bool, log):
+    """The checkpoint in `out` loaded into `parts`; returns its step, its losses and its clock (None:
+    a checkpoint before 0.2, which did not keep one)."""
+    import paddle
 
-    def save_checkpoint(step):
-        write_checkpoint(ckpt_path, {
-            "unet": {k: v.numpy() for k, v in unet.state_dict().items()},
-            "optimizer": {k: v.numpy() for k, v in _optimizer_state_by_index(optimizer.state_dict(), unet).items()},
-            "ema": [s.numpy() for s in ema.shadow_params], "step": step, "losses": losses,
-            "numpy_rng": rng.get_state(), "config": vars(cfg),
-            "seconds": None if seconds_before is None else seconds_before + time.time() - t0})
-        saved[0] = step
+    ckpt = _resume_state(out, cfg, trust_pickle)
+    _apply_state(ckpt, parts.unet, parts.optimizer, parts.ema, out / CHECKPOINT)
+    start = int(ckpt["step"])
+    if start > end:
+        raise BadValue(f"resume: the checkpoint is at step {start}, past where this run stops ({end}); "
+                       f"stop at {start} or later")
+    parts.rng.set_state(ckpt["numpy_rng"])
+    paddle.seed(cfg.seed + start)   # fresh, reproducible paddle stream after a resume
+    log(f"resumed from {out} at step {start}")
+    note = schedule_change(ckpt.get("config") or {}, cfg, start)
+    if note:
+        log(note)
+    return start, list(ckpt["losses"]), ckpt.get("seconds")
 
+
+def _save_state(path: Path, parts: _Parts, cfg: TrainConfig, step: int, losses: list, seconds) -> None:
+    """The run's checkpoint at `step` (`write_checkpoint`)."""
+    unet = parts.unet
+    write_checkpoint(path, {
+        "unet": {k: v.numpy() for k, v in unet.state_dict().items()},
+        "optimizer": {k: v.numpy() for k, v in _optimizer_state_by_index(parts.optimizer.state_dict(), unet).items()},
+        "ema": [s.numpy() for s in parts.ema.shadow_params], "step": step, "losses": losses,
+        "numpy_rng": parts.rng.get_state(), "config": vars(cfg), "seconds": seconds})
+
+
+def _optimise(parts: _Parts, cfg: TrainConfig, path: Path, steps: range, losses: list, seconds_before,
+              progress, saved: Optional[int]) -> float:
+    """Run the optimisation `steps`, checkpointing to `path` (`saved`: the step of the checkpoint already
+    there, None if none); returns this run's seconds. Ctrl-C raises `TrainingInterrupted`."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(start, end), initial=start, total=end, disable=not wanted(progress), desc="train")
+    saved = [saved]
+
+    def save_checkpoint(step):
+        _save_state(path, parts, cfg, step, losses,
+                    None if seconds_before is None else seconds_before + time.time() - t0)
+        saved[0] = step
+
+    bar = tqdm(steps, initial=steps.start, total=steps.stop, disable=not wanted(progress), desc="train")
     t0 = time.time()
-    unet.train()
+    parts.unet.train()
     try:
-        _steps(bar, cfg, data, rng, scheduler, unet, optimizer, ema, losses, end, save_checkpoint)
+        _steps(bar, cfg, parts, losses, steps.stop, save_checkpoint)
     except KeyboardInterrupt as stop:
         bar.close()
-        raise TrainingInterrupted(len(losses), ckpt_path if saved[0] is not None else None, saved[0], stop) from None
-    seconds = time.time() - t0
-    total = None if seconds_before is None else seconds_before + seconds
+        raise TrainingInterrupted(len(losses), path if saved[0] is not None else None, saved[0], stop) from None
+    return time.time() - t0
 
-    ema.copy_to(unet.parameters())
-    unet.eval()
-    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(str(out))
+
+def _save_pipeline(out: Path, cfg: TrainConfig, parts: _Parts, losses: list, seconds: float, total) -> None:
+    """The EMA weights as a `DDPMPipeline` directory in `out`, and the losses beside it (LOSSES)."""
+    from ppdiffusers import DDPMPipeline
+
+    parts.ema.copy_to(parts.unet.parameters())
+    parts.unet.eval()
+    DDPMPipeline(unet=parts.unet, scheduler=parts.scheduler).save_pretrained(str(out))
     with atomic_path(out / LOSSES) as tmp:
         tmp.write_text(json.dumps({"config": {k: (list(v) if isinstance(v, tuple) else v)
                                               for k, v in vars(cfg).items()},
                                    "losses": losses, "seconds_this_run": seconds,
                                    "seconds_total": total}))
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None, log=print,
+          trust_pickle: bool = False) -> TrainResult:
+    """Train a DDPM per `cfg`; returns the losses and the saved pipeline's directory.
+    `resume`: continue from the checkpoint in `cfg.output_dir` (a pickled one of ppddpm <= 0.2 only
+    with `trust_pickle=True`)."""
+    cfg.check()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = _build(cfg)
+    end = cfg.stop_at or cfg.steps
+    start, losses, seconds_before = _resume(parts, cfg, out, end, trust_pickle, log) if resume else (0, [], 0.0)
+    seconds = _optimise(parts, cfg, out / CHECKPOINT, range(start, end), losses, seconds_before, progress,
+                        saved=start if resume else None)
+    total = None if seconds_before is None else seconds_before + seconds
+    _save_pipeline(out, cfg, parts, losses, seconds, total)
     return TrainResult(out, losses, seconds, end - start, total)

@@ -1,0 +1,121 @@
+"""What several commands do before or after their own work: the --out folder, the refusal to
+overwrite a finished result, loading --model with its checks, the seeds, and which rank speaks."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ppddpm._io import output_lock
+from ppddpm.cli.signals import sigterm_stops
+from ppddpm.errors import BadValue, Exists, InputError, WriteFailed
+from ppddpm.model.loading import load_pipeline
+from ppddpm.pipelines.latent import kind_of
+
+
+def lead() -> bool:
+    """Whether this process writes the shared outputs: always, except on ranks 1… of a launch."""
+    return os.environ.get("PADDLE_TRAINER_ID", "0") == "0"
+
+
+def output_folder(args) -> Path:
+    """--out as a folder (created if missing), locked for this run until the command ends
+    (`ppddpm._io.output_lock`: a second run into it is refused); a file in its place, or a folder
+    that cannot be written, is one clear error."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BadValue(f"--out {out} is a file; give a folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if lead() and getattr(args, "_hold", None) is not None:
+            args._hold(output_lock(out))
+    except OSError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise WriteFailed(exc.errno, f"--out {out} cannot be written ({exc.strerror or exc}); give a folder "
+                                     f"you can write to") from None
+    return out
+
+
+def refuse_overwrite(args, path: Path, hint: str = ""):
+    """A finished output is replaced only with --force."""
+    if path.exists() and not getattr(args, "force", False):
+        raise Exists(f"{path} exists (a finished earlier run){hint}; pass --force to overwrite it, or choose "
+                     f"another --out")
+
+
+def distinct_seeds(args):
+    """--seed 0,0 or 0-3,2: each seed runs once; a note says which were named twice."""
+    if not isinstance(args.seed, list):
+        return
+    distinct = list(dict.fromkeys(args.seed))
+    if len(distinct) < len(args.seed):
+        twice = sorted({s for s in args.seed if args.seed.count(s) > 1})
+        print(f"ppddpm {args.command}: note: --seed names {', '.join(map(str, twice))} more than once; "
+              f"running each seed once", file=sys.stderr)
+    args.seed = distinct[0] if len(distinct) == 1 else distinct
+
+
+def seed_span(seeds) -> str:
+    """0-15 for a range, 0…9 for any other list."""
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else f"{seeds[0]}…{seeds[-1]}"
+
+
+# --------------------------------------------------------------------------- the model
+
+def load_model(args):
+    """The pipeline of --model, with the memory of --batch-size and --steps checked against it
+    (--steps at most its scheduler's num_train_timesteps)."""
+    pipe = load_pipeline(args.model, trust_pickle=getattr(args, "trust_pickle", False))
+    sigterm_stops()                      # again: importing paddle put its own C-level SIGTERM handler in place
+    batch = getattr(args, "batch_size", None) or 1
+    check_memory(f"--batch-size {batch}", batch * unet_bytes_per_sample(pipe))
+    steps, limit = getattr(args, "steps", None), pipe.scheduler.config.num_train_timesteps
+    if steps is not None and steps > limit:
+        raise BadValue(f"--steps must be at most {limit} (the model's num_train_timesteps), got {steps}")
+    return pipe
+
+
+def pixel_pipeline(pipe, what):
+    """`pipe` if it denoises pixels with a UNet (DDPM-like), else one line: a latent pipeline has no
+    image-space forward process or digit scores to show."""
+    if kind_of(pipe) is not None or getattr(pipe, "unet", None) is None:
+        raise BadValue(f"{what} works on pixel-space pipelines (a DDPMPipeline's UNet and scheduler); this is a "
+                       f"{type(pipe).__name__}")
+    return pipe
+
+
+def check_memory(what: str, nbytes: float):
+    """Refuse work whose estimated memory exceeds what this machine has available now."""
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return                                   # no estimate on this platform: nothing to say
+    if nbytes > free:
+        raise BadValue(f"{what} needs about {nbytes / 2 ** 30:.1f} GB of memory by a rough estimate, and "
+                       f"{free / 2 ** 30:.1f} GB are available; ask for less")
+
+
+def _denoiser_config(pipe):
+    """The config of the pipeline's denoiser: its UNet, or a DiT's transformer."""
+    return (getattr(pipe, "unet", None) or pipe.transformer).config
+
+
+def _pixels(pipe) -> int:
+    size = _denoiser_config(pipe).sample_size
+    return int(np.prod(size)) if not isinstance(size, int) else size * size
+
+
+def image_bytes(pipe) -> float:
+    """One sample's bytes (float32)."""
+    return 4.0 * _denoiser_config(pipe).in_channels * _pixels(pipe)
+
+
+def unet_bytes_per_sample(pipe) -> float:
+    """A rough peak of a denoiser call per sample: its widest feature map (float32) ~32 times over
+    (a transformer's width is its heads × head dimension)."""
+    cfg = _denoiser_config(pipe)
+    widths = cfg.get("block_out_channels") or [cfg.get("num_attention_heads", 16) * cfg.get("attention_head_dim", 72)]
+    return 4.0 * max(widths) * _pixels(pipe) * 32

@@ -1,0 +1,96 @@
+"""`ppddpm train`: train a DDPM (the article's loop) and save it as a DDPMPipeline."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from ppddpm._progress import cli_choice
+from ppddpm.cli import options
+from ppddpm.cli.command import Command
+from ppddpm.cli.common import output_folder, refuse_overwrite
+from ppddpm.cli.signals import interrupt_status, stopped
+from ppddpm.model.training import CHECKPOINT, LR_SCHEDULES, TrainConfig, TrainingInterrupted, train
+
+
+def add_training_options(p):
+    """The options of `ppddpm train`; each one that is a `TrainConfig` field has that field's name."""
+    p.add_argument("--data", default="digits", help="'digits' (offline) or a folder of images")
+    p.add_argument("--resolution", type=options.positive("--resolution"), default=8,
+                   help="training resolution (the digits are 8x8; larger is a bilinear upscale)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 (gray) or 3 (RGB)")
+    p.add_argument("--steps", type=options.positive("--steps"), default=3000, help="optimisation steps")
+    options.add_batch_size(p, "images per optimisation step", default=64)
+    p.add_argument("--lr", type=options.positive_float("--lr"), default=2e-3, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup", type=options.nonneg("--warmup"), default=100, help="linear warm-up steps")
+    p.add_argument("--lr-schedule", choices=list(LR_SCHEDULES), default="cosine",
+                   help="after warm-up: cosine decay to lr/10 over the remaining steps, or constant")
+    p.add_argument("--ema-decay", type=options.finite_float("--ema-decay"), default=0.995,
+                   help="decay of the weights' EMA, which is saved")
+    p.add_argument("--block-out-channels", type=options.positive("--block-out-channels"), nargs="+", default=[32, 64],
+                   help="UNet channels per level (one level per number)")
+    p.add_argument("--layers-per-block", type=options.positive("--layers-per-block"), default=1,
+                   help="UNet ResNet layers per level")
+    p.add_argument("--stop-at", type=options.nonneg("--stop-at"), default=0,
+                   help="stop after this many steps; the learning-rate schedule still spans --steps (default: at "
+                        "--steps)")
+    options.add_first_seed(p, "seed of the initial weights and the batches")
+    p.add_argument("--checkpoint-every", type=options.positive("--checkpoint-every"), default=250,
+                   help="write --out/checkpoint.safetensors every N steps (and at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors")
+    options.add_trust_pickle(p, "a pickled checkpoint.pdparams of ppddpm <= 0.2 on --resume")
+    options.add_out(p, "runs/train", "folder for the checkpoint and the saved pipeline")
+    options.add_quiet(p)
+
+
+def resume_command(args, **extra) -> str:
+    """The `ppddpm train` command of `args` (its options that differ from the defaults, and always
+    --steps and --out), with `extra` options added: what a user pastes to resume."""
+    defaults = argparse.ArgumentParser()
+    add_training_options(defaults)
+    defaults = vars(defaults.parse_args([]))
+    words = ["ppddpm", "train"]
+    for key, value in dict(vars(args), **extra).items():
+        if key not in defaults or value is False or (value == defaults[key] and key not in ("steps", "out")):
+            continue
+        flag = "--" + key.replace("_", "-")
+        words += [flag] if value is True else [flag, *map(str, value if isinstance(value, list) else [value])]
+    return shlex.join(words)
+
+
+class TrainCommand(Command):
+    """`ppddpm.model.training.train` with a `TrainConfig` of the options; Ctrl-C or SIGTERM keeps the
+    last checkpoint and prints the command that resumes from it."""
+
+    @classmethod
+    def register_subcommand(cls, commands):
+        p = commands.add_parser("train", help="train a DDPM (the article's loop) and save it as a DDPMPipeline")
+        add_training_options(p)
+        p.set_defaults(func=cls)
+
+    def run(self):
+        args = self.args
+        out = output_folder(args)
+        if not args.resume:
+            for done in (out / CHECKPOINT, out / "model_index.json"):
+                refuse_overwrite(args, done, " — a trained model; --resume continues it")
+        try:
+            result = train(TrainConfig.from_options(vars(args)), resume=args.resume, progress=cli_choice(args.quiet),
+                           trust_pickle=args.trust_pickle)
+        except TrainingInterrupted as stop:
+            self._stopped(stop)
+        tail = result.losses[-100:]
+        total = f" ({len(result.losses)} in all)" if len(result.losses) != result.steps_this_run else ""
+        print(f"trained {result.steps_this_run} steps in {result.seconds:.0f} s this run{total}; mean loss of the "
+              f"last {len(tail)} steps {sum(tail) / max(1, len(tail)):.4f}; pipeline saved to {result.output_dir}")
+
+    def _stopped(self, stop: TrainingInterrupted):
+        """One line: how far the run got, and the command that resumes it (or that there is nothing to resume)."""
+        args = self.args
+        kept = (f"kept {stop.checkpoint} (step {stop.checkpoint_step}); resume with: "
+                f"{resume_command(args, resume=True)}" if stop.checkpoint else
+                f"no checkpoint yet (the first comes at step {min(args.checkpoint_every, args.stop_at or args.steps)});"
+                f" nothing to resume")
+        print(f"ppddpm train: {stopped(stop.cause)} after {stop.steps_done} of {args.stop_at or args.steps} steps; "
+              f"{kept}", file=sys.stderr)
+        raise SystemExit(interrupt_status(stop.cause)) from None
