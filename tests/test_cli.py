@@ -203,6 +203,43 @@ def test_eval_keeps_its_samples_and_a_contact_sheet(tmp_path, saved_pipe_dir):
     assert mode == (tmp_path / "plain").stat().st_mode & 0o777          # not mkstemp's 0600
 
 
+def test_eval_scores_many_samples_chunk_by_chunk_as_the_formulas_give_for_all_at_once(tmp_path, saved_pipe_dir):
+    """300 samples arrive in more than one chunk (4 batches of 64 a chunk); the scores are those of the
+    metrics' formulas over all 300 at once, computed here with numpy/scipy from the kept samples."""
+    from scipy import linalg
+
+    from ppddpm.analysis.metrics import classifier
+    from ppddpm.model.data import load_digits
+
+    res = cli("eval", "--model", saved_pipe_dir, "--n", 300, "--steps", 3, "--seed", 5, "--out", tmp_path / "ev",
+              "--quiet")
+    assert res.returncode == 0, res.stderr
+    with np.load(tmp_path / "ev" / "samples.npz") as npz:
+        x, seeds = npz["samples"], npz["seeds"]
+    assert x.shape == (300, 1, 8, 8) and x.dtype == np.float32 and seeds.tolist() == list(range(5, 305))
+    assert Image.open(tmp_path / "ev" / "samples.png").size == (16 * 50 + 2, 19 * 50 + 2)   # 16 a row, 19 rows
+    clf, _ = classifier()                        # the instrument (an MLP on real digits), not the code under test
+    feats = np.clip((x.reshape(300, 64).astype(np.float64) + 1) / 2, 0, 1)
+    p = clf.predict_proba(feats)
+    marginal, eps = p.mean(0), 1e-12
+    kl = (p * (np.log(p + eps) - np.log(marginal + eps))).sum(1)
+
+    def hidden(f):
+        return np.maximum(f @ clf.coefs_[0] + clf.intercepts_[0], 0)
+
+    a, b = hidden(feats), hidden(np.clip((load_digits("train", 8).reshape(-1, 64) + 1) / 2, 0, 1))
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    fd = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * np.real(linalg.sqrtm(ca @ cb)))
+    got = json.loads((tmp_path / "ev" / "scores.json").read_text())
+    # sums in another order: float64 rounding, ~1e-15 relative; sqrtm of a near-singular product amplifies it
+    np.testing.assert_allclose([got["samples"][k] for k in ("confidence", "class_entropy", "inception_score")],
+                               [p.max(1).mean(), -(marginal * np.log(marginal + eps)).sum(), np.exp(kl.mean())],
+                               rtol=1e-12)
+    assert got["samples"]["frechet_distance"] == pytest.approx(float(fd), rel=1e-6)
+    assert got["samples"]["n"] == 300
+    assert got["coverage"]["counts"] == np.bincount(clf.predict(feats), minlength=10).tolist()
+
+
 def test_version_and_help_show_what_a_newcomer_needs():
     res = cli("--version")
     assert res.returncode == 0 and res.stdout.strip() == f"ppddpm {ppddpm.__version__}"

@@ -149,7 +149,7 @@ class ScoreTally:
         real = _hidden(self.clf, _features_in(load_digits("train", 8)))
         return Scores(n=self.n, confidence=self.confidence_sum / self.n, class_entropy=marginal_entropy,
                       inception_score=float(np.exp(self.plogp_sum / self.n + marginal_entropy)),
-                      frechet_distance=_frechet(self.mean, self.scatter / (self.n - 1), real.mean(0),
+                      frechet_distance=_frechet(self.mean, self.scatter * (1.0 / (self.n - 1)), real.mean(0),
                                                 np.cov(real, rowvar=False)))
 
     def coverage(self, window: int = 64) -> dict:
