@@ -141,12 +141,12 @@ class SampleCommand(Command):
         args, run = self.args, run_name(seed, self.args.batch_size)
         npz = out / f"trajectory_{run}.npz"
         call = dict({"eta": args.eta} if args.eta is not None else {}, **(self.latent_call or {}))
+        fields = "all" if args.all_fields else ("prev_sample", "pred_original_sample")
+        decode = {"decode": args.decode} if args.decode else {}
         try:
             done = sample_to_file(pipe, npz, seed=seed, num_inference_steps=args.steps, batch_size=args.batch_size,
-                                  every=args.every, fields="all" if args.all_fields else ("prev_sample",
-                                                                                          "pred_original_sample"),
-                                  progress=cli_choice(args.quiet), pipe_kwargs=call or None,
-                                  **({"decode": args.decode} if args.decode else {}))
+                                  every=args.every, fields=fields, progress=cli_choice(args.quiet),
+                                  pipe_kwargs=call or None, **decode)
         except KeyboardInterrupt as exc:
             self._stopped_at(stream_folder(npz), exc)
         final = done.final if self.latent_call is None else final_images(done.images)
