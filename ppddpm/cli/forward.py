@@ -22,11 +22,10 @@ class ForwardCommand(Command):
         p.set_defaults(func=cls)
 
     def run(self):
-        args = self.args
-        pipe = pixel_pipeline(load_pipeline(args.model, trust_pickle=args.trust_pickle), "ppddpm forward")
+        pipe = pixel_pipeline(load_pipeline(self.args.model, trust_pickle=self.args.trust_pickle), "ppddpm forward")
         res = pipe.unet.config.sample_size
-        image = plotting.load_image(args.image, resolution=res if isinstance(res, int) else None,
+        image = plotting.load_image(self.args.image, resolution=res if isinstance(res, int) else None,
                                     channels=pipe.unet.config.in_channels)
-        path = output_folder(args) / "forward.png"
-        plotting.plot_forward(image, pipe.scheduler, every=args.every, save=path)
+        path = output_folder(self.args) / "forward.png"
+        plotting.plot_forward(image, pipe.scheduler, every=self.args.every, save=path)
         print(f"wrote {path}")
