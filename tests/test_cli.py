@@ -240,6 +240,24 @@ def test_eval_scores_many_samples_chunk_by_chunk_as_the_formulas_give_for_all_at
     assert got["coverage"]["counts"] == np.bincount(clf.predict(feats), minlength=10).tolist()
 
 
+def test_train_options_become_the_train_config_field_by_field():
+    """Every `ppddpm train` option that sets the training is the TrainConfig field of its name (--out is
+    output_dir), and the command line's defaults are the config's own."""
+    from ppddpm.cli.main import build_parser
+    from ppddpm.model.training import TrainConfig
+
+    args = build_parser().parse_args([
+        "train", "--data", "imgs", "--resolution", "16", "--channels", "3", "--steps", "50", "--batch-size", "8",
+        "--lr", "0.01", "--warmup", "5", "--lr-schedule", "constant", "--ema-decay", "0.9", "--block-out-channels",
+        "16", "32", "64", "--layers-per-block", "2", "--stop-at", "20", "--seed", "4", "--checkpoint-every", "10",
+        "--out", "o", "--resume", "--quiet"])
+    assert TrainConfig.from_options(vars(args)) == TrainConfig(
+        output_dir="o", data="imgs", resolution=16, channels=3, steps=50, batch_size=8, lr=0.01, warmup=5,
+        lr_schedule="constant", ema_decay=0.9, block_out_channels=(16, 32, 64), layers_per_block=2, stop_at=20,
+        seed=4, checkpoint_every=10)
+    assert TrainConfig.from_options(vars(build_parser().parse_args(["train"]))) == TrainConfig(output_dir="runs/train")
+
+
 def test_version_and_help_show_what_a_newcomer_needs():
     res = cli("--version")
     assert res.returncode == 0 and res.stdout.strip() == f"ppddpm {ppddpm.__version__}"
