@@ -1,4 +1,5 @@
-"""Recording every step of a real pipeline run — any sampler `ppddpm.core.adapters` adapts — by observing `scheduler.step`.
+"""Recording every step of a real pipeline run — any sampler `ppddpm.core.adapters` adapts — by observing
+`scheduler.step`.
 
     traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=50)
     traj.prev_sample            # [N, B, C, H, W]  x_{t-1} after each recorded step
@@ -13,26 +14,27 @@ scheduler as it found it when the block ends, exceptions included.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
+import collections
 import json
-import os
 import warnings
-from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
 
+from ppddpm import __version__
+from ppddpm._progress import wanted
 from ppddpm.core import rng as _rng
-from ppddpm._io import atomic_path
-from ppddpm.core.transfer import DeviceChunks, _pack, _unpack
 from ppddpm.core.adapters import HostTables, adapter_for, clipped_share_on_device, scheduler_of
-from ppddpm.core.records import StepObserver, StepRecord, observe
 from ppddpm.core.intercept import formula_in_force
-from ppddpm.errors import BadType, BadValue, Exists, WriteFailed, check_int
-from ppddpm.storage.trajectory import (DEFAULT_FIELDS, DTYPES, FIELDS, FORMAT, FORMAT_VERSION, GUIDANCE_FIELDS, STAGES, STORES,
-                         Trajectory, _Buffer, _LiveTrajectory)
-from ppddpm.storage.trajectory import TrajectoryError, to_pil  # noqa: F401  (re-exported: ppddpm.core.recorder.Trajectory… as in 0.1)
+from ppddpm.core.records import StepObserver, StepRecord, observe
+from ppddpm.core.transfer import DeviceChunks, to_host
+from ppddpm.errors import BadType, BadValue, WriteFailed, check_int
+from ppddpm.pipelines import latent
+from ppddpm.storage.format import DEFAULT_FIELDS, FIELDS, GUIDANCE_FIELDS, timestep_value
+from ppddpm.storage.trajectory import Trajectory
+from ppddpm.storage.writer import TrajectoryWriter, check_destination
+
 
 class NonFiniteWarning(RuntimeWarning):
     pass
@@ -50,15 +52,16 @@ def warn_if_loop_skips_scaling(pipe, scheduler):
     init_noise_sigma > 1, so this one number tells both."""
     from ppdiffusers import DDIMPipeline, DDPMPipeline
 
-    from ppddpm.pipelines.sampler import SamplerPipeline
+    from ppddpm.pipelines.sampler import SamplerPipeline  # lazy: pipelines.sampler imports this module (record)
 
     if not isinstance(pipe, (DDPMPipeline, DDIMPipeline)) or isinstance(pipe, SamplerPipeline):
         return
     sigma = float(scheduler.init_noise_sigma)
     if sigma != 1.0:
         warnings.warn(f"{type(pipe).__name__} skips init_noise_sigma ({sigma:.4g}) and scale_model_input, which "
-                      f"{type(scheduler).__name__} needs: its samples will be wrong. Use ppddpm.SamplerPipeline(unet=…, "
-                      f"scheduler=…) or ppddpm.with_sampler(pipe, family)", UnscaledLoopWarning, stacklevel=4)
+                      f"{type(scheduler).__name__} needs: its samples will be wrong. Use "
+                      f"ppddpm.SamplerPipeline(unet=…, scheduler=…) or ppddpm.with_sampler(pipe, family)",
+                      UnscaledLoopWarning, stacklevel=4)
 
 
 # --------------------------------------------------------------------------- validation
@@ -93,8 +96,6 @@ def versions() -> dict:
     import paddle
     import ppdiffusers
 
-    from ppddpm import __version__
-
     return {"ppddpm": __version__, "ppdiffusers": ppdiffusers.__version__, "paddle": paddle.__version__}
 
 
@@ -108,30 +109,24 @@ class _Recorder:
     """Consumes the StepRecords of one run (`ppddpm.core.records.StepObserver`) into a Trajectory.
 
     Nothing is read from the device per step: each call's frames and numbers (t, the NaN/Inf
-    check, the clipped share) go to `ppddpm.core.transfer.DeviceChunks` and reach the Trajectory a
-    chunk at a time (`receive`); σ_t, which needs t on the host, is computed there too.
+    check, the clipped share) go to `ppddpm.core.transfer.DeviceChunks` and reach the host a chunk
+    at a time (`receive`), where a `ppddpm.storage.writer.TrajectoryWriter` stores them; σ_t, which
+    needs t on the host, is computed there too. Reading the Trajectory mid-run calls `sync`.
     """
 
-    def __init__(self, scheduler, every, fields, store, dtype, path, on_nonfinite, meta, chunk, pipe=None,
-                 latent=None, decoder=None):
-        self.scheduler, self.every, self.store, self.dtype, self.path = scheduler, every, store, dtype, path
+    def __init__(self, scheduler, every, fields, on_nonfinite, chunk, writing: dict, pipe=None, latent_run=None,
+                 decoder=None):
+        self.scheduler, self.every, self.on_nonfinite = scheduler, every, on_nonfinite
         self.pipe = pipe                    # the pipeline whose loop runs (None: a bare scheduler)
-        self.latent = latent                # ppddpm.pipelines.latent.LatentRun of a latent pipeline: rows, guidance fields
+        self.latent = latent_run            # ppddpm.pipelines.latent.LatentRun: rows, guidance fields
         self.decoder = decoder              # ppddpm.pipelines.latent.ChunkDecoder: fields decoded to pixels per chunk
-        self.on_nonfinite = on_nonfinite
-        self.traj = _LiveTrajectory(fields + (decoder.names if decoder else ()), meta)
-        self.traj._sync = self.sync
-        self.kept = None
-        self.n_steps = None
-        self.first_bad = None
-        self.pending_error = None
-        self.rows = 0                       # steps that reached the host
-        self.durable = 0                    # streamed steps fsync'd and counted in meta.json
-        self.write_failed = False
-        self.waiting = collections.deque()  # per call sent to the device chunks: (i, σ(t) or None, stage code)
+        self.step_fields = tuple(f for f in fields if f in FIELDS)     # StepRecord's attributes of the same names
+        self.writer = TrajectoryWriter(fields + (decoder.names if decoder else ()), source=self, **writing)
+        self.traj = self.writer.trajectory
+        self.kept = self.n_steps = self.first_bad = self.pending_error = self.finite = None
+        self.waiting = collections.deque()  # per call sent to the device chunks: (i, σ(t) or None, stage)
         self.tables = HostTables(scheduler)
         self.transfer = DeviceChunks(self.receive, chunk)
-        self.finite = None
         self.observer = StepObserver(self.consume, want_noise="noise" in fields, keep=self.keep,
                                      every_call=self.after_call)
 
@@ -151,31 +146,17 @@ class _Recorder:
         sched = self.scheduler
         warn_if_loop_skips_scaling(self.pipe, sched)
         if self.latent is not None:
-            self.latent.started(sched)
+            why = self.latent.unscaled_loop(sched)
+            if why:
+                warnings.warn(why, UnscaledLoopWarning, stacklevel=4)
         self.n_steps = len(sched.timesteps)   # calls of step in one run (Heun: two per timestep but the last)
         self.kept = set(kept_steps(self.n_steps, self.every).tolist())
-        n = len(self.kept)
-        self.traj._steps = {"timesteps": np.full(n, np.nan), "sigma": np.full(n, np.nan),
-                            "clip_fraction": np.full(n, np.nan), "stage": np.zeros(n, np.int8)}
-        self.traj.meta.update(num_inference_steps=self.n_steps, set_timesteps=getattr(sched, "num_inference_steps", None),
-                              scheduler=type(sched).__name__,
-                              sampler=adapter_for(sched).family, scheduler_config=_jsonable(sched.config),
+        self.traj.meta.update(num_inference_steps=self.n_steps,
+                              set_timesteps=getattr(sched, "num_inference_steps", None),
+                              scheduler=type(sched).__name__, sampler=adapter_for(sched).family,
+                              scheduler_config=_jsonable(sched.config),
                               variant=formula_in_force(sched)[0])
-        if self.store == "disk":
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._write_meta(complete=False, on_disk=0)
-            self.step_rows = _Buffer(n, (4,), "float64", self.path / "steps.npy")
-
-    def _write_meta(self, complete, on_disk):
-        """meta.json, replaced atomically; `steps_on_disk`: the steps whose frames are fsync'd."""
-        meta = dict(self.traj.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.traj._wanted),
-                    complete=complete, steps_on_disk=on_disk)
-        with atomic_path(self.path / "meta.json") as tmp:
-            with open(tmp, "w") as fh:
-                fh.write(json.dumps(meta, default=str, indent=1))
-                fh.flush()
-                os.fsync(fh.fileno())
-        self.durable = on_disk
+        self.writer.start(len(self.kept))
 
     # ---- per call, on the device
     def after_call(self, i, timestep, out, recorded):
@@ -185,103 +166,75 @@ class _Recorder:
         if recorded:
             self.finite = finite              # consume() sends it with the step's frames
         else:
-            self.waiting.append((i, None, 0))
+            self.waiting.append((i, None, ""))
             self.transfer.add(None, [timestep, finite])
             self._raise_pending()
 
     def consume(self, rec: StepRecord):
-        frame = {"prev_sample": rec.prev_sample, "pred_original_sample": rec.pred_original_sample, "sample": rec.sample,
-                 "model_output": rec.model_output, "pred_original_sample_unclipped": rec.pred_original_sample_unclipped,
-                 "noise": rec.noise}
-        if self.latent is not None:
+        frame = {name: getattr(rec, name) for name in self.step_fields}
+        if self.latent is not None:           # the batch's rows, and the guidance fields
             frame = self.latent.frames(rec, frame)
-        frame = {name: frame[name] for name in self.traj._wanted if not self.decoder or name not in self.decoder.names}
         if "step_arguments" not in self.traj.meta:      # η, use_clipped_model_output, s_churn, …: what a replay needs
-            self.traj.meta["step_arguments"] = {k: v for k, v in (rec.extra or {}).items()
-                                                if isinstance(v, (bool, int, float, str)) and k not in ("return_dict", "generator")}
+            self.traj.meta["step_arguments"] = {
+                k: v for k, v in (rec.extra or {}).items()
+                if isinstance(v, (bool, int, float, str)) and k not in ("return_dict", "generator")}
         if not self.transfer.allocated:
             self._allocate(frame, rec.prev_sample if self.latent is None else self.latent.rows_of(rec.prev_sample))
-        stage = STAGES.index(rec.stage) if rec.stage in STAGES else -1
-        self.waiting.append((rec.i, rec.sigma_later(), stage))     # not rec: its frames would stay alive
-        self.transfer.add(frame, [rec.t, self.finite, clipped_share_on_device(self.scheduler, rec.pred_original_sample_unclipped)])
+        self.waiting.append((rec.i, rec.sigma_later(), rec.stage))     # not rec: its frames would stay alive
+        clipped = clipped_share_on_device(self.scheduler, rec.pred_original_sample_unclipped)
+        self.transfer.add(frame, [rec.t, self.finite, clipped])
         self._raise_pending()
 
     def _allocate(self, frame, prev):
-        n = len(self.kept)
+        """The device chunks' buffers and the writer's room, at the first recorded step."""
         shapes, dtypes, itemsize = {}, {}, {}
         for name, value in frame.items():
             like = prev if value is None else value
             shapes[name], dtypes[name] = tuple(like.shape), str(like.dtype).replace("paddle.", "")
             itemsize[name] = like.element_size()
-            file = self.path / f"{name}.npy" if self.store == "disk" else None
-            self.traj._buffers[name] = _Buffer(n, shapes[name], self.dtype, file)
+        stored = dict(shapes)
         if self.decoder is not None:
-            for name, shape in self.decoder.shapes(int(prev.shape[0])).items():
-                file = self.path / f"{name}.npy" if self.store == "disk" else None
-                self.traj._buffers[name] = _Buffer(n, shape, self.dtype, file)
+            stored.update(self.decoder.shapes(int(prev.shape[0])))
             if self.transfer.chunk is None:        # the chunk's decoded frames count against the budget too
                 self.transfer.chunk = self.decoder.chunk(shapes, itemsize)
+        self.writer.allocate(stored)
         self.transfer.allocate(shapes, dtypes, itemsize)
         self.traj.meta.update(batch_size=int(prev.shape[0]), chunk=self.transfer.chunk)
 
     # ---- per chunk, on the host
     def receive(self, frames: dict, values: list):
-        """A chunk reached the host: its rows go into the Trajectory (and the files)."""
+        """A chunk reached the host: its recorded steps go to the writer, then are committed."""
         if self.decoder is not None and frames:
             frames = dict(frames, **self.decoder(frames))      # batched VAE calls over the chunk's steps
-        values = iter(values)
-        rows = []                                          # (record, t, clipped, stage) of the recorded calls
-        while True:
-            try:
-                t = _number(next(values))
-            except StopIteration:
-                break
+        rows = self._recorded_rows(values)
+        sigmas = to_host([sigma_at(t, self.tables) for _, sigma_at, t, _, _ in rows])
+        if self.writer.failed:              # the files end in a torn frame: nothing more is appended
+            return
+        start = self.writer.count
+        try:
+            for k, ((i, _, t, clipped, stage), sigma) in enumerate(zip(rows, sigmas)):
+                self.writer.append({name: frames[name][k] for name in self.writer.fields}, t, sigma, clipped, stage)
+            if rows:
+                self.writer.commit()
+        except OSError as exc:
+            i, _, t, _, _ = rows[min(len(rows) - 1, max(0, self.writer.steps_on_disk - start))]
+            kept = self.writer.steps_on_disk
+            raise WriteFailed(exc.errno, f"streaming the trajectory to {self.writer.path} failed at step {i} "
+                                         f"(t={t}): {exc.strerror or exc}; the {kept} steps written before are "
+                                         f"kept and meta.json marks the recording incomplete") from exc
+
+    def _recorded_rows(self, values: list) -> list:
+        """The chunk's numbers, call by call: (i, σ(t), t, clipped share, stage) of the recorded calls;
+        a NaN/Inf is noted at the first call that has one."""
+        values, rows = iter(values), []
+        for t in values:
+            t = timestep_value(t)
             i, sigma_at, stage = self.waiting.popleft()
-            finite = next(values)
-            if not finite and self.first_bad is None:
+            if not next(values) and self.first_bad is None:         # the call's isfinite(prev_sample)
                 self._nonfinite(i, t)
             if sigma_at is not None:
                 rows.append((i, sigma_at, t, next(values), stage))
-        sigmas = _unpack(_pack([sigma_at(t, self.tables) for _, sigma_at, t, _, _ in rows]))
-        if self.write_failed:               # the files end in a torn frame: nothing more is appended
-            return
-        start = self.rows
-        try:
-            self._store(frames, rows, sigmas)
-        except OSError as exc:
-            self.write_failed = True
-            i, _, t, _, _ = rows[min(len(rows) - 1, max(0, self.durable - start))]
-            raise WriteFailed(exc.errno, f"streaming the trajectory to {self.path} failed at step {i} "
-                                         f"(t={t}): {exc.strerror or exc}; the {self.durable} steps written before are "
-                                         f"kept and meta.json marks the recording incomplete") from exc
-
-    def _store(self, frames, rows, sigmas):
-        """One chunk's rows into the Trajectory; on disk, each step written out as it is appended, the
-        chunk fsync'd, then counted in meta.json — after a failed write, the steps fully written."""
-        traj, row = self.traj, self.rows
-        files = list(traj._buffers.values()) + ([self.step_rows] if self.store == "disk" else [])
-        try:
-            for k, ((i, _, t, clipped, stage), sigma) in enumerate(zip(rows, sigmas)):
-                for name in traj._wanted:
-                    traj._buffers[name].append(frames[name][k])
-                if self.store == "disk":
-                    self.step_rows.append(np.array([t, sigma, clipped, stage]))
-                    for buf in files:
-                        buf.flush(sync=False)
-                steps = traj._steps
-                steps["sigma"][row] = sigma
-                steps["clip_fraction"][row] = clipped
-                steps["stage"][row] = stage
-                steps["timesteps"][row] = t            # written last: marks the row as complete
-                row = self.rows = row + 1
-            if self.store == "disk" and rows:
-                for buf in files:
-                    buf.flush()
-                self._write_meta(complete=False, on_disk=row)
-        except OSError:
-            with contextlib.suppress(OSError):          # count the steps fully written, if meta.json still fits
-                self._write_meta(complete=False, on_disk=row)
-            raise
+        return rows
 
     def _nonfinite(self, i, t):
         self.first_bad = (i, t)
@@ -301,7 +254,6 @@ class _Recorder:
         self.transfer.drain()
 
     def finish(self, ok: bool):
-        traj = self.traj
         if self.latent is not None:
             self.latent.close()               # the denoiser's forward hook goes
         failure = None
@@ -309,32 +261,13 @@ class _Recorder:
             self.sync()
         except WriteFailed as exc:            # the steps before are on disk; meta.json says incomplete
             failure = exc
-        traj._sync = None
         complete = ok and failure is None and self.n_steps is not None and self.calls == self.n_steps
-        traj.meta.update(complete=complete, steps_run=self.calls,
-                         steps_recorded=self.durable if self.store == "disk" else traj._n(),
-                         first_nonfinite=list(self.first_bad) if self.first_bad else None)
-        buffers = list(traj._buffers.values()) + ([self.step_rows] if hasattr(self, "step_rows") else [])
-        for buf in buffers:
-            try:
-                buf.close()
-            except OSError:          # a full disk can fail the final flush too; the frames before stay
-                pass
-        if self.store == "disk" and traj._steps is not None:
-            try:
-                self._write_meta(complete, self.durable)       # every chunk was fsync'd as it came
-            except OSError:
-                pass                 # meta.json of the last chunk still says complete=false and its count
+        self.traj.meta.update(steps_run=self.calls, first_nonfinite=list(self.first_bad) if self.first_bad else None)
+        self.writer.close(complete)
         if ok:
             if failure is not None:
                 raise failure
             self._raise_pending()
-
-
-def _number(t):
-    """A timestep as a Python int (DDPM, DDIM, …) or float (Euler-type schedulers)."""
-    value = t.item() if hasattr(t, "item") else t
-    return int(value) if float(value).is_integer() else float(value)
 
 
 @contextlib.contextmanager
@@ -369,27 +302,18 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
         raise BadType("ppddpm.record records one scheduler instance; pass a pipeline or a scheduler, not a class")
     every = check_every(every)
     fields = check_fields(fields)
-    if store not in STORES:
-        raise BadValue(f"store must be one of {STORES}, got {store!r}")
-    if str(dtype) not in DTYPES:
-        raise BadValue(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    path = check_destination(store, dtype, path)
     if on_nonfinite not in ("warn", "raise", "ignore"):
         raise BadValue(f"on_nonfinite must be 'warn', 'raise' or 'ignore', got {on_nonfinite!r}")
-    if store == "disk":
-        if path is None:
-            raise BadValue('store="disk" needs path= (a directory to stream the frames into)')
-        path = Path(path)
-        if path.exists() and any(path.iterdir()):
-            raise Exists(f"{path} exists and is not empty; streamed trajectories need a fresh directory")
     info = {"every": every, "model": _model_id(pipe_or_scheduler), "versions": versions(), "store": store,
             "dtype": str(dtype)}
     info.update(meta or {})
     if chunk is not None:
         chunk = check_int("chunk", chunk, hint=" (steps per device → host transfer)")
     pipe = None if pipe_or_scheduler is scheduler else pipe_or_scheduler
-    latent, decoder = _latent_parts(pipe, fields, info, pipe_kwargs, decode, decode_fields, decode_batch)
-    rec = _Recorder(scheduler, every, fields, store, str(dtype), path, on_nonfinite, info, chunk, pipe=pipe,
-                    latent=latent, decoder=decoder)
+    latent_run, decoder = _latent_parts(pipe, fields, info, pipe_kwargs, decode, decode_fields, decode_batch)
+    rec = _Recorder(scheduler, every, fields, on_nonfinite, chunk, dict(store=store, dtype=str(dtype), path=path,
+                    meta=info), pipe=pipe, latent_run=latent_run, decoder=decoder)
     ok = False
     try:
         with observe(scheduler, rec.observer, "record"):
@@ -422,8 +346,6 @@ def _latent_parts(pipe, fields, info, pipe_kwargs, decode, decode_fields, decode
                   store="memory" the decoded field stays too: N·B·3·H·W values (50 steps of 512²:
                   157 MB in float32).
     """
-    from ppddpm.pipelines import latent
-
     kind = latent.kind_of(pipe) if pipe is not None else None
     if kind is None:
         asked = [f for f in fields if f in GUIDANCE_FIELDS]
@@ -460,21 +382,18 @@ def sample_trajectory(pipe, seed: int = 777, num_inference_steps: int = 1000, ba
     (`{"eta": 1.0}` for a DDIMPipeline). Latent pipelines (`ppddpm.pipelines.latent`): `pipe_kwargs` carries
     their own arguments — `{"prompt": …, "guidance_scale": …}` for StableDiffusionPipeline (batch_size
     becomes num_images_per_prompt), `{"class_labels": [...]}` for DiTPipeline (the batch);
-    `decode="vae"` (a `record` argument) adds x̂_0 decoded to pixels. `progress`: a bar over the steps (default: where someone
-    is watching — a terminal or a notebook — and not under tests; PPDDPM_PROGRESS=0 turns it off)."""
+    `decode="vae"` (a `record` argument) adds x̂_0 decoded to pixels. `progress`: a bar over the steps
+    (default: where someone is watching — a terminal or a notebook — and not under tests;
+    PPDDPM_PROGRESS=0 turns it off)."""
     check_int("seed", seed, low=0)
     check_int("num_inference_steps", num_inference_steps)
     check_int("batch_size", batch_size)
     generator = _rng.make_generator(seed)
-    from ppddpm._progress import wanted
-
     pipe.set_progress_bar_config(disable=not wanted(progress))
     try:
         meta = dict(record_kwargs.pop("meta", None) or {}, seed=int(seed))
-        from ppddpm.pipelines.latent import call_arguments, kind_of
-
-        call = call_arguments(pipe, batch_size, generator, num_inference_steps, pipe_kwargs)
-        if kind_of(pipe) is not None:
+        call = latent.call_arguments(pipe, batch_size, generator, num_inference_steps, pipe_kwargs)
+        if latent.kind_of(pipe) is not None:
             record_kwargs.setdefault("pipe_kwargs", call)
         with record(pipe, every=every, fields=fields, meta=meta, **record_kwargs) as traj:
             out = pipe(**call)

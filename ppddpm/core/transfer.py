@@ -106,6 +106,11 @@ def _unpack(packed) -> List[float]:
     return floats
 
 
+def to_host(values: list) -> List[float]:
+    """0-d tensors and numbers → Python floats, in order, with one host read for all the tensors."""
+    return _unpack(_pack(values))
+
+
 class DeviceChunks:
     """Frames and numbers of a recording, moved to the host a chunk of steps at a time (module docstring).
 
@@ -158,7 +163,7 @@ class DeviceChunks:
         if self.current is None:
             if self._loose:
                 loose, self._loose = self._loose, []
-                self.sink({}, _unpack(_pack(loose)))
+                self.sink({}, to_host(loose))
             return
         if self.previous.in_flight is not None:
             self.sink(*self.previous.finish())

@@ -34,8 +34,11 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from ppddpm.errors import BadType, BadValue
-from ppddpm.storage.trajectory import DECODED_SUFFIX, GUIDANCE_FIELDS  # noqa: F401  (re-exported)
+from ppddpm.core.adapters import GENERIC, _SigmaAdapter, adapter_for
+from ppddpm.core.transfer import chunk_for
+from ppddpm.errors import BadType, BadValue, check_int
+from ppddpm.storage.format import DECODED_SUFFIX, GUIDANCE_FIELDS
+from ppddpm.storage.trajectory import Trajectory
 
 METHODS = ("vae", "approx")
 
@@ -153,8 +156,6 @@ def call_arguments(pipe, batch_size: int, generator, num_inference_steps: int, p
 def x0_of(scheduler, model_output, timestep, sample, ctx):
     """x̂_0 the step's formula makes of `model_output` at this step, before any clipping: eq. (15)
     for the ᾱ-schedulers, x − σ·ε in the σ-parameterisation of the Euler-type ones (MATH.md)."""
-    from ppddpm.core.adapters import GENERIC, _SigmaAdapter, adapter_for
-
     adapter = adapter_for(scheduler)
     if isinstance(adapter, _SigmaAdapter):
         return _SigmaAdapter.x0_raw(adapter, scheduler, model_output, timestep, sample, ctx, None)
@@ -207,25 +208,22 @@ class LatentRun:
         if self.tap is not None:
             self.tap.remove()
 
-    def started(self, scheduler):
-        """Once the timesteps are set: warn where the pipeline's loop mis-scales a σ-space sampler
-        (init_noise_sigma ≠ 1: Euler, Heun, LMS, …). DiTPipeline never multiplies x_T by
+    def unscaled_loop(self, scheduler) -> Optional[str]:
+        """Once the timesteps are set: why the pipeline's loop mis-scales this σ-space sampler
+        (init_noise_sigma ≠ 1: Euler, Heun, LMS, …), or None. DiTPipeline never multiplies x_T by
         init_noise_sigma and hands `scheduler.step` the *scaled* model input as the sample;
         LDMPipeline multiplies x_T by init_noise_sigma before set_timesteps, i.e. by σ_max of the
-        full training schedule (ppdiffusers 0.29; StableDiffusionPipeline sets the timesteps first)."""
-        import warnings
-
-        from ppddpm.core.recorder import UnscaledLoopWarning
-
+        full training schedule (ppdiffusers 0.29; StableDiffusionPipeline sets the timesteps first).
+        The recorder warns with it (`ppddpm.core.recorder.UnscaledLoopWarning`)."""
         sigma = float(scheduler.init_noise_sigma)
         if sigma == 1.0 or self.kind.name == "stable-diffusion":
-            return
+            return None
         why = ("never multiplies x_T by init_noise_sigma and passes scheduler.step the scaled model input as its "
                "sample" if self.kind.name == "dit" else
-               "multiplies x_T by init_noise_sigma before set_timesteps (σ_max of the full schedule, not of these steps)")
-        warnings.warn(f"{type(self.pipe).__name__} {why}; with {type(scheduler).__name__} (init_noise_sigma "
-                      f"{sigma:.4g}) the run records what it ran, which is not that sampler's process",
-                      UnscaledLoopWarning, stacklevel=5)
+               "multiplies x_T by init_noise_sigma before set_timesteps (σ_max of the full schedule, not of these "
+               "steps)")
+        return (f"{type(self.pipe).__name__} {why}; with {type(scheduler).__name__} (init_noise_sigma "
+                f"{sigma:.4g}) the run records what it ran, which is not that sampler's process")
 
     def rows_of(self, tensor):
         """The rows of a stepped tensor that are the batch (DiT: the first half of a guided run)."""
@@ -270,7 +268,8 @@ def _check_pipe(pipe, meta: Optional[dict] = None) -> dict:
     if mine is None:
         raise BadType(f"decoding needs the latent pipeline that made the run ({supported_pipelines()}); got "
                       f"{type(pipe).__name__}")
-    if meta is not None and (mine["vae_class"], mine["latent_shape"]) != (meta["vae_class"], list(meta["latent_shape"])):
+    theirs = None if meta is None else (meta["vae_class"], list(meta["latent_shape"]))
+    if theirs is not None and (mine["vae_class"], mine["latent_shape"]) != theirs:
         raise BadValue(f"this pipeline's VAE ({mine['vae_class']}, latents {mine['latent_shape']}) is not the run's "
                        f"({meta['vae_class']}, latents {meta['latent_shape']})")
     return mine
@@ -394,9 +393,6 @@ def decode(traj, pipe=None, fields: Sequence[str] = ("pred_original_sample",), m
     as any run). method="vae": the pipeline's VAE, `batch` frames per call; "approx": the fitted
     linear preview (`ApproxDecoder`), whose gap to the full decode on this run's last step is
     measured (one VAE call) and printed. `pipe=None` uses the frames `record(decode=…)` kept."""
-    from ppddpm.errors import check_int
-    from ppddpm.storage.trajectory import Trajectory
-
     _check_method(method)
     check_int("batch", batch)
     if traj.meta.get("space") != "latent":
@@ -427,7 +423,7 @@ def decode(traj, pipe=None, fields: Sequence[str] = ("pred_original_sample",), m
                 print(f"ppddpm.decode(method='approx'): gap to the VAE decode on {info['gap']['on']}: RMSE "
                       f"{info['gap']['rmse']:.3g}, PSNR {info['gap']['psnr_db']:.1f} dB")
     meta = dict(traj.meta, space="pixels", decoded=info)
-    return Trajectory(traj.timesteps, decoded, traj.sigma, traj.clip_fraction, meta, images=traj._images,
+    return Trajectory(traj.timesteps, decoded, traj.sigma, traj.clip_fraction, meta, images=traj.images,
                       stages=traj.stages)
 
 
@@ -444,8 +440,6 @@ class ChunkDecoder:
     images [k, B, 3, H, W], at most `batch` latents per VAE call, as each chunk reaches the host."""
 
     def __init__(self, pipe, method: str, fields: Sequence[str], batch: int = 4):
-        from ppddpm.errors import check_int
-
         self.method, self.fields, self.batch = _check_method(method), tuple(fields), check_int("decode_batch", batch)
         self.meta = _check_pipe(pipe)
         self.fn = _decoder_fn(pipe, method, self.batch)
@@ -456,8 +450,6 @@ class ChunkDecoder:
 
     def chunk(self, latent_shapes: dict, itemsize: dict) -> int:
         """Steps per chunk when both the latents and their decoded images count against the budget."""
-        from ppddpm.core.transfer import chunk_for
-
         per_step = sum(int(np.prod(shape)) * itemsize[name] for name, shape in latent_shapes.items())
         images = len(self.names) * int(np.prod(next(iter(latent_shapes.values()))[:1])) * \
             int(np.prod(self.meta["image_shape"])) * 4
@@ -509,8 +501,6 @@ def displayable(traj, latent_channels: bool = False):
     the same fields in which each field is its decoded frames where the run kept them (record(decode=…)
     or `decode`), else its latent channels side by side (`channels_view`); latent_channels=True shows
     the channels of every field. `meta["shown_as"]` says which is which."""
-    from ppddpm.storage.trajectory import Trajectory
-
     if traj.meta.get("space") != "latent" or "shown_as" in traj.meta:     # pixels, or already a view
         return traj
     fields, shown = {}, {}
@@ -522,7 +512,7 @@ def displayable(traj, latent_channels: bool = False):
         else:
             fields[name], shown[name] = channels_view(traj.field(name)), "latent channels"
     meta = dict(traj.meta, shown_as=shown)
-    return Trajectory(traj.timesteps, fields, traj.sigma, traj.clip_fraction, meta, images=traj._images,
+    return Trajectory(traj.timesteps, fields, traj.sigma, traj.clip_fraction, meta, images=traj.images,
                       stages=traj.stages)
 
 
@@ -543,7 +533,8 @@ def denoiser(pipe, pipe_kwargs: Optional[dict] = None, batch_size: int = 1):
         labels = call_arguments(pipe, batch_size, None, 1, kwargs)["class_labels"]
         return pipe.transformer, _dit_eps(pipe, list(labels), scale), len(labels)
     call = call_arguments(pipe, batch_size, None, 1, kwargs)
-    if isinstance(call.get("prompt"), list) or (call.get("prompt_embeds") is not None and call["prompt_embeds"].shape[0] != 1):
+    embeds = call.get("prompt_embeds")
+    if isinstance(call.get("prompt"), list) or (embeds is not None and embeds.shape[0] != 1):
         raise BadValue("compare on a StableDiffusionPipeline takes one prompt (a string, or prompt_embeds of batch 1); "
                        "batch_size sets how many samples share it")
     pos, neg = pipe.encode_prompt(call.get("prompt"), batch_size, scale > 1, call.get("negative_prompt"),

@@ -1,0 +1,196 @@
+"""The streamed folder: a trajectory written step by step as a run goes, and read back complete or cut short.
+
+    run/
+      meta.json          the metadata, `fields`, `complete` and `steps_on_disk` (replaced atomically)
+      steps.npy          one row per recorded step: (t, σ_t, clipped share of x̂_0, stage code)
+      prev_sample.npy    [N, B, C, H, W] per recorded field, N the planned count (the header says it)
+      …
+
+Crash consistency: each step is written to every file as it is appended; a chunk of steps is then
+fsync'd and only then counted in meta.json (`steps_on_disk`), which is replaced atomically. So a run
+killed at any moment — SIGKILL included — leaves a folder whose first `steps_on_disk` steps load, and
+after a failed write (a full disk) meta.json counts the steps written whole.
+
+Hostile input: every `.npy` header is checked before anything is mapped — a numeric dtype (an object
+`|O` header mapped as pointers would crash the reader), C order, the expected dimensions, and a
+regular file (a FIFO would block the read) — and no more frames are mapped than the file holds.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ppddpm._io import atomic_path
+from ppddpm.errors import regular_file
+from ppddpm.storage.format import (DECODED_SUFFIX, FORMAT, FORMAT_VERSION, TrajectoryError, field_names,
+                                   stage_names)
+
+META = "meta.json"
+STEPS = "steps.npy"
+STEP_COLUMNS = ("timesteps", "sigma", "clip_fraction", "stage")      # the columns of steps.npy
+
+
+# --------------------------------------------------------------------------- writing
+
+class NpyFrames:
+    """Frames of one field streamed to a `.npy` file whose header announces `n` of them."""
+
+    def __init__(self, path: Path, n: int, shape: tuple, dtype: str):
+        self.path, self.shape, self.dtype, self.count = path, tuple(shape), np.dtype(dtype), 0
+        self.file = open(path, "wb")
+        np.lib.format.write_array_header_1_0(
+            self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                        "shape": (n,) + self.shape})
+        self.offset = self.file.tell()
+
+    def append(self, frame):
+        self.file.write(np.ascontiguousarray(frame, dtype=self.dtype).tobytes())
+        self.count += 1
+
+    def flush(self, sync: bool = True):
+        """Everything appended so far written to the file (a SIGKILL no longer loses it) and, with
+        `sync`, fsync'd (nor does a power cut)."""
+        if not self.file.closed:
+            self.file.flush()
+            if sync:
+                os.fsync(self.file.fileno())
+
+    def close(self):
+        if not self.file.closed:
+            try:
+                self.file.flush()
+            finally:
+                self.file.close()
+
+    def array(self) -> np.ndarray:
+        """The frames appended so far, mapped read-only from the file."""
+        if not self.file.closed:
+            self.file.flush()
+        if self.count == 0:
+            return np.empty((0,) + self.shape, self.dtype)
+        return np.memmap(self.path, self.dtype, "r", offset=self.offset, shape=(self.count,) + self.shape)
+
+
+class StreamWriter:
+    """A streamed folder being written: `open_field` per field, `append` per step, `commit` per chunk.
+
+    `meta` is the trajectory's metadata dict, read each time meta.json is written (so what the
+    recorder adds to it as the run goes lands in the file); `fields` are the names meta.json lists.
+    """
+
+    def __init__(self, path, rows: int, meta: dict, fields: tuple):
+        self.path, self.rows, self.meta, self.fields = Path(path), rows, meta, tuple(fields)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.steps_on_disk = 0
+        self.write_meta(complete=False, on_disk=0)
+        self.steps = NpyFrames(self.path / STEPS, rows, (len(STEP_COLUMNS),), "float64")
+        self.files = [self.steps]
+
+    def open_field(self, name: str, shape: tuple, dtype: str) -> NpyFrames:
+        frames = NpyFrames(self.path / f"{name}.npy", self.rows, shape, dtype)
+        self.files.append(frames)
+        return frames
+
+    def append_step(self, t, sigma, clip_fraction, stage_code: int):
+        """The step's row, after its frames: then every file is flushed (written whole, not yet fsync'd)."""
+        self.steps.append(np.array([t, sigma, clip_fraction, stage_code], np.float64))
+        for frames in self.files:
+            frames.flush(sync=False)
+
+    def commit(self, count: int):
+        """Every file fsync'd, then meta.json counts `count` steps as on disk."""
+        for frames in self.files:
+            frames.flush()
+        self.write_meta(complete=False, on_disk=count)
+
+    def write_meta(self, complete: bool, on_disk: int):
+        """meta.json, replaced atomically (a reader sees the old file or the new, whole)."""
+        meta = dict(self.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.fields),
+                    complete=complete, steps_on_disk=on_disk)
+        with atomic_path(self.path / META) as tmp:
+            with open(tmp, "w") as fh:
+                fh.write(json.dumps(meta, default=str, indent=1))
+                fh.flush()
+                os.fsync(fh.fileno())
+        self.steps_on_disk = on_disk
+
+    def close(self):
+        """Every file closed; a full disk failing a final flush loses nothing counted before."""
+        for frames in self.files:
+            try:
+                frames.close()
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------- reading
+
+def read_frames(path: Path, ndim: int, columns: Optional[tuple] = None) -> np.ndarray:
+    """The complete frames of a streamed `.npy` (its header announces the planned count), the header
+    checked before anything is mapped (module docstring); `columns`: the allowed sizes of the last
+    dimension."""
+    path = regular_file(path, "streamed array")
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(fh)
+        offset = fh.tell()
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or dtype.hasobject or fortran or len(shape) != ndim or \
+            (columns is not None and shape[-1] not in columns):
+        raise TrajectoryError(f"{path} is not a ppddpm stream array: {dtype.str} of shape {shape}"
+                              f"{' (Fortran order)' if fortran else ''}; expected floats with {ndim} dimensions")
+    frame = math.prod(shape[1:]) * dtype.itemsize                        # Python ints: no overflow
+    n = min(shape[0], (path.stat().st_size - offset) // frame) if frame else 0
+    if n == 0:
+        return np.empty((0,) + tuple(shape[1:]), dtype)
+    return np.memmap(path, dtype, "r", offset=offset, shape=(n,) + tuple(shape[1:]))
+
+
+def _read_field(path: Path, name: str, meta: dict) -> np.ndarray:
+    """A field's streamed frames; none yet where the run stopped before its first recorded step (the
+    field's file is made with that step's frames, meta.json and steps.npy when the run starts)."""
+    file = path / f"{name}.npy"
+    if not file.exists() and not meta.get("steps_on_disk"):
+        return np.zeros((0, 0, 0, 0, 0), np.float32)
+    return read_frames(file, 5)
+
+
+def _read_parts(path: Path):
+    """(meta, steps rows, {field: frames}) of a folder, each file checked as it is read."""
+    meta_file = path / META
+    if not meta_file.exists():
+        raise TrajectoryError(f"{path} is not a streamed ppddpm trajectory (no {META})")
+    try:
+        meta = json.loads(regular_file(meta_file, "metadata").read_text())
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise TrajectoryError(f"{meta_file} is not a ppddpm trajectory's metadata (no format {FORMAT!r})")
+        steps = read_frames(path / STEPS, 2, columns=(3, 4))      # 0.1 streams had no stage column
+        fields = {name: _read_field(path, name, meta) for name in field_names(path, meta)}
+    except TrajectoryError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrajectoryError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+    return meta, steps, fields
+
+
+def read_stream(path) -> dict:
+    """A folder written by `StreamWriter`, complete or cut short: the Trajectory's arguments
+    (timesteps, fields, sigma, clip_fraction, meta, stages) for its first `steps_on_disk` steps."""
+    path = Path(path)
+    meta, steps, fields = _read_parts(path)
+    kinds = {(name.endswith(DECODED_SUFFIX), a.shape[1:]) for name, a in fields.items()}
+    if len(kinds) > len({decoded for decoded, _ in kinds}):     # one frame shape each: recorded, decoded
+        raise TrajectoryError(f"{path}: its fields' frames differ in shape; not one recording")
+    n = min([len(steps)] + [len(a) for a in fields.values()])
+    if isinstance(meta.get("steps_on_disk"), int):      # the writer's count after its last fsync
+        n = min(n, max(0, meta["steps_on_disk"]))
+    meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
+    stages = stage_names(steps[:n, 3]) if steps.shape[1] > 3 else None
+    return {"timesteps": steps[:n, 0], "fields": {k: a[:n] for k, a in fields.items()}, "sigma": steps[:n, 1],
+            "clip_fraction": steps[:n, 2], "meta": meta, "stages": stages}

@@ -1,0 +1,195 @@
+"""Filling a Trajectory a step at a time, in memory or streamed to a folder, readable at any moment.
+
+    writer = TrajectoryWriter(("prev_sample", "pred_original_sample"), meta, store="disk", path=folder)
+    writer.start(rows=20)                         # at most 20 steps; on disk: the folder, meta.json, steps.npy
+    writer.allocate({"prev_sample": (B, C, H, W), "pred_original_sample": (B, C, H, W)})
+    writer.append(frames, t, sigma, clip_fraction, stage)      # per step: {field: [B, C, H, W]} and its numbers
+    writer.commit()                               # per chunk of steps: on disk, fsync'd, then counted in meta.json
+    writer.close(complete=True)
+    writer.trajectory                             # the Trajectory being filled (what `ppddpm.record` yields)
+
+`source`: an object whose `sync()` brings steps still on their way (a recorder's device chunks) to
+the writer; reading `writer.trajectory` calls it first, until `close`. Whoever appends owns the
+vocabulary of nothing: frames arrive under the fields' own names (`ppddpm.storage.format.FIELDS`).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ppddpm.errors import BadValue, Exists
+from ppddpm.storage.format import DTYPES, NUMBERS, STORES, stage_code, stage_names, timestep_array
+from ppddpm.storage.stream import StreamWriter
+from ppddpm.storage.trajectory import Trajectory
+
+
+def check_destination(store: str, dtype, path) -> Optional[Path]:
+    """`path` as a Path (None in memory) if `store`, `dtype` and `path` make a place to record to:
+    a streamed trajectory needs a fresh (absent or empty) folder."""
+    if store not in STORES:
+        raise BadValue(f"store must be one of {STORES}, got {store!r}")
+    if str(dtype) not in DTYPES:
+        raise BadValue(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if store != "disk":
+        return None
+    if path is None:
+        raise BadValue('store="disk" needs path= (a directory to stream the frames into)')
+    path = Path(path)
+    if path.exists() and any(path.iterdir()):
+        raise Exists(f"{path} exists and is not empty; streamed trajectories need a fresh directory")
+    return path
+
+
+class MemoryFrames:
+    """Frames of one field in a preallocated array."""
+
+    def __init__(self, n: int, shape: tuple, dtype: str):
+        self.data, self.count = np.empty((n,) + tuple(shape), np.dtype(dtype)), 0
+
+    def append(self, frame):
+        self.data[self.count] = frame
+        self.count += 1
+
+    def array(self) -> np.ndarray:
+        return self.data[: self.count]
+
+
+class TrajectoryWriter:
+    """Fills `trajectory` step by step (module docstring): frames in memory (`store="memory"`) or
+    streamed to `path` (`"disk"`, `ppddpm.storage.stream`), as `dtype` (float32 or float16)."""
+
+    def __init__(self, fields, meta: Optional[dict] = None, store: str = "memory", dtype: str = "float32",
+                 path=None, source=None):
+        self.path = check_destination(store, dtype, path)
+        self.fields, self.store, self.dtype, self.source = tuple(fields), store, str(dtype), source
+        self.rows, self.count, self.failed = 0, 0, False
+        self.frames = {}                # field → MemoryFrames or stream.NpyFrames
+        self.numbers = None             # timesteps, sigma, clip_fraction, stage code: one row per step
+        self.stream: Optional[StreamWriter] = None
+        self.trajectory = _Filling(self, meta or {})
+
+    def start(self, rows: int):
+        """At most `rows` steps will be appended; on disk the folder, meta.json and steps.npy are made."""
+        self.rows = rows
+        self.numbers = {key: np.full(rows, np.nan) for key in NUMBERS}
+        self.numbers["stage"] = np.zeros(rows, np.int8)
+        if self.store == "disk":
+            self.stream = StreamWriter(self.path, rows, self.trajectory.meta, self.fields)
+
+    @property
+    def started(self) -> bool:
+        return self.numbers is not None
+
+    def allocate(self, shapes: dict):
+        """Room for each field's frames: {field: the shape of one frame} (at the first step)."""
+        for name, shape in shapes.items():
+            self.frames[name] = self.stream.open_field(name, shape, self.dtype) if self.stream is not None \
+                else MemoryFrames(self.rows, shape, self.dtype)
+
+    @property
+    def allocated(self) -> bool:
+        return bool(self.frames)
+
+    def append(self, frames: dict, t, sigma: float, clip_fraction: float, stage: str = ""):
+        """One step: `frames` holds a host array per field, then its numbers. On disk the step is
+        written to every file before it counts; an OSError (a full disk) marks the writer failed —
+        meta.json then counts the steps written whole — and nothing more is appended."""
+        if self.failed:
+            return
+        code = stage_code(stage)
+        try:
+            for name in self.fields:
+                self.frames[name].append(frames[name])
+            if self.stream is not None:
+                self.stream.append_step(t, sigma, clip_fraction, code)
+        except OSError:
+            self._fail()
+            raise
+        row, numbers = self.count, self.numbers
+        numbers["sigma"][row], numbers["clip_fraction"][row], numbers["stage"][row] = sigma, clip_fraction, code
+        numbers["timesteps"][row] = t
+        self.count = row + 1
+
+    def commit(self):
+        """On disk: every file fsync'd, then meta.json counts the steps appended so far."""
+        if self.stream is None or self.failed or self.count == self.stream.steps_on_disk:
+            return
+        try:
+            self.stream.commit(self.count)
+        except OSError:
+            self._fail()
+            raise
+
+    def _fail(self):
+        self.failed = True
+        with contextlib.suppress(OSError):          # count the steps fully written, if meta.json still fits
+            self.stream.write_meta(complete=False, on_disk=self.count)
+
+    @property
+    def steps_on_disk(self) -> int:
+        """Streamed steps fsync'd and counted in meta.json (0 in memory)."""
+        return self.stream.steps_on_disk if self.stream is not None else 0
+
+    @property
+    def steps_kept(self) -> int:
+        """The steps that stay: on disk those counted in meta.json, in memory all appended."""
+        return self.steps_on_disk if self.store == "disk" else self.count
+
+    def sync(self):
+        if self.source is not None:
+            self.source.sync()
+
+    def close(self, complete: bool):
+        """The run ended: the trajectory stops asking `source`; its metadata says whether the run is
+        `complete` and how many steps were kept; on disk every file is closed and meta.json written
+        a last time (a full disk failing it leaves the last chunk's meta.json: complete=false)."""
+        self.source = None
+        self.trajectory.meta.update(complete=complete, steps_recorded=self.steps_kept)
+        if self.stream is not None:
+            self.stream.close()
+            with contextlib.suppress(OSError):
+                self.stream.write_meta(complete, self.stream.steps_on_disk)
+
+    # ---- what the trajectory reads
+    def frames_of(self, name: str) -> np.ndarray:
+        self.sync()
+        frames = self.frames.get(name)
+        return frames.array()[: self.count] if frames is not None else np.empty((0,), np.float32)
+
+    def numbers_of(self, key: str) -> np.ndarray:
+        self.sync()
+        return self.numbers[key][: self.count] if self.numbers is not None else np.empty((0,))
+
+
+class _Filling(Trajectory):
+    """The Trajectory a TrajectoryWriter fills: its arrays are the steps appended so far."""
+
+    def __init__(self, writer: TrajectoryWriter, meta: dict):
+        super().__init__([], {}, [], [], meta)
+        self._writer = writer
+
+    @property
+    def fields(self) -> tuple:
+        return self._writer.fields
+
+    def _field_array(self, name):
+        return self._writer.frames_of(name)
+
+    @property
+    def timesteps(self):
+        return timestep_array(self._writer.numbers_of("timesteps"))
+
+    @property
+    def sigma(self):
+        return self._writer.numbers_of("sigma")
+
+    @property
+    def clip_fraction(self):
+        return self._writer.numbers_of("clip_fraction").astype(np.float32)
+
+    @property
+    def stages(self):
+        return stage_names(self._writer.numbers_of("stage"))
