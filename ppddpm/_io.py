@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from pathlib import Path
+
+from ppddpm.errors import Exists
 
 
 @contextlib.contextmanager
@@ -49,10 +52,6 @@ def output_lock(folder, what: str = "--out"):
     `Exists`, naming the pid. Once held, leftovers of killed atomic saves (`.*.part*`) are removed:
     no live writer can own them. The lock file goes when the block ends.
     """
-    import fcntl
-
-    from ppddpm.errors import Exists
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME

@@ -6,7 +6,11 @@ line with exit status 2, and lets anything else — a real bug — stay loud.
 """
 from __future__ import annotations
 
+import stat
+from pathlib import Path
 from typing import Optional
+
+import numpy as np
 
 
 class InputError(Exception):
@@ -50,9 +54,6 @@ class Untrusted(InputError, PermissionError):
 def regular_file(path, what: str = "file"):
     """`path` as a Path if it is a regular file; NotFound / BadValue otherwise. Only regular files
     are opened: a FIFO would block the reader forever, a device or folder is never data."""
-    import stat
-    from pathlib import Path
-
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -68,8 +69,6 @@ def regular_file(path, what: str = "file"):
 
 def int_problem(name: str, value, low: int = 1, hint: str = "") -> Optional[str]:
     """The message for `value` if it is not an integer ≥ `low` (bools are not integers here), else None."""
-    import numpy as np
-
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         kind = "positive" if low == 1 else "non-negative" if low == 0 else f"≥ {low}"
         return f"{name} must be a {kind} integer{hint}, got {value!r}"

@@ -440,7 +440,8 @@ def test_cli_dit_class_labels_and_one_line_errors(tmp_path, dit, capsys):
     capsys.readouterr()
     lp.sd_pipeline().save_pretrained(str(tmp_path / "sd-no-tokenizer"))
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "model_index.json").write_text('{"_class_name": "FooPipeline", "vae": ["ppdiffusers", "AutoencoderKL"]}')
+    (tmp_path / "other" / "model_index.json").write_text(
+        '{"_class_name": "FooPipeline", "vae": ["ppdiffusers", "AutoencoderKL"]}')
     cases = [(("--model", tmp_path / "sd-no-tokenizer", "--prompt", "a cat"), "saved without one"),
              (("--model", tmp_path / "dit"), "needs --class-label"),
              (("--model", tmp_path / "dit", "--class-label", "1,100000"), "--class-label takes ids 0 to"),

@@ -58,7 +58,8 @@ def test_plot_ab_shows_differences_bound_and_finals(unet, tmp_path):
     fig = P.plot_ab(report, save=tmp_path / "ab.png")
     main = fig.axes[0]
     assert main.get_yscale() == "log"
-    assert [l.get_label() for l in main.get_lines()] == ["max |Δ x_{t−1}|", "max |Δ x̂_0|", "float32 rounding bound"]
+    assert [line.get_label() for line in main.get_lines()] == ["max |Δ x_{t−1}|", "max |Δ x̂_0|",
+                                                               "float32 rounding bound"]
     titles = [ax.get_title() for ax in fig.axes]
     assert "final: posterior" in titles and "final: direct" in titles
     assert any(t.startswith("|Δ| in [−1, 1] units (max ") for t in titles)      # the table's final max|Δ|

@@ -120,7 +120,8 @@ def test_two_pipelines_recorded_at_once_in_threads(unet):
     assert results[0].prev_sample.shape[:2] == (30, 1) and results[1].prev_sample.shape[:2] == (45, 2)
     for traj in results.values():        # each recorded exactly its own run, start to end
         assert traj.complete and traj.timesteps[-1] == 0
-        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(traj.images, to_pil(traj.prev_sample[-1])))
+        rebuilt = to_pil(traj.prev_sample[-1])
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(traj.images, rebuilt))
     assert all("step" not in p.scheduler.__dict__ for p in pipes)
 
 

@@ -4,6 +4,9 @@ import contextlib
 import json
 import os
 
+from ppddpm.core.records import StepObserver, observe
+from ppddpm.variants.patching import patch_step
+
 _stack = contextlib.ExitStack()
 _outcomes = {}
 _records = []
@@ -15,12 +18,8 @@ def pytest_configure(config):
     variant = os.environ.get("PPDDPM_UPSTREAM_VARIANT")
     observed = os.environ.get("PPDDPM_UPSTREAM_OBSERVE")
     if variant:
-        from ppddpm import patch_step
-
         _stack.enter_context(patch_step(ppdiffusers.DDPMScheduler, variant))
     if observed:
-        from ppddpm.core.records import StepObserver, observe
-
         # the recorder's whole path: x̂_0, σ, and z observed (replayed, or passed in as data)
         observer = StepObserver(lambda record: _records.append(record.i), want_noise=True)
         _stack.enter_context(observe(getattr(ppdiffusers, observed), observer, "upstream"))

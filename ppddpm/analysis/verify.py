@@ -16,7 +16,8 @@ real numbers in float64. As in `ppddpm.analysis.ab`, a step rounds ~10 times and
 are consistent only up to a rounding of ᾱ_t, which 1/(1 − ᾱ_t) amplifies where 1 − ᾱ_t cancels
 (small t); and ppdiffusers' ᾱ_t is a float32 product of t + 1 factors, whose relative error d_t
 (the largest for s ≤ t, measured on numpy's float32 product of the same betas: ~11u for the linear
-schedule) every coefficient inherits. With u the unit roundoff of the stored frames (2⁻²⁴ for float32, 2⁻¹¹ for float16):
+schedule) every coefficient inherits. With u the unit roundoff of the stored frames (2⁻²⁴ for float32,
+2⁻¹¹ for float16):
     |Δ| ≤ (K · u + 4 · d_t) / (1 − ᾱ_t) · (max|x_t| + s_t · max|ε̂| + σ_t · max|z| + 1),   K = K_ROUNDINGS,
 s_t = σ_t^EDM = √((1−ᾱ_t)/ᾱ_t) for the σ-space samplers (x̂_0 = x − σ·ε scales ε̂ by it), else 1.
 The x̂_0 gaps are held against the same bound divided by √ᾱ_t in the variance-preserving samplers
@@ -39,6 +40,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from ppddpm._io import atomic_path
 from ppddpm.analysis.ab import K_ROUNDINGS, UNIT_ROUNDOFF
 from ppddpm.errors import BadValue, Unsupported
 from ppddpm.core.recorder import kept_steps
@@ -291,8 +293,6 @@ def _check_x_T(traj, ref, calls) -> Optional[dict]:
 
 
 def save_json(report: VerifyReport, path) -> Path:
-    from ppddpm._io import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report.to_json(), indent=1))

@@ -1,7 +1,12 @@
 """The small UNet and scheduler ppddpm trains and ships (ppdiffusers parts, nothing custom)."""
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Sequence
+
+from ppddpm.errors import BadValue
 
 
 def small_unet(resolution: int = 16, channels: int = 1, block_out_channels: Sequence[int] = (32, 64),
@@ -60,8 +65,6 @@ def tiny_latent_pipeline(kind: str = "stable-diffusion", seed: int = 0, tokenize
     from ppdiffusers import (AutoencoderKL, DDIMScheduler, DiTPipeline, LDMPipeline, StableDiffusionPipeline,
                              Transformer2DModel, UNet2DConditionModel, UNet2DModel, VQModel)
 
-    from ppddpm.errors import BadValue
-
     if kind not in LATENT_KINDS:
         raise BadValue(f"kind must be one of {', '.join(LATENT_KINDS)}, got {kind!r}")
     paddle.seed(seed)
@@ -85,7 +88,8 @@ def tiny_latent_pipeline(kind: str = "stable-diffusion", seed: int = 0, tokenize
         from ppdiffusers.transformers import CLIPTextConfig, CLIPTextModel
 
         parts = dict(vae=AutoencoderKL(**vae_args), unet=UNet2DConditionModel(
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
             cross_attention_dim=16, attention_head_dim=2, **unet_args),
             text_encoder=CLIPTextModel(CLIPTextConfig(vocab_size=100, hidden_size=16, intermediate_size=16,
                                                       num_hidden_layers=1, num_attention_heads=2,
@@ -102,10 +106,6 @@ def tiny_latent_pipeline(kind: str = "stable-diffusion", seed: int = 0, tokenize
 def tiny_clip_tokenizer():
     """A CLIP tokenizer written on the spot: single letters and no merges (a word is its letters), 54
     ids, prompts cut to 16 tokens (the tiny text encoder's length)."""
-    import json
-    import tempfile
-    from pathlib import Path
-
     from ppdiffusers.transformers import CLIPTokenizer
 
     letters = list("abcdefghijklmnopqrstuvwxyz")

@@ -14,9 +14,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import socket
+import warnings
 from pathlib import Path
 
 from ppddpm.errors import InputError, Untrusted
+from ppddpm.pipelines.latent import KINDS, supported_pipelines
 
 BUNDLED_NAME = "ddpm-digits-8"
 BUNDLED_DIR = Path(__file__).parent.parent / "assets" / BUNDLED_NAME
@@ -97,8 +100,6 @@ def _saved_latent(folder: Path):
     its components saved as null (no tokenizer, no safety checker) passed as None, which ppdiffusers
     0.29's from_pretrained requires. None for any other folder; a folder whose model_index.json names a
     pipeline with neither a UNet nor a known latent layout is one clear error."""
-    import json
-
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         return None
@@ -107,8 +108,6 @@ def _saved_latent(folder: Path):
     except (OSError, ValueError) as exc:
         raise PipelineLoadError(f"{index_file} is not readable JSON ({exc})") from None
     import ppdiffusers
-
-    from ppddpm.pipelines.latent import KINDS, supported_pipelines
 
     name = index.get("_class_name", "")
     if any(name in kind.classes for kind in KINDS):
@@ -121,8 +120,6 @@ def _saved_latent(folder: Path):
 
 def _unreachable(exc) -> bool:
     """Whether a loading error comes from the network (DNS, refused or timed-out connections)."""
-    import socket
-
     seen = 0
     while exc is not None and seen < 12:
         name = type(exc).__name__
@@ -210,8 +207,6 @@ def _refuse_foreign_components(folder: Path):
 
 
 def _quiet(pipeline_class, name, trust_pickle=False, **kwargs):
-    import warnings
-
     from ppdiffusers.utils import logging as ppd_logging
 
     bars = ppd_logging.is_progress_bar_enabled()

@@ -1,8 +1,8 @@
 """An explorer to scrub through a run: one self-contained HTML file (no network, no CDN).
 
-    view = ppddpm.pictures.plotting.explore(traj)                 # or explore(traj, other=traj_b) / explore(traj, ab=report)
-    view                                                 # displays inline in Jupyter / AI Studio
-    view.save("view.html")                               # or: ppddpm view RUN.npz [--with B.npz | --ab ab.json]
+    view = ppddpm.pictures.explorer.explore(traj)    # or explore(traj, other=traj_b) / explore(traj, ab=report)
+    view                                             # displays inline in Jupyter / AI Studio
+    view.save("view.html")                           # or: ppddpm view RUN.npz [--with B.npz | --ab ab.json]
 
 A slider (arrow keys, Home/End, space to play) over the recorded steps; panes for x_t, x̂_0 as
 the step used it, x̂_0 before clipping, ε̂, z and where clipping changed x̂_0 (those recorded);
@@ -23,9 +23,12 @@ from typing import Optional
 
 import numpy as np
 
-from ppddpm.errors import BadValue
-from ppddpm.reference import Schedule, posterior_coefficients
+from ppddpm._io import atomic_path
 from ppddpm.core.adapters import rebuild_scheduler
+from ppddpm.errors import BadValue, regular_file
+from ppddpm.pipelines.latent import caption, displayable
+from ppddpm.reference import Schedule, posterior_coefficients
+from ppddpm.storage.trajectory import Trajectory
 
 PANES = [("sample", "x_t (the step's input)"), ("prev_sample", "x_{t-1} (the step's output)"),
          ("pred_original_sample", "x̂_0 as the step used it (eq. 15, clipped)"),
@@ -104,8 +107,6 @@ class Explorer:
         self.html, self.title = html_text, title
 
     def save(self, path) -> Path:
-        from ppddpm._io import atomic_path
-
         path = Path(path)
         if path.suffix.lower() not in (".html", ".htm"):
             raise BadValue(f"the explorer is written as .html, got {path.name!r}")
@@ -144,8 +145,6 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
     """The explorer of `traj` (a Trajectory, or a path to one); `other`: a second run to show
     side by side with the difference; `ab`: an ABReport (or its JSON path) whose |Δ x_{t−1}| curve
     is drawn with a cursor."""
-    from ppddpm.storage.trajectory import Trajectory
-
     names = [Path(run).name if isinstance(run, (str, Path)) else None for run in (traj, other)]
     if isinstance(traj, (str, Path)):
         traj = Trajectory.load(traj)
@@ -153,8 +152,6 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
         other = Trajectory.load(other)
     if not len(traj):
         raise BadValue("the trajectory has no recorded steps")
-    from ppddpm.pipelines.latent import caption, displayable
-
     traj, other = displayable(traj), (displayable(other) if other is not None else None)    # latent runs: pictures
     curve = None
     if other is not None:
@@ -195,8 +192,6 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
 
 def _ab_curve(path: Path) -> dict:
     """The |Δ x_{t−1}| curve of an ab.json (`ABReport.to_json`); anything else is one BadValue."""
-    from ppddpm.errors import regular_file
-
     path = regular_file(path, "A/B report")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -258,7 +253,9 @@ const $ = id => document.getElementById(id);
 $("title").textContent = D.title; $("quant").textContent = D.quantisation;
 const slider = $("slider"); slider.max = n - 1;
 const sel = $("sample");
-for (let b = 0; b < D.batch; b++) { const o = document.createElement("option"); o.value = b; o.textContent = b; sel.appendChild(o); }
+for (let b = 0; b < D.batch; b++) {
+  const o = document.createElement("option"); o.value = b; o.textContent = b; sel.appendChild(o);
+}
 if (D.batch < 2) $("samplebox").style.display = "none";
 const panes = [];
 function addPane(key, label, source) {
@@ -271,7 +268,8 @@ for (const [f, label] of D.panes) addPane(f, label, D.frames[f]);
 if (D.frames.clip_mask) addPane("clip_mask", "where clipping changed x̂_0 (white)", D.frames.clip_mask);
 if (D.side) { addPane("other", "x_{t-1}: " + D.side.other_name, D.side.other);
               addPane("difference", "|difference| (white = " + D.side.peak.toExponential(2) + ")", D.side.difference); }
-const fmt = v => (v === undefined || v === null) ? "—" : (Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(4) : v.toFixed(6));
+const fmt = v => (v === undefined || v === null) ? "—"
+  : (Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(4) : v.toFixed(6));
 function numbers(r) {
   const rows = [["t (this step)", r.t]];
   if (r.alpha_bar !== undefined) rows.push(
@@ -308,7 +306,8 @@ if (D.curve) {
      points: arr.map((v, i) => X(D.curve.t[i]).toFixed(1) + "," + Y(v).toFixed(1)).join(" ")},
      dash ? {"stroke-dasharray": "4 3"} : {}));
   svg.replaceChildren();
-  el("text", {x: L, y: 14, "font-size": 12}, D.curve.label + (D.curve.bound ? " — dashed: float32 bound" : "") + " (log scale)");
+  el("text", {x: L, y: 14, "font-size": 12},
+     D.curve.label + (D.curve.bound ? " — dashed: float32 bound" : "") + " (log scale)");
   line(vals, "#1f77b4"); if (D.curve.bound) line(D.curve.bound, "#444", true);
   el("text", {x: 2, y: T + 8, "font-size": 10}, Math.pow(10, hi).toExponential(1));
   el("text", {x: 2, y: H - B, "font-size": 10}, Math.pow(10, lo).toExponential(1));

@@ -12,8 +12,12 @@ from typing import Optional
 
 import numpy as np
 
+from ppddpm._io import atomic_path
+from ppddpm.core.adapters import in_sigma_space, rebuild_scheduler
 from ppddpm.core.recorder import kept_steps
-from ppddpm.errors import BadValue, NotFound, check_int
+from ppddpm.errors import BadValue, NotFound, check_int, regular_file
+from ppddpm.model.data import load_digits
+from ppddpm.pipelines.latent import caption, displayable
 
 
 def _figure(width, height):
@@ -45,8 +49,6 @@ def _enable_notebook_display():
 
 def _save(fig, save):
     if save is not None:
-        from ppddpm._io import atomic_path
-
         with atomic_path(Path(save), suffix=".png") as tmp:
             fig.savefig(tmp, format="png", bbox_inches="tight")
     return fig
@@ -126,8 +128,6 @@ class _RunFacts:
     [−1, 1] scale of the image (σ = 0 at the end: the image itself)."""
 
     def __init__(self, traj):
-        from ppddpm.core.adapters import in_sigma_space, rebuild_scheduler
-
         self.traj, self.every = traj, int(traj.meta.get("every", 1))
         self.calls = self.steps = int(traj.meta.get("num_inference_steps", len(traj)))
         self.staged = bool(len(traj.stages)) and any(str(s) for s in traj.stages)
@@ -187,18 +187,8 @@ def _samples(traj, index):
     return [index]
 
 
-def _displayable(traj):
-    """A latent run as pictures: decoded frames where the run kept them, else its latent channels
-    side by side (`ppddpm.pipelines.latent.displayable`; pass its latent_channels=True view for channels only)."""
-    from ppddpm.pipelines.latent import displayable
-
-    return displayable(traj)
-
-
 def _caption(traj) -> str:
     """"; prompt '…', guidance 7.5" for a latent run (`ppddpm.pipelines.latent.caption`), else ""."""
-    from ppddpm.pipelines.latent import caption
-
     text = caption(traj)
     return f"; {text}" if text else ""
 
@@ -217,7 +207,7 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, nco
     only sample `index`). The title's spacing and counts are read from the tiles and the run
     (`_RunFacts`); σ-space samples are drawn at the scale the model sees."""
     check_int("ncols", ncols)
-    traj = _displayable(traj)
+    traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
     data = traj.field(field)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     samples = _samples(traj, index)
@@ -246,7 +236,7 @@ def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: in
                     every_t: Optional[int] = None, tiles: Optional[int] = None):
     """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
     noise falls. Steps chosen, titled and scaled as in `plot_grid`."""
-    traj = _displayable(traj)
+    traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     _samples(traj, index)
     facts = _RunFacts(traj)
@@ -318,14 +308,6 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     return _save(fig, save)
 
 
-def explore(traj, other=None, ab=None, title=None):
-    """The explorer: one self-contained HTML page to scrub through a run (`ppddpm.pictures.explorer`);
-    shows inline in a notebook, `.save("view.html")` writes the file."""
-    from ppddpm.pictures.explorer import explore as build
-
-    return build(traj, other=other, ab=ab, title=title)
-
-
 def plot_losses(runs: dict, smooth: int = 25, save=None):
     """Training losses (MSE on ε, eq. 14) on a log axis: `{label: per-step losses}`, each drawn
     as is and, when long enough, as a `smooth`-step running mean."""
@@ -367,8 +349,6 @@ def contact_sheet(images: np.ndarray, ncols: int = 16, scale: int = None, gap: i
         sheet[gap + r * (th + gap): gap + r * (th + gap) + th, gap + c * (tw + gap): gap + c * (tw + gap) + tw] = tile
     image = Image.fromarray((sheet * 255).round().astype(np.uint8))
     if save is not None:
-        from ppddpm._io import atomic_path
-
         with atomic_path(Path(save), suffix=Path(save).suffix) as tmp:
             image.save(tmp, format="PNG")
     return image
@@ -416,8 +396,6 @@ def load_image(image, resolution: Optional[int] = None, channels: Optional[int] 
     from PIL import Image
 
     if isinstance(image, str) and image.startswith("digit"):
-        from ppddpm.model.data import load_digits
-
         label = image[5:]
         if label not in ("",) + tuple("0123456789"):
             raise BadValue(f"image {image!r}: use 'digit' or 'digit0' … 'digit9' (the first held-out digit of "
@@ -427,8 +405,6 @@ def load_image(image, resolution: Optional[int] = None, channels: Optional[int] 
     if isinstance(image, (str, Path)):
         if not Path(image).exists():
             raise NotFound(f"no image at {image}")
-        from ppddpm.errors import regular_file
-
         path = regular_file(image, "image")
         try:
             image = Image.open(path)
@@ -523,7 +499,7 @@ def frames(traj, field: str = "prev_sample", index: int = 0, size: int = 128, st
     to `size` px, each with its field, t and stage written on it (scaled as in `plot_grid`)."""
     from PIL import Image, ImageDraw
 
-    traj = _displayable(traj)
+    traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
     data = traj.field(field)
     _samples(traj, index)
     facts = _RunFacts(traj)
@@ -546,8 +522,6 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
     installed (`export_to_video`). Returns the paths written. (ppdiffusers' `export_to_gif` fixes
     100 ms a frame, so the GIF is written with PIL directly.)"""
     from ppdiffusers.utils.import_utils import is_opencv_available
-
-    from ppddpm._io import atomic_path
 
     path = Path(path)
     if path.suffix != ".gif":
