@@ -168,7 +168,7 @@ Show(filename=str(paths[0]))"""),
 The explorer: one self-contained HTML page (also `ppddpm view RUN.npz --out view.html`). Use the
 slider or the arrow keys; the numbers are the step's, with their equation numbers."""),
 ("code", """every10 = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=10, fields="all")
-view = ppddpm.pictures.plotting.explore(every10)
+view = ppddpm.pictures.explorer.explore(every10)
 view.save("runs/view_777.html")
 view"""),
 ],

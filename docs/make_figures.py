@@ -20,7 +20,7 @@ from pathlib import Path
 warnings.filterwarnings("ignore")
 import ppddpm  # noqa: E402
 from ppddpm.analysis import metrics  # noqa: E402
-from ppddpm.pictures import plotting  # noqa: E402
+from ppddpm.pictures import explorer, plotting  # noqa: E402
 from ppddpm.core.config import with_config  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "figures"
@@ -39,7 +39,7 @@ def explorer_screenshot(traj, path=OUT / "explorer.png"):
         print("explorer screenshot skipped: apt-get install chromium")
         return
     with tempfile.TemporaryDirectory() as tmp:
-        page = plotting.explore(traj).save(Path(tmp) / "view.html")
+        page = explorer.explore(traj).save(Path(tmp) / "view.html")
         i = int(np.argmin(np.abs(traj.timesteps - 500)))
         text = page.read_text().replace("show(0);\n</script>", f"show({i});\n</script>")
         page.write_text(text)

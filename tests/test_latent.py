@@ -329,7 +329,7 @@ def test_decoded_runs_plot_and_explore(sd, tmp_path):
     pixels = ppddpm.decode(traj, sd, fields=("prev_sample", "pred_original_sample"))
     ppddpm.pictures.plotting.plot_trajectory(pixels, every=1, save=tmp_path / "t.png")
     ppddpm.pictures.plotting.animate(pixels, tmp_path / "x0.gif", field="pred_original_sample", mp4=False)
-    view = ppddpm.pictures.plotting.explore(pixels)
+    view = ppddpm.pictures.explorer.explore(pixels)
     assert (tmp_path / "t.png").stat().st_size > 0 and "prompt given as embeddings, guidance 3" in view.title
 
 
@@ -345,7 +345,7 @@ def test_latent_runs_show_decoded_frames_else_channels(dit):
     np.testing.assert_array_equal(shown.prev_sample[:, :, 0, :, 8:16], traj.prev_sample[:, :, 1] / np.float32(3.0))
     fig = ppddpm.pictures.plotting.plot_grid(traj, "pred_original_sample", every=1)
     assert "class 7 (cock), guidance 2" in fig._suptitle.get_text()
-    html = ppddpm.pictures.plotting.explore(traj).html
+    html = ppddpm.pictures.explorer.explore(traj).html
     assert "class 7 (cock)" in html
     channels = ppddpm.pipelines.latent.displayable(traj, latent_channels=True)
     assert channels.pred_original_sample.shape == (STEPS, 1, 1, 8, 32)

@@ -215,7 +215,7 @@ def test_view_with_labels_the_runs_by_what_differs(tmp_path, pipe):
     b = ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=4)
     assert run_labels(a, b) == ("seed 1", "seed 2")
     assert run_labels(a, b, ("a.npz", "b.npz")) == ("a.npz (seed 1)", "b.npz (seed 2)")
-    page = ppddpm.pictures.plotting.explore(a, other=b).html
+    page = ppddpm.pictures.explorer.explore(a, other=b).html
     assert '"other_name": "seed 2"' in page and "seed 1 vs seed 2" in page
 
 
