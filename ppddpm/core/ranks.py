@@ -1,0 +1,32 @@
+"""This process's place in a `paddle.distributed` launch, as the launcher's environment says.
+
+Read without importing paddle: the CLI decides which rank prints, and whether it was launched at
+all, before paddle loads. `ppddpm.core.distributed` (which joins the ranks through paddle) and
+`ppddpm.cli.launch` take the rank and the number of ranks from here.
+"""
+from __future__ import annotations
+
+import os
+
+RANK_VARIABLE = "PADDLE_TRAINER_ID"       # set by `python -m paddle.distributed.launch` for each rank
+SIZE_VARIABLE = "PADDLE_TRAINERS_NUM"
+
+
+def launched() -> bool:
+    """Whether this process is a rank of a `paddle.distributed` launch."""
+    return RANK_VARIABLE in os.environ
+
+
+def rank() -> int:
+    """This process's rank (0 outside a launch)."""
+    return int(os.environ.get(RANK_VARIABLE, "0"))
+
+
+def ranks() -> int:
+    """How many ranks the launch has (1 outside a launch)."""
+    return int(os.environ.get(SIZE_VARIABLE, "1"))
+
+
+def is_lead() -> bool:
+    """Rank 0: the process that prints and writes the shared outputs."""
+    return rank() == 0
