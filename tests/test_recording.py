@@ -270,3 +270,51 @@ def test_a_stream_stopped_before_its_first_recorded_step_loads_empty(pipe, tmp_p
     assert not (tmp_path / "s" / "prev_sample.npy").exists()
     partial = ppddpm.Trajectory.load(tmp_path / "s")
     assert len(partial) == 0 and not partial.complete
+
+
+def test_a_trajectory_writer_streams_what_it_is_given_as_numpy_reads_it(tmp_path):
+    """The writer the recorder hands its arrays to, used by hand: the folder it streams holds the
+    frames and numbers given, read back by numpy itself (np.load, json) — and loads as a Trajectory."""
+    import json
+
+    from ppddpm.storage.writer import TrajectoryWriter
+
+    frames = np.random.RandomState(0).randn(3, 2, 1, 4, 4).astype(np.float32)
+    writer = TrajectoryWriter(("prev_sample",), {"seed": 1}, store="disk", path=tmp_path / "run")
+    writer.start(rows=3)
+    writer.allocate({"prev_sample": (2, 1, 4, 4)})
+    for k, (t, stage) in enumerate([(30, ""), (20, "predictor"), (10, "corrector")]):
+        writer.append({"prev_sample": frames[k]}, t, sigma=0.25 * k, clip_fraction=0.5, stage=stage)
+        writer.commit()
+        assert json.loads((tmp_path / "run" / "meta.json").read_text())["steps_on_disk"] == k + 1
+    writer.close(complete=True)
+    assert np.array_equal(np.load(tmp_path / "run" / "prev_sample.npy"), frames)
+    steps = np.load(tmp_path / "run" / "steps.npy")          # (t, σ, clipped share, stage code)
+    assert steps.tolist() == [[30, 0.0, 0.5, 0], [20, 0.25, 0.5, 1], [10, 0.5, 0.5, 2]]
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["complete"] and meta["seed"] == 1 and meta["fields"] == ["prev_sample"]
+    back = ppddpm.Trajectory.load(tmp_path / "run")
+    assert back.complete and back.timesteps.tolist() == [30, 20, 10]
+    assert back.stages.tolist() == ["", "predictor", "corrector"] and np.array_equal(back.prev_sample, frames)
+
+
+def test_reading_a_filling_trajectory_asks_its_source_first_until_the_writer_closes():
+    """`source.sync()` is how a recorder's steps still on the device reach a Trajectory read mid-run."""
+    from ppddpm.storage.writer import TrajectoryWriter
+
+    class Source:
+        syncs = 0
+
+        def sync(self):
+            self.syncs += 1
+
+    source = Source()
+    writer = TrajectoryWriter(("prev_sample",), source=source)
+    writer.start(rows=2)
+    writer.allocate({"prev_sample": (1, 1, 2, 2)})
+    writer.append({"prev_sample": np.ones((1, 1, 2, 2))}, 5, 0.1, 0.0)
+    traj = writer.trajectory
+    assert len(traj) == 1 and traj.prev_sample.tolist() == [[[[[1.0, 1.0], [1.0, 1.0]]]]]
+    assert source.syncs == 2                       # one per read: the timesteps (len), the frames
+    writer.close(complete=False)
+    assert len(traj) == 1 and source.syncs == 2 and not traj.complete
