@@ -63,6 +63,15 @@ def timestep_array(timesteps) -> np.ndarray:
     return t.astype(np.int64) if np.all(t == np.round(t)) else t
 
 
+def step_numbers(timesteps, sigma, clip_fraction, stages=None) -> dict:
+    """The per-step arrays as a Trajectory holds them: `timesteps` (`timestep_array`), `sigma` float64,
+    `clip_fraction` float32, `stages` names ("" for each step where not given)."""
+    t = timestep_array(timesteps)
+    return {"timesteps": t, "sigma": np.asarray(sigma, np.float64),
+            "clip_fraction": np.asarray(clip_fraction, np.float32),
+            "stages": np.asarray([""] * len(t) if stages is None else stages, str)}
+
+
 def stage_code(stage: str) -> int:
     """A stage's code in a streamed `steps.npy` (-1: a stage this version does not know)."""
     return STAGES.index(stage) if stage in STAGES else -1

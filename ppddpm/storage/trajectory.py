@@ -13,7 +13,7 @@ import numpy as np
 
 from ppddpm.errors import BadValue, Unknown
 from ppddpm.storage.format import (DECODED_SUFFIX, DEFAULT_FIELDS, DTYPES, FIELDS, GUIDANCE_FIELDS,  # noqa: F401
-                                   STORES, TrajectoryError, known_field, timestep_array)
+                                   STORES, TrajectoryError, known_field, step_numbers)
 from ppddpm.storage.npz import read_npz, write_npz
 from ppddpm.storage.stream import read_stream
 
@@ -41,30 +41,19 @@ class Trajectory:
     """
 
     def __init__(self, timesteps, fields: dict, sigma, clip_fraction, meta: dict, images=None, stages=None):
-        self._timesteps = timestep_array(timesteps)
+        self._numbers = step_numbers(timesteps, sigma, clip_fraction, stages)
         self._fields = dict(fields)
-        self._sigma = np.asarray(sigma, np.float64)
-        self._clip = np.asarray(clip_fraction, np.float32)
-        self._stages = np.asarray([""] * len(self._timesteps) if stages is None else stages, str)
         self.meta = dict(meta)
         self._images = images
 
-    # live recordings override these four
-    @property
-    def timesteps(self) -> np.ndarray:
-        return self._timesteps
+    def _numbers_array(self, key):      # a Trajectory being filled reads its writer's (ppddpm.storage.writer)
+        return self._numbers[key]
 
-    @property
-    def sigma(self) -> np.ndarray:
-        return self._sigma
-
-    @property
-    def clip_fraction(self) -> np.ndarray:
-        return self._clip
-
-    @property
-    def stages(self) -> np.ndarray:
-        return self._stages
+    timesteps = property(lambda self: self._numbers_array("timesteps"), doc="[N] the t of each recorded step")
+    sigma = property(lambda self: self._numbers_array("sigma"), doc="[N] σ_t, the std of the noise the step added")
+    clip_fraction = property(lambda self: self._numbers_array("clip_fraction"),
+                             doc="[N] share of x̂_0's values outside the clipping range, before clipping")
+    stages = property(lambda self: self._numbers_array("stages"), doc="[N] the stage of each step (\"\" for one call)")
 
     @property
     def scheduler(self) -> str:
@@ -80,7 +69,7 @@ class Trajectory:
                           f"record it with fields=({name!r}, ...) or fields='all'")
         return self._field_array(name)
 
-    def _field_array(self, name):
+    def _field_array(self, name):      # a Trajectory being filled reads its writer's
         return self._fields[name]
 
     prev_sample = property(lambda self: self.field("prev_sample"))

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from ppddpm.errors import BadValue, Exists
-from ppddpm.storage.format import DTYPES, NUMBERS, STORES, stage_code, stage_names, timestep_array
+from ppddpm.storage.format import DTYPES, NUMBERS, STORES, stage_code, stage_names, step_numbers
 from ppddpm.storage.stream import StreamWriter
 from ppddpm.storage.trajectory import Trajectory
 
@@ -159,9 +159,13 @@ class TrajectoryWriter:
         frames = self.frames.get(name)
         return frames.array()[: self.count] if frames is not None else np.empty((0,), np.float32)
 
-    def numbers_of(self, key: str) -> np.ndarray:
+    def step_numbers(self) -> dict:
+        """timesteps, sigma, clip_fraction and stages of the steps appended so far."""
         self.sync()
-        return self.numbers[key][: self.count] if self.numbers is not None else np.empty((0,))
+        if self.numbers is None:
+            return step_numbers([], [], [])
+        rows = {key: values[: self.count] for key, values in self.numbers.items()}
+        return step_numbers(rows["timesteps"], rows["sigma"], rows["clip_fraction"], stage_names(rows["stage"]))
 
 
 class _Filling(Trajectory):
@@ -178,18 +182,5 @@ class _Filling(Trajectory):
     def _field_array(self, name):
         return self._writer.frames_of(name)
 
-    @property
-    def timesteps(self):
-        return timestep_array(self._writer.numbers_of("timesteps"))
-
-    @property
-    def sigma(self):
-        return self._writer.numbers_of("sigma")
-
-    @property
-    def clip_fraction(self):
-        return self._writer.numbers_of("clip_fraction").astype(np.float32)
-
-    @property
-    def stages(self):
-        return stage_names(self._writer.numbers_of("stage"))
+    def _numbers_array(self, key):
+        return self._writer.step_numbers()[key]
