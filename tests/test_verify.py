@@ -88,7 +88,7 @@ def test_a_doubled_sigma_is_caught_at_the_first_noisy_step(unet, pipe):
     finally:
         ppddpm.unregister_variant("sigma-doubled")
     report = ppddpm.verify(traj)
-    assert not report.ok and report.first_departure.call == 0 and report.first_departure.gap_prev > 0.01
+    assert not report.ok and report.first_departure.call == 0 and report.first_departure.gaps["prev_sample"] > 0.01
 
 
 def test_an_unscaled_x_T_is_caught(unet):

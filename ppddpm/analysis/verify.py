@@ -36,7 +36,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -55,26 +55,25 @@ DRIFT_MARGIN = 4.0         # on the float32 ᾱ's measured drift (see _check)
 SIGMA_RTOL = 2e-4          # σ's relative tolerance (see _check); measured ≤ 8.3e-5 over every family
 
 
+# what a replay compares, named as StepRecord, the Trajectory and the reference's step name them
+CHECKED = ("prev_sample", "pred_original_sample", "pred_original_sample_unclipped", "sigma")
+
+
 @dataclass
 class StepCheck:
-    """One recorded step replayed: the largest |recorded − reference| of each quantity and its bound."""
+    """One recorded step replayed: per quantity of `CHECKED`, the largest |recorded − reference| (`gaps`;
+    NaN where the field was not recorded) and its bound (`bounds`: x_{t−1}'s float32 bound; x̂_0's, that
+    / √ᾱ_t in the variance-preserving samplers; σ's, relative to σ)."""
     row: int                  # index in the trajectory
     call: int                 # index of the step call in the run
     t: float
     stage: str
-    gap_prev: float
-    gap_x0: float             # NaN where the field was not recorded
-    gap_x0_raw: float
-    bound: float              # for x_{t−1}; x̂_0's is bound / √ᾱ_t
-    bound_x0: float
-    gap_sigma: float = 0.0    # |σ recorded − σ of the reference|, the std of the noise the step added
-    bound_sigma: float = 1.0
+    gaps: Dict[str, float]
+    bounds: Dict[str, float]
 
     @property
     def ratio(self) -> float:
-        gaps = [(self.gap_prev, self.bound), (self.gap_sigma, self.bound_sigma)] + \
-            [(g, self.bound_x0) for g in (self.gap_x0, self.gap_x0_raw)]
-        return max((g / b for g, b in gaps if not math.isnan(g)), default=0.0)
+        return max((g / self.bounds[name] for name, g in self.gaps.items() if not math.isnan(g)), default=0.0)
 
     @property
     def holds(self) -> bool:
@@ -121,9 +120,10 @@ class VerifyReport:
                      f"{'|Δx̂_0 raw|':>11} {'bound':>9}  {'ratio':>7}")
         shown = [s for k, s in enumerate(self.steps) if k < limit or not s.holds]
         for s in shown:
-            lines.append(f"{s.call:>5} {s.t:>8g} {s.stage:>9} {s.gap_prev:>10.2e} {s.bound:>9.2e} {_num(s.gap_x0):>10} "
-                         f"{_num(s.gap_x0_raw):>11} {s.bound_x0:>9.2e}  {s.ratio:>7.3g}"
-                         f"{'' if s.holds else '  DEPARTS'}")
+            g, b = s.gaps, s.bounds
+            lines.append(f"{s.call:>5} {s.t:>8g} {s.stage:>9} {g['prev_sample']:>10.2e} {b['prev_sample']:>9.2e} "
+                         f"{_num(g['pred_original_sample']):>10} {_num(g['pred_original_sample_unclipped']):>11} "
+                         f"{b['pred_original_sample']:>9.2e}  {s.ratio:>7.3g}{'' if s.holds else '  DEPARTS'}")
         if len(shown) < len(self.steps):
             lines.append(f"… {len(self.steps) - len(shown)} more steps, all within their bound")
         return "\n".join(lines)
@@ -136,11 +136,9 @@ class VerifyReport:
                 "tolerance": {"unit_roundoff": self.meta.get("unit_roundoff"), "K": K_ROUNDINGS,
                               "bound": "(K·u + 4·d_t)/(1−ᾱ_t)·(max|x_t| + s_t·max|ε̂| + σ_t·max|z| + 1); "
                                        "x̂_0: that / √ᾱ_t (VP samplers)"},
-                "steps": [{"step": s.call, "t": s.t, "stage": s.stage, "gap_prev": s.gap_prev,
-                           "gap_x0": _json_num(s.gap_x0), "gap_x0_raw": _json_num(s.gap_x0_raw),
-                           "gap_sigma": s.gap_sigma, "bound": s.bound, "bound_x0": s.bound_x0,
-                           "bound_sigma": s.bound_sigma, "ratio": s.ratio, "holds": s.holds}
-                          for s in self.steps]}
+                "steps": [{"step": s.call, "t": s.t, "stage": s.stage,
+                           "gaps": {name: _json_num(g) for name, g in s.gaps.items()}, "bounds": s.bounds,
+                           "ratio": s.ratio, "holds": s.holds} for s in self.steps]}
 
 
 def _num(x) -> str:
@@ -272,14 +270,14 @@ def _check(traj, r, call, ref_step, ab, drift, family, u) -> StepCheck:
     # the step's own roundings and the float32 ᾱ's drift (× DRIFT_MARGIN: paddle may multiply in another
     # order than numpy), both amplified where 1 − ᾱ_t cancels
     bound = (K_ROUNDINGS * u + DRIFT_MARGIN * drift) / (1.0 - ab) * scale
-    gap = lambda name, value: (float(np.abs(np.asarray(traj.field(name)[r], np.float64) - value).max())  # noqa: E731
-                               if name in traj.fields else float("nan"))
-    return StepCheck(row=r, call=int(call), t=float(traj.timesteps[r]), stage=str(traj.stages[r]),
-                     gap_prev=gap("prev_sample", ref_step.prev_sample),
-                     gap_x0=gap("pred_original_sample", ref_step.pred_original_sample),
-                     gap_x0_raw=gap("pred_original_sample_unclipped", ref_step.pred_original_sample_unclipped),
-                     bound=float(bound), bound_x0=float(bound if family in SIGMA_SPACE else bound / math.sqrt(ab)),
-                     gap_sigma=abs(float(traj.sigma[r]) - sigma), bound_sigma=float(bound_sigma))
+    gaps = {name: (float(np.abs(np.asarray(traj.field(name)[r], np.float64) - getattr(ref_step, name)).max())
+                   if name in traj.fields else float("nan")) for name in CHECKED[:-1]}
+    gaps["sigma"] = abs(float(traj.sigma[r]) - sigma)
+    bound_x0 = float(bound if family in SIGMA_SPACE else bound / math.sqrt(ab))
+    bounds = {"prev_sample": float(bound), "pred_original_sample": bound_x0,
+              "pred_original_sample_unclipped": bound_x0, "sigma": float(bound_sigma)}
+    return StepCheck(row=r, call=int(call), t=float(traj.timesteps[r]), stage=str(traj.stages[r]), gaps=gaps,
+                     bounds=bounds)
 
 
 def _check_x_T(traj, ref, calls) -> Optional[dict]:
