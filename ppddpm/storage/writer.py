@@ -79,19 +79,11 @@ class TrajectoryWriter:
         if self.store == "disk":
             self.stream = StreamWriter(self.path, rows, self.trajectory.meta, self.fields)
 
-    @property
-    def started(self) -> bool:
-        return self.numbers is not None
-
     def allocate(self, shapes: dict):
         """Room for each field's frames: {field: the shape of one frame} (at the first step)."""
         for name, shape in shapes.items():
             self.frames[name] = self.stream.open_field(name, shape, self.dtype) if self.stream is not None \
                 else MemoryFrames(self.rows, shape, self.dtype)
-
-    @property
-    def allocated(self) -> bool:
-        return bool(self.frames)
 
     def append(self, frames: dict, t, sigma: float, clip_fraction: float, stage: str = ""):
         """One step: `frames` holds a host array per field, then its numbers. On disk the step is
@@ -125,8 +117,9 @@ class TrajectoryWriter:
 
     def _fail(self):
         self.failed = True
-        with contextlib.suppress(OSError):          # count the steps fully written, if meta.json still fits
-            self.stream.write_meta(complete=False, on_disk=self.count)
+        if self.stream is not None:
+            with contextlib.suppress(OSError):      # count the steps fully written, if meta.json still fits
+                self.stream.write_meta(complete=False, on_disk=self.count)
 
     @property
     def steps_on_disk(self) -> int:
