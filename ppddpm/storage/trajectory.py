@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from ppddpm.errors import BadValue, Unknown
-from ppddpm.storage.format import (DECODED_SUFFIX, DEFAULT_FIELDS, DTYPES, FIELDS, GUIDANCE_FIELDS,  # noqa: F401
-                                   STORES, TrajectoryError, known_field, step_numbers)
+from ppddpm.storage.format import DECODED_SUFFIX, FIELDS, GUIDANCE_FIELDS, known_field, step_numbers
+from ppddpm.storage.format import DEFAULT_FIELDS, TrajectoryError  # noqa: F401  (ppddpm.DEFAULT_FIELDS, ppddpm.TrajectoryError)
 from ppddpm.storage.npz import read_npz, write_npz
 from ppddpm.storage.stream import read_stream
-
-# FIELDS, DEFAULT_FIELDS, TrajectoryError, STORES, DTYPES: public here too (`ppddpm.FIELDS`, `ppddpm.TrajectoryError`)
 
 
 def to_pil(x: np.ndarray):
