@@ -3,10 +3,8 @@ import json
 import subprocess
 import sys
 import threading
-import warnings
 
 import numpy as np
-import paddle
 import pytest
 from ppdiffusers import DDPMPipeline
 

@@ -47,7 +47,8 @@ FAMILIES = {
     # `paddle.linalg.solve(R, b)` gets a float64 R (`paddle.to_tensor([rk, 1.0])` with rk a float32 0-d
     # tensor makes float64) and a float32 b. UniPC-1 (UniP-1 + UniC-1) and UniP-2 without the corrector run.
     "unipc-1": (UniPCMultistepScheduler, {"solver_order": 1}, ppddpm.SamplerPipeline, {}),
-    "unipc-p2-noise-prediction": (UniPCMultistepScheduler, {"predict_x0": False, "disable_corrector": list(range(STEPS))},
+    "unipc-p2-noise-prediction": (UniPCMultistepScheduler,
+                                  {"predict_x0": False, "disable_corrector": list(range(STEPS))},
                                   ppddpm.SamplerPipeline, {}),
     "deis": (DEISMultistepScheduler, {}, ppddpm.SamplerPipeline, {}),
     "dpmsolver-singlestep": (DPMSolverSinglestepScheduler, {}, ppddpm.SamplerPipeline, {}),

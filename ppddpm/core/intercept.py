@@ -98,8 +98,8 @@ def _dispatch(scheduler, model_output, timestep, sample, extra: dict, return_dic
     """Run the formula in force inside every observer (instance observers outermost)."""
     layer = formula_layer(scheduler)
     formula, extra = layer.fn, dict(extra, **layer.arguments)
-    observers = [l.fn for l in _class_layers(type(scheduler)) if l.kind == "observer"]
-    observers += [l.fn for l in scheduler.__dict__.get(_ATTR, []) if l.kind == "observer"]
+    observers = [layer.fn for layer in _class_layers(type(scheduler)) if layer.kind == "observer"]
+    observers += [layer.fn for layer in scheduler.__dict__.get(_ATTR, []) if layer.kind == "observer"]
 
     def call_formula(**overrides):
         return formula(scheduler, model_output, timestep, sample, **dict(extra, **overrides), return_dict=True)
