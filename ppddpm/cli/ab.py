@@ -8,7 +8,8 @@ from ppddpm._progress import cli_choice
 from ppddpm.analysis.ab import compare
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
-from ppddpm.cli.common import distinct_seeds, lead, load_model, output_folder, refuse_overwrite, seed_span
+from ppddpm.core.ranks import is_lead
+from ppddpm.cli.common import distinct_seeds, load_model, output_folder, refuse_overwrite, seed_span
 from ppddpm.pictures import plotting
 from ppddpm.variants.registry import get_variant, split_specs
 
@@ -74,7 +75,7 @@ class ABCommand(Command):
         report = compare(pipe, args.variants, seed=args.seed, num_inference_steps=args.steps,
                          batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip,
                          progress=cli_choice(args.quiet), seed_batch=args.seed_batch)
-        if not lead():
+        if not is_lead():
             return None
         print(report.table(rows=args.rows))
         report.to_json(out / "ab.json")

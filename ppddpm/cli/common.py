@@ -10,14 +10,10 @@ import numpy as np
 
 from ppddpm._io import output_lock
 from ppddpm.cli.signals import sigterm_stops
+from ppddpm.core.ranks import is_lead
 from ppddpm.errors import BadValue, Exists, InputError, WriteFailed
 from ppddpm.model.loading import load_pipeline
 from ppddpm.pipelines.latent import kind_of
-
-
-def lead() -> bool:
-    """Whether this process writes the shared outputs: always, except on ranks 1… of a launch."""
-    return os.environ.get("PADDLE_TRAINER_ID", "0") == "0"
 
 
 def output_folder(args) -> Path:
@@ -29,7 +25,7 @@ def output_folder(args) -> Path:
         raise BadValue(f"--out {out} is a file; give a folder (it is created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        if lead() and getattr(args, "_hold", None) is not None:
+        if is_lead() and getattr(args, "_hold", None) is not None:
             args._hold(output_lock(out))
     except OSError as exc:
         if isinstance(exc, InputError):

@@ -16,7 +16,8 @@ from ppddpm._progress import cli_choice
 from ppddpm.analysis.metrics import ScoreTally, evaluate, sample_batches
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
-from ppddpm.cli.common import (check_memory, image_bytes, lead, load_model, output_folder, pixel_pipeline,
+from ppddpm.core.ranks import is_lead
+from ppddpm.cli.common import (check_memory, image_bytes, load_model, output_folder, pixel_pipeline,
                                refuse_overwrite, unet_bytes_per_sample)
 from ppddpm.errors import BadValue
 from ppddpm.pictures import plotting
@@ -58,7 +59,7 @@ class EvalCommand(Command):
                            f"{pipe.unet.config.in_channels} channels")
         chunks = sample_batches(pipe, n=args.n, seed=args.seed, num_inference_steps=args.steps,
                                 progress=cli_choice(args.quiet))
-        if not lead():
+        if not is_lead():
             for _ in chunks:                 # the other ranks draw their share of every chunk, and nothing else
                 pass
             return

@@ -32,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+from ppddpm.core import ranks
 from ppddpm.errors import BadValue
 
 OUTPUT_ENV = "PPDDPM_RANK_OUTPUT"       # a rank's scratch folder for its output and status
@@ -51,17 +52,12 @@ def backend_env() -> dict:
     return env
 
 
-def inside_launch() -> bool:
-    """Whether this process is a rank of a paddle.distributed launch (then --nproc starts nothing)."""
-    return "PADDLE_TRAINER_ID" in os.environ
-
-
 def run(nproc: int, argv: list, ips: str = None) -> int:
     """Run `ppddpm <argv>` as `nproc` ranks per node; relay rank 0's output; return the exit status."""
     scratch = Path(tempfile.mkdtemp(prefix="ppddpm-launch-"))
     env = backend_env()
     env[OUTPUT_ENV] = str(scratch)
-    env[ARGV_ENV] = json.dumps(argv)       # --nproc included: a rank knows it is one (inside_launch)
+    env[ARGV_ENV] = json.dumps(argv)       # --nproc included: a rank knows it is one (ranks.launched)
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(nproc), "--max_restart", "0",
            "--log_dir", str(scratch / "log")]
     if ips:
@@ -188,7 +184,7 @@ class RankOutput:
     def __init__(self):
         folder = os.environ.get(OUTPUT_ENV)
         self.folder = Path(folder) if folder else None
-        self.rank = int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+        self.rank = ranks.rank()
 
     def start(self) -> "RankOutput":
         if self.folder is not None:

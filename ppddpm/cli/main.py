@@ -16,6 +16,7 @@ import traceback
 
 from ppddpm import __version__
 from ppddpm.cli import launch
+from ppddpm.core import ranks
 from ppddpm.cli.ab import ABCommand
 from ppddpm.cli.animate import AnimateCommand
 from ppddpm.cli.demo import DemoCommand
@@ -91,7 +92,7 @@ def main(argv=None):
 
 def _main(argv):
     args = build_parser().parse_args(argv)
-    if getattr(args, "nproc", 1) > 1 and not launch.inside_launch():
+    if getattr(args, "nproc", 1) > 1 and not ranks.launched():
         return _launch(args, argv)
     rank = launch.RankOutput().start()
     if rank.folder is not None:

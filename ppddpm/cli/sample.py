@@ -10,7 +10,8 @@ import numpy as np
 from ppddpm._progress import cli_choice
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
-from ppddpm.cli.common import distinct_seeds, lead, load_model, output_folder, refuse_overwrite, seed_span
+from ppddpm.core.ranks import is_lead
+from ppddpm.cli.common import distinct_seeds, load_model, output_folder, refuse_overwrite, seed_span
 from ppddpm.cli.signals import interrupt_status, stopped
 from ppddpm.core.adapters import families
 from ppddpm.core.config import with_config
@@ -99,7 +100,7 @@ class SampleCommand(Command):
         if args.scheduler:
             pipe = self._with_scheduler(pipe, args.scheduler)
         done = sharded([[seed] for seed in seeds], lambda group: self._sample_one(pipe, out, group[0]), "sample")
-        if lead():
+        if is_lead():
             self._report(out, seeds, done)
 
     def _clear_or_refuse(self, npz):
