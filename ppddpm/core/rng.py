@@ -8,6 +8,7 @@ and the named entry therefore replays a draw exactly on CPU and GPU alike.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
@@ -84,23 +85,73 @@ def replay_noise(generator, before, shape, dtype):
         restore(generator, after)
 
 
+class Draws:
+    """A run's draws as ppdiffusers' pipelines make them: from `generator` as the caller gives it
+    (`paddle.Generator().manual_seed(s)`'s name, a list of them, or None for paddle's global
+    generator). `ppddpm.core.loop` passes it to `randn_tensor` and to `step` where the step takes it."""
+
+    def __init__(self, generator=None):
+        self.generator = generator
+        self._replay = None
+
+    @property
+    def step_arguments(self) -> dict:
+        return {"generator": self.generator}
+
+    def __enter__(self):
+        if self._replay is not None:
+            restore(self.generator, self._replay)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @contextlib.contextmanager
+    def replaying(self):
+        """Within the block every `with draws:` starts from the state of the block's start (`SeedStream.replaying`)."""
+        self._replay = snapshot(self.generator)
+        try:
+            yield self
+        finally:
+            self._replay = None
+
+
 class SeedStream:
     """The sequence of draws a solo run with `paddle.Generator().manual_seed(seed)` makes,
-    kept apart so that many seeds can share one batched run (`ppddpm.compare(seed=[...])`)."""
+    kept apart so that many seeds can share one batched run (`ppddpm.compare(seed=[...])`).
+
+        with stream:                 # draws with generator=None come from this seed's stream
+            x_T = randn_tensor(shape, generator=None, dtype=dtype)
+        with stream.replaying():     # each `with stream:` inside draws the same numbers
+            for formula in variants:
+                with stream:
+                    formula(...)     # every variant consumes the same z
+
+    The global generator is swapped in and out under `STEP_LOCK`, so a recorded step of another
+    thread never draws from this stream (or this stream from its).
+    """
+
+    generator = None                 # draws come from paddle's global generator, swapped to this stream's state
+    step_arguments: dict = {}
 
     def __init__(self, seed: int):
         import paddle
 
-        outer = paddle.get_rng_state()
-        paddle.seed(int(seed))
-        self.seed = int(seed)
-        self.state = paddle.get_rng_state()
-        paddle.set_rng_state(outer)
+        with STEP_LOCK:
+            outer = paddle.get_rng_state()
+            paddle.seed(int(seed))
+            self.seed = int(seed)
+            self.state = paddle.get_rng_state()
+            paddle.set_rng_state(outer)
+        self._replay = None
 
     def __enter__(self):
         """Within the block, draws with `generator=None` come from this seed's stream."""
         import paddle
 
+        STEP_LOCK.acquire()
+        if self._replay is not None:
+            self.state = self._replay
         self._outer = paddle.get_rng_state()
         paddle.set_rng_state(self.state)
         return self
@@ -108,6 +159,20 @@ class SeedStream:
     def __exit__(self, *exc):
         import paddle
 
-        self.state = paddle.get_rng_state()
-        paddle.set_rng_state(self._outer)
+        try:
+            self.state = paddle.get_rng_state()
+            paddle.set_rng_state(self._outer)
+        finally:
+            STEP_LOCK.release()
         return False
+
+    @contextlib.contextmanager
+    def replaying(self):
+        """Within the block every `with stream:` starts where the stream stood when the block began,
+        so each draws the same numbers (every variant at a step gets the same z); after the block the
+        stream goes on from where the last of them ended."""
+        self._replay = self.state
+        try:
+            yield self
+        finally:
+            self._replay = None

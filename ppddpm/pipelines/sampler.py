@@ -14,6 +14,8 @@ from __future__ import annotations
 from ppdiffusers import DDPMPipeline
 
 from ppddpm.core import rng as _rng
+from ppddpm.core.loop import sample_loop
+from ppddpm.core.rng import Draws
 from ppddpm.core.recorder import record
 from ppddpm.storage.trajectory import DEFAULT_FIELDS
 
@@ -49,9 +51,10 @@ class SamplerPipeline(DDPMPipeline):
     """`DDPMPipeline`'s loop written for any scheduler, as ppdiffusers' latent-diffusion pipelines
     write it: x_T is scaled by `scheduler.init_noise_sigma`, the UNet sees
     `scheduler.scale_model_input(x_t, t)`, and `step` gets `eta` and `generator` where it takes
-    them. For DDPM and DDIM (init_noise_sigma 1, scale_model_input the identity) it gives the
-    same samples as `DDPMPipeline` / `DDIMPipeline`; for Euler-type schedulers it is what makes
-    their samples right (`DDPMPipeline` skips both scalings).
+    them: the one sampling loop (`ppddpm.core.loop.sample_loop`) with one lane. For DDPM and DDIM
+    (init_noise_sigma 1, scale_model_input the identity) it gives the same samples as `DDPMPipeline`
+    / `DDIMPipeline`; for Euler-type schedulers it is what makes their samples right (`DDPMPipeline`
+    skips both scalings).
 
         pipe = ppddpm.SamplerPipeline(unet=unet, scheduler=EulerAncestralDiscreteScheduler.from_config(cfg))
         traj = ppddpm.sample_trajectory(pipe, seed=0, num_inference_steps=50)
@@ -59,24 +62,15 @@ class SamplerPipeline(DDPMPipeline):
 
     def __call__(self, batch_size: int = 1, generator=None, num_inference_steps: int = 1000, eta: float = 0.0,
                  output_type: str = "pil", return_dict: bool = True):
-        import inspect
-
-        import paddle
         from ppdiffusers.pipelines.pipeline_utils import ImagePipelineOutput
-        from ppdiffusers.utils.paddle_utils import randn_tensor
 
         size = self.unet.config.sample_size
         shape = (batch_size, self.unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
-        # the timesteps first: init_noise_sigma is the σ of the first step that runs (MATH.md, "σ-space,
-        # and where x_T starts"); read before set_timesteps it is the full table's σ_max
-        self.scheduler.set_timesteps(num_inference_steps)
-        image = randn_tensor(shape, generator=generator, dtype=self.unet.dtype) * self.scheduler.init_noise_sigma
-        accepted = inspect.signature(self.scheduler.step).parameters
-        step_kwargs = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in accepted}
-        with paddle.no_grad():
-            for t in self.progress_bar(self.scheduler.timesteps):
-                model_output = self.unet(self.scheduler.scale_model_input(image, t), t).sample
-                image = self.scheduler.step(model_output, t, image, **step_kwargs).prev_sample
+        image = None
+        for step in sample_loop(lambda x, t: self.unet(x, t).sample, [[self.scheduler]], [Draws(generator)], shape,
+                                self.unet.dtype, num_inference_steps, step_arguments={"eta": eta},
+                                progress=self.progress_bar):
+            image = step.records[0][0].prev_sample
         image = (image / 2 + 0.5).clip(0, 1).transpose([0, 2, 3, 1]).cpu().numpy()
         if output_type == "pil":
             image = self.numpy_to_pil(image)
