@@ -34,6 +34,8 @@ bundled model (docs/figures/ddim.json): the worst step of DDIM(η=1, clipped ε)
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -41,11 +43,15 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ppddpm.core import rng as _rng
+from ppddpm.core.adapters import clipped_share_on_device, scheduler_of
+from ppddpm.core.config import config_in_force, with_config
+from ppddpm.core.distributed import groups_of, sharded
+from ppddpm.core.loop import LoopStep, sample_loop
 from ppddpm.core.rng import SeedStream
-from ppddpm.core.config import config_in_force
-from ppddpm.variants.registry import get_variant, scheduler_for
+from ppddpm.core.transfer import DeviceChunks
 from ppddpm.errors import BadValue, check_int, int_problem
+from ppddpm.variants.patching import patch_step
+from ppddpm.variants.registry import get_variant, scheduler_for
 
 UNIT_ROUNDOFF = 2.0 ** -24          # float32
 K_ROUNDINGS = 16
@@ -125,7 +131,8 @@ class ABReport:
         clip = self.clip_fraction[self.reference]
         fired = (clip > 0).any(axis=1)
         out["clipping"] = {"steps_with_clipping": int(fired.sum()),
-                           "last_t_with_clipping": int(self.timesteps[np.nonzero(fired)[0][-1]]) if fired.any() else None,
+                           "last_t_with_clipping":
+                               int(self.timesteps[np.nonzero(fired)[0][-1]]) if fired.any() else None,
                            "mean_fraction": float(clip.mean())}
         return out
 
@@ -164,7 +171,8 @@ class ABReport:
                             if len(dep) else ""))
         clip = self.summary()["clipping"]
         lines.append(f"\nclipping of x̂_0 fired at {clip['steps_with_clipping']} of {n} steps"
-                     + (f", last at t={clip['last_t_with_clipping']}" if clip["last_t_with_clipping"] is not None else "")
+                     + (f", last at t={clip['last_t_with_clipping']}"
+                        if clip["last_t_with_clipping"] is not None else "")
                      + f"; mean fraction of values clipped {clip['mean_fraction']:.1%}")
         return "\n".join(lines)
 
@@ -224,9 +232,11 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     `clip_sample` / `thresholding`: None keeps the scheduler's setting, True/False override it
     on copies (`ppddpm.with_config`; the pipeline's own scheduler is never modified). Every
     variant, and every seed, steps its own copy of the scheduler, so a sampler that keeps state
-    between steps (multistep history, step index) is never fed another lane's steps. x_T is
-    drawn as the pipelines draw it (`randn_tensor(shape, generator, dtype) · init_noise_sigma`)
-    and the UNet sees `scale_model_input(x_t, t)`.
+    between steps (multistep history, step index) is never fed another lane's steps. The run is
+    the one sampling loop (`ppddpm.core.loop.sample_loop`): x_T drawn as the pipelines draw it
+    (`randn_tensor(shape, generator, dtype) · init_noise_sigma`), the UNet sees
+    `scale_model_input(x_t, t)`; this function only reduces its records to statistics, on the
+    device, brought to the host a chunk of steps at a time (`ppddpm.core.transfer.DeviceChunks`).
 
     `batched`: one UNet call per step for all lanes (free mode) and seeds — fast, but paddle's
     float32 convolutions round differently at different batch sizes (~1e-6 relative here), so a
@@ -242,14 +252,41 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     `sample_trajectory` (one prompt or prompt_embeds, or class_labels, guidance_scale); each step's
     ε̂ is the guided one the pipeline's loop would make, the statistics and `final` are latents.
     """
-    from ppddpm.core.config import with_config
-    from ppddpm.core.distributed import groups_of, sharded
-    from ppddpm.core.adapters import scheduler_of
-
-    seeds = _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample)
     from ppddpm.pipelines.latent import denoiser
 
+    seeds = _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample)
     model, denoise, batch_size = denoiser(pipe, pipe_kwargs, batch_size)
+    steps, sched, lane_schedulers = _schedulers(pipe, variants, clip_sample, thresholding, num_inference_steps)
+    seed_batch = check_int("seed_batch", seed_batch, hint=" (seeds per batched UNet call)")
+    ts = _host_timesteps(sched)
+    ts = ts.astype(np.int64) if np.all(ts == np.round(ts)) else ts
+    size = model.config.sample_size
+    shape = (batch_size, model.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
+    run = functools.partial(_compare_group, denoise=denoise, steps=steps, lane_schedulers=lane_schedulers,
+                            sched=sched, shape=shape, dtype=model.dtype, mode=mode, batched=batched,
+                            num_inference_steps=num_inference_steps, progress=progress)
+    series = VariantSeries.merge(sharded(groups_of(seeds, seed_batch), run, "compare"))
+    names = [v.spec for v in steps]
+    return ABReport(
+        variants=names, mode=mode, seeds=seeds, num_inference_steps=len(ts), batch_size=batch_size,
+        clip_sample=bool(sched.config.get("clip_sample", False)),
+        thresholding=bool(sched.config.get("thresholding", False)),
+        timesteps=ts, one_minus_alpha_bar=_one_minus_alpha_bar(sched, ts),
+        scale={v: series[v].scale for v in names},
+        max_abs_prev={v: series[v].max_abs_prev for v in names[1:]},
+        mean_abs_prev={v: series[v].mean_abs_prev for v in names[1:]},
+        max_abs_x0={v: series[v].max_abs_x0 for v in names[1:]},
+        clip_fraction={v: series[v].clip_fraction for v in names}, final={v: series[v].final for v in names},
+        meta={"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
+              "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched), "batched": batched,
+              "seed_batch": seed_batch, **_latent_meta(pipe, pipe_kwargs),
+              "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
+                           for v, lane in zip(steps, lane_schedulers)}})
+
+
+def _schedulers(pipe, variants, clip_sample, thresholding, num_inference_steps):
+    """(variants, the scheduler in force, each variant's kind of scheduler): copies of the pipeline's
+    scheduler with the overrides; refused when they do not visit the same timesteps."""
     steps = [get_variant(v) for v in variants]
     names = [v.spec for v in steps]
     if len(set(names)) != len(names):
@@ -265,29 +302,7 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
         template.set_timesteps(num_inference_steps)
     _check_same_timesteps(steps, lane_schedulers)
     sched.set_timesteps(num_inference_steps)
-
-    seed_batch = check_int("seed_batch", seed_batch, hint=" (seeds per batched UNet call)")
-    ts = np.array([float(t) for t in sched.timesteps])
-    ts = ts.astype(np.int64) if np.all(ts == np.round(ts)) else ts
-    omab = _one_minus_alpha_bar(sched, ts)
-    run = dict(model=model, denoise=denoise, steps=steps, lane_schedulers=lane_schedulers, sched=sched, mode=mode,
-               num_inference_steps=num_inference_steps, batch_size=batch_size, batched=batched, progress=progress)
-    parts = sharded(groups_of(seeds, seed_batch), lambda group: _compare_group(seeds=group, **run), "compare")
-    names = [v.spec for v in steps]
-    merged = {key: {v: np.concatenate([p[key][v] for p in parts], axis=0 if key == "final" else 1)
-                    for v in parts[0][key]} for key in parts[0]}
-    return ABReport(
-        variants=names, mode=mode, seeds=seeds, num_inference_steps=len(ts), batch_size=batch_size,
-        clip_sample=bool(sched.config.get("clip_sample", False)),
-        thresholding=bool(sched.config.get("thresholding", False)),
-        timesteps=ts, one_minus_alpha_bar=omab, scale=merged["scale"], max_abs_prev=merged["d_prev"],
-        mean_abs_prev=merged["m_prev"], max_abs_x0=merged["d_x0"], clip_fraction=merged["clip"],
-        final=merged["final"],
-        meta={"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
-              "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched), "batched": batched,
-              "seed_batch": seed_batch, **_latent_meta(pipe, pipe_kwargs),
-              "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
-                           for v, lane in zip(steps, lane_schedulers)}})
+    return steps, sched, lane_schedulers
 
 
 def _latent_meta(pipe, pipe_kwargs) -> dict:
@@ -295,113 +310,148 @@ def _latent_meta(pipe, pipe_kwargs) -> dict:
     from ppddpm.pipelines.latent import conditioning, latent_meta
 
     meta = latent_meta(pipe)
-    return {} if meta is None else {"space": "latent", "latent": meta, "conditioning": conditioning(pipe, pipe_kwargs or {})}
+    if meta is None:
+        return {}
+    return {"space": "latent", "latent": meta, "conditioning": conditioning(pipe, pipe_kwargs or {})}
 
 
-def _compare_group(model, denoise, steps, lane_schedulers, sched, seeds, mode, num_inference_steps, batch_size, batched,
-                   progress) -> dict:
-    """One group of seeds, stepped together: per-step statistics [N, S] and final samples per variant."""
-    import contextlib
-
-    import paddle
-    from ppdiffusers.utils.paddle_utils import randn_tensor
-
-    from ppddpm.core.config import with_config
-    from ppddpm.variants.patching import patch_step
-    from ppddpm.core.adapters import clipped_share
-    from ppddpm.core.records import StepObserver, observe
-
-    names = [v.spec for v in steps]
-    size = model.config.sample_size
-    shape = (batch_size, model.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
-    streams = [SeedStream(s) for s in seeds]
-    x_init = []
-    for st in streams:
-        with st:
-            x_init.append(randn_tensor(shape, generator=None, dtype=model.dtype) * sched.init_noise_sigma)   # x_T
-    n_v, n_s, n = len(steps), len(seeds), len(sched.timesteps)
-    lanes = n_v if mode == "free" else 1
-    x = [[x_init[s] for s in range(n_s)] for _ in range(lanes)]
-
-    stat = lambda: np.zeros((n, n_s))  # noqa: E731
-    scale = {v: stat() for v in names}
-    d_prev = {v: stat() for v in names[1:]}
-    m_prev = {v: stat() for v in names[1:]}
-    d_x0 = {v: stat() for v in names[1:]}
-    clip = {v: stat() for v in names}
-
+def _compare_group(seeds, denoise, steps, lane_schedulers, sched, shape, dtype, mode, batched, num_inference_steps,
+                   progress) -> Dict[str, "VariantSeries"]:
+    """One group of seeds, stepped together by the one loop: each variant's series [N, S] and finals."""
     from tqdm.auto import tqdm
 
     from ppddpm._progress import wanted
 
-    # every (variant, seed) steps its own scheduler copy, with the variant patched in and an
-    # observer that hands over the step's StepRecord (`ppddpm.core.records`)
-    records = [[[] for _ in range(n_s)] for _ in range(n_v)]
-    copies = [[with_config(lane_schedulers[v]) for _ in range(n_s)] for v in range(n_v)]
-    # the per-step statistics are taken in numpy: a paddle op costs ~20 µs of dispatch on CPU
-    with contextlib.ExitStack() as stack, paddle.no_grad(), _rng.STEP_LOCK:
-        for v, variant in enumerate(steps):
-            for s in range(n_s):
-                copy = copies[v][s]
-                copy.set_timesteps(num_inference_steps)
+    # every (variant, seed) steps its own scheduler copy, with the variant patched in
+    copies = [[with_config(lane) for _ in seeds] for lane in lane_schedulers]
+    statistics = StepStatistics([v.spec for v in steps], sched, mode, len(sched.timesteps), len(seeds))
+    bar = lambda ts: tqdm(ts, disable=not wanted(progress), desc=f"compare ({mode})")  # noqa: E731
+    with contextlib.ExitStack() as stack:
+        for variant, row in zip(steps, copies):
+            for copy in row:
                 stack.enter_context(patch_step(copy, variant))
-                drives = mode == "free" or v == 0          # only a lane's driver needs x̂_0 before clipping
-                stack.enter_context(observe(copy, StepObserver(records[v][s].append,
-                                                               want_unclipped=drives), "compare"))
-        for i, t in enumerate(tqdm(sched.timesteps, disable=not wanted(progress), desc=f"compare ({mode})")):
-            inputs = [copies[l][s].scale_model_input(x[l][s], t) for l in range(lanes) for s in range(n_s)]
-            if batched:                                  # one UNet call for every lane and seed
-                eps = paddle.split(denoise(paddle.concat(inputs, axis=0), t), lanes * n_s, axis=0)
-            else:                                        # each lane and seed exactly as its solo run
-                eps = [denoise(inp, t) for inp in inputs]
-            prev = [[None] * n_s for _ in range(n_v)]
-            x0 = [[None] * n_s for _ in range(n_v)]
-            for s, st in enumerate(streams):
-                start = st.state
-                driven = {}
-                for v in range(n_v):
-                    lane = v if mode == "free" else 0
-                    x_t, e = x[lane][s], eps[lane * n_s + s]
-                    st.state = start                             # every variant draws the same z
-                    with st:
-                        copies[v][s].step(e, t, x_t)
-                    rec = records[v][s].pop()
-                    if lane == v:                                # this variant's output drives its lane
-                        driven[lane] = rec.prev_sample
-                    prev[v][s] = rec.prev_sample.numpy()
-                    x0[v][s] = None if rec.pred_original_sample is None else rec.pred_original_sample.numpy()
-                    if v == lane:                                # per trajectory: clipping and scale
-                        clip[names[v]][i, s] = clipped_share(sched, rec.pred_original_sample_unclipped)
-                        scale[names[v]][i, s] = float(np.abs(x_t.numpy()).max() + np.abs(e.numpy()).max() + 1.0)
-                for lane, new in driven.items():                 # only after every variant saw x_t
-                    x[lane][s] = new
-                if mode == "shadow":
-                    for v in range(1, n_v):
-                        clip[names[v]][i, s] = clip[names[0]][i, s]
-                        scale[names[v]][i, s] = scale[names[0]][i, s]
-            for v in range(1, n_v):
-                for s in range(n_s):
-                    dp = np.abs(prev[v][s] - prev[0][s])
-                    d_prev[names[v]][i, s] = dp.max()
-                    m_prev[names[v]][i, s] = dp.mean()
-                    d_x0[names[v]][i, s] = np.nan if x0[v][s] is None or x0[0][s] is None else \
-                        np.abs(x0[v][s] - x0[0][s]).max()
-            if i == n - 1:
-                final = {names[v]: np.stack(prev[v]) for v in range(n_v)}
+        for step in sample_loop(denoise, copies, [SeedStream(s) for s in seeds], shape, dtype, num_inference_steps,
+                                mode=mode, batched=batched, observe=True, progress=bar):
+            statistics.add(step)
+    return statistics.series()
 
-    return {"scale": scale, "d_prev": d_prev, "m_prev": m_prev, "d_x0": d_x0, "clip": clip, "final": final}
+
+@dataclass
+class VariantSeries:
+    """One variant's statistics over a run, [N steps, S seeds] each (float64), and its final samples [S, …].
+    The comparisons (max/mean |Δ prev_sample|, max |Δ pred_original_sample|) are against the reference
+    (None for the reference itself); scale and clip_fraction are of the trajectory the variant steps on."""
+    scale: np.ndarray
+    clip_fraction: np.ndarray
+    max_abs_prev: Optional[np.ndarray]
+    mean_abs_prev: Optional[np.ndarray]
+    max_abs_x0: Optional[np.ndarray]
+    final: np.ndarray
+
+    @staticmethod
+    def merge(parts: List[Dict[str, "VariantSeries"]]) -> Dict[str, "VariantSeries"]:
+        """Seed groups side by side: series along the seed axis, finals along the first."""
+        def joined(name, key):
+            arrays = [getattr(part[name], key) for part in parts]
+            return None if arrays[0] is None else np.concatenate(arrays, axis=0 if key == "final" else 1)
+        return {name: VariantSeries(**{key: joined(name, key) for key in VariantSeries.__dataclass_fields__})
+                for name in parts[0]}
+
+
+class StepStatistics:
+    """Reduces the loop's steps to the report's statistics, on the device (a paddle op costs ~20 µs of
+    dispatch on CPU, a host read a device synchronisation on a GPU).
+
+    Per step one float32 row: per seed, for each trajectory its scale max|x_t| + max|ε̂| + 1 and its
+    clipped share of x̂_0 (`clipped_share_on_device`, by the scheduler in force), and for each other
+    variant max|Δ prev_sample|, mean|Δ prev_sample|, max|Δ pred_original_sample| against the reference.
+    The rows travel to the host a chunk at a time (`DeviceChunks`); the final samples in one read."""
+
+    def __init__(self, names: List[str], sched, mode: str, n_steps: int, n_seeds: int):
+        self.names, self.sched, self.mode, self.n_seeds = names, sched, mode, n_seeds
+        drivers = names if mode == "free" else names[:1]
+        self.columns = [(v, key) for v in drivers for key in ("scale", "clip_fraction")] + \
+                       [(v, key) for v in names[1:] for key in ("max_abs_prev", "mean_abs_prev", "max_abs_x0")]
+        self.rows = np.zeros((n_steps, len(self.columns), n_seeds), np.float32)
+        self.done, self.last = 0, None
+        self.chunks = DeviceChunks(sink=self._arrived)
+
+    def add(self, step: LoopStep):
+        import paddle
+
+        records, row = step.records, []
+        flat = lambda tensors: (paddle.stack(tensors) if len(tensors) > 1 else tensors[0].unsqueeze(0)).reshape(  # noqa: E731
+            [self.n_seeds, -1])
+        for v, key in self.columns:
+            lane = records[self.names.index(v)]
+            if key == "scale":
+                row.append(flat([r.sample for r in lane]).abs().max(axis=1)
+                           + flat([r.model_output for r in lane]).abs().max(axis=1) + 1.0)
+            elif key == "clip_fraction":
+                row.append(self._clipped(lane))
+            elif key == "max_abs_prev":
+                diff = (flat([r.prev_sample for r in lane]) - flat([r.prev_sample for r in records[0]])).abs()
+                row += [diff.max(axis=1), diff.mean(axis=1)]
+            elif key == "max_abs_x0":
+                row.append(self._x0_gap(lane, records[0], flat))
+        if not self.chunks.allocated:
+            width = len(self.columns) * self.n_seeds
+            self.chunks.allocate({"row": (width,)}, {"row": "float32"}, {"row": 4})
+        self.chunks.add({"row": paddle.concat(row)}, [])
+        self.last = step
+
+    def _clipped(self, lane):
+        import paddle
+
+        shares = [clipped_share_on_device(self.sched, r.pred_original_sample_unclipped) for r in lane]
+        if not any(hasattr(s, "place") for s in shares):
+            return paddle.to_tensor(shares, dtype="float32")
+        return paddle.stack([s if hasattr(s, "place") else paddle.to_tensor(s, dtype="float32") for s in shares])
+
+    def _x0_gap(self, lane, reference, flat):
+        import paddle
+
+        if any(r.pred_original_sample is None for r in lane + reference):
+            return paddle.full([self.n_seeds], float("nan"), dtype="float32")
+        return (flat([r.pred_original_sample for r in lane]) - flat([r.pred_original_sample for r in reference])
+                ).abs().max(axis=1)
+
+    def _arrived(self, frames: dict, values: list):
+        rows = frames["row"].reshape(-1, len(self.columns), self.n_seeds)
+        self.rows[self.done:self.done + len(rows)] = rows
+        self.done += len(rows)
+
+    def series(self) -> Dict[str, VariantSeries]:
+        """Each variant's VariantSeries (the rest of the rows brought over, the finals read once)."""
+        import paddle
+
+        self.chunks.drain()
+        finals = paddle.stack([paddle.stack([r.prev_sample for r in lane]) for lane in self.last.records]).numpy()
+        column = {c: self.rows[:, k, :].astype(np.float64) for k, c in enumerate(self.columns)}
+        own = lambda v, key: column.get((v, key), column.get((self.names[0], key)))  # noqa: E731  (shadow: the reference's)
+        return {v: VariantSeries(scale=own(v, "scale"), clip_fraction=own(v, "clip_fraction"),
+                                 max_abs_prev=column.get((v, "max_abs_prev")),
+                                 mean_abs_prev=column.get((v, "mean_abs_prev")),
+                                 max_abs_x0=column.get((v, "max_abs_x0")), final=finals[k])
+                for k, v in enumerate(self.names)}
 
 
 def _check_same_timesteps(variants, schedulers):
     """Variants are compared step for step: every scheduler must visit the same t."""
-    first = [float(t) for t in schedulers[0].timesteps]
+    first = _host_timesteps(schedulers[0]).tolist()
     for v, lane in zip(variants[1:], schedulers[1:]):
-        mine = [float(t) for t in lane.timesteps]
+        mine = _host_timesteps(lane).tolist()
         if mine != first:
             raise BadValue(f"{variants[0].spec!r} ({type(schedulers[0]).__name__}) and {v.spec!r} "
                            f"({type(lane).__name__}) visit different timesteps ({_head(first)} vs {_head(mine)}); "
                            f"compare runs them step for step, so their schedules must agree (timestep_spacing, "
                            f"steps_offset)")
+
+
+def _host_timesteps(scheduler) -> np.ndarray:
+    """The scheduler's timesteps on the host (float64), in one read."""
+    ts = scheduler.timesteps
+    return np.asarray(ts.numpy() if hasattr(ts, "numpy") else ts).astype(np.float64)
 
 
 def _head(ts):
