@@ -1,4 +1,4 @@
-"""Recording does not read the device from the host per step (issue 14).
+"""Recording and compare do not read the device from the host per step (issues 14 and 22).
 
 Every `numpy()`, `item()`, `bool()`, `float()` and `int()` of a paddle tensor makes the host wait
 for the device; on a GPU each is a synchronisation. `host_reads` wraps those five methods of
@@ -43,6 +43,31 @@ def test_recording_every_step_adds_a_few_reads_per_chunk_not_per_step(pipe, chun
     # and one for the chunk's σ_t (computed once its t is on the host)
     assert added <= (fields + 2) * chunks, (recorded - plain).most_common(8)     # 0.1 added ~8 per step
     assert len(traj) == STEPS and traj.complete
+
+
+@pytest.mark.parametrize("mode", ["shadow", "free"])
+def test_an_ab_adds_a_few_reads_per_chunk_not_per_step(pipe, mode):
+    """compare's statistics (max/mean |Δ prev_sample|, max |Δ pred_original_sample|, scale, clipped
+    share) stay on the device and travel a chunk of steps at a time, the final samples in one read.
+    The baseline is the reads the two step formulas make by themselves (ppdiffusers' `if t > 0`,
+    the variants' t as an int), each stepping its own scheduler copy through the same timesteps."""
+    variants = ["posterior", "direct"]
+    with host_reads() as steps_alone:
+        for variant in variants:
+            scheduler = ppddpm.with_config(pipe.scheduler)
+            scheduler.set_timesteps(STEPS)
+            x = paddle.zeros([1, 1, 8, 8])
+            with ppddpm.patch_step(scheduler, variant), paddle.no_grad():
+                for t in scheduler.timesteps:
+                    scheduler.step(x, t, x)
+    with host_reads() as ab:
+        report = ppddpm.compare(pipe, variants, seed=0, num_inference_steps=STEPS, mode=mode)
+    added = ab - steps_alone
+    assert sum(steps_alone.values()) >= STEPS                 # the instrument sees the steps' own reads
+    # the chunk of rows (60 steps: one chunk), the finals, and at the start the timesteps (one read per
+    # scheduler) and ᾱ; 0.3 read each step's statistics (~6 per step)
+    assert sum(added.values()) <= 8, added.most_common(8)
+    assert report.max_abs_prev["direct"].shape == (STEPS, 1)
 
 
 def test_chunks_are_chosen_from_the_frame_size_and_bounded():

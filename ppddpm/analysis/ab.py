@@ -39,10 +39,13 @@ import functools
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ppddpm._io import atomic_path
+from ppddpm._progress import wanted
 from ppddpm.core.adapters import clipped_share_on_device, scheduler_of
 from ppddpm.core.config import config_in_force, with_config
 from ppddpm.core.distributed import groups_of, sharded
@@ -50,6 +53,7 @@ from ppddpm.core.loop import LoopStep, sample_loop
 from ppddpm.core.rng import SeedStream
 from ppddpm.core.transfer import DeviceChunks
 from ppddpm.errors import BadValue, check_int, int_problem
+from ppddpm.pipelines.latent import conditioning, denoiser, latent_meta
 from ppddpm.variants.patching import patch_step
 from ppddpm.variants.registry import get_variant, scheduler_for
 
@@ -194,10 +198,6 @@ class ABReport:
         }
         text = json.dumps(data, indent=1, default=str)
         if path is not None:
-            from pathlib import Path
-
-            from ppddpm._io import atomic_path
-
             with atomic_path(Path(path)) as tmp:
                 tmp.write_text(text)
         return text
@@ -252,8 +252,6 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     `sample_trajectory` (one prompt or prompt_embeds, or class_labels, guidance_scale); each step's
     ε̂ is the guided one the pipeline's loop would make, the statistics and `final` are latents.
     """
-    from ppddpm.pipelines.latent import denoiser
-
     seeds = _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_sample)
     model, denoise, batch_size = denoiser(pipe, pipe_kwargs, batch_size)
     steps, sched, lane_schedulers = _schedulers(pipe, variants, clip_sample, thresholding, num_inference_steps)
@@ -307,8 +305,6 @@ def _schedulers(pipe, variants, clip_sample, thresholding, num_inference_steps):
 
 def _latent_meta(pipe, pipe_kwargs) -> dict:
     """A latent pipeline's report says what its latents need to be decoded, and the conditioning."""
-    from ppddpm.pipelines.latent import conditioning, latent_meta
-
     meta = latent_meta(pipe)
     if meta is None:
         return {}
@@ -319,8 +315,6 @@ def _compare_group(seeds, denoise, steps, lane_schedulers, sched, shape, dtype, 
                    progress) -> Dict[str, "VariantSeries"]:
     """One group of seeds, stepped together by the one loop: each variant's series [N, S] and finals."""
     from tqdm.auto import tqdm
-
-    from ppddpm._progress import wanted
 
     # every (variant, seed) steps its own scheduler copy, with the variant patched in
     copies = [[with_config(lane) for _ in seeds] for lane in lane_schedulers]

@@ -23,6 +23,9 @@ import pickle
 import traceback
 from typing import Callable, List, Sequence, Tuple
 
+from ppddpm.errors import InputError
+
+
 def world() -> Tuple[int, int]:
     """(rank, number of ranks) of this process; (0, 1) outside a paddle.distributed launch."""
     size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
@@ -76,8 +79,6 @@ def sharded(groups: Sequence, work: Callable, what: str = "work") -> list:
 def _portable(exc: Exception, rank: int, what: str) -> Exception:
     """A ppddpm InputError as itself (bad input stays one clear line, CLI exit 2); any other error
     — a real bug — as RankFailed carrying the rank's traceback."""
-    from ppddpm.errors import InputError
-
     if isinstance(exc, InputError):
         try:
             pickle.loads(pickle.dumps(exc))
@@ -86,4 +87,5 @@ def _portable(exc: Exception, rank: int, what: str) -> Exception:
         except Exception:
             pass
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return RankFailed(f"rank {rank} failed in {what}: {type(exc).__name__}: {exc}\n--- rank {rank}'s traceback:\n{text}")
+    return RankFailed(f"rank {rank} failed in {what}: {type(exc).__name__}: {exc}\n"
+                      f"--- rank {rank}'s traceback:\n{text}")

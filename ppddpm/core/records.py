@@ -7,7 +7,8 @@ is what a step of any ppdiffusers scheduler did, in one vocabulary (`ppddpm.core
 each family maps onto it). `StepObserver` is an observer layer (`ppddpm.core.intercept`) that turns
 every call of `scheduler.step` into a StepRecord and hands it to a consumer — k-diffusion's
 "one small dict per step to a callback". `record` / `sample_trajectory` (into a Trajectory) and
-`compare` (into an ABReport) are such consumers, so they cannot drift apart.
+`compare` (into an ABReport, through the one sampling loop `ppddpm.core.loop`) are such consumers,
+so they cannot drift apart.
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ class StepObserver:
     keep(i)     whether call i is recorded at all (the others run untouched).
     every_call  `every_call(i, timestep, output, recorded)` after every call; `recorded` is False
                 for the calls `keep` skips (their StepRecord is not made).
-    want_unclipped False leaves `pred_original_sample_unclipped` None, saving its paddle ops where the consumer does not use it.
+    want_unclipped False leaves `pred_original_sample_unclipped` None, saving its paddle ops where the
+                consumer does not use it.
 
     Nothing here reads a device tensor from the host (except the noise replay of the schedulers
     that draw from an RNG, when `want_noise`): σ is computed by the consumer once it has t

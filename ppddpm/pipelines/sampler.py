@@ -14,9 +14,12 @@ from __future__ import annotations
 from ppdiffusers import DDPMPipeline
 
 from ppddpm.core import rng as _rng
+from ppddpm.core.adapters import adapter_for, families
+from ppddpm.core.config import with_config
 from ppddpm.core.loop import sample_loop
 from ppddpm.core.rng import Draws
 from ppddpm.core.recorder import record
+from ppddpm.errors import BadValue, Unsupported
 from ppddpm.storage.trajectory import DEFAULT_FIELDS
 
 
@@ -82,10 +85,6 @@ def with_sampler(pipe, family: str):
     made from its scheduler's config (`ppddpm.with_config`), in a `SamplerPipeline`; `pipe` itself
     when its scheduler already is of that family."""
     import ppdiffusers
-
-    from ppddpm.core.config import with_config
-    from ppddpm.errors import BadValue, Unsupported
-    from ppddpm.core.adapters import adapter_for, families
 
     known = families()
     if family not in known:
