@@ -353,45 +353,64 @@ class VariantSeries:
 
 
 class StepStatistics:
-    """Reduces the loop's steps to the report's statistics, on the device (a paddle op costs ~20 µs of
-    dispatch on CPU, a host read a device synchronisation on a GPU).
+    """Reduces the loop's steps to the report's statistics, on the device (a host read is a device
+    synchronisation on a GPU; a paddle op costs ~20 µs of dispatch on CPU, so they are few per step).
 
-    Per step one float32 row: per seed, for each trajectory its scale max|x_t| + max|ε̂| + 1 and its
-    clipped share of x̂_0 (`clipped_share_on_device`, by the scheduler in force), and for each other
-    variant max|Δ prev_sample|, mean|Δ prev_sample|, max|Δ pred_original_sample| against the reference.
-    The rows travel to the host a chunk at a time (`DeviceChunks`); the final samples in one read."""
+    Per step one float32 row: per seed, for each trajectory max|x_t|, max|ε̂| and its clipped share
+    of x̂_0 (`clipped_share_on_device`, by the scheduler in force), and for each other variant
+    max|Δ prev_sample|, mean|Δ prev_sample|, max|Δ pred_original_sample| against the reference.
+    The rows travel to the host a chunk at a time (`DeviceChunks`), the final samples in one read;
+    scale = max|x_t| + max|ε̂| + 1 is added there, in float32 as on the device."""
 
     def __init__(self, names: List[str], sched, mode: str, n_steps: int, n_seeds: int):
-        self.names, self.sched, self.mode, self.n_seeds = names, sched, mode, n_seeds
+        import paddle
+
+        self.names, self.sched, self.n_seeds = names, sched, n_seeds
         drivers = names if mode == "free" else names[:1]
-        self.columns = [(v, key) for v in drivers for key in ("scale", "clip_fraction")] + \
+        self.columns = [(v, key) for v in drivers for key in ("max_abs_sample", "max_abs_model_output",
+                                                              "clip_fraction")] + \
                        [(v, key) for v in names[1:] for key in ("max_abs_prev", "mean_abs_prev", "max_abs_x0")]
         self.rows = np.zeros((n_steps, len(self.columns), n_seeds), np.float32)
         self.done, self.last = 0, None
         self.chunks = DeviceChunks(sink=self._arrived)
+        shape = [] if n_seeds == 1 else [n_seeds]
+        self.zero, self.nan = paddle.zeros(shape, "float32"), paddle.full(shape, float("nan"), "float32")
+
+    def _seeds(self, lane, field: str):
+        """(tensor, axes): the field of every seed's record stacked, and the axes that reduce a seed."""
+        import paddle
+
+        tensors = [getattr(r, field) for r in lane]
+        if self.n_seeds == 1:
+            return tensors[0], None
+        return paddle.stack(tensors), list(range(1, len(tensors[0].shape) + 1))
 
     def add(self, step: LoopStep):
         import paddle
 
-        records, row = step.records, []
-        flat = lambda tensors: (paddle.stack(tensors) if len(tensors) > 1 else tensors[0].unsqueeze(0)).reshape(  # noqa: E731
-            [self.n_seeds, -1])
+        records = step.records
+        reference = {f: self._seeds(records[0], f) for f in ("prev_sample", "pred_original_sample")
+                     if getattr(records[0][0], f) is not None}
+        row = []
         for v, key in self.columns:
             lane = records[self.names.index(v)]
-            if key == "scale":
-                row.append(flat([r.sample for r in lane]).abs().max(axis=1)
-                           + flat([r.model_output for r in lane]).abs().max(axis=1) + 1.0)
+            if key in ("max_abs_sample", "max_abs_model_output"):
+                x, axes = self._seeds(lane, key[len("max_abs_"):])
+                row.append(x.abs().max(axis=axes))
             elif key == "clip_fraction":
                 row.append(self._clipped(lane))
             elif key == "max_abs_prev":
-                diff = (flat([r.prev_sample for r in lane]) - flat([r.prev_sample for r in records[0]])).abs()
-                row += [diff.max(axis=1), diff.mean(axis=1)]
+                (x, axes), (ref, _) = self._seeds(lane, "prev_sample"), reference["prev_sample"]
+                diff = (x - ref).abs()
+                row += [diff.max(axis=axes), diff.mean(axis=axes)]
             elif key == "max_abs_x0":
-                row.append(self._x0_gap(lane, records[0], flat))
+                known = "pred_original_sample" in reference and lane[0].pred_original_sample is not None
+                x, axes = self._seeds(lane, "pred_original_sample") if known else (None, None)
+                row.append((x - reference["pred_original_sample"][0]).abs().max(axis=axes) if known else self.nan)
         if not self.chunks.allocated:
             width = len(self.columns) * self.n_seeds
             self.chunks.allocate({"row": (width,)}, {"row": "float32"}, {"row": 4})
-        self.chunks.add({"row": paddle.concat(row)}, [])
+        self.chunks.add({"row": paddle.stack(row) if self.n_seeds == 1 else paddle.concat(row)}, [])
         self.last = step
 
     def _clipped(self, lane):
@@ -399,16 +418,10 @@ class StepStatistics:
 
         shares = [clipped_share_on_device(self.sched, r.pred_original_sample_unclipped) for r in lane]
         if not any(hasattr(s, "place") for s in shares):
-            return paddle.to_tensor(shares, dtype="float32")
-        return paddle.stack([s if hasattr(s, "place") else paddle.to_tensor(s, dtype="float32") for s in shares])
-
-    def _x0_gap(self, lane, reference, flat):
-        import paddle
-
-        if any(r.pred_original_sample is None for r in lane + reference):
-            return paddle.full([self.n_seeds], float("nan"), dtype="float32")
-        return (flat([r.pred_original_sample for r in lane]) - flat([r.pred_original_sample for r in reference])
-                ).abs().max(axis=1)
+            return self.zero
+        if self.n_seeds == 1:
+            return shares[0]
+        return paddle.stack([s if hasattr(s, "place") else self.zero[0] for s in shares])
 
     def _arrived(self, frames: dict, values: list):
         rows = frames["row"].reshape(-1, len(self.columns), self.n_seeds)
@@ -421,12 +434,16 @@ class StepStatistics:
 
         self.chunks.drain()
         finals = paddle.stack([paddle.stack([r.prev_sample for r in lane]) for lane in self.last.records]).numpy()
-        column = {c: self.rows[:, k, :].astype(np.float64) for k, c in enumerate(self.columns)}
+        column = {c: self.rows[:, k, :] for k, c in enumerate(self.columns)}
+        for v in {v for v, _ in self.columns}:
+            if (v, "max_abs_sample") in column:        # float32, in the order the numpy statistics added it
+                column[v, "scale"] = column[v, "max_abs_sample"] + column[v, "max_abs_model_output"] + np.float32(1)
         own = lambda v, key: column.get((v, key), column.get((self.names[0], key)))  # noqa: E731  (shadow: the reference's)
-        return {v: VariantSeries(scale=own(v, "scale"), clip_fraction=own(v, "clip_fraction"),
-                                 max_abs_prev=column.get((v, "max_abs_prev")),
-                                 mean_abs_prev=column.get((v, "mean_abs_prev")),
-                                 max_abs_x0=column.get((v, "max_abs_x0")), final=finals[k])
+        wide = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
+        return {v: VariantSeries(scale=wide(own(v, "scale")), clip_fraction=wide(own(v, "clip_fraction")),
+                                 max_abs_prev=wide(column.get((v, "max_abs_prev"))),
+                                 mean_abs_prev=wide(column.get((v, "mean_abs_prev"))),
+                                 max_abs_x0=wide(column.get((v, "max_abs_x0"))), final=finals[k])
                 for k, v in enumerate(self.names)}
 
 
