@@ -49,7 +49,7 @@ from ppddpm._progress import wanted
 from ppddpm.core.adapters import clipped_share_on_device, scheduler_of
 from ppddpm.core.config import config_in_force, with_config
 from ppddpm.core.distributed import groups_of, sharded
-from ppddpm.core.loop import LoopStep, sample_loop
+from ppddpm.core.loop import LoopStep, sample_loop, sample_shape
 from ppddpm.core.rng import SeedStream
 from ppddpm.core.transfer import DeviceChunks
 from ppddpm.errors import BadValue, check_int, int_problem
@@ -258,11 +258,9 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     seed_batch = check_int("seed_batch", seed_batch, hint=" (seeds per batched UNet call)")
     ts = _host_timesteps(sched)
     ts = ts.astype(np.int64) if np.all(ts == np.round(ts)) else ts
-    size = model.config.sample_size
-    shape = (batch_size, model.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
     run = functools.partial(_compare_group, denoise=denoise, steps=steps, lane_schedulers=lane_schedulers,
-                            sched=sched, shape=shape, dtype=model.dtype, mode=mode, batched=batched,
-                            num_inference_steps=num_inference_steps, progress=progress)
+                            sched=sched, shape=sample_shape(model, batch_size), dtype=model.dtype, mode=mode,
+                            batched=batched, num_inference_steps=num_inference_steps, progress=progress)
     series = VariantSeries.merge(sharded(groups_of(seeds, seed_batch), run, "compare"))
     names = [v.spec for v in steps]
     return ABReport(

@@ -104,6 +104,12 @@ def sample_loop(denoise: Callable, schedulers: Sequence[Sequence], sources: Sequ
             yield LoopStep(i, t, records)
 
 
+def sample_shape(model, batch_size: int) -> tuple:
+    """x_T's shape for a denoiser: [batch, in_channels, *sample_size] (an int sample_size is square)."""
+    size = model.config.sample_size
+    return (batch_size, model.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
+
+
 def _accepted(scheduler, arguments: dict) -> dict:
     """The arguments `scheduler.step` takes, of those given."""
     taken = inspect.signature(scheduler.step).parameters

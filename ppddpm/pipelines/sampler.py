@@ -16,7 +16,7 @@ from ppdiffusers import DDPMPipeline
 from ppddpm.core import rng as _rng
 from ppddpm.core.adapters import adapter_for, families
 from ppddpm.core.config import with_config
-from ppddpm.core.loop import sample_loop
+from ppddpm.core.loop import sample_loop, sample_shape
 from ppddpm.core.rng import Draws
 from ppddpm.core.recorder import record
 from ppddpm.errors import BadValue, Unsupported
@@ -67,12 +67,10 @@ class SamplerPipeline(DDPMPipeline):
                  output_type: str = "pil", return_dict: bool = True):
         from ppdiffusers.pipelines.pipeline_utils import ImagePipelineOutput
 
-        size = self.unet.config.sample_size
-        shape = (batch_size, self.unet.config.in_channels) + ((size, size) if isinstance(size, int) else tuple(size))
         image = None
-        for step in sample_loop(lambda x, t: self.unet(x, t).sample, [[self.scheduler]], [Draws(generator)], shape,
-                                self.unet.dtype, num_inference_steps, step_arguments={"eta": eta},
-                                progress=self.progress_bar):
+        for step in sample_loop(lambda x, t: self.unet(x, t).sample, [[self.scheduler]], [Draws(generator)],
+                                sample_shape(self.unet, batch_size), self.unet.dtype, num_inference_steps,
+                                step_arguments={"eta": eta}, progress=self.progress_bar):
             image = step.records[0][0].prev_sample
         image = (image / 2 + 0.5).clip(0, 1).transpose([0, 2, 3, 1]).cpu().numpy()
         if output_type == "pil":
