@@ -145,3 +145,20 @@ def test_batched_lanes_differ_only_by_the_unets_batch_rounding(pipe):
     gap = np.abs(small.final["direct"] - large.final["direct"]).max()
     assert gap <= 1e-4 * np.abs(large.final["direct"]).max()
     assert small.meta["batched"] is True
+
+
+def test_finals_streamed_to_disk_are_the_finals_held_in_memory(pipe, tmp_path):
+    """finals_to: each seed group's final samples go to its own .npy as the group ends, and the report
+    reads them from there (a memory map, a group at a time) — the same bits as a run that holds them."""
+    kw = dict(seed=[3, 4, 5, 6, 7], num_inference_steps=8, mode="free", clip_sample=True, seed_batch=2)
+    held = ppddpm.compare(pipe, ["posterior", "direct"], **kw)
+    streamed = ppddpm.compare(pipe, ["posterior", "direct"], finals_to=tmp_path / "finals", **kw)
+    files = sorted(p.name for p in (tmp_path / "finals").iterdir())
+    assert files == ["finals-00000.npy", "finals-00001.npy", "finals-00002.npy"]      # 5 seeds in groups of 2
+    assert np.load(tmp_path / "finals" / "finals-00002.npy").shape == (2, 1) + held.final["direct"].shape[1:]
+    for v in ("posterior", "direct"):
+        assert np.array_equal(np.asarray(streamed.final[v]), held.final[v])
+        assert np.array_equal(streamed.final[v][4], held.final[v][4])
+        assert np.array_equal(streamed.final[v][3, 0], held.final[v][3, 0])
+    assert streamed.summary() == held.summary()
+    assert streamed.table() == held.table()

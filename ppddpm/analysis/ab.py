@@ -78,7 +78,7 @@ class ABReport:
     mean_abs_prev: Dict[str, np.ndarray]             # v → [N, S]
     max_abs_x0: Dict[str, np.ndarray]                # v → [N, S]  max |Δ x̂_0| vs the reference
     clip_fraction: Dict[str, np.ndarray]             # v → [N, S]  share of x̂_0 values outside the clip range
-    final: Dict[str, np.ndarray]                     # v → [S, B, C, H, W]  final samples in [−1, 1]
+    final: Dict[str, np.ndarray]                     # v → [S, B, C, H, W]  final samples in [−1, 1] (or StreamedFinals)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -96,16 +96,25 @@ class ABReport:
             return np.cumsum(per_step, axis=0)
         return per_step
 
+    def _final_pairs(self, v: str):
+        """(v's, the reference's) final samples: all at once, or a seed group at a time when streamed."""
+        mine, reference = self.final[v], self.final[self.reference]
+        if isinstance(mine, StreamedFinals):
+            return zip(mine.groups(), reference.groups())
+        return [(mine, reference)]
+
     def final_max_abs(self, v: str) -> np.ndarray:
-        return np.abs(self.final[v] - self.final[self.reference]).reshape(len(self.seeds), -1).max(axis=1)
+        return np.concatenate([np.abs(a - b).reshape(len(a), -1).max(axis=1) for a, b in self._final_pairs(v)])
 
     def final_psnr(self, v: str) -> np.ndarray:
         """PSNR (dB) of v's final images against the reference's, as the pipeline displays them ([0, 1])."""
-        a = np.clip(self.final[v] / 2 + 0.5, 0, 1).reshape(len(self.seeds), -1).astype(np.float64)
-        b = np.clip(self.final[self.reference] / 2 + 0.5, 0, 1).reshape(len(self.seeds), -1).astype(np.float64)
-        mse = ((a - b) ** 2).mean(axis=1)
-        with np.errstate(divide="ignore"):
-            return np.where(mse > 0, 10 * np.log10(1.0 / np.maximum(mse, 1e-300)), np.inf)
+        def psnr(mine, reference):
+            a = np.clip(mine / 2 + 0.5, 0, 1).reshape(len(mine), -1).astype(np.float64)
+            b = np.clip(reference / 2 + 0.5, 0, 1).reshape(len(mine), -1).astype(np.float64)
+            mse = ((a - b) ** 2).mean(axis=1)
+            with np.errstate(divide="ignore"):
+                return np.where(mse > 0, 10 * np.log10(1.0 / np.maximum(mse, 1e-300)), np.inf)
+        return np.concatenate([psnr(a, b) for a, b in self._final_pairs(v)])
 
     def departures(self, v: str) -> np.ndarray:
         """Indices of the steps where v leaves the rounding bound (for any seed)."""
@@ -226,7 +235,7 @@ def _check_args(variants, mode, seed, num_inference_steps, batch_size, clip_samp
 def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_inference_steps: int = 1000,
             batch_size: int = 1, mode: str = "shadow", clip_sample: Optional[bool] = None,
             thresholding: Optional[bool] = None, progress: Optional[bool] = None, batched: bool = True,
-            seed_batch: int = 4, pipe_kwargs: Optional[dict] = None) -> ABReport:
+            seed_batch: int = 4, pipe_kwargs: Optional[dict] = None, finals_to=None) -> ABReport:
     """Run an A/B of step variants (the first is the reference) on `pipe`'s UNet and scheduler.
 
     `clip_sample` / `thresholding`: None keeps the scheduler's setting, True/False override it
@@ -248,6 +257,10 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     the other groups, so a run under `paddle.distributed.launch` (group g on rank g mod N) gives
     the one-process report bit for bit (`ppddpm.core.distributed`).
 
+    `finals_to`: a directory where each seed group's final samples go, as it ends (`finals-<group>.npy`,
+    [variants, seeds, …]); the report's `final` then reads them from there when indexed
+    (`StreamedFinals`), so a run over thousands of seeds never holds them all in memory.
+
     Latent pipelines (`ppddpm.pipelines.latent.denoiser`): `pipe_kwargs` carries the conditioning as for
     `sample_trajectory` (one prompt or prompt_embeds, or class_labels, guidance_scale); each step's
     ε̂ is the guided one the pipeline's loop would make, the statistics and `final` are latents.
@@ -260,8 +273,11 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
     ts = ts.astype(np.int64) if np.all(ts == np.round(ts)) else ts
     run = functools.partial(_compare_group, denoise=denoise, steps=steps, lane_schedulers=lane_schedulers,
                             sched=sched, shape=sample_shape(model, batch_size), dtype=model.dtype, mode=mode,
-                            batched=batched, num_inference_steps=num_inference_steps, progress=progress)
-    series = VariantSeries.merge(sharded(groups_of(seeds, seed_batch), run, "compare"))
+                            batched=batched, num_inference_steps=num_inference_steps, progress=progress,
+                            finals_to=None if finals_to is None else Path(finals_to))
+    if finals_to is not None:
+        Path(finals_to).mkdir(parents=True, exist_ok=True)
+    series = VariantSeries.merge(sharded(list(enumerate(groups_of(seeds, seed_batch))), run, "compare"))
     names = [v.spec for v in steps]
     return ABReport(
         variants=names, mode=mode, seeds=seeds, num_inference_steps=len(ts), batch_size=batch_size,
@@ -309,9 +325,11 @@ def _latent_meta(pipe, pipe_kwargs) -> dict:
     return {"space": "latent", "latent": meta, "conditioning": conditioning(pipe, pipe_kwargs or {})}
 
 
-def _compare_group(seeds, denoise, steps, lane_schedulers, sched, shape, dtype, mode, batched, num_inference_steps,
-                   progress) -> Dict[str, "VariantSeries"]:
-    """One group of seeds, stepped together by the one loop: each variant's series [N, S] and finals."""
+def _compare_group(group, denoise, steps, lane_schedulers, sched, shape, dtype, mode, batched, num_inference_steps,
+                   progress, finals_to) -> Dict[str, "VariantSeries"]:
+    """One group of seeds, stepped together by the one loop: each variant's series [N, S] and finals
+    (in memory, or written to `finals_to` and read back when wanted)."""
+    index, seeds = group
     from tqdm.auto import tqdm
 
     # every (variant, seed) steps its own scheduler copy, with the variant patched in
@@ -325,7 +343,15 @@ def _compare_group(seeds, denoise, steps, lane_schedulers, sched, shape, dtype, 
         for step in sample_loop(denoise, copies, [SeedStream(s) for s in seeds], shape, dtype, num_inference_steps,
                                 mode=mode, batched=batched, observe=True, progress=bar):
             statistics.add(step)
-    return statistics.series()
+    series = statistics.series()
+    if finals_to is not None:
+        path = finals_to / f"finals-{index:05d}.npy"
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.stack([s.final for s in series.values()]))
+        for k, variant in enumerate(series.values()):
+            variant.final = StreamedFinals([(str(path), k, len(seeds))])
+    return series
 
 
 @dataclass
@@ -345,9 +371,46 @@ class VariantSeries:
         """Seed groups side by side: series along the seed axis, finals along the first."""
         def joined(name, key):
             arrays = [getattr(part[name], key) for part in parts]
+            if isinstance(arrays[0], StreamedFinals):
+                return StreamedFinals([p for streamed in arrays for p in streamed.parts])
             return None if arrays[0] is None else np.concatenate(arrays, axis=0 if key == "final" else 1)
         return {name: VariantSeries(**{key: joined(name, key) for key in VariantSeries.__dataclass_fields__})
                 for name in parts[0]}
+
+
+class StreamedFinals:
+    """A variant's final samples [S, B, C, H, W] on disk, one .npy per seed group (`compare(finals_to=…)`),
+    read when indexed: `finals[k]` (or `finals[k, …]`) reads seed k's group, `groups()` one group at a time,
+    `np.asarray(finals)` all of them."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)                 # (path, variant's index in the file, seeds in the group)
+
+    def groups(self):
+        for path, k, _ in self.parts:
+            yield np.load(path, mmap_mode="r")[k]
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self),) + np.load(self.parts[0][0], mmap_mode="r").shape[2:]
+
+    def __len__(self) -> int:
+        return sum(n for _, _, n in self.parts)
+
+    def __getitem__(self, key):
+        seed, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if not isinstance(seed, (int, np.integer)):
+            return np.asarray(self)[key]
+        seed = int(seed) + (len(self) if seed < 0 else 0)
+        for group, (_, _, n) in zip(self.groups(), self.parts):
+            if seed < n:
+                return np.array(group[(seed,) + tuple(rest)])
+            seed -= n
+        raise IndexError(f"seed index {key!r} out of range for {len(self)} seeds")
+
+    def __array__(self, dtype=None, copy=None):
+        everything = np.concatenate([np.asarray(group) for group in self.groups()])
+        return everything if dtype is None else everything.astype(dtype)
 
 
 class StepStatistics:
