@@ -289,11 +289,16 @@ def compare(pipe, variants: Sequence = ("posterior", "direct"), seed=777, num_in
         mean_abs_prev={v: series[v].mean_abs_prev for v in names[1:]},
         max_abs_x0={v: series[v].max_abs_x0 for v in names[1:]},
         clip_fraction={v: series[v].clip_fraction for v in names}, final={v: series[v].final for v in names},
-        meta={"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
-              "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched), "batched": batched,
-              "seed_batch": seed_batch, **_latent_meta(pipe, pipe_kwargs),
-              "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
-                           for v, lane in zip(steps, lane_schedulers)}})
+        meta=_run_meta(pipe, pipe_kwargs, sched, steps, lane_schedulers, batched, seed_batch))
+
+
+def _run_meta(pipe, pipe_kwargs, sched, steps, lane_schedulers, batched, seed_batch) -> dict:
+    """What ran: the model, the scheduler in force and its config, each variant's scheduler and arguments."""
+    return {"variance_type": sched.config.get("variance_type"), "model": getattr(pipe, "name_or_path", None),
+            "scheduler": type(sched).__name__, "scheduler_config": config_in_force(sched), "batched": batched,
+            "seed_batch": seed_batch, **_latent_meta(pipe, pipe_kwargs),
+            "variants": {v.spec: {"scheduler": type(lane).__name__, "arguments": v.arguments}
+                         for v, lane in zip(steps, lane_schedulers)}}
 
 
 def _schedulers(pipe, variants, clip_sample, thresholding, num_inference_steps):
