@@ -32,6 +32,8 @@ Records. observe=False: a lane's StepRecord holds what `step` returned (prev_sam
 pred_original_sample where the scheduler returns one) and costs no device op. observe=True: each
 lane's scheduler carries a `StepObserver` while the loop runs (`ppddpm.core.records`): x̂_0 as
 the step used it, per sampler family, and x̂_0 before clipping on the lanes that drive a trajectory.
+The observers (and `paddle.no_grad`) stay in place while the generator is suspended at a yield, and
+leave when it ends or is closed.
 """
 from __future__ import annotations
 
