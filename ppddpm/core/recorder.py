@@ -46,15 +46,14 @@ class UnscaledLoopWarning(UserWarning):
 
 
 def warn_if_loop_skips_scaling(pipe, scheduler):
-    """Once the timesteps are set: warn when `pipe`'s loop is DDPMPipeline's or DDIMPipeline's and
+    """Once the timesteps are set: warn when `pipe`'s loop is DDPMPipeline's or DDIMPipeline's (a
+    subclass whose loop scales, as `SamplerPipeline`'s does, says so by `scales_model_input`) and
     `scheduler` starts from init_noise_sigma ≠ 1. Every ppdiffusers scheduler whose
     `scale_model_input` is not the identity (Euler, Euler ancestral, LMS, Heun, KDPM2, …) has
     init_noise_sigma > 1, so this one number tells both."""
     from ppdiffusers import DDIMPipeline, DDPMPipeline
 
-    from ppddpm.pipelines.sampler import SamplerPipeline  # lazy: pipelines.sampler imports this module (record)
-
-    if not isinstance(pipe, (DDPMPipeline, DDIMPipeline)) or isinstance(pipe, SamplerPipeline):
+    if not isinstance(pipe, (DDPMPipeline, DDIMPipeline)) or getattr(type(pipe), "scales_model_input", False):
         return
     sigma = float(scheduler.init_noise_sigma)
     if sigma != 1.0:

@@ -63,6 +63,9 @@ class SamplerPipeline(DDPMPipeline):
         traj = ppddpm.sample_trajectory(pipe, seed=0, num_inference_steps=50)
     """
 
+    # its loop applies init_noise_sigma and scale_model_input (the recorder's UnscaledLoopWarning reads this)
+    scales_model_input = True
+
     def __call__(self, batch_size: int = 1, generator=None, num_inference_steps: int = 1000, eta: float = 0.0,
                  output_type: str = "pil", return_dict: bool = True):
         from ppdiffusers.pipelines.pipeline_utils import ImagePipelineOutput
