@@ -18,14 +18,16 @@ _EXPORTS = {
     "TrajectoryError": "storage.trajectory", "kept_steps": "core.recorder", "record": "core.recorder",
     "sample_trajectory": "core.recorder",
     "get_variant": "variants.registry", "register_variant": "variants.registry",
-    "unregister_variant": "variants.registry", "variants": "variants.registry",
+    "unregister_variant": "variants.registry",
     "load_pipeline": "model.loading", "PipelineLoadError": "model.loading",
     "verify": "analysis.verify", "VerifyReport": "analysis.verify",
     "decode": "pipelines.latent",
 }
 # the layers (ARCHITECTURE.md): `ppddpm.pictures.plotting.plot_grid(...)` works after a bare `import ppddpm`
 _SUBPACKAGES = {"core", "variants", "pipelines", "storage", "analysis", "pictures", "cli", "model", "reference"}
-__all__ = sorted(_EXPORTS)
+# `ppddpm.variants` is the package `ppddpm/variants/`, and calling it lists the registered variants
+# (`ppddpm.variants()`, as `ppddpm.variants.registry.variants()`): one object whatever was imported first
+__all__ = sorted(set(_EXPORTS) | {"variants"})
 
 
 def _quiet_imports():
@@ -51,4 +53,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBPACKAGES)

@@ -18,17 +18,17 @@ that dies outright breaks the others' gather (gloo: "Connection reset by peer").
 """
 from __future__ import annotations
 
-import os
 import pickle
 import traceback
 from typing import Callable, List, Sequence, Tuple
 
+from ppddpm.core.ranks import ranks
 from ppddpm.errors import InputError
 
 
 def world() -> Tuple[int, int]:
     """(rank, number of ranks) of this process; (0, 1) outside a paddle.distributed launch."""
-    size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+    size = ranks()
     if size <= 1:
         return 0, 1
     import paddle.distributed as dist

@@ -99,17 +99,26 @@ class Draws:
         return {"generator": self.generator}
 
     def __enter__(self):
-        if self._replay is not None:
-            restore(self.generator, self._replay)
+        """Draws in the block hold `STEP_LOCK` (as `SeedStream`'s do): another thread's replayed or shared
+        step cannot draw between them, nor a restore here overwrite a stream swapped in there."""
+        STEP_LOCK.acquire()
+        try:
+            if self._replay is not None:
+                restore(self.generator, self._replay)
+        except BaseException:
+            STEP_LOCK.release()
+            raise
         return self
 
     def __exit__(self, *exc):
+        STEP_LOCK.release()
         return False
 
     @contextlib.contextmanager
     def replaying(self):
         """Within the block every `with draws:` starts from the state of the block's start (`SeedStream.replaying`)."""
-        self._replay = snapshot(self.generator)
+        with STEP_LOCK:
+            self._replay = snapshot(self.generator)
         try:
             yield self
         finally:
@@ -150,10 +159,14 @@ class SeedStream:
         import paddle
 
         STEP_LOCK.acquire()
-        if self._replay is not None:
-            self.state = self._replay
-        self._outer = paddle.get_rng_state()
-        paddle.set_rng_state(self.state)
+        try:
+            if self._replay is not None:
+                self.state = self._replay
+            self._outer = paddle.get_rng_state()
+            paddle.set_rng_state(self.state)
+        except BaseException:                # the block never starts: __exit__ will not release the lock
+            STEP_LOCK.release()
+            raise
         return self
 
     def __exit__(self, *exc):

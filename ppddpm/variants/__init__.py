@@ -18,9 +18,9 @@ __getattr__ = submodules_on_access(__name__)
 
 
 class _CallablePackage(types.ModuleType):
-    """`ppddpm.variants` names both this package and the function `ppddpm.variants()`; Python binds the
-    package to that attribute of `ppddpm` once any `ppddpm.variants.<module>` is imported, so calling
-    the package does what the function does: the names of every registered variant, built-ins first."""
+    """`ppddpm.variants` is this package (`ppddpm.variants.registry`, …), and `ppddpm.variants()` lists
+    the registered variants, built-ins first (README's API since 0.1): the package is callable, so the
+    one name means one object whichever module was imported first."""
 
     def __call__(self) -> list:
         return _registered_names()
