@@ -85,47 +85,75 @@ def replay_noise(generator, before, shape, dtype):
         restore(generator, after)
 
 
-class Draws:
-    """A run's draws as ppdiffusers' pipelines make them: from `generator` as the caller gives it
-    (`paddle.Generator().manual_seed(s)`'s name, a list of them, or None for paddle's global
-    generator). `ppddpm.core.loop` passes it to `randn_tensor` and to `step` where the step takes it."""
+class _NoiseSource:
+    """What `ppddpm.core.loop` draws from. Draws happen inside `with source:`, which holds `STEP_LOCK`:
+    another thread's replayed or shared step cannot draw in between, nor a swap here overwrite one
+    there. Inside `with source.replaying():` every `with source:` starts from the RNG position of the
+    block's start, so every variant at a step consumes the same z. A subclass says what its position is
+    (`_position`), and what entering and leaving a draw do to paddle's generators (`_swap_in/_out`)."""
 
-    def __init__(self, generator=None):
-        self.generator = generator
+    generator = None
+
+    def __init__(self):
         self._replay = None
 
-    @property
-    def step_arguments(self) -> dict:
-        return {"generator": self.generator}
-
     def __enter__(self):
-        """Draws in the block hold `STEP_LOCK` (as `SeedStream`'s do): another thread's replayed or shared
-        step cannot draw between them, nor a restore here overwrite a stream swapped in there."""
         STEP_LOCK.acquire()
         try:
-            if self._replay is not None:
-                restore(self.generator, self._replay)
-        except BaseException:
+            self._swap_in()
+        except BaseException:                # the block never starts: __exit__ will not release the lock
             STEP_LOCK.release()
             raise
         return self
 
     def __exit__(self, *exc):
-        STEP_LOCK.release()
+        try:
+            self._swap_out()
+        finally:
+            STEP_LOCK.release()
         return False
 
     @contextlib.contextmanager
     def replaying(self):
-        """Within the block every `with draws:` starts from the state of the block's start (`SeedStream.replaying`)."""
         with STEP_LOCK:
-            self._replay = snapshot(self.generator)
+            self._replay = self._position()
         try:
             yield self
         finally:
             self._replay = None
 
+    def _position(self):
+        raise NotImplementedError
 
-class SeedStream:
+    def _swap_in(self):
+        raise NotImplementedError
+
+    def _swap_out(self):
+        pass
+
+
+class Draws(_NoiseSource):
+    """A run's draws as ppdiffusers' pipelines make them: from `generator` as the caller gives it
+    (`paddle.Generator().manual_seed(s)`'s name, a list of them, or None for paddle's global
+    generator). `ppddpm.core.loop` passes it to `randn_tensor` and to `step` where the step takes it."""
+
+    def __init__(self, generator=None):
+        super().__init__()
+        self.generator = generator
+
+    @property
+    def step_arguments(self) -> dict:
+        return {"generator": self.generator}
+
+    def _position(self):
+        return snapshot(self.generator)
+
+    def _swap_in(self):
+        if self._replay is not None:
+            restore(self.generator, self._replay)
+
+
+class SeedStream(_NoiseSource):
     """The sequence of draws a solo run with `paddle.Generator().manual_seed(seed)` makes,
     kept apart so that many seeds can share one batched run (`ppddpm.compare(seed=[...])`).
 
@@ -146,46 +174,30 @@ class SeedStream:
     def __init__(self, seed: int):
         import paddle
 
+        super().__init__()
         with STEP_LOCK:
             outer = paddle.get_rng_state()
             paddle.seed(int(seed))
             self.seed = int(seed)
             self.state = paddle.get_rng_state()
             paddle.set_rng_state(outer)
-        self._replay = None
 
-    def __enter__(self):
+    def _position(self):
+        return self.state
+
+    def _swap_in(self):
         """Within the block, draws with `generator=None` come from this seed's stream."""
         import paddle
 
-        STEP_LOCK.acquire()
-        try:
-            if self._replay is not None:
-                self.state = self._replay
-            self._outer = paddle.get_rng_state()
-            paddle.set_rng_state(self.state)
-        except BaseException:                # the block never starts: __exit__ will not release the lock
-            STEP_LOCK.release()
-            raise
-        return self
+        if self._replay is not None:
+            self.state = self._replay
+        self._outer = paddle.get_rng_state()
+        paddle.set_rng_state(self.state)
 
-    def __exit__(self, *exc):
+    def _swap_out(self):
+        """The stream's state is kept for the next block; paddle's global generator gets its own back.
+        (`replaying()`: after the block the stream goes on from where the last draw in it ended.)"""
         import paddle
 
-        try:
-            self.state = paddle.get_rng_state()
-            paddle.set_rng_state(self._outer)
-        finally:
-            STEP_LOCK.release()
-        return False
-
-    @contextlib.contextmanager
-    def replaying(self):
-        """Within the block every `with stream:` starts where the stream stood when the block began,
-        so each draws the same numbers (every variant at a step gets the same z); after the block the
-        stream goes on from where the last of them ended."""
-        self._replay = self.state
-        try:
-            yield self
-        finally:
-            self._replay = None
+        self.state = paddle.get_rng_state()
+        paddle.set_rng_state(self._outer)
