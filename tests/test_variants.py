@@ -188,6 +188,10 @@ def test_the_replaced_step_keeps_its_schedulers_signature(pipe):
                                    return_dict=False)[0].shape == [1, 1, 8, 8]
         with pytest.raises(TypeError, match="eta"):          # DDPM's step takes no eta: the original's TypeError
             pipe.scheduler.step(paddle.zeros([1, 1, 8, 8]), 5, paddle.zeros([1, 1, 8, 8]), eta=1.0)
+        with pytest.raises(TypeError, match="missing a required argument: 'timestep'"):
+            pipe.scheduler.step(paddle.zeros([1, 1, 8, 8]), sample=paddle.zeros([1, 1, 8, 8]))
+        with pytest.raises(TypeError, match="multiple values for argument 'sample'"):
+            pipe.scheduler.step(paddle.zeros([1, 1, 8, 8]), 5, paddle.zeros([1, 1, 8, 8]), sample=paddle.zeros([1]))
     ddim = DDIMScheduler()
     ddim.set_timesteps(10)
     seen = {}

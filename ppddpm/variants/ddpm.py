@@ -23,8 +23,9 @@ their formula.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
-from ppddpm.core.formulas import (PREDICTION_TYPES, as_int, clip_x0, ddpm_sigma, draw_noise, eps_by_eq15,
+from ppddpm.core.formulas import (PREDICTION_TYPES, as_int, clip_x0, draw_noise, eps_by_eq15,
                                   step_output, x0_by_eq15)
 from ppddpm.errors import BadValue, Unsupported
 from ppddpm.variants.registry import register_variant
@@ -54,15 +55,14 @@ class Coefficients:
 
 
 def coefficients(scheduler, timestep) -> Coefficients:
-    t = timestep
-    prev_t = scheduler.previous_timestep(t)
+    t, prev_t = as_int(timestep), as_int(scheduler.previous_timestep(timestep))    # host ints: no device op
     alpha_prod_t = scheduler.alphas_cumprod[t]
     alpha_prod_t_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.one
     beta_prod_t = 1 - alpha_prod_t
     beta_prod_t_prev = 1 - alpha_prod_t_prev
     current_alpha_t = alpha_prod_t / alpha_prod_t_prev
     current_beta_t = 1 - current_alpha_t
-    return Coefficients(as_int(t), as_int(prev_t), alpha_prod_t, alpha_prod_t_prev, beta_prod_t,
+    return Coefficients(t, prev_t, alpha_prod_t, alpha_prod_t_prev, beta_prod_t,
                         beta_prod_t_prev, current_alpha_t, current_beta_t)
 
 
@@ -98,17 +98,30 @@ def modify_x0(scheduler, x0):
     return clip_x0(scheduler.config, x0)
 
 
-def sigma(scheduler, timestep):
-    """σ_t, the standard deviation of the noise the step adds (0 at the last step).
-    σ_t² = β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t (eq. 7, "fixed_small") or β_t ("fixed_large")."""
-    return ddpm_sigma(scheduler, timestep)
+def sigma(scheduler, timestep, c: Optional[Coefficients] = None):
+    """σ_t, the standard deviation of the noise the step adds (0 at the last step), as
+    `DDPMScheduler._get_variance` and the stock step compute it, from this step's coefficients `c`:
+    σ_t² = β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t (eq. 7, "fixed_small", kept ≥ 1e-20) or β_t ("fixed_large");
+    "fixed_small_log" takes √β̃_t through exp(½ log β̃_t)."""
+    import paddle
+
+    if as_int(timestep) <= 0:
+        return 0.0
+    c = c or coefficients(scheduler, timestep)
+    variance_type = scheduler.config.variance_type
+    if variance_type == "fixed_large":
+        return c.current_beta_t ** 0.5
+    variance = paddle.clip(c.beta_prod_t_prev / c.beta_prod_t * c.current_beta_t, min=1e-20)    # eq. (7): β̃_t
+    if variance_type == "fixed_small_log":
+        return paddle.exp(0.5 * paddle.log(variance))
+    return variance ** 0.5
 
 
-def add_noise(scheduler, mean, model_output, timestep, generator):
+def add_noise(scheduler, mean, model_output, timestep, generator, c: Optional[Coefficients] = None):
     """x_{t−1} = μ + σ_t z, z ~ N(0, I), no noise at the last step (Algorithm 2, line 4);
     z drawn exactly as the stock step draws it."""
     if as_int(timestep) > 0:
-        return mean + sigma(scheduler, timestep) * draw_noise(model_output, generator)
+        return mean + sigma(scheduler, timestep, c) * draw_noise(model_output, generator)
     return mean + 0
 
 
@@ -137,7 +150,7 @@ def posterior_step(scheduler, model_output, timestep, sample, generator=None, re
     pred_original_sample_coeff = (c.alpha_prod_t_prev ** (0.5) * c.current_beta_t) / c.beta_prod_t
     current_sample_coeff = c.current_alpha_t ** (0.5) * c.beta_prod_t_prev / c.beta_prod_t
     mean = pred_original_sample_coeff * x0 + current_sample_coeff * sample
-    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator, c), x0, return_dict)
 
 
 @register_variant("direct", builtin=True)
@@ -149,7 +162,7 @@ def direct_step(scheduler, model_output, timestep, sample, generator=None, retur
     eps = predict_noise(c, model_output, sample, scheduler.config.prediction_type)
     mean = _direct_mean(c, eps, sample)
     x0 = _clipped_x0(scheduler, c, model_output, sample)
-    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator, c), x0, return_dict)
 
 
 @register_variant("direct-clip-consistent", builtin=True)
@@ -160,7 +173,7 @@ def direct_clip_consistent_step(scheduler, model_output, timestep, sample, gener
     c = coefficients(scheduler, timestep)
     x0 = _clipped_x0(scheduler, c, model_output, sample)
     mean = _direct_mean(c, eps_by_eq15(c.alpha_prod_t, x0, sample), sample)
-    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator, c), x0, return_dict)
 
 
 @register_variant("direct-article", builtin=True)
@@ -173,4 +186,4 @@ def direct_article_step(scheduler, model_output, timestep, sample, generator=Non
     x0 = _clipped_x0(scheduler, c, model_output, sample)
     eps = predict_noise(c, model_output, sample, scheduler.config.prediction_type)
     mean = (sample - eps * scheduler.betas[t] / (1 - scheduler.alphas_cumprod[t]) ** 0.5) / scheduler.alphas[t] ** 0.5
-    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator), x0, return_dict)
+    return ddpm_output(add_noise(scheduler, mean, model_output, timestep, generator, c), x0, return_dict)
