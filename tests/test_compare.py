@@ -8,6 +8,7 @@ clipping off |x_t| grows to ~1e3, the hardest case for a relative tolerance):
 import json
 
 import numpy as np
+import paddle
 import pytest
 from ppdiffusers import DDPMPipeline
 
@@ -162,3 +163,50 @@ def test_finals_streamed_to_disk_are_the_finals_held_in_memory(pipe, tmp_path):
         assert np.array_equal(streamed.final[v][3, 0], held.final[v][3, 0])
     assert streamed.summary() == held.summary()
     assert streamed.table() == held.table()
+
+
+def test_the_statistics_are_numpys_over_the_lanes_solo_runs(pipe, unet):
+    """Every per-step statistic, against numpy over hand-written solo runs of each lane (batched=False
+    makes each lane bitwise its solo run): max|x_t|, max|ε̂| (the UNet called again on the hand loop's
+    x_t), |x̂_0| > 1 shares of eq. (15)'s x̂_0 in float64, and |Δ| of prev_sample and x̂_0 between the
+    routes. Maxima are exact; the mean to float32 summation order; a share to one value of the 64 that
+    sits on the clip boundary in float32 but not in float64."""
+    from hand_loop import hand_loop, predict
+    from ppdiffusers.utils.paddle_utils import randn_tensor
+
+    seeds, steps = [3, 4], 12
+    report = ppddpm.compare(pipe, ["ppdiffusers", "direct"], seed=seeds, num_inference_steps=steps, mode="free",
+                            clip_sample=True, batched=False)
+    ab = pipe.scheduler.alphas_cumprod.numpy().astype(np.float64)
+    for k, seed in enumerate(seeds):
+        stock = hand_loop(unet, ddpm_scheduler(clip_sample=True), seed, steps, scaled=False)
+        direct_scheduler = ddpm_scheduler(clip_sample=True)
+        with ppddpm.patch_step(direct_scheduler, "direct"):
+            direct = hand_loop(unet, direct_scheduler, seed, steps, scaled=False)
+        x_T = randn_tensor((1, 1, 8, 8), generator=paddle.Generator().manual_seed(seed), dtype=unet.dtype).numpy()
+        x_t = np.concatenate([x_T[None], stock.prev_sample[:-1]])
+        with paddle.no_grad():
+            eps = np.stack([predict(unet, paddle.to_tensor(x), int(t)).numpy() for x, t in zip(x_t, stock.timesteps)])
+        flat = lambda a: a.reshape(steps, -1)                                   # noqa: E731
+        np.testing.assert_array_equal(report.scale["ppdiffusers"][:, k],
+                                      (np.abs(flat(x_t)).max(1) + np.abs(flat(eps)).max(1) + np.float32(1)))
+        x0 = (flat(x_t) - np.sqrt(1 - ab[stock.timesteps])[:, None] * flat(eps)) / np.sqrt(ab[stock.timesteps])[:, None]
+        np.testing.assert_allclose(report.clip_fraction["ppdiffusers"][:, k], (np.abs(x0) > 1).mean(1), atol=1 / 64)
+        d_prev = np.abs(flat(direct.prev_sample) - flat(stock.prev_sample))
+        np.testing.assert_array_equal(report.max_abs_prev["direct"][:, k], d_prev.max(1))
+        np.testing.assert_allclose(report.mean_abs_prev["direct"][:, k], d_prev.mean(1, dtype=np.float64), rtol=1e-6)
+        d_x0 = np.abs(flat(direct.pred_original_sample) - flat(stock.pred_original_sample))
+        np.testing.assert_array_equal(report.max_abs_x0["direct"][:, k], d_x0.max(1))
+        assert report.clip_fraction["ppdiffusers"][:, k].max() > 0 and d_prev.max() > 0      # not vacuous
+
+
+@pytest.mark.parametrize("content", [np.array([{"code": "runs"}], dtype=object), np.zeros((2, 1, 1, 8, 8), np.float32)])
+def test_streamed_finals_read_only_a_float_array_of_their_shape(tmp_path, content):
+    """A finals file replaced on disk (a pickled object array, or floats of another shape) is refused by
+    its header, before anything is unpickled or mapped."""
+    from ppddpm.analysis.series import StreamedFinals
+    from ppddpm.storage.format import TrajectoryError
+
+    np.save(tmp_path / "finals-00000.npy", content, allow_pickle=True)
+    with pytest.raises(TrajectoryError, match="is not a ppddpm stream array"):
+        StreamedFinals([(str(tmp_path / "finals-00000.npy"), 0, 1)])[0]

@@ -46,12 +46,12 @@ import numpy as np
 
 from ppddpm._io import atomic_path
 from ppddpm._progress import wanted
-from ppddpm.core.adapters import clipped_share_on_device, scheduler_of
+from ppddpm.analysis.series import StepStatistics, StreamedFinals, VariantSeries
+from ppddpm.core.adapters import scheduler_of
 from ppddpm.core.config import config_in_force, with_config
 from ppddpm.core.distributed import groups_of, sharded
-from ppddpm.core.loop import LoopStep, sample_loop, sample_shape
+from ppddpm.core.loop import sample_loop, sample_shape
 from ppddpm.core.rng import SeedStream
-from ppddpm.core.transfer import DeviceChunks
 from ppddpm.errors import BadValue, check_int, int_problem
 from ppddpm.pipelines.latent import conditioning, denoiser, latent_meta
 from ppddpm.variants.patching import patch_step
@@ -357,160 +357,6 @@ def _compare_group(group, denoise, steps, lane_schedulers, sched, shape, dtype, 
         for k, variant in enumerate(series.values()):
             variant.final = StreamedFinals([(str(path), k, len(seeds))])
     return series
-
-
-@dataclass
-class VariantSeries:
-    """One variant's statistics over a run, [N steps, S seeds] each (float64), and its final samples [S, …].
-    The comparisons (max/mean |Δ prev_sample|, max |Δ pred_original_sample|) are against the reference
-    (None for the reference itself); scale and clip_fraction are of the trajectory the variant steps on."""
-    scale: np.ndarray
-    clip_fraction: np.ndarray
-    max_abs_prev: Optional[np.ndarray]
-    mean_abs_prev: Optional[np.ndarray]
-    max_abs_x0: Optional[np.ndarray]
-    final: np.ndarray
-
-    @staticmethod
-    def merge(parts: List[Dict[str, "VariantSeries"]]) -> Dict[str, "VariantSeries"]:
-        """Seed groups side by side: series along the seed axis, finals along the first."""
-        def joined(name, key):
-            arrays = [getattr(part[name], key) for part in parts]
-            if isinstance(arrays[0], StreamedFinals):
-                return StreamedFinals([p for streamed in arrays for p in streamed.parts])
-            return None if arrays[0] is None else np.concatenate(arrays, axis=0 if key == "final" else 1)
-        return {name: VariantSeries(**{key: joined(name, key) for key in VariantSeries.__dataclass_fields__})
-                for name in parts[0]}
-
-
-class StreamedFinals:
-    """A variant's final samples [S, B, C, H, W] on disk, one .npy per seed group (`compare(finals_to=…)`),
-    read when indexed: `finals[k]` (or `finals[k, …]`) reads seed k's group, `groups()` one group at a time,
-    `np.asarray(finals)` all of them."""
-
-    def __init__(self, parts):
-        self.parts = list(parts)                 # (path, variant's index in the file, seeds in the group)
-
-    def groups(self):
-        for path, k, _ in self.parts:
-            yield np.load(path, mmap_mode="r")[k]
-
-    @property
-    def shape(self) -> tuple:
-        return (len(self),) + np.load(self.parts[0][0], mmap_mode="r").shape[2:]
-
-    def __len__(self) -> int:
-        return sum(n for _, _, n in self.parts)
-
-    def __getitem__(self, key):
-        seed, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
-        if not isinstance(seed, (int, np.integer)):
-            return np.asarray(self)[key]
-        seed = int(seed) + (len(self) if seed < 0 else 0)
-        for group, (_, _, n) in zip(self.groups(), self.parts):
-            if seed < n:
-                return np.array(group[(seed,) + tuple(rest)])
-            seed -= n
-        raise IndexError(f"seed index {key!r} out of range for {len(self)} seeds")
-
-    def __array__(self, dtype=None, copy=None):
-        everything = np.concatenate([np.asarray(group) for group in self.groups()])
-        return everything if dtype is None else everything.astype(dtype)
-
-
-class StepStatistics:
-    """Reduces the loop's steps to the report's statistics, on the device (a host read is a device
-    synchronisation on a GPU; a paddle op costs ~20 µs of dispatch on CPU, so they are few per step).
-
-    Per step one float32 row: per seed, for each trajectory max|x_t|, max|ε̂| and its clipped share
-    of x̂_0 (`clipped_share_on_device`, by the scheduler in force), and for each other variant
-    max|Δ prev_sample|, mean|Δ prev_sample|, max|Δ pred_original_sample| against the reference.
-    The rows travel to the host a chunk at a time (`DeviceChunks`), the final samples in one read;
-    scale = max|x_t| + max|ε̂| + 1 is added there, in float32 as on the device."""
-
-    def __init__(self, names: List[str], sched, mode: str, n_steps: int, n_seeds: int):
-        import paddle
-
-        self.names, self.sched, self.n_seeds = names, sched, n_seeds
-        drivers = names if mode == "free" else names[:1]
-        self.columns = [(v, key) for v in drivers for key in ("max_abs_sample", "max_abs_model_output",
-                                                              "clip_fraction")] + \
-                       [(v, key) for v in names[1:] for key in ("max_abs_prev", "mean_abs_prev", "max_abs_x0")]
-        self.rows = np.zeros((n_steps, len(self.columns), n_seeds), np.float32)
-        self.done, self.last = 0, None
-        self.chunks = DeviceChunks(sink=self._arrived)
-        shape = [] if n_seeds == 1 else [n_seeds]
-        self.zero, self.nan = paddle.zeros(shape, "float32"), paddle.full(shape, float("nan"), "float32")
-
-    def _seeds(self, lane, field: str):
-        """(tensor, axes): the field of every seed's record stacked, and the axes that reduce a seed."""
-        import paddle
-
-        tensors = [getattr(r, field) for r in lane]
-        if self.n_seeds == 1:
-            return tensors[0], None
-        return paddle.stack(tensors), list(range(1, len(tensors[0].shape) + 1))
-
-    def add(self, step: LoopStep):
-        import paddle
-
-        records = step.records
-        reference = {f: self._seeds(records[0], f) for f in ("prev_sample", "pred_original_sample")
-                     if getattr(records[0][0], f) is not None}
-        row = []
-        for v, key in self.columns:
-            lane = records[self.names.index(v)]
-            if key in ("max_abs_sample", "max_abs_model_output"):
-                x, axes = self._seeds(lane, key[len("max_abs_"):])
-                row.append(x.abs().max(axis=axes))
-            elif key == "clip_fraction":
-                row.append(self._clipped(lane))
-            elif key == "max_abs_prev":
-                (x, axes), (ref, _) = self._seeds(lane, "prev_sample"), reference["prev_sample"]
-                diff = (x - ref).abs()
-                row += [diff.max(axis=axes), diff.mean(axis=axes)]
-            elif key == "max_abs_x0":
-                known = "pred_original_sample" in reference and lane[0].pred_original_sample is not None
-                x, axes = self._seeds(lane, "pred_original_sample") if known else (None, None)
-                row.append((x - reference["pred_original_sample"][0]).abs().max(axis=axes) if known else self.nan)
-        if not self.chunks.allocated:
-            width = len(self.columns) * self.n_seeds
-            self.chunks.allocate({"row": (width,)}, {"row": "float32"}, {"row": 4})
-        self.chunks.add({"row": paddle.stack(row) if self.n_seeds == 1 else paddle.concat(row)}, [])
-        self.last = step
-
-    def _clipped(self, lane):
-        import paddle
-
-        shares = [clipped_share_on_device(self.sched, r.pred_original_sample_unclipped) for r in lane]
-        if not any(hasattr(s, "place") for s in shares):
-            return self.zero
-        if self.n_seeds == 1:
-            return shares[0]
-        return paddle.stack([s if hasattr(s, "place") else self.zero[0] for s in shares])
-
-    def _arrived(self, frames: dict, values: list):
-        rows = frames["row"].reshape(-1, len(self.columns), self.n_seeds)
-        self.rows[self.done:self.done + len(rows)] = rows
-        self.done += len(rows)
-
-    def series(self) -> Dict[str, VariantSeries]:
-        """Each variant's VariantSeries (the rest of the rows brought over, the finals read once)."""
-        import paddle
-
-        self.chunks.drain()
-        finals = paddle.stack([paddle.stack([r.prev_sample for r in lane]) for lane in self.last.records]).numpy()
-        column = {c: self.rows[:, k, :] for k, c in enumerate(self.columns)}
-        for v in {v for v, _ in self.columns}:
-            if (v, "max_abs_sample") in column:        # float32, in the order the numpy statistics added it
-                column[v, "scale"] = column[v, "max_abs_sample"] + column[v, "max_abs_model_output"] + np.float32(1)
-        own = lambda v, key: column.get((v, key), column.get((self.names[0], key)))  # noqa: E731  (shadow: the reference's)
-        wide = lambda a: None if a is None else a.astype(np.float64)  # noqa: E731
-        return {v: VariantSeries(scale=wide(own(v, "scale")), clip_fraction=wide(own(v, "clip_fraction")),
-                                 max_abs_prev=wide(column.get((v, "max_abs_prev"))),
-                                 mean_abs_prev=wide(column.get((v, "mean_abs_prev"))),
-                                 max_abs_x0=wide(column.get((v, "max_abs_x0"))), final=finals[k])
-                for k, v in enumerate(self.names)}
 
 
 def _check_same_timesteps(variants, schedulers):

@@ -27,8 +27,8 @@ import math
 from typing import Dict, List, Optional
 
 from ppddpm.core import rng as _rng
-from ppddpm.core.formulas import (as_int, clip_x0, clipped_fraction, ddim_previous_timestep, ddpm_sigma, draw_noise,
-                                  x0_by_eq15, x0_by_sigma)
+from ppddpm.core.formulas import (as_int, clip_x0, clipped_fraction, clipping_in_force, ddim_previous_timestep,
+                                  ddpm_sigma, draw_noise, x0_by_eq15, x0_by_sigma)
 from ppddpm.errors import BadType, BadValue
 
 
@@ -565,11 +565,17 @@ def clipped_share(scheduler, x0_raw) -> float:
     return float(share) if hasattr(share, "place") else share
 
 
-def clipped_share_on_device(scheduler, x0_raw):
-    """`clipped_share` as a 0-d device tensor (or 0.0), without reading it from the host."""
+def clipped_share_on_device(scheduler, x0_raw, groups=None):
+    """`clipped_share` as a 0-d device tensor (or 0.0), without reading it from the host; of each of
+    `groups` batches of samples stacked in `x0_raw` (`ppddpm.core.formulas.clipped_fraction`)."""
     if x0_raw is None:
         return 0.0
-    return clipped_fraction(scheduler.config, x0_raw, adapter_for(scheduler).clipping)
+    return clipped_fraction(scheduler.config, x0_raw, adapter_for(scheduler).clipping, groups)
+
+
+def clipping_of(scheduler) -> Optional[str]:
+    """The clipping of x̂_0 this scheduler's step applies ("thresholding", "clip_sample") or None."""
+    return clipping_in_force(scheduler.config, adapter_for(scheduler).clipping)
 
 
 def in_sigma_space(family: str) -> bool:

@@ -104,17 +104,22 @@ def clip_x0(config, x0, honoured=CLIPPINGS):
     return x0
 
 
-def clipped_fraction(config, x0_raw, honoured=CLIPPINGS):
+def clipped_fraction(config, x0_raw, honoured=CLIPPINGS, groups: Optional[int] = None):
     """Share of x̂_0's values that `clip_x0` changes, measured on x̂_0 before it (a 0-d float32
-    tensor, or 0.0 when no clipping is in force): |x̂_0| > s for thresholding, > clip_sample_range."""
+    tensor, or 0.0 when no clipping is in force): |x̂_0| > s for thresholding, > clip_sample_range.
+    `groups`: x0_raw is that many batches of samples one after another ([groups·B, …]), and the share
+    is of each ([groups] float32)."""
     clipping = clipping_in_force(config, honoured)
     if clipping == "thresholding":
         x = x0_raw.cast("float32").abs().reshape([x0_raw.shape[0], -1])
         s = threshold_scale(x, config.dynamic_thresholding_ratio, config.sample_max_value)
-        return (x > s).astype("float32").mean()
-    if clipping == "clip_sample":
-        return (x0_raw.abs() > config.get("clip_sample_range", 1.0)).astype("float32").mean()
-    return 0.0
+        outside = x > s
+    elif clipping == "clip_sample":
+        outside = x0_raw.abs() > config.get("clip_sample_range", 1.0)
+    else:
+        return 0.0
+    outside = outside.astype("float32")
+    return outside.mean() if groups is None else outside.reshape([groups, -1]).mean(axis=1)
 
 
 # --------------------------------------------------------------------------- σ_t and z
