@@ -5,6 +5,7 @@ Each test starts real `paddle.distributed.launch` jobs (~5 s of start-up each), 
 8x8 pipeline and few steps; `timeout` bounds every run, so a hang fails the test instead of CI.
 """
 import json
+import os
 import re
 import subprocess
 import sys
@@ -125,3 +126,34 @@ def test_the_cli_relays_a_ranks_bad_input_as_one_line_and_exit_2(tmp_path, saved
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [
         "ppddpm ab: error: --steps must be at most 1000 (the model's num_train_timesteps), got 2000"]
+
+
+ABORT_ONCE = """
+import os
+# in the first launch only, rank 0 dies with SIGABRT before it joins the others: what paddle's gloo
+# set-up occasionally does to a rank (ppddpm.cli.launch.run)
+if os.environ.get("PADDLE_TRAINER_ID") == "0" and os.environ.get("PPDDPM_RANK_OUTPUT"):
+    flag = os.path.join(os.path.dirname(__file__), "aborted-once")
+    if not os.path.exists(flag):
+        open(flag, "w").close()
+        os.abort()
+"""
+
+
+def test_a_launch_whose_rank_aborts_before_joining_is_started_once_more(tmp_path, saved_pipe_dir):
+    """A real rank aborting in a real launch (a sitecustomize on the ranks' path): nothing had begun, so
+    the launch runs again, says so in one line, and the command's result is whole."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(ABORT_ONCE)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    res = subprocess.run([sys.executable, "-m", "ppddpm", "sample", "--model", str(saved_pipe_dir), "--seed", "3-4",
+                          "--steps", "3", "--out", str(tmp_path / "out"), "--quiet", "--nproc", "2"],
+                         env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert (site / "aborted-once").exists()
+    assert res.returncode == 0, res.stderr
+    notes = [line for line in res.stderr.splitlines() if line.startswith("ppddpm: ")]
+    assert len(notes) == 1 and re.fullmatch(r"ppddpm: the launch of 2 ranks failed \(exit \d+\) while they were "
+                                            r"joining, before any work; starting it once more", notes[0]), res.stderr
+    for seed in (3, 4):
+        assert len(ppddpm.Trajectory.load(tmp_path / "out" / f"trajectory_seed{seed}.npz")) == 3

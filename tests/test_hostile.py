@@ -516,7 +516,7 @@ def _start_launch(tmp_path, saved_pipe_dir):
     return proc, tmp
 
 
-@pytest.mark.xdist_group("paddle-launch")      # one gloo launch at a time (the ports start at 6070)
+@pytest.mark.xdist_group("paddle-launch")      # one gloo launch at a time (each takes two cores)
 def test_ctrl_c_on_a_two_rank_run_stops_every_rank_before_reporting(tmp_path, saved_pipe_dir):
     import signal
     import time
@@ -534,7 +534,7 @@ def test_ctrl_c_on_a_two_rank_run_stops_every_rank_before_reporting(tmp_path, sa
     assert not (tmp_path / "out" / "ab.json").exists()
 
 
-@pytest.mark.xdist_group("paddle-launch")      # one gloo launch at a time (the ports start at 6070)
+@pytest.mark.xdist_group("paddle-launch")      # one gloo launch at a time (each takes two cores)
 def test_a_killed_parent_takes_its_ranks_and_scratch_with_it(tmp_path, saved_pipe_dir):
     import time
 

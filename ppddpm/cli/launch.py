@@ -35,9 +35,10 @@ from pathlib import Path
 from ppddpm.core import ranks
 from ppddpm.errors import BadValue
 
-OUTPUT_ENV = "PPDDPM_RANK_OUTPUT"       # a rank's scratch folder for its output and status
+OUTPUT_ENV = ranks.OUTPUT_VARIABLE      # a rank's scratch folder for its output and status
 PARENT_ENV = "PPDDPM_PARENT_PID"        # the `ppddpm --nproc` process the ranks outlive by at most a second
 GRACE_SECONDS = 5                       # between SIGTERM and SIGKILL when the job is stopped
+KEEP_ENV = "PPDDPM_KEEP_SCRATCH"        # debugging: where to copy each launch's scratch folder
 ARGV_ENV = "PPDDPM_RANK_ARGV"           # the ranks' command line, as JSON: launch's own parser would
                                         # take `--n` for its `--nnodes` if it came as arguments
 
@@ -53,8 +54,27 @@ def backend_env() -> dict:
 
 
 def run(nproc: int, argv: list, ips: str = None) -> int:
-    """Run `ppddpm <argv>` as `nproc` ranks per node; relay rank 0's output; return the exit status."""
-    scratch = Path(tempfile.mkdtemp(prefix="ppddpm-launch-"))
+    """Run `ppddpm <argv>` as `nproc` ranks per node; relay rank 0's output; return the exit status.
+
+    A launch that fails while its ranks are still joining (no rank got past paddle's init_parallel_env,
+    so none began the work) is started once more, with a note on stderr: paddle's gloo set-up
+    occasionally aborts a rank there (SIGABRT), more often on a loaded machine."""
+    for attempt in (1, 2):
+        scratch = Path(tempfile.mkdtemp(prefix="ppddpm-launch-"))
+        try:
+            returncode, output = _launch(nproc, argv, ips, scratch)
+            if attempt == 1 and returncode != 0 and _never_joined(scratch):
+                sys.stderr.write(f"ppddpm: the launch of {nproc} ranks failed (exit {returncode}) while they were "
+                                 f"joining, before any work; starting it once more\n")
+                continue
+            return _relay(scratch, nproc, returncode, output)
+        finally:
+            _keep_for_debugging(scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _launch(nproc: int, argv: list, ips: str, scratch: Path):
+    """One paddle.distributed.launch of the ranks with `scratch` as their folder: (exit status, its output)."""
     env = backend_env()
     env[OUTPUT_ENV] = str(scratch)
     env[ARGV_ENV] = json.dumps(argv)       # --nproc included: a rank knows it is one (ranks.launched)
@@ -64,17 +84,27 @@ def run(nproc: int, argv: list, ips: str = None) -> int:
         cmd += ["--ips", ips]
     cmd += [str(Path(__file__).with_name("_launched.py"))]
     env[PARENT_ENV] = str(os.getpid())
+    launched = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, preexec_fn=_die_with_parent)
     try:
-        launched = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-        try:
-            output, _ = launched.communicate()
-        except BaseException:                    # Ctrl-C, SIGTERM (cli.Terminated): the job ends with us
-            stop_group(launched)
-            raise
-        return _relay(scratch, nproc, launched.returncode, output)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        output, _ = launched.communicate()
+    except BaseException:                    # Ctrl-C, SIGTERM (cli.Terminated): the job ends with us
+        stop_group(launched)
+        raise
+    return launched.returncode, output
+
+
+def _never_joined(scratch: Path) -> bool:
+    """No rank finished (no rank*.rc) and none got past joining the others (no rank*.joined, ranks.mark_joined)."""
+    return not any(scratch.glob("rank*.rc")) and not any(scratch.glob("rank*.joined"))
+
+
+def _keep_for_debugging(scratch: Path):
+    """PPDDPM_KEEP_SCRATCH=<dir>: a copy of the launch's scratch folder (the ranks' output, paddle's
+    workerlog.N) goes there before it is removed."""
+    keep = os.environ.get(KEEP_ENV)
+    if keep:
+        shutil.copytree(scratch, Path(keep) / scratch.name, dirs_exist_ok=True)
 
 
 def _relay(scratch: Path, nproc: int, returncode: int, output: str) -> int:

@@ -22,7 +22,7 @@ import pickle
 import traceback
 from typing import Callable, List, Sequence, Tuple
 
-from ppddpm.core.ranks import ranks
+from ppddpm.core.ranks import mark_joined, ranks
 from ppddpm.errors import InputError
 
 
@@ -35,6 +35,7 @@ def world() -> Tuple[int, int]:
 
     if not dist.is_initialized():
         dist.init_parallel_env()
+        mark_joined()
     return dist.get_rank(), dist.get_world_size()
 
 

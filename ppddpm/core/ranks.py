@@ -7,9 +7,11 @@ all, before paddle loads. `ppddpm.core.distributed` (which joins the ranks throu
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 RANK_VARIABLE = "PADDLE_TRAINER_ID"       # set by `python -m paddle.distributed.launch` for each rank
 SIZE_VARIABLE = "PADDLE_TRAINERS_NUM"
+OUTPUT_VARIABLE = "PPDDPM_RANK_OUTPUT"    # set by `ppddpm --nproc` (ppddpm.cli.launch): the ranks' scratch folder
 
 
 def launched() -> bool:
@@ -30,3 +32,12 @@ def ranks() -> int:
 def is_lead() -> bool:
     """Rank 0: the process that prints and writes the shared outputs."""
     return rank() == 0
+
+
+def mark_joined():
+    """Under `ppddpm --nproc`, once this rank has joined the others (paddle's init_parallel_env returned):
+    a `rank<N>.joined` file in the scratch folder. A launch that failed with none of these failed while
+    the ranks were still joining, before any of them began the command's work (`ppddpm.cli.launch`)."""
+    folder = os.environ.get(OUTPUT_VARIABLE)
+    if folder:
+        Path(folder, f"rank{rank()}.joined").touch()
