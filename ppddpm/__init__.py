@@ -6,7 +6,7 @@ The public names are imported lazily, so `import ppddpm` is cheap until one is u
 import importlib
 import warnings
 
-__version__ = "0.4.0"
+__version__ = "0.4.1"
 
 _EXPORTS = {
     "ABReport": "analysis.ab", "compare": "analysis.ab",
