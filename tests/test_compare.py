@@ -6,6 +6,7 @@ clipping off |x_t| grows to ~1e3, the hardest case for a relative tolerance):
 - clip_sample=True: "direct" departs, "posterior" and "direct-clip-consistent" still agree.
 """
 import json
+import uuid
 
 import numpy as np
 import paddle
@@ -200,13 +201,67 @@ def test_the_statistics_are_numpys_over_the_lanes_solo_runs(pipe, unet):
         assert report.clip_fraction["ppdiffusers"][:, k].max() > 0 and d_prev.max() > 0      # not vacuous
 
 
-@pytest.mark.parametrize("content", [np.array([{"code": "runs"}], dtype=object), np.zeros((2, 1, 1, 8, 8), np.float32)])
-def test_streamed_finals_read_only_a_float_array_of_their_shape(tmp_path, content):
-    """A finals file replaced on disk (a pickled object array, or floats of another shape) is refused by
-    its header, before anything is unpickled or mapped."""
+@pytest.mark.parametrize("content, match", [
+    (np.array([{"code": "runs"}], dtype=object), "is not a ppddpm stream array"),
+    (np.zeros((2, 1, 1, 8, 8), np.float32), "is not a ppddpm stream array"),
+    (np.zeros((1, 3, 1, 1, 8, 8), np.float32), r"holds finals of shape \(1, 3, 1, 1, 8, 8\); expected variant 1 of 2"),
+])
+def test_streamed_finals_read_only_a_float_array_of_their_shape(tmp_path, content, match):
+    """A finals file replaced on disk (a pickled object array, floats of another rank or of other sizes) is
+    refused by its header, before anything is unpickled or mapped, in one line."""
     from ppddpm.analysis.series import StreamedFinals
     from ppddpm.storage.format import TrajectoryError
 
     np.save(tmp_path / "finals-00000.npy", content, allow_pickle=True)
-    with pytest.raises(TrajectoryError, match="is not a ppddpm stream array"):
-        StreamedFinals([(str(tmp_path / "finals-00000.npy"), 0, 1)])[0]
+    with pytest.raises(TrajectoryError, match=match):
+        StreamedFinals([(str(tmp_path / "finals-00000.npy"), 1, 2)])[0]
+
+
+def test_shadow_statistics_with_thresholding_batches_and_seeds_across_chunks(unet):
+    """Shadow mode, dynamic thresholding, batch 2, two seeds, 70 steps (more than one chunk of 64), against
+    numpy over a hand-written run of the reference: the x_t and ε̂ it saw, the Imagen share of x̂_0 it
+    thresholds (per sample: s = clip(quantile(|x̂_0|, 0.9), 1, 1.5), share of |x̂_0| > s; a value on the
+    boundary may flip between float32 and float64, one of 128), and each variant's |Δ| from the
+    reference at the same (x_t, ε̂, z) — each step's z drawn again from the seed in the pipeline's order."""
+    from hand_loop import hand_loop, predict
+    from ppdiffusers.utils.paddle_utils import randn_tensor
+
+    from ppddpm.variants.ddpm import direct_step, posterior_step
+
+    config = dict(thresholding=True, sample_max_value=1.5, dynamic_thresholding_ratio=0.9)
+    pipe = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler(**config))
+    seeds, steps, shape = [1, 2], 70, (2, 1, 8, 8)
+    report = ppddpm.compare(pipe, ["posterior", "direct"], seed=seeds, num_inference_steps=steps, batch_size=2,
+                            batched=False)
+    sched = ddpm_scheduler(**config)
+    sched.set_timesteps(steps)
+    ab = sched.alphas_cumprod.numpy().astype(np.float64)
+    fresh = lambda seed: paddle.Generator().manual_seed(seed, generator_name=f"stats-{uuid.uuid4()}")  # noqa: E731
+    for k, seed in enumerate(seeds):
+        with ppddpm.patch_step(reference := ddpm_scheduler(**config), "posterior"):
+            run = hand_loop(unet, reference, seed, steps, batch_size=2, scaled=False)
+        x_T = randn_tensor(shape, generator=fresh(seed), dtype=unet.dtype).numpy()
+        x_t = np.concatenate([x_T[None], run.prev_sample[:-1]])
+        with paddle.no_grad():
+            eps = np.stack([predict(unet, paddle.to_tensor(x), int(t)).numpy() for x, t in zip(x_t, run.timesteps)])
+        np.testing.assert_array_equal(report.scale["posterior"][:, k], np.abs(x_t).reshape(steps, -1).max(1)
+                                      + np.abs(eps).reshape(steps, -1).max(1) + np.float32(1))
+        root = lambda a: np.sqrt(a[run.timesteps])[:, None, None, None, None]           # noqa: E731
+        x0 = np.abs((x_t - root(1 - ab) * eps) / root(ab)).reshape(steps, 2, -1)
+        s = np.clip(np.quantile(x0, 0.9, axis=2, keepdims=True), 1, 1.5)
+        np.testing.assert_allclose(report.clip_fraction["posterior"][:, k], (x0 > s).mean((1, 2)), atol=1 / 128)
+        d_prev, d_x0 = [], []
+        for i, t in enumerate(run.timesteps):
+            outs = []
+            for step in (posterior_step, direct_step):
+                gen = fresh(seed)
+                for _ in range(i + 1):                           # x_T, then the z of every step before this one
+                    randn_tensor(shape, generator=gen, dtype=unet.dtype)
+                outs.append(step(sched, paddle.to_tensor(eps[i]), int(t), paddle.to_tensor(x_t[i]), generator=gen))
+            d_prev.append(np.abs(outs[1].prev_sample.numpy() - outs[0].prev_sample.numpy()).ravel())
+            d_x0.append(np.abs(outs[1].pred_original_sample.numpy() - outs[0].pred_original_sample.numpy()).max())
+        np.testing.assert_array_equal(report.max_abs_prev["direct"][:, k], np.max(d_prev, axis=1))
+        np.testing.assert_allclose(report.mean_abs_prev["direct"][:, k], np.mean(d_prev, axis=1, dtype=np.float64),
+                                   rtol=1e-6)
+        np.testing.assert_array_equal(report.max_abs_x0["direct"][:, k], d_x0)
+        assert report.clip_fraction["posterior"][:, k].max() > 0 and np.max(d_prev) > 0         # not vacuous

@@ -153,7 +153,8 @@ def test_a_launch_whose_rank_aborts_before_joining_is_started_once_more(tmp_path
     assert (site / "aborted-once").exists()
     assert res.returncode == 0, res.stderr
     notes = [line for line in res.stderr.splitlines() if line.startswith("ppddpm: ")]
-    assert len(notes) == 1 and re.fullmatch(r"ppddpm: the launch of 2 ranks failed \(exit \d+\) while they were "
-                                            r"joining, before any work; starting it once more", notes[0]), res.stderr
+    note = r"ppddpm: the launch of 2 ranks failed \(exit \d+\) before any rank had joined the others, so before " \
+           r"any work; starting it once more"
+    assert len(notes) == 1 and re.fullmatch(note, notes[0]), res.stderr
     for seed in (3, 4):
         assert len(ppddpm.Trajectory.load(tmp_path / "out" / f"trajectory_seed{seed}.npz")) == 3

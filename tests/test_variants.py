@@ -2,6 +2,7 @@
 import inspect
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import paddle
@@ -199,3 +200,21 @@ def test_the_replaced_step_keeps_its_schedulers_signature(pipe):
         assert inspect.signature(ddim.__dict__["step"], follow_wrapped=False) == inspect.signature(ddim.step)
         ddim.step(paddle.zeros([1, 1, 8, 8]), 900, paddle.zeros([1, 1, 8, 8]), 0.5, True)   # eta, positionally
     assert seen == {"eta": 0.5, "use_clipped_model_output": True, "return_dict": True}
+
+
+def test_a_step_with_positional_only_parameters_binds_as_its_original():
+    """The installed step maps plain calls without `inspect.bind`, but not where the original has
+    positional-only parameters: there every call goes through `bind`, its mapping and its TypeError."""
+    class PositionalOnly(DDPMScheduler):
+        def step(self, model_output, timestep, sample, /, generator=None, return_dict=True):
+            return DDPMScheduler.step(self, model_output, timestep, sample, generator=generator,
+                                      return_dict=return_dict)
+
+    scheduler, x = PositionalOnly(), paddle.zeros([1, 1, 8, 8])
+    scheduler.set_timesteps(10)
+    seeded = lambda: paddle.Generator().manual_seed(5, generator_name=f"positional-only-{uuid.uuid4()}")  # noqa: E731
+    stock = scheduler.step(x + 1, 900, x, generator=seeded()).prev_sample
+    with ppddpm.patch_step(scheduler, "posterior"):
+        assert np.array_equal(scheduler.step(x + 1, 900, x, generator=seeded()).prev_sample.numpy(), stock.numpy())
+        with pytest.raises(TypeError, match="missing a required argument: 'sample'"):
+            scheduler.step(x + 1, 900)

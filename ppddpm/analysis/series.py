@@ -15,6 +15,7 @@ import numpy as np
 from ppddpm.core.adapters import clipped_share_on_device, clipping_of
 from ppddpm.core.loop import LoopStep
 from ppddpm.core.transfer import chunk_for, start_copy
+from ppddpm.storage.format import TrajectoryError
 from ppddpm.storage.stream import read_frames
 
 
@@ -51,12 +52,22 @@ class StreamedFinals:
         self.parts = list(parts)                 # (path, variant's index in the file, seeds in the group)
 
     def groups(self):
-        for path, k, _ in self.parts:
-            yield read_frames(Path(path), 6)[k]             # header checked before it is mapped
+        for path, k, n in self.parts:
+            yield self._read(path, k, n)[k]
+
+    @staticmethod
+    def _read(path, k: int, n: int) -> np.ndarray:
+        """The group's file, its header checked before it is mapped: floats [variants, seeds, B, C, H, W]
+        holding variant k's finals of n seeds."""
+        finals = read_frames(Path(path), 6)
+        if finals.shape[0] <= k or finals.shape[1] != n:
+            raise TrajectoryError(f"{path} holds finals of shape {finals.shape}; expected variant {k} of {n} "
+                                  f"seed(s) (compare wrote it; was it changed since?)")
+        return finals
 
     @property
     def shape(self) -> tuple:
-        return (len(self),) + read_frames(Path(self.parts[0][0]), 6).shape[2:]
+        return (len(self),) + self._read(*self.parts[0]).shape[2:]
 
     def __len__(self) -> int:
         return sum(n for _, _, n in self.parts)
@@ -82,15 +93,15 @@ class StepStatistics:
     """Reduces the loop's steps to the report's statistics on the device, a chunk of steps at a time.
 
     A paddle op costs ~5–20 µs of dispatch on a CPU and a host read is a synchronisation on a GPU, so
-    per step the frames the statistics need are only stacked, in one op; every `chunk` steps they are
-    reduced together (~15 ops) to rows of the table below, whose copy to the host starts then and is
-    read a chunk later (as `ppddpm.core.transfer.DeviceChunks` does for the recorder). The frames held
-    stay within `ppddpm.core.transfer.chunk_for`'s memory budget.
+    per step the frames the statistics need are only stacked (one op per frame shape, usually one);
+    every `chunk` steps they are reduced together (a few ops per column) to rows of the table below,
+    whose copy to the host starts then and is read a chunk later (as `ppddpm.core.transfer.DeviceChunks`
+    does for the recorder). `chunk_for` sizes the chunk to its memory budget (one step at the least).
 
     Columns, per seed: for each trajectory max|x_t|, max|ε̂| and the share of x̂_0 its clipping changes
     (`clipped_share_on_device`, by the scheduler in force; 0 with no clipping); for each other variant
-    max|Δ prev_sample|, mean|Δ prev_sample|, max|Δ pred_original_sample| against the reference (NaN
-    where a step returns no x̂_0). scale = max|x_t| + max|ε̂| + 1 is added on the host, in float32."""
+    max|Δ prev_sample|, mean|Δ prev_sample|, max|Δ pred_original_sample| against the reference (NaN at
+    the steps where either returns no x̂_0). scale = max|x_t| + max|ε̂| + 1 is added on the host, in float32."""
 
     def __init__(self, names: List[str], sched, mode: str, n_steps: int, n_seeds: int):
         self.names, self.sched, self.n_seeds = names, sched, n_seeds
@@ -100,23 +111,40 @@ class StepStatistics:
                        [(v, key) for v in names[1:] for key in ("max_abs_prev", "mean_abs_prev", "max_abs_x0")]
         self.rows = np.zeros((n_steps, len(self.columns), n_seeds), np.float32)
         self.rows[:, [k for k, (_, key) in enumerate(self.columns) if key == "max_abs_x0"]] = np.nan
-        self.fields: Optional[List[tuple]] = None      # (record field, variant index), stacked per step
-        self.held, self.chunk, self.done, self.in_flight, self.last = [], 0, 0, None, None
+        self.fields: Optional[List[tuple]] = None    # (record field, variant index) a step contributes
+        self.groups: List[List[int]] = []            # the fields of each frame shape, stacked together
+        self.held: List[list] = []                   # per group, one stacked tensor per step of this chunk
+        self.blank: Dict[int, object] = {}           # a zero frame per field that a step may leave None
+        self.gaps: List[tuple] = []                  # (step, column, value) to write over on the host
+        self.chunk, self.done, self.added, self.in_flight, self.last = 0, 0, 0, None, None
 
     def add(self, step: LoopStep):
         import paddle
 
         if self.fields is None:
             self._layout(step.records)
-        self.held.append(paddle.stack([getattr(step.records[v][s], name) for name, v in self.fields
-                                       for s in range(self.n_seeds)]))
-        self.last = step
-        if len(self.held) == self.chunk:
+        for group, held in zip(self.groups, self.held):
+            held.append(paddle.stack([self._frame(step, f, s) for f in group for s in range(self.n_seeds)]))
+        self.last, self.added = step, self.added + 1
+        if len(self.held[0]) == self.chunk:
             self._reduce()
+
+    def _frame(self, step: LoopStep, f: int, s: int):
+        """Field f of seed s at this step; a zero frame, and its columns overwritten, where it is None."""
+        name, v = self.fields[f]
+        frame = getattr(step.records[v][s], name)
+        if frame is not None:
+            return frame
+        hit = [k for k, (c, key) in enumerate(self.columns) if (name, key) == ("pred_original_sample_unclipped",
+               "clip_fraction") and c == self.names[v] or key == "max_abs_x0" and (v == 0 or c == self.names[v])]
+        self.gaps += [(self.added, k, 0.0 if self.columns[k][1] == "clip_fraction" else np.nan) for k in hit]
+        return self.blank[f]
 
     def _layout(self, records):
         """The frames a step contributes, from the first step: each trajectory's x_t and ε̂ (and x̂_0
         before clipping, where clipping is in force), every variant's prev_sample and x̂_0."""
+        import paddle
+
         has = lambda v, name: getattr(records[v][0], name) is not None       # noqa: E731
         fields = []
         for d in range(len(self.drivers)):
@@ -128,60 +156,59 @@ class StepStatistics:
             if has(0, "pred_original_sample"):
                 fields += [("pred_original_sample", v) for v in range(len(self.names))
                            if v == 0 or has(v, "pred_original_sample")]
-        frame = records[0][0].sample
-        self.fields, self.batch = fields, frame.shape[0]
-        self.chunk = chunk_for(len(fields) * self.n_seeds * int(np.prod(frame.shape)) * 4)
+        frames = [getattr(records[v][0], name) for name, v in fields]
+        shapes = [tuple(frame.shape) for frame in frames]
+        self.fields, self.batch = fields, frames[0].shape[0]
+        self.groups = [[f for f in range(len(fields)) if shapes[f] == shape] for shape in dict.fromkeys(shapes)]
+        self.held = [[] for _ in self.groups]
+        self.blank = {f: paddle.zeros_like(frames[f]) for f, (name, _) in enumerate(fields) if "original" in name}
+        self.chunk = chunk_for(self.n_seeds * sum(int(np.prod(shape)) * 4 for shape in shapes))
 
     def _reduce(self):
         """The held steps' rows: computed, their host copy started; the chunk before them arrives."""
         import paddle
 
-        k, at = len(self.held), {f: i for i, f in enumerate(self.fields)}
-        x = paddle.stack(self.held).reshape([k, len(self.fields), self.n_seeds, -1])     # [k, F, S, B·C·H·W]
-        self.held = []
-        parts, columns = [], []
+        k, frames = len(self.held[0]), {}
+        for group, held in zip(self.groups, self.held):
+            x = held[0].unsqueeze(0) if k == 1 else paddle.stack(held)
+            x = x.reshape([k, len(group), self.n_seeds, -1])                  # [k, fields, S, B·C·H·W]
+            frames.update({f: x[:, j] for j, f in enumerate(group)})
+        self.held = [[] for _ in self.groups]
+        at = {field: frames[f] for f, field in enumerate(self.fields)}      # [k, S, B·C·H·W] each
+        parts = {}
         for d, v in enumerate(self.drivers):
-            i = at["sample", d]
-            parts.append(x[:, i:i + 2].abs().max(axis=-1))                  # max|x_t|, max|ε̂|
-            columns += [(v, "max_abs_sample"), (v, "max_abs_model_output")]
+            parts[v, "max_abs_sample"] = at["sample", d].abs().max(axis=-1)
+            parts[v, "max_abs_model_output"] = at["model_output", d].abs().max(axis=-1)
             if ("pred_original_sample_unclipped", d) in at:
-                raw = x[:, at["pred_original_sample_unclipped", d]].reshape([k * self.n_seeds * self.batch, -1])
-                parts.append(clipped_share_on_device(self.sched, raw, groups=k * self.n_seeds).reshape([k, 1, -1]))
-                columns.append((v, "clip_fraction"))
-        if len(self.names) > 1:
-            parts, columns = self._against_reference(x, at, parts, columns)
-        rows = paddle.concat(parts, axis=1)                                   # [k, columns, S]
+                raw = at["pred_original_sample_unclipped", d].reshape([k * self.n_seeds * self.batch, -1])
+                parts[v, "clip_fraction"] = clipped_share_on_device(self.sched, raw, groups=k * self.n_seeds
+                                                                    ).reshape([k, -1])
+        for v, name in enumerate(self.names[1:], start=1):
+            diff = (at["prev_sample", v] - at["prev_sample", 0]).abs()
+            parts[name, "max_abs_prev"], parts[name, "mean_abs_prev"] = diff.max(axis=-1), diff.mean(axis=-1)
+            if ("pred_original_sample", v) in at:
+                parts[name, "max_abs_x0"] = (at["pred_original_sample", v] - at["pred_original_sample", 0]
+                                             ).abs().max(axis=-1)
+        rows = paddle.stack(list(parts.values()), axis=1)                     # [k, columns, S]
         self._arrive()
-        self.in_flight = (start_copy(rows), [self.columns.index(c) for c in columns])
-
-    def _against_reference(self, x, at, parts, columns):
-        """|Δ| of each other variant's prev_sample (max, mean) and x̂_0 (max) from the reference's."""
-        first, others = at["prev_sample", 0], self.names[1:]
-        diff = (x[:, first + 1:first + len(self.names)] - x[:, first:first + 1]).abs()
-        parts += [diff.max(axis=-1), diff.mean(axis=-1)]
-        columns += [(v, "max_abs_prev") for v in others] + [(v, "mean_abs_prev") for v in others]
-        known = [v for v in range(1, len(self.names)) if ("pred_original_sample", v) in at]
-        if known:
-            lo, hi = at["pred_original_sample", known[0]], at["pred_original_sample", known[-1]]
-            reference = x[:, at["pred_original_sample", 0]].unsqueeze(1)
-            parts.append((x[:, lo:hi + 1] - reference).abs().max(axis=-1))
-            columns += [(self.names[v], "max_abs_x0") for v in known]
-        return parts, columns
+        self.in_flight = (start_copy(rows), [self.columns.index(c) for c in parts], k)
 
     def _arrive(self):
-        """The chunk in flight, read into the host table."""
+        """The chunk in flight, read into the host table (with the gaps of its steps)."""
         if self.in_flight is not None:
-            copy, where = self.in_flight
-            values = copy.numpy()
-            self.rows[self.done:self.done + len(values), where] = values
-            self.done += len(values)
+            copy, where, k = self.in_flight
+            self.rows[self.done:self.done + k, where] = copy.numpy()
+            self.done += k
             self.in_flight = None
+            for step, column, value in [g for g in self.gaps if g[0] < self.done]:
+                self.rows[step, column] = value
+            self.gaps = [g for g in self.gaps if g[0] >= self.done]
 
     def series(self) -> Dict[str, VariantSeries]:
         """Each variant's VariantSeries (the rest of the rows brought over, the finals read once)."""
         import paddle
 
-        if self.held:
+        if self.held and self.held[0]:
             self._reduce()
         self._arrive()
         finals = paddle.stack([paddle.stack([r.prev_sample for r in lane]) for lane in self.last.records]).numpy()

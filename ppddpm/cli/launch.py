@@ -56,16 +56,17 @@ def backend_env() -> dict:
 def run(nproc: int, argv: list, ips: str = None) -> int:
     """Run `ppddpm <argv>` as `nproc` ranks per node; relay rank 0's output; return the exit status.
 
-    A launch that fails while its ranks are still joining (no rank got past paddle's init_parallel_env,
-    so none began the work) is started once more, with a note on stderr: paddle's gloo set-up
-    occasionally aborts a rank there (SIGABRT), more often on a loaded machine."""
+    On one node, a launch that fails before any rank has joined the others (none got past paddle's
+    init_parallel_env, so none began the work) is started once more, with a note on stderr: paddle's
+    gloo set-up occasionally aborts a rank there (SIGABRT), more often on a loaded machine. Across nodes
+    (`ips`) each node would decide alone, so there it is reported as it is."""
     for attempt in (1, 2):
         scratch = Path(tempfile.mkdtemp(prefix="ppddpm-launch-"))
         try:
             returncode, output = _launch(nproc, argv, ips, scratch)
-            if attempt == 1 and returncode != 0 and _never_joined(scratch):
-                sys.stderr.write(f"ppddpm: the launch of {nproc} ranks failed (exit {returncode}) while they were "
-                                 f"joining, before any work; starting it once more\n")
+            if attempt == 1 and not ips and returncode != 0 and _never_joined(scratch):
+                sys.stderr.write(f"ppddpm: the launch of {nproc} ranks failed (exit {returncode}) before any rank "
+                                 f"had joined the others, so before any work; starting it once more\n")
                 continue
             return _relay(scratch, nproc, returncode, output)
         finally:
@@ -95,8 +96,11 @@ def _launch(nproc: int, argv: list, ips: str, scratch: Path):
 
 
 def _never_joined(scratch: Path) -> bool:
-    """No rank finished (no rank*.rc) and none got past joining the others (no rank*.joined, ranks.mark_joined)."""
-    return not any(scratch.glob("rank*.rc")) and not any(scratch.glob("rank*.joined"))
+    """No rank got past joining the others (no rank*.joined, `ranks.mark_joined`), and none ended but by
+    being stopped: the launcher stops the others when one dies (SIGTERM: status 143; 130 after Ctrl-C)."""
+    stopped = {"130", "143"}
+    return not any(scratch.glob("rank*.joined")) and all(p.read_text().strip() in stopped
+                                                         for p in scratch.glob("rank*.rc"))
 
 
 def _keep_for_debugging(scratch: Path):
@@ -104,7 +108,10 @@ def _keep_for_debugging(scratch: Path):
     workerlog.N) goes there before it is removed."""
     keep = os.environ.get(KEEP_ENV)
     if keep:
-        shutil.copytree(scratch, Path(keep) / scratch.name, dirs_exist_ok=True)
+        try:
+            shutil.copytree(scratch, Path(keep) / scratch.name, dirs_exist_ok=True)
+        except OSError as exc:                 # a debugging aid: never in the way of the job's own outcome
+            sys.stderr.write(f"ppddpm: could not keep the launch's folder in {keep}: {exc}\n")
 
 
 def _relay(scratch: Path, nproc: int, returncode: int, output: str) -> int:

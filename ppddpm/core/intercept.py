@@ -122,8 +122,11 @@ def _observed(obs, inner, scheduler, model_output, timestep, sample, extra):
 def _make_step(original):
     """A fresh `step` with `original`'s signature and docstring that dispatches through the layers."""
     signature = inspect.signature(original)
-    named = [p.name for p in signature.parameters.values() if p.kind == p.POSITIONAL_OR_KEYWORD]
-    required = {p.name for p in signature.parameters.values() if p.default is p.empty and p.kind in
+    parameters = signature.parameters.values()
+    # the names a plain call fills, in order; none (every call through `bind`) where a parameter is positional-only
+    named = [] if any(p.kind == p.POSITIONAL_ONLY for p in parameters) else \
+        [p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD]
+    required = {p.name for p in parameters if p.default is p.empty and p.kind in
                 (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
     @functools.wraps(original)

@@ -55,7 +55,8 @@ class Coefficients:
 
 
 def coefficients(scheduler, timestep) -> Coefficients:
-    t, prev_t = as_int(timestep), as_int(scheduler.previous_timestep(timestep))    # host ints: no device op
+    t = as_int(timestep)                              # a host int: the coefficients are read by index
+    prev_t = as_int(scheduler.previous_timestep(t))
     alpha_prod_t = scheduler.alphas_cumprod[t]
     alpha_prod_t_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.one
     beta_prod_t = 1 - alpha_prod_t
@@ -108,12 +109,13 @@ def sigma(scheduler, timestep, c: Optional[Coefficients] = None):
     if as_int(timestep) <= 0:
         return 0.0
     c = c or coefficients(scheduler, timestep)
-    variance_type = scheduler.config.variance_type
-    if variance_type == "fixed_large":
-        return c.current_beta_t ** 0.5
     variance = paddle.clip(c.beta_prod_t_prev / c.beta_prod_t * c.current_beta_t, min=1e-20)    # eq. (7): β̃_t
-    if variance_type == "fixed_small_log":
-        return paddle.exp(0.5 * paddle.log(variance))
+    if scheduler.config.variance_type == "fixed_large":                 # `_get_variance` reads the config …
+        variance = c.current_beta_t
+    elif scheduler.config.variance_type == "fixed_small_log":
+        variance = paddle.exp(0.5 * paddle.log(variance))
+    if scheduler.variance_type == "fixed_small_log":                    # … and `step` the attribute
+        return variance
     return variance ** 0.5
 
 
