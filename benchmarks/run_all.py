@@ -90,16 +90,35 @@ def bench_ab(pipe, steps, repeats):
             "free, 2 variants (batched)": lambda: ppddpm.compare(pipe, two, seed=777, num_inference_steps=steps,
                                                                  mode="free"),
             "2 variants one after another": lambda: sequential(two)}
+    unet = {1: _unet_call(pipe, 1, steps), 2: _unet_call(pipe, 2, steps)}
+    runs.update({"UNet alone, batch 1": unet[1], "UNet alone, batch 2": unet[2]})
     times, cpu = {k: [] for k in runs}, {k: [] for k in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
             wall, used = _timed_cpu(fn)
             times[name].append(wall)
             cpu[name].append(used)
-    out = {k: _ratio_stats(times["plain"], v, cpu["plain"], cpu[k]) for k, v in times.items() if k != "plain"}
+    out = {k: _ratio_stats(times["plain"], v, cpu["plain"], cpu[k]) for k, v in times.items()
+           if k != "plain" and not k.startswith("UNet")}
     apart, free = "2 variants one after another", "free, 2 variants (batched)"
     out["free batched vs one after another"] = _ratio_stats(times[apart], times[free], cpu[apart], cpu[free])
+    one, two = "UNet alone, batch 1", "UNet alone, batch 2"
+    out["UNet batch 2 vs batch 1"] = _ratio_stats(times[one], times[two], cpu[one], cpu[two])
     return out
+
+
+def _unet_call(pipe, batch: int, calls: int):
+    """`calls` UNet forwards at `batch` on one input, as a run makes them: what batching lanes can save is
+    bounded by this (free A/B of 2 variants costs at least batch 2's time over two runs of batch 1's)."""
+    import paddle
+
+    x, t = paddle.randn([batch] + [pipe.unet.config.in_channels] + [pipe.unet.config.sample_size] * 2), 500
+
+    def run():
+        with paddle.no_grad():
+            for _ in range(calls):
+                pipe.unet(x, t)
+    return run
 
 
 def bench_host_reads(pipe, steps):
@@ -258,6 +277,8 @@ def main(argv=None):
     for k, v in results["ab"].items():
         print(f"   {k:34s} {v['median']:.3f}x  (spread {v['min']:.3f}–{v['max']:.3f}; "
               f"process CPU time {v['cpu_median']:.3f}x)")
+    print(f"   free A/B of 2 variants cannot cost less than half the UNet's batch-2/batch-1 ratio here: "
+          f"{results['ab']['UNet batch 2 vs batch 1']['median'] / 2:.3f}x of two runs")
     size = 256
     mem_steps = 200 if args.quick else 1000
     print(f"\n3. peak RSS growth recording {mem_steps} steps of 3x{size}x{size}, x_t and x̂_0 "
