@@ -128,33 +128,48 @@ def test_the_cli_relays_a_ranks_bad_input_as_one_line_and_exit_2(tmp_path, saved
         "ppddpm ab: error: --steps must be at most 1000 (the model's num_train_timesteps), got 2000"]
 
 
-ABORT_ONCE = """
+ABORT = """
 import os
-# in the first launch only, rank 0 dies with SIGABRT before it joins the others: what paddle's gloo
-# set-up occasionally does to a rank (ppddpm.cli.launch.run)
+# rank 0 dies with SIGABRT before it joins the others, in the first launch only (or in every launch):
+# what paddle's gloo set-up occasionally does to a rank (ppddpm.cli.launch.run)
 if os.environ.get("PADDLE_TRAINER_ID") == "0" and os.environ.get("PPDDPM_RANK_OUTPUT"):
-    flag = os.path.join(os.path.dirname(__file__), "aborted-once")
-    if not os.path.exists(flag):
-        open(flag, "w").close()
+    flag = os.path.join(os.path.dirname(__file__), "aborted")
+    if EVERY_LAUNCH or not os.path.exists(flag):
+        open(flag, "a").write("x")
         os.abort()
 """
+RETRY_NOTE = r"ppddpm: the launch of 2 ranks failed \(exit \d+\) before its ranks had all joined, so before any " \
+             r"work; starting it once more"
+
+
+def sample_with_an_aborting_rank(tmp_path, saved_pipe_dir, every_launch: bool):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"EVERY_LAUNCH = {every_launch}\n" + ABORT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    res = subprocess.run([sys.executable, "-m", "ppddpm", "sample", "--model", str(saved_pipe_dir), "--seed", "3-4",
+                          "--steps", "3", "--out", str(tmp_path / "out"), "--quiet", "--nproc", "2"],
+                         env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    return res, (site / "aborted").read_text()
 
 
 def test_a_launch_whose_rank_aborts_before_joining_is_started_once_more(tmp_path, saved_pipe_dir):
     """A real rank aborting in a real launch (a sitecustomize on the ranks' path): nothing had begun, so
     the launch runs again, says so in one line, and the command's result is whole."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(ABORT_ONCE)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-    res = subprocess.run([sys.executable, "-m", "ppddpm", "sample", "--model", str(saved_pipe_dir), "--seed", "3-4",
-                          "--steps", "3", "--out", str(tmp_path / "out"), "--quiet", "--nproc", "2"],
-                         env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
-    assert (site / "aborted-once").exists()
-    assert res.returncode == 0, res.stderr
+    res, aborts = sample_with_an_aborting_rank(tmp_path, saved_pipe_dir, every_launch=False)
+    assert aborts == "x" and res.returncode == 0, res.stderr
     notes = [line for line in res.stderr.splitlines() if line.startswith("ppddpm: ")]
-    note = r"ppddpm: the launch of 2 ranks failed \(exit \d+\) before any rank had joined the others, so before " \
-           r"any work; starting it once more"
-    assert len(notes) == 1 and re.fullmatch(note, notes[0]), res.stderr
+    assert len(notes) == 1 and re.fullmatch(RETRY_NOTE, notes[0]), res.stderr
     for seed in (3, 4):
         assert len(ppddpm.Trajectory.load(tmp_path / "out" / f"trajectory_seed{seed}.npz")) == 3
+
+
+def test_a_launch_is_started_at_most_twice_and_then_says_what_each_rank_did(tmp_path, saved_pipe_dir):
+    res, aborts = sample_with_an_aborting_rank(tmp_path, saved_pipe_dir, every_launch=True)
+    assert aborts == "xx" and res.returncode != 0
+    lines = res.stderr.splitlines()
+    assert re.fullmatch(RETRY_NOTE, lines[0]), res.stderr
+    assert "ppddpm: the launch of 2 ranks failed (exit" in res.stderr and "before every rank finished" in res.stderr
+    assert "rank 0: never joined, no status (killed?)" in lines, res.stderr
+    assert any(re.fullmatch(r"rank 1: never joined, (status \d+|no status \(killed\?\))", line) for line in lines)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -56,8 +56,8 @@ def backend_env() -> dict:
 def run(nproc: int, argv: list, ips: str = None) -> int:
     """Run `ppddpm <argv>` as `nproc` ranks per node; relay rank 0's output; return the exit status.
 
-    On one node, a launch that fails before any rank has joined the others (none got past paddle's
-    init_parallel_env, so none began the work) is started once more, with a note on stderr: paddle's
+    On one node, a launch that fails before its ranks have all joined (`ranks.mark_joined`: none began
+    the work) is started once more, with a note on stderr: paddle's
     gloo set-up occasionally aborts a rank there (SIGABRT), more often on a loaded machine. Across nodes
     (`ips`) each node would decide alone, so there it is reported as it is."""
     for attempt in (1, 2):
@@ -65,8 +65,8 @@ def run(nproc: int, argv: list, ips: str = None) -> int:
         try:
             returncode, output = _launch(nproc, argv, ips, scratch)
             if attempt == 1 and not ips and returncode != 0 and _never_joined(scratch):
-                sys.stderr.write(f"ppddpm: the launch of {nproc} ranks failed (exit {returncode}) before any rank "
-                                 f"had joined the others, so before any work; starting it once more\n")
+                sys.stderr.write(f"ppddpm: the launch of {nproc} ranks failed (exit {returncode}) before its ranks "
+                                 f"had all joined, so before any work; starting it once more\n")
                 continue
             return _relay(scratch, nproc, returncode, output)
         finally:
@@ -96,11 +96,12 @@ def _launch(nproc: int, argv: list, ips: str, scratch: Path):
 
 
 def _never_joined(scratch: Path) -> bool:
-    """No rank got past joining the others (no rank*.joined, `ranks.mark_joined`), and none ended but by
-    being stopped: the launcher stops the others when one dies (SIGTERM: status 143; 130 after Ctrl-C)."""
-    stopped = {"130", "143"}
-    return not any(scratch.glob("rank*.joined")) and all(p.read_text().strip() in stopped
-                                                         for p in scratch.glob("rank*.rc"))
+    """The ranks never all joined (no rank*.joined, `ranks.mark_joined`), so none began the work, and no
+    rank ended with its own verdict: success (0) or bad input (2), which a second launch would only
+    repeat. A rank that ended otherwise was stopped by the launcher when another died (143), or lost
+    its peer while joining (1)."""
+    return not any(scratch.glob("rank*.joined")) and not any(p.read_text().strip() in ("0", "2")
+                                                             for p in scratch.glob("rank*.rc"))
 
 
 def _keep_for_debugging(scratch: Path):
@@ -127,9 +128,22 @@ def _relay(scratch: Path, nproc: int, returncode: int, output: str) -> int:
     if returncode != 0 or len(status) < nproc:
         tail = "\n".join(output.splitlines()[-20:])
         sys.stderr.write(f"ppddpm: the launch of {nproc} ranks failed (exit {returncode}) before every "
-                         f"rank finished; its last lines:\n{tail}\n")
+                         f"rank finished; its last lines:\n{tail}\n{_ranks_said(scratch, nproc)}")
         return returncode or 1
     return 0
+
+
+def _ranks_said(scratch: Path, nproc: int) -> str:
+    """For a launch that failed: which ranks joined and ended, and the last lines each wrote to stderr
+    (paddle's own log of each, `workerlog.N`, is in the launch's lines above for the rank that failed)."""
+    lines = []
+    for r in range(nproc):
+        rc, err = scratch / f"rank{r}.rc", scratch / f"rank{r}.err"
+        said = err.read_text().strip().splitlines()[-5:] if err.exists() else []
+        lines.append(f"rank {r}: {'joined' if (scratch / f'rank{r}.joined').exists() else 'never joined'}, "
+                     f"{'status ' + rc.read_text().strip() if rc.exists() else 'no status (killed?)'}"
+                     + "".join(f"\n  {line}" for line in said))
+    return "\n".join(lines) + "\n"
 
 
 def stop_group(proc, grace: float = GRACE_SECONDS):

@@ -35,6 +35,7 @@ def world() -> Tuple[int, int]:
 
     if not dist.is_initialized():
         dist.init_parallel_env()
+        dist.barrier()              # every rank is past init: only now is this one marked as joined
         mark_joined()
     return dist.get_rank(), dist.get_world_size()
 

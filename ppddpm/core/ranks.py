@@ -35,9 +35,10 @@ def is_lead() -> bool:
 
 
 def mark_joined():
-    """Under `ppddpm --nproc`, once this rank has joined the others (paddle's init_parallel_env returned):
-    a `rank<N>.joined` file in the scratch folder. A launch that failed with none of these failed while
-    the ranks were still joining, before any of them began the command's work (`ppddpm.cli.launch`)."""
+    """Under `ppddpm --nproc`, once every rank has joined (paddle's init_parallel_env returned, and a
+    barrier after it): a `rank<N>.joined` file in the scratch folder. No rank begins the command's work
+    before that, so a launch that failed with none of these files failed before any work
+    (`ppddpm.cli.launch`)."""
     folder = os.environ.get(OUTPUT_VARIABLE)
     if folder:
         Path(folder, f"rank{rank()}.joined").touch()
