@@ -116,16 +116,17 @@ def _keep_for_debugging(scratch: Path):
 
 
 def _relay(scratch: Path, nproc: int, returncode: int, output: str) -> int:
-    """Rank 0's output as ours; the lowest failing rank's error and status, or the launch's own."""
+    """Rank 0's output as ours; the lowest failing rank's error and status when every rank reported one,
+    else (a rank died without a word) the launch's own failure, with what each rank did."""
     status = {int(p.stem.split("rank")[1]): int(p.read_text() or 1) for p in scratch.glob("rank*.rc")}
     rank0 = scratch / "rank0.out"
     if rank0.exists():
         sys.stdout.write(rank0.read_text())
     failed = sorted(r for r, rc in status.items() if rc != 0)
-    if failed:
+    if failed and len(status) == nproc:        # every rank said how it ended: the lowest failure is the verdict
         sys.stderr.write((scratch / f"rank{failed[0]}.err").read_text())
         return status[failed[0]]
-    if returncode != 0 or len(status) < nproc:
+    if returncode != 0 or len(status) < nproc:  # a rank died unheard (the others were stopped, or lost it)
         tail = "\n".join(output.splitlines()[-20:])
         sys.stderr.write(f"ppddpm: the launch of {nproc} ranks failed (exit {returncode}) before every "
                          f"rank finished; its last lines:\n{tail}\n{_ranks_said(scratch, nproc)}")
