@@ -265,3 +265,30 @@ def test_shadow_statistics_with_thresholding_batches_and_seeds_across_chunks(une
                                    rtol=1e-6)
         np.testing.assert_array_equal(report.max_abs_x0["direct"][:, k], d_x0)
         assert report.clip_fraction["posterior"][:, k].max() > 0 and np.max(d_prev) > 0         # not vacuous
+
+
+def test_a_step_without_x0_at_some_steps_has_nan_there_only(pipe):
+    """A variant whose step returns no x̂_0 at some steps (t = 800 and 400 of 900, 800, …, 0): its Δ x̂_0
+    is NaN at exactly those steps, for every seed, and 0 elsewhere (it is the posterior route); its
+    Δ prev_sample and the reference's numbers are unaffected."""
+    from ppdiffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
+
+    from ppddpm.variants.ddpm import posterior_step
+
+    def sometimes(scheduler, model_output, timestep, sample, generator=None, return_dict=True):
+        out = posterior_step(scheduler, model_output, timestep, sample, generator=generator)
+        if int(timestep) in (800, 400):
+            return DDPMSchedulerOutput(prev_sample=out.prev_sample, pred_original_sample=None)
+        return out
+
+    ppddpm.register_variant("test-x0-sometimes")(sometimes)
+    try:
+        report = ppddpm.compare(pipe, ["posterior", "test-x0-sometimes"], seed=[1, 2], num_inference_steps=10)
+        plain = ppddpm.compare(pipe, ["posterior", "direct"], seed=[1, 2], num_inference_steps=10)
+    finally:
+        ppddpm.unregister_variant("test-x0-sometimes")
+    dx0 = report.max_abs_x0["test-x0-sometimes"]
+    assert np.isnan(dx0[[1, 5]]).all() and (np.delete(dx0, [1, 5], axis=0) == 0).all()
+    assert (report.max_abs_prev["test-x0-sometimes"] == 0).all()
+    assert np.array_equal(report.scale["posterior"], plain.scale["posterior"])
+    assert np.array_equal(report.clip_fraction["posterior"], plain.clip_fraction["posterior"])

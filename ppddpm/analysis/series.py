@@ -115,7 +115,7 @@ class StepStatistics:
         self.groups: List[List[int]] = []            # the fields of each frame shape, stacked together
         self.held: List[list] = []                   # per group, one stacked tensor per step of this chunk
         self.blank: Dict[int, object] = {}           # a zero frame per field that a step may leave None
-        self.gaps: List[tuple] = []                  # (step, column, value) to write over on the host
+        self.gaps: List[tuple] = []                  # (step, column, seed, value) to write over on the host
         self.chunk, self.done, self.added, self.in_flight, self.last = 0, 0, 0, None, None
 
     def add(self, step: LoopStep):
@@ -135,9 +135,10 @@ class StepStatistics:
         frame = getattr(step.records[v][s], name)
         if frame is not None:
             return frame
-        hit = [k for k, (c, key) in enumerate(self.columns) if (name, key) == ("pred_original_sample_unclipped",
-               "clip_fraction") and c == self.names[v] or key == "max_abs_x0" and (v == 0 or c == self.names[v])]
-        self.gaps += [(self.added, k, 0.0 if self.columns[k][1] == "clip_fraction" else np.nan) for k in hit]
+        column = {"pred_original_sample_unclipped": "clip_fraction", "pred_original_sample": "max_abs_x0"}[name]
+        hit = [k for k, (c, key) in enumerate(self.columns)          # the reference's x̂_0 is in every Δ x̂_0
+               if key == column and (c == self.names[v] or (v == 0 and key == "max_abs_x0"))]
+        self.gaps += [(self.added, k, s, 0.0 if column == "clip_fraction" else np.nan) for k in hit]
         return self.blank[f]
 
     def _layout(self, records):
@@ -200,8 +201,8 @@ class StepStatistics:
             self.rows[self.done:self.done + k, where] = copy.numpy()
             self.done += k
             self.in_flight = None
-            for step, column, value in [g for g in self.gaps if g[0] < self.done]:
-                self.rows[step, column] = value
+            for step, column, seed, value in [g for g in self.gaps if g[0] < self.done]:
+                self.rows[step, column, seed] = value
             self.gaps = [g for g in self.gaps if g[0] >= self.done]
 
     def series(self) -> Dict[str, VariantSeries]:
