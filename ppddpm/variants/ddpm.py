@@ -106,9 +106,9 @@ def sigma(scheduler, timestep, c: Optional[Coefficients] = None):
     "fixed_small_log" takes √β̃_t through exp(½ log β̃_t)."""
     import paddle
 
-    if as_int(timestep) <= 0:
-        return 0.0
     c = c or coefficients(scheduler, timestep)
+    if c.t <= 0:
+        return 0.0
     variance = paddle.clip(c.beta_prod_t_prev / c.beta_prod_t * c.current_beta_t, min=1e-20)    # eq. (7): β̃_t
     if scheduler.config.variance_type == "fixed_large":                 # `_get_variance` reads the config …
         variance = c.current_beta_t
@@ -122,7 +122,8 @@ def sigma(scheduler, timestep, c: Optional[Coefficients] = None):
 def add_noise(scheduler, mean, model_output, timestep, generator, c: Optional[Coefficients] = None):
     """x_{t−1} = μ + σ_t z, z ~ N(0, I), no noise at the last step (Algorithm 2, line 4);
     z drawn exactly as the stock step draws it."""
-    if as_int(timestep) > 0:
+    c = c or coefficients(scheduler, timestep)          # its host int t: no second read of the timestep
+    if c.t > 0:
         return mean + sigma(scheduler, timestep, c) * draw_noise(model_output, generator)
     return mean + 0
 
