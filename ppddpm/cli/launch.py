@@ -129,20 +129,21 @@ def _relay(scratch: Path, nproc: int, returncode: int, output: str) -> int:
     if returncode != 0 or len(status) < nproc:  # a rank died unheard (the others were stopped, or lost it)
         tail = "\n".join(output.splitlines()[-20:])
         sys.stderr.write(f"ppddpm: the launch of {nproc} ranks failed (exit {returncode}) before every "
-                         f"rank finished; its last lines:\n{tail}\n{_ranks_said(scratch, nproc)}")
+                         f"rank finished; its last lines:\n{tail}\n{_ranks_said(scratch, nproc, status)}")
         return returncode or 1
     return 0
 
 
-def _ranks_said(scratch: Path, nproc: int) -> str:
-    """For a launch that failed: which ranks joined and ended, and the last lines each wrote to stderr
-    (paddle's own log of each, `workerlog.N`, is in the launch's lines above for the rank that failed)."""
+def _ranks_said(scratch: Path, nproc: int, status: dict) -> str:
+    """For a launch that failed: which ranks joined and ended (`status`: rank → its exit status, as
+    `_relay` read them), and the last lines each wrote to stderr (paddle's own log of each,
+    `workerlog.N`, is in the launch's lines above for the rank that failed)."""
     lines = []
     for r in range(nproc):
-        rc, err = scratch / f"rank{r}.rc", scratch / f"rank{r}.err"
+        err = scratch / f"rank{r}.err"
         said = err.read_text().strip().splitlines()[-5:] if err.exists() else []
         lines.append(f"rank {r}: {'joined' if (scratch / f'rank{r}.joined').exists() else 'never joined'}, "
-                     f"{'status ' + rc.read_text().strip() if rc.exists() else 'no status (killed?)'}"
+                     f"{f'status {status[r]}' if r in status else 'no status (killed?)'}"
                      + "".join(f"\n  {line}" for line in said))
     return "\n".join(lines) + "\n"
 
