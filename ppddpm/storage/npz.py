@@ -18,6 +18,7 @@ import numpy as np
 from ppddpm._io import atomic_path
 from ppddpm.errors import regular_file
 from ppddpm.storage.format import FORMAT, FORMAT_VERSION, NUMBERS, TrajectoryError, check_shapes, field_names
+from ppddpm.storage.meta import check_meta
 
 META_KEY = "__ppddpm_meta__"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -46,6 +47,7 @@ def read_npz(path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise TrajectoryError(f"{path} is not a ppddpm trajectory (its metadata is not a ppddpm one: "
                               f"format={meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r})")
+    check_meta(path, meta)
     names = field_names(path, meta)
     missing = [k for k in list(NUMBERS) + names if k not in data]
     if missing:

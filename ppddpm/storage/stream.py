@@ -29,6 +29,7 @@ from ppddpm._io import atomic_path
 from ppddpm.errors import regular_file
 from ppddpm.storage.format import (DECODED_SUFFIX, FORMAT, FORMAT_VERSION, TrajectoryError, field_names,
                                    stage_names)
+from ppddpm.storage.meta import check_meta
 
 META = "meta.json"
 STEPS = "steps.npy"
@@ -170,6 +171,7 @@ def _read_parts(path: Path):
         meta = json.loads(regular_file(meta_file, "metadata").read_text())
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise TrajectoryError(f"{meta_file} is not a ppddpm trajectory's metadata (no format {FORMAT!r})")
+        check_meta(meta_file, meta)
         steps = read_frames(path / STEPS, 2, columns=(3, 4))      # 0.1 streams had no stage column
         fields = {name: _read_field(path, name, meta) for name in field_names(path, meta)}
     except TrajectoryError:
