@@ -115,11 +115,11 @@ class StepCheck:
         """Why the step departs (the first reason), or "" when it holds."""
         if self.nonfinite:
             return f"non-finite values (NaN/Inf) in {', '.join(self.nonfinite)}"
+        if self.ratio > 1.0:
+            return f"{self.ratio:.3g}x its float32 bound"
         if self.chain is not None and self.chain != 0.0:
             return (f"its x_t is not the x_{{t−1}} of the call before (max |Δ| {self.chain:.3g}): the steps are "
                     f"not one run's")
-        if self.ratio > 1.0:
-            return f"{self.ratio:.3g}x its float32 bound"
         if self.noise is not None and not self.noise["holds"]:
             return (f"its noise z is not N(0, I) (mean {self.noise['mean']:.3g}, mean square "
                     f"{self.noise['mean_square']:.3g}, p = {self.noise['p']:.2g})")
