@@ -22,23 +22,31 @@ from ppddpm.model.builders import ddpm_scheduler
 from test_samplers import FAMILIES, make
 
 
-def run(unet, family, steps, seed=4, every=1, **overrides):
+# the families whose steps add noise (σ_t > 0 somewhere): their recorded z is tested against N(0, I)
+NOISY = ("ddpm", "ddim-eta1", "euler-ancestral", "sde-dpmsolver++", "kdpm2-ancestral", "dpmsolver-sde", "lcm")
+
+
+def run(unet, family, steps, seed=4, every=1, batch_size=2, **overrides):
     cls, base, pipeline_cls, call_kwargs = FAMILIES[family]
     if "disable_corrector" in base:                 # UniPC's corrector off at every step (see test_samplers)
         base = dict(base, disable_corrector=list(range(steps)))
     pipe = pipeline_cls(unet=unet, scheduler=make(cls, **{**base, **overrides}))
     pipe.set_progress_bar_config(disable=True)
     return ppddpm.sample_trajectory(pipe, seed=seed, num_inference_steps=steps, every=every, fields="all",
-                                    batch_size=2, pipe_kwargs=call_kwargs)
+                                    batch_size=batch_size, pipe_kwargs=call_kwargs)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("steps", [7, 20])
 def test_every_recorded_sampler_holds_against_its_float64_reference(unet, family, steps):
+    """…with nothing left unchecked: the family is its scheduler class's, the chain of x_t holds bitwise, the
+    noise of the families that add some passes the N(0, I) test, and the run is complete."""
     report = ppddpm.verify(run(unet, family, steps))
-    assert report.ok, report.table()
+    assert report.ok and report.ok_strict and not report.findings, report.table()
     assert report.first_departure is None
     assert report.x_T is not None and report.x_T["holds"]
+    assert all(s.chain == 0.0 for s in report.steps[1:])
+    assert (report.noise is not None) == (family in NOISY) and (report.noise is None or report.noise["holds"])
 
 
 @pytest.mark.parametrize("family", ["ddpm", "ddim-eta1", "heun"])              # the steps that honour clip_sample
@@ -46,6 +54,17 @@ def test_every_recorded_sampler_holds_against_its_float64_reference(unet, family
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_clipping_and_prediction_types_are_replayed(unet, family, clip_sample, prediction_type):
     report = ppddpm.verify(run(unet, family, 10, clip_sample=clip_sample, prediction_type=prediction_type))
+    assert report.ok, report.table()
+
+
+@pytest.mark.parametrize("family", ["ddpm", "dpmsolver++"])
+def test_dynamic_thresholding_is_replayed_within_its_per_sample_bound(unet, family):
+    """Imagen's thresholding makes x̂_0's threshold a quantile of each sample (sample_max_value 3 lets it move):
+    the bound adds the sample's largest term (module docstring of ppddpm.analysis.verify). Batch 1: paddle 3.3.1's
+    clip takes no per-sample bounds, so ppdiffusers' thresholding stops at a batch of 2."""
+    traj = run(unet, family, 10, batch_size=1, thresholding=True, sample_max_value=3.0)
+    assert traj.clip_fraction.max() > 0                                   # the threshold cut some values
+    report = ppddpm.verify(traj)
     assert report.ok, report.table()
 
 
