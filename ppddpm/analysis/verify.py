@@ -240,7 +240,7 @@ def verify(traj) -> VerifyReport:
     if isinstance(traj, (str, Path)):
         traj = Trajectory.load(traj)
     else:                                     # files are checked by their readers; a Trajectory made in memory here
-        check_meta("the trajectory", traj.meta)
+        check_meta("the trajectory", traj.meta, required=())
     sampler = sampler_of(traj)
     _check_fields(traj)
     ref = _reference(traj, sampler.family, traj.meta["scheduler_config"])

@@ -81,11 +81,13 @@ def optional(rule: Rule) -> Rule:
     return one_of(NULL, rule)
 
 
-def list_of(rule: Rule, max_length: int = MAX_TRAIN_TIMESTEPS, length: Optional[int] = None) -> Rule:
+def list_of(rule: Rule, max_length: int = MAX_TRAIN_TIMESTEPS, length: Optional[int] = None,
+            min_length: int = 0) -> Rule:
     def ok(v):
-        return isinstance(v, list) and len(v) <= max_length and (length is None or len(v) == length) and \
-            all(rule.ok(x) for x in v)
-    size = f"{length}" if length is not None else f"at most {max_length}"
+        return isinstance(v, list) and min_length <= len(v) <= max_length and (length is None or len(v) == length) \
+            and all(rule.ok(x) for x in v)
+    size = f"{length}" if length is not None else f"{min_length} to {max_length}" if min_length else \
+        f"at most {max_length}"
     return Rule(ok, f"a list of {size} items, each {rule.accepted}")
 
 
@@ -132,10 +134,11 @@ LATENT = {
     "scaling_factor": number(0.0), "latent_shape": SHAPE, "image_shape": SHAPE,
     "vae_scale_factor": integer(1, 1024), "denoiser": NAME, "unscale": text(("reciprocal", "divide")),
 }
-FIELD_NAMES = list_of(Rule(lambda v: isinstance(v, str) and known_field(v), "a field name"), 100)
+FIELD_NAMES = list_of(Rule(lambda v: isinstance(v, str) and known_field(v), "a field name"), 100, min_length=1)
 COUNT = integer(0, MAX_COUNT)
 
-# every top-level field a reader uses, and what it accepts
+# every top-level field a reader uses, and what it accepts; REQUIRED ones every version has written
+REQUIRED = ("fields",)
 META = {
     "format_version": integer(1, 1_000_000), "fields": FIELD_NAMES,
     "scheduler": NAME, "sampler": optional(text(max_length=100)), "variant": optional(text()),
@@ -160,10 +163,13 @@ def _shown(value) -> str:
     return text_ if len(text_) <= SHOWN else text_[:SHOWN] + "…"
 
 
-def meta_problem(meta: dict, schema: dict = META, prefix: str = "") -> Optional[str]:
+def meta_problem(meta: dict, schema: dict = META, prefix: str = "", required: tuple = ()) -> Optional[str]:
     """What is wrong with `meta` by `schema` ("FIELD must be …, got …"), or None when every field it
-    names and holds is accepted; a table's own fields are checked in turn (FIELD.KEY)."""
+    names and holds is accepted and the `required` ones are there; a table's own fields are checked in
+    turn (FIELD.KEY)."""
     for name, rule in schema.items():
+        if name not in meta and name in required:
+            return f"{name} is missing: it must be {rule.accepted}"
         if name not in meta:
             continue
         value = meta[name]
@@ -176,10 +182,11 @@ def meta_problem(meta: dict, schema: dict = META, prefix: str = "") -> Optional[
     return None
 
 
-def check_meta(path, meta: dict) -> dict:
-    """`meta` if every field the schema names is of its type and range; else one TrajectoryError
-    naming the field, what it accepts and the value it has."""
-    problem = meta_problem(meta)
+def check_meta(path, meta: dict, required: tuple = REQUIRED) -> dict:
+    """`meta` if every field the schema names is of its type and range (and the `required` ones are there:
+    a file's; a Trajectory in memory has its fields as arrays); else one TrajectoryError naming the field,
+    what it accepts and the value it has."""
+    problem = meta_problem(meta, required=required)
     if problem:
         raise TrajectoryError(f"{path}: its metadata's {problem}")
     return meta
