@@ -207,7 +207,7 @@ class VerifyReport:
                 "variant": self.variant, "findings": self.findings, "unchecked": self.unchecked,
                 "first_departure": None if first is None else {"step": first.call, "t": first.t, "stage": first.stage,
                                                                "why": first.why()},
-                "x_T": self.x_T, "noise": _json_dict(self.noise), "summary": self.summary(),
+                "x_T": _json_dict(self.x_T), "noise": _json_dict(self.noise), "summary": self.summary(),
                 "tolerance": {"unit_roundoff": self.meta.get("unit_roundoff"), "K": K_ROUNDINGS,
                               "history_calls": HISTORY_CALLS,
                               "bound": "per element: (K·u + 4·d_t)/(1−ᾱ_t)·(|x_t| + s_t·|ε̂| + σ_t·|z| + 1), the "
@@ -279,8 +279,8 @@ def _not_checked(traj, calls) -> List[str]:
         out.append("x_T (the first call's input) is not recorded, so the start is not checked")
     gaps = int(np.sum(np.diff(calls) != 1))
     if gaps:
-        out.append(f"the run kept every {traj.meta.get('every')}th call: whether each recorded x_t follows from the "
-                   f"recorded step before is not checked across the {gaps} gap(s) between them")
+        out.append(f"the run kept one step call in {traj.meta.get('every')} (every): whether each recorded x_t follows "
+                   f"from the recorded step before is not checked across the {gaps} gap(s) between them")
     return out
 
 
