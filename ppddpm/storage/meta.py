@@ -122,11 +122,11 @@ SCHEDULER_CONFIG = {
     "rho": optional(number()), "original_inference_steps": LIMIT_STEPS, "timestep_scaling": number(),
     "disable_corrector": list_of(integer(0, MAX_STEP_CALLS)),
 }
+LABELS = one_of(text(), list_of(one_of(integer(0, MAX_COUNT), text()), 10_000))     # ids, or a tensor's description
 CONDITIONING = {
     "prompt": TEXTS, "negative_prompt": optional(TEXTS), "prompt_embeds": optional(TEXTS),
     "negative_prompt_embeds": optional(TEXTS), "guidance_scale": number(), "eta": number(),
-    "guidance_rescale": number(), "class_labels": list_of(one_of(integer(0, MAX_COUNT), text()), 10_000),
-    "class_names": optional(list_of(text(), 10_000)),
+    "guidance_rescale": number(), "class_labels": LABELS, "class_names": optional(list_of(text(), 10_000)),
 }
 SHAPE = list_of(integer(1, 65_536), length=3)
 LATENT = {
