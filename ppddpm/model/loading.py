@@ -1,25 +1,28 @@
 """`load_pipeline`: the bundled model offline, a local directory, or a hub id online.
 
-Weights load without unpickling by default. ppdiffusers 0.29's `from_pretrained` looks for
-`diffusion_paddle_model.safetensors` first but falls back to a pickled `model_state.pdparams`
-(or torch's `.bin`) by itself, whatever `use_safetensors` says; every weight file it opens goes
-through `ppdiffusers.models.modeling_utils.load_state_dict`. While `load_pipeline` runs, that one
-entry point is guarded (`_pickle_guard`): a file that is not `.safetensors` is refused in one
-line unless `trust_pickle=True`. Outside `load_pipeline` ppdiffusers behaves as it always does.
-Components of other libraries (a model_index.json naming paddlenlp classes) load through their
-own pickling loaders, so a local folder naming them is refused the same way.
+Nothing in a model file runs, and nothing in it is used unchecked:
+
+- a local folder (the bundled model included) is read by ppddpm first (`ppddpm.model.folder.scan`):
+  a pipeline ppddpm records, each component a known (library, class), configs in range, weights as
+  sound safetensors with finite values; a pickled component is refused in one line;
+  every model's tensors are compared with the skeleton its config describes (tensors, shapes,
+  float dtypes) before any model is built for real;
+- then ppdiffusers loads it inside `ppddpm.model.guard.guarded`: any unpickling anywhere in the
+  process is refused, and every weights file a library opens that the scan did not is checked.
+
+Pickled weights (`model_state.pdparams`, `.bin`) load only with `trust_pickle=True`
+(`--trust-pickle`). A hub download goes through the same guard. Outside `load_pipeline`
+ppdiffusers behaves as it always does.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import json
 import socket
 import warnings
 from pathlib import Path
 
-from ppddpm.errors import InputError, Untrusted
-from ppddpm.pipelines.latent import KINDS, supported_pipelines
+from ppddpm.errors import InputError
+from ppddpm.model.folder import scan
+from ppddpm.model.guard import guarded
 
 BUNDLED_NAME = "ddpm-digits-8"
 BUNDLED_DIR = Path(__file__).parent.parent / "assets" / BUNDLED_NAME
@@ -48,16 +51,10 @@ def load_pipeline(name_or_path=None, pipeline_class=None, trust_pickle: bool = F
     the article's recording drop-in. Pickled weights (`model_state.pdparams`, `.bin`) are refused
     unless `trust_pickle=True` (module docstring).
     """
-    latent = pipeline_class is None and name_or_path is not None and _saved_latent(Path(str(name_or_path)).expanduser())
-    if latent:                                       # a saved StableDiffusion / LDM / DiT folder
-        return _quiet(latent[0], str(Path(str(name_or_path)).expanduser()), **latent[1])
-    if pipeline_class is None:
-        from ppdiffusers import DDPMPipeline as pipeline_class
-
     if name_or_path is None or name_or_path in ("bundled", BUNDLED_NAME):
         if not (BUNDLED_DIR / "model_index.json").exists():
             raise PipelineLoadError(f"the bundled model is missing from {BUNDLED_DIR}; reinstall ppddpm")
-        return _quiet(pipeline_class, str(BUNDLED_DIR), trust_pickle=False)
+        return _load_folder(BUNDLED_DIR, pipeline_class, trust_pickle=False)
 
     name = str(name_or_path)
     local = Path(name).expanduser()
@@ -65,14 +62,13 @@ def load_pipeline(name_or_path=None, pipeline_class=None, trust_pickle: bool = F
         if not (local / "model_index.json").exists():
             raise PipelineLoadError(f"{local} is a directory but not a saved pipeline (no model_index.json); "
                                     f"give a directory written by save_pretrained or `ppddpm train`")
-        if not trust_pickle:
-            _refuse_foreign_components(local)
-        _check_schedule_length(local)
-        return _quiet(pipeline_class, str(local), trust_pickle=trust_pickle)
+        return _load_folder(local, pipeline_class, trust_pickle)
     if local.exists() or _looks_like_path(name):
         raise PipelineLoadError(f"no pipeline directory at {name!r}; give a directory written by "
                                 f"save_pretrained, a hub id like 'google/ddpm-cifar10-32', or nothing "
                                 f"for the bundled model")
+    if pipeline_class is None:
+        from ppdiffusers import DDPMPipeline as pipeline_class
 
     routes = [("ppdiffusers hub", {}), ("Hugging Face hub", {"from_hf_hub": True}),
               ("Hugging Face hub, diffusers weights", {"from_hf_hub": True, "from_diffusers": True})]
@@ -80,7 +76,7 @@ def load_pipeline(name_or_path=None, pipeline_class=None, trust_pickle: bool = F
     for label, kwargs in routes:
         try:
             return _quiet(pipeline_class, name, trust_pickle=trust_pickle, **kwargs)
-        except Untrusted:
+        except InputError:                # a refused file: said as it is, not as a missing model
             raise
         except Exception as exc:  # each route fails in its own way; the cause is read below
             failures.append(exc)
@@ -95,27 +91,18 @@ def load_pipeline(name_or_path=None, pipeline_class=None, trust_pickle: bool = F
                             f"Face hub ({_shorten(reason, 120)}). {offline}")
 
 
-def _saved_latent(folder: Path):
-    """(pipeline class, arguments) for a saved latent pipeline ppddpm records (`ppddpm.pipelines.latent.KINDS`):
-    its components saved as null (no tokenizer, no safety checker) passed as None, which ppdiffusers
-    0.29's from_pretrained requires. None for any other folder; a folder whose model_index.json names a
-    pipeline with neither a UNet nor a known latent layout is one clear error."""
-    index_file = folder / "model_index.json"
-    if not index_file.is_file():
-        return None
-    try:
-        index = json.loads(index_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise PipelineLoadError(f"{index_file} is not readable JSON ({exc})") from None
+def _load_folder(folder: Path, pipeline_class, trust_pickle: bool):
+    """A saved pipeline folder, checked (`scan`) and then loaded under the guard. A latent pipeline
+    (`ppddpm.pipelines.latent.KINDS`) loads as its own class, its components saved as null (no
+    tokenizer, no safety checker) passed as None, which ppdiffusers 0.29's from_pretrained requires;
+    any other as `pipeline_class` (default DDPMPipeline)."""
     import ppdiffusers
 
-    name = index.get("_class_name", "")
-    if any(name in kind.classes for kind in KINDS):
-        return getattr(ppdiffusers, name), {k: None for k, v in index.items() if isinstance(v, list) and v[0] is None}
-    if "unet" not in index:
-        raise PipelineLoadError(f"{folder} holds a {name or 'pipeline of unknown class'}, which ppddpm does not know; "
-                                f"it records DDPMPipeline-style folders (unet + scheduler) and {supported_pipelines()}")
-    return None
+    scanned = scan(folder, trust_pickle)
+    absent = {}
+    if pipeline_class is None and scanned.kind is not None:
+        pipeline_class, absent = getattr(ppdiffusers, scanned.pipeline), {k: None for k in scanned.absent}
+    return _quiet(pipeline_class or ppdiffusers.DDPMPipeline, str(folder), trust_pickle, scanned.checked, **absent)
 
 
 def _unreachable(exc) -> bool:
@@ -138,75 +125,9 @@ def _shorten(text: str, limit: int) -> str:
     return text[:limit].rsplit(" ", 1)[0].rstrip(",;:.") + " …"
 
 
-_guarding = contextvars.ContextVar("ppddpm_pickle_guard", default=None)   # the folder being loaded, or None
-
-
-def _install_guard():
-    """Wrap ppdiffusers' weight-file reader once; the wrapper refuses pickles only inside
-    `_pickle_guard` (a context variable), so other callers of ppdiffusers are not affected."""
-    from ppdiffusers.models import modeling_utils
-
-    if getattr(modeling_utils.load_state_dict, "_ppddpm_guard", False):
-        return
-    original = modeling_utils.load_state_dict
-
-    def load_state_dict(checkpoint_file, *args, **kwargs):
-        name = _guarding.get()
-        if name is not None and not str(checkpoint_file).endswith(".safetensors"):
-            raise Untrusted(f"{name}: its weights {Path(str(checkpoint_file)).name} are pickled (loading them can run "
-                            f"code hidden in the file); convert them to safetensors, or pass --trust-pickle "
-                            f"(trust_pickle=True) if you trust where they came from")
-        return original(checkpoint_file, *args, **kwargs)
-
-    load_state_dict._ppddpm_guard = True
-    modeling_utils.load_state_dict = load_state_dict
-
-
-@contextlib.contextmanager
-def _pickle_guard(name, trust_pickle):
-    _install_guard()
-    token = _guarding.set(None if trust_pickle else str(name))
-    try:
-        yield
-    finally:
-        _guarding.reset(token)
-
-
-MAX_TRAIN_TIMESTEPS = 100_000     # DDPM's T is 1000; a schedule is built as arrays of T numbers on load
-
-
-def _check_schedule_length(folder: Path):
-    """num_train_timesteps of the folder's scheduler, checked before ppdiffusers builds its arrays."""
-    config = folder / "scheduler" / "scheduler_config.json"
-    if not config.is_file():
-        return
-    try:
-        value = json.loads(config.read_text()).get("num_train_timesteps", 1000)
-    except (OSError, ValueError, AttributeError) as exc:
-        raise PipelineLoadError(f"{config} is not a readable scheduler config ({type(exc).__name__})") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_TRAIN_TIMESTEPS \
-            or value != int(value):
-        raise PipelineLoadError(f"{config}: num_train_timesteps must be an integer from 1 to {MAX_TRAIN_TIMESTEPS}, "
-                                f"got {value!r}")
-
-
-def _refuse_foreign_components(folder: Path):
-    """A model_index.json whose components come from another library (paddlenlp, …): those load
-    through pickling loaders ppddpm does not guard."""
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise PipelineLoadError(f"{folder / 'model_index.json'} is not readable JSON ({exc})") from None
-    if not isinstance(index, dict):
-        raise PipelineLoadError(f"{folder / 'model_index.json'} is not a pipeline index (a JSON object)")
-    foreign = [f"{k} ({v[0]})" for k, v in index.items()
-               if isinstance(v, list) and v and v[0] not in ("ppdiffusers", "diffusers", None)]
-    if foreign:
-        raise Untrusted(f"{folder}: components {', '.join(foreign)} load through loaders that unpickle; "
-                        f"pass --trust-pickle (trust_pickle=True) if you trust this folder")
-
-
-def _quiet(pipeline_class, name, trust_pickle=False, **kwargs):
+def _quiet(pipeline_class, name, trust_pickle=False, checked=None, **kwargs):
+    """`pipeline_class.from_pretrained(name, **kwargs)` under the guard (pickles refused unless
+    trusted; the weights files not in `checked` checked as they are opened), without progress bars."""
     from ppdiffusers.utils import logging as ppd_logging
 
     bars = ppd_logging.is_progress_bar_enabled()
@@ -214,7 +135,7 @@ def _quiet(pipeline_class, name, trust_pickle=False, **kwargs):
     try:
         with warnings.catch_warnings():     # huggingface_hub's deprecation notices are not the user's concern
             warnings.simplefilter("ignore", FutureWarning)
-            with _pickle_guard(name, trust_pickle):
+            with guarded(name, refuse_pickles=not trust_pickle, checked=checked):
                 pipe = pipeline_class.from_pretrained(name, **kwargs)
     finally:
         if bars:

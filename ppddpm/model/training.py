@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 from ppddpm._io import atomic_path
 from ppddpm._progress import wanted
 from ppddpm.errors import BadValue, NotFound, Untrusted, int_problem, regular_file
+from ppddpm.model import tensorfile
 from ppddpm.model.builders import ddpm_scheduler, small_unet
 from ppddpm.model.data import load_dataset
 
@@ -228,6 +230,7 @@ def read_checkpoint(path, trust_pickle: bool = False) -> dict:
         return _read_pickled(path)
     from safetensors import safe_open
 
+    _check_tensors(path)
     try:
         with safe_open(str(path), framework="np") as f:
             info = json.loads((f.metadata() or {}).get("ppddpm", "null"))
@@ -248,6 +251,25 @@ def read_checkpoint(path, trust_pickle: bool = False) -> dict:
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} is an incomplete ppddpm checkpoint (missing or malformed "
                               f"{type(exc).__name__}: {exc})") from None
+
+
+TRAINED = ("unet/", "optimizer/", "ema/")      # the checkpoint's float tensors: weights, Adam moments, EMA weights
+
+
+def _check_tensors(path: Path) -> None:
+    """The checkpoint's safetensors header checked by ppddpm before the safetensors library reads it
+    (`ppddpm.model.tensorfile`), every UNet weight, optimizer moment and EMA weight stored as a float
+    and finite: CheckpointError in one line naming the tensor otherwise."""
+    try:
+        header = tensorfile.read_header(path, "checkpoint")
+        trained = [n for n in header.tensors if n.startswith(TRAINED)]
+        stored = next((n for n in trained if header.tensors[n].dtype not in tensorfile.FLOATS), None)
+        if stored is not None:
+            raise BadValue(f"{path}: tensor {stored!r} is stored as {header.tensors[stored].dtype}; a weight, "
+                           f"moment or EMA weight is a float ({', '.join(tensorfile.FLOATS)})")
+        tensorfile.check_finite(header, trained)
+    except BadValue as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _read_pickled(path: Path) -> dict:
@@ -278,15 +300,30 @@ def _resume_state(out: Path, cfg: "TrainConfig", trust_pickle: bool) -> dict:
     return ckpt
 
 
+def _misfit(ckpt: dict, unet) -> Optional[str]:
+    """What of a checkpoint does not fit this run's UNet — its weights, its EMA weights (one per
+    parameter), its Adam moments (each its parameter's shape) — or None when all of it does."""
+    mine = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    theirs = {k: tuple(np.shape(v)) for k, v in ckpt["unet"].items()}
+    if mine != theirs:
+        return f"its UNet weights do not fit this run's UNet ({len(theirs)} tensors vs {len(mine)}; shapes differ)"
+    params = [tuple(p.shape) for p in unet.parameters()]
+    if [tuple(np.shape(v)) for v in ckpt["ema"]] != params:
+        return f"its {len(ckpt['ema'])} EMA weights do not fit this run's {len(params)} UNet parameters"
+    for key, value in ckpt["optimizer"].items():
+        moment = re.match(r"param(\d+)_moment[12]_", key)
+        if moment and (int(moment[1]) >= len(params) or tuple(np.shape(value)) != params[int(moment[1])]):
+            return f"its optimizer moment {key} does not fit this run's UNet parameters"
+    return None
+
+
 def _apply_state(ckpt: dict, unet, optimizer, ema, path) -> None:
     """Load a checkpoint's weights into the run; shapes are checked first (a foreign state is one error)."""
     import paddle
 
-    mine = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
-    theirs = {k: tuple(np.shape(v)) for k, v in ckpt["unet"].items()}
-    if mine != theirs or len(ckpt["ema"]) != len(ema.shadow_params):
-        raise CheckpointError(f"{path}: its UNet weights do not fit this run's UNet "
-                              f"({len(theirs)} tensors vs {len(mine)}; shapes differ); it is another model's")
+    misfit = _misfit(ckpt, unet)
+    if misfit:
+        raise CheckpointError(f"{path}: {misfit}; it is another model's")
     unet.set_state_dict({k: paddle.to_tensor(v) for k, v in ckpt["unet"].items()})
     optimizer.set_state_dict(_optimizer_state_by_name({k: paddle.to_tensor(v) for k, v in ckpt["optimizer"].items()},
                                                       unet))
