@@ -16,6 +16,7 @@ ppdiffusers behaves as it always does.
 """
 from __future__ import annotations
 
+import gc
 import socket
 import warnings
 from pathlib import Path
@@ -132,12 +133,14 @@ def _quiet(pipeline_class, name, trust_pickle=False, checked=None, **kwargs):
 
     bars = ppd_logging.is_progress_bar_enabled()
     ppd_logging.disable_progress_bar()      # no "Loading pipeline components" bar for a 2-part pipeline
+    gc.freeze()     # ppdiffusers runs gc.collect() after each model it loads: spare it the objects already here
     try:
         with warnings.catch_warnings():     # huggingface_hub's deprecation notices are not the user's concern
             warnings.simplefilter("ignore", FutureWarning)
             with guarded(name, refuse_pickles=not trust_pickle, checked=checked):
                 pipe = pipeline_class.from_pretrained(name, **kwargs)
     finally:
+        gc.unfreeze()
         if bars:
             ppd_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
