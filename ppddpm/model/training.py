@@ -11,7 +11,9 @@ atomic checkpoints, `resume=True`, and the result written by `save_pretrained` a
 Checkpoints hold no pickle: `checkpoint.safetensors` carries the arrays (UNet weights, optimizer
 moments, EMA weights, the numpy RNG's key) and, in the safetensors header's metadata, one JSON
 document with the rest (step, losses, config, clock, RNG position). Reading one parses a header
-and copies bytes; nothing in it can run. Checkpoints of ppddpm ≤ 0.2 (`checkpoint.pdparams`,
+and copies bytes; nothing in it can run. The header is checked by ppddpm before the safetensors
+library reads it (`ppddpm.model.tensorfile`), and every UNet weight, optimizer moment and EMA weight
+must be a finite float of the run's shapes. Checkpoints of ppddpm ≤ 0.2 (`checkpoint.pdparams`,
 `paddle.save`, i.e. pickle) are read only with `trust_pickle=True` (SECURITY.md).
 """
 from __future__ import annotations
