@@ -35,8 +35,8 @@ class _Guard:
     """One guarded load: what is loaded, whether pickles are refused, the real paths of the weights
     files `scan` checked, the last weights file opened, and the first refusal."""
 
-    def __init__(self, what: str, refuse_pickles: bool, checked: Iterable[str] = ()):
-        self.what, self.refuse_pickles, self.checked = what, refuse_pickles, set(checked)
+    def __init__(self, what: str, refuse_pickles: bool, checked: Optional[Iterable[str]] = ()):
+        self.what, self.refuse_pickles, self.checked = what, refuse_pickles, set(checked or ())
         self.opened: Optional[str] = None
         self.refusal: Optional[InputError] = None
 
@@ -118,7 +118,7 @@ def _install():
 
 
 @contextlib.contextmanager
-def guarded(what: str, refuse_pickles: bool = True, checked: Iterable[str] = ()):
+def guarded(what: str, refuse_pickles: bool = True, checked: Optional[Iterable[str]] = ()):
     """While the block runs, loading is guarded (module docstring): pickles refused unless
     `refuse_pickles` is False; safetensors files checked unless their real path is in `checked`
     (`ScannedFolder.checked`). Raises the first refusal when the block ends."""
