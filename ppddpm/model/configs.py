@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 
 from ppddpm.errors import BadValue
+from ppddpm.storage.meta import MAX_TRAIN_TIMESTEPS      # DDPM's T is 1000; a schedule is T numbers per array
 
-MAX_TRAIN_TIMESTEPS = 100_000     # DDPM's T is 1000; a schedule is built as arrays of T numbers on load
 MAX_LEVELS = 8                    # entries of a per-level list (block_out_channels, down_block_types, …)
 # config key → the largest value accepted; every value is an integer ≥ 1 (a list: each entry)
 SIZE_CAPS = {
