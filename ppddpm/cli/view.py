@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ppddpm._io import output_file
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.errors import BadValue
@@ -28,8 +29,7 @@ class ViewCommand(Command):
         out = Path(args.out)
         if out.suffix.lower() not in (".html", ".htm"):
             raise BadValue(f"--out names the page: a file ending in .html, got {args.out!r}")
-        if out.exists() and out.is_dir():
-            raise BadValue(f"--out {out} is a folder; give the page's file name, e.g. {out / 'view.html'}")
+        output_file(out, "--out")             # a folder there, a file among its parents, a name too long: one line
         if args.ab and args.other:
             raise BadValue("give --ab or --with, not both")
         if args.ab and not Path(args.ab).exists():
