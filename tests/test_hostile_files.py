@@ -48,9 +48,13 @@ def test_a_lock_linked_to_a_file_outside_out_is_replaced_not_written(tmp_path, c
     out.mkdir()
     os.symlink(victim, out / ".ppddpm.lock")
     os.symlink(picture, out / "schedule.png")
+    (out / ".trajectory_seed1.0badf00d.part").mkdir()             # a killed run's staging folder: removed
+    (out / ".trajectory_seed1.0badf00d.part" / "meta.json").write_text("{}")
+    os.symlink(victim.parent, out / ".x.npz.1234.part")              # a link among the leftovers: only it goes
     status, err = run_main(["schedule", "--out", out], capsys)
     assert status == 0, err
     assert victim.read_bytes() == PRECIOUS and picture.read_bytes() == PRECIOUS
+    assert not [p.name for p in out.glob(".*part*")] and victim.parent.is_dir()
     assert not os.path.lexists(out / ".ppddpm.lock")                  # released: the lock, not the link, went
     assert (out / "schedule.png").is_file() and not (out / "schedule.png").is_symlink()
     assert (out / "schedule.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -119,6 +123,7 @@ LONG = "a" * 300                        # more than NAME_MAX (255 bytes) on ever
     (["view", "{tmp}/run.npz", "--out", "{tmp}/file/view.html"], "file is a file, not a folder"),
     (["view", "{tmp}/run.npz", "--out", "{tmp}/folder.html"], "is a folder; give a file name"),
     (["grid", "{tmp}/" + LONG + ".npz", "--out", "{tmp}/g"], "File name too long"),
+    (["view", "{tmp}/run.npz", "--ab", "{tmp}/" + LONG + ".json", "--out", "{tmp}/v.html"], "no A/B report at"),
 ])
 def test_output_and_input_paths_that_cannot_be_are_one_line(tmp_path, capsys, argv, message):
     """0.4.1 traced back on each (OSError: File name too long, NotADirectoryError, IsADirectoryError).

@@ -1,6 +1,7 @@
 """`ppddpm view`: an explorer to scrub through a run, one self-contained HTML file."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ppddpm._io import output_file
@@ -32,7 +33,7 @@ class ViewCommand(Command):
         output_file(out, "--out")             # a folder there, a file among its parents, a name too long: one line
         if args.ab and args.other:
             raise BadValue("give --ab or --with, not both")
-        if args.ab and not Path(args.ab).exists():
+        if args.ab and not os.path.exists(args.ab):          # False on any OSError (a name too long, …)
             raise BadValue(f"no A/B report at {args.ab} (write one with ppddpm ab --out DIR: DIR/ab.json)")
         view = explore(args.run, other=args.other, ab=args.ab)
         view.save(out)
