@@ -6,6 +6,8 @@ line with exit status 2, and lets anything else — a real bug — stay loud.
 """
 from __future__ import annotations
 
+import json
+import os
 import stat
 from pathlib import Path
 from typing import Optional
@@ -45,6 +47,9 @@ class Unsupported(InputError, NotImplementedError):
 class WriteFailed(InputError, OSError):
     """Writing an output failed (a full disk): the message names what was kept."""
 
+    def __str__(self):                       # the message alone, without OSError's "[Errno 28] " before it
+        return self.strerror if self.strerror is not None else super().__str__()
+
 
 class Untrusted(InputError, PermissionError):
     """A file whose loading could run code hidden in it (a pickle): refused unless the user
@@ -62,9 +67,16 @@ def regular_file(path, what: str = "file"):
     except OSError as exc:
         raise BadValue(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-        raise BadValue(f"the {what} {path} is {kind}; give a regular file")
+        raise BadValue(f"the {what} {path} is {file_kind(mode)}; give a regular file")
     return path
+
+
+def file_kind(mode: int) -> str:
+    """What a file of `mode` (st_mode) is, in words: "a folder", "a FIFO", …"""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISLNK, "a symbolic link"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+             (stat.S_ISREG, "a file"))
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def int_problem(name: str, value, low: int = 1, hint: str = "") -> Optional[str]:
@@ -81,3 +93,34 @@ def check_int(name: str, value, low: int = 1, hint: str = "") -> int:
     if problem:
         raise BadValue(problem)
     return int(value)
+
+
+def parse_json(text, where: str, error=BadValue, hint: str = ""):
+    """`text` (str or bytes) parsed as JSON, or one `error` "WHERE: what is wrong[; HINT]": not JSON, not
+    UTF-8, or nested deeper than the interpreter's recursion limit (json raises RecursionError at
+    ~1000 levels; metadata and reports are a few levels deep)."""
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = f"not JSON ({exc})"
+    except RecursionError:
+        problem = "JSON nested more deeply than ~1000 levels, which no ppddpm file is"
+    except ValueError as exc:                # e.g. an integer of more than 4300 digits
+        problem = f"not JSON ppddpm reads ({exc})"
+    raise error(f"{where}: {problem}" + (f"; {hint}" if hint else ""))
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory this machine can give now — Linux's MemAvailable (free pages and the page
+    cache it can drop), else the free pages — or None where there is no estimate."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

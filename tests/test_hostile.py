@@ -245,57 +245,7 @@ def test_view_ab_that_is_not_an_ab_report_is_one_error(pipe, tmp_path, content, 
 
 # --------------------------------------------------------------------------- 3. crash-consistent streams
 
-def _sample_cmd(model, out, steps=600, batch=8):
-    return [sys.executable, "-m", "ppddpm", "sample", "--model", str(model), "--steps", str(steps), "--every", "10",
-            "--batch-size", str(batch), "--seed", "5", "--out", str(out), "--quiet"]
-
-
-def _on_disk(stream) -> int:
-    """The steps the recorder says are fsync'd (meta.json is replaced atomically: a read sees a whole file)."""
-    try:
-        return int(json.loads((stream / "meta.json").read_text()).get("steps_on_disk") or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def test_sigkill_or_sigterm_at_any_moment_leaves_a_loadable_prefix(tmp_path, saved_pipe_dir):
-    """A real streamed CLI run (--every 10) killed at several moments of its sampling: the folder
-    loads, and its steps are bitwise the first steps of the same run left to finish (the oracle:
-    the .npz of an uninterrupted run, written by a separate process). Each kill waits until the
-    run has put a given number of steps on disk, then a random fraction of a second more: the
-    moments follow the run's progress, not the clock, so a busy machine cannot make the run end
-    first (batch 8 x 600 steps lasts ~6 s on a quiet machine)."""
-    import signal
-    import time
-
-    ref = subprocess.run(_sample_cmd(saved_pipe_dir, tmp_path / "ref"), capture_output=True, text=True, timeout=900)
-    assert ref.returncode == 0, ref.stderr
-    full = ppddpm.Trajectory.load(tmp_path / "ref" / "trajectory_seed5_batch8.npz")
-    rng = np.random.RandomState(21)
-    # a chunk of the recorder (64 step calls here: 6 recorded steps) reaches the disk at a time
-    moments = [(signal.SIGKILL, 6), (signal.SIGKILL, 42), (signal.SIGTERM, 24)]
-    for k, (sig, steps_before) in enumerate(moments):
-        out = tmp_path / f"killed{k}"
-        stream = out / "trajectory_seed5_batch8"
-        proc = subprocess.Popen(_sample_cmd(saved_pipe_dir, out), stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 600
-        while proc.poll() is None and _on_disk(stream) < steps_before and time.time() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3 * rng.rand())
-        assert proc.poll() is None, "the run ended before it could be killed"
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-        prefix = ppddpm.Trajectory.load(stream)
-        assert 6 <= len(prefix) < len(full) and not prefix.complete, (sig, steps_before, len(prefix))
-        n = len(prefix)
-        assert np.array_equal(prefix.timesteps, full.timesteps[:n])
-        assert np.array_equal(prefix.prev_sample, full.prev_sample[:n])
-        assert np.array_equal(prefix.pred_original_sample, full.pred_original_sample[:n])
-        if sig == signal.SIGTERM:                   # handled as Ctrl-C is: one line, exit 128 + 15
-            assert proc.returncode == 143 and len(err.strip().splitlines()) == 1, err
-            assert "terminated (SIGTERM) after" in err and f"the {n} recorded steps are kept" in err, err
-        else:
-            assert proc.returncode == -signal.SIGKILL
+# SIGKILL / SIGTERM at random moments of real streamed runs: tests/test_hostile_files.py (issue 32)
 
 
 FILL_DISK_EVERY_10 = r"""

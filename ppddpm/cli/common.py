@@ -2,36 +2,27 @@
 overwrite a finished result, loading --model with its checks, the seeds, and which rank speaks."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ppddpm._io import output_lock
+from ppddpm._io import output_dir, output_lock, said_once
 from ppddpm.cli.signals import sigterm_stops
 from ppddpm.core.ranks import is_lead
-from ppddpm.errors import BadValue, Exists, InputError, WriteFailed
+from ppddpm.errors import BadValue, Exists, available_memory
 from ppddpm.model.loading import load_pipeline
 from ppddpm.pipelines.latent import kind_of
 
 
 def output_folder(args) -> Path:
     """--out as a folder (created if missing), locked for this run until the command ends
-    (`ppddpm._io.output_lock`: a second run into it is refused); a file in its place, or a folder
-    that cannot be written, is one clear error."""
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadValue(f"--out {out} is a file; give a folder (it is created if missing)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if is_lead() and getattr(args, "_hold", None) is not None:
+    (`ppddpm._io.output_lock`: a second run into it is refused); a file in its place, a path that
+    cannot be a folder, or a folder that cannot be written, is one clear error (`ppddpm._io.output_dir`)."""
+    out = output_dir(args.out, "--out")
+    if is_lead() and getattr(args, "_hold", None) is not None:
+        with said_once(out, "--out", every=True):
             args._hold(output_lock(out))
-    except OSError as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise WriteFailed(exc.errno, f"--out {out} cannot be written ({exc.strerror or exc}); give a folder "
-                                     f"you can write to") from None
     return out
 
 
@@ -85,9 +76,8 @@ def pixel_pipeline(pipe, what):
 
 def check_memory(what: str, nbytes: float):
     """Refuse work whose estimated memory exceeds what this machine has available now."""
-    try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+    free = available_memory()
+    if free is None:
         return                                   # no estimate on this platform: nothing to say
     if nbytes > free:
         raise BadValue(f"{what} needs about {nbytes / 2 ** 30:.1f} GB of memory by a rough estimate, and "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ppddpm._io import atomic_path
 from ppddpm._progress import cli_choice
 from ppddpm.analysis.ab import compare
 from ppddpm.cli import options
@@ -56,7 +57,8 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
             plot_ab(report, "direct", save=out / "ab_clip_on.png")
             report.to_json(out / "ab_clip_on.json")
             written += [out / "ab_clip_on.png", out / "ab_clip_on.json"]
-    (out / "ab_summary.txt").write_text("\n".join(lines) + "\n")
+    with atomic_path(out / "ab_summary.txt") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     written.append(out / "ab_summary.txt")
     say("A/B, free mode, reference 'ppdiffusers' (the stock step), as README's table:")
     for line in lines:

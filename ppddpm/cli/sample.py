@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import sys
 
 import numpy as np
 
+from ppddpm._io import discard
 from ppddpm._progress import cli_choice
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
@@ -106,10 +107,10 @@ class SampleCommand(Command):
     def _clear_or_refuse(self, npz):
         """An earlier interrupted run's stream goes with --force (else one line); a finished .npz needs --force."""
         stream = stream_folder(npz)
-        if stream.exists() and self.args.force:
-            shutil.rmtree(stream)
+        if os.path.lexists(stream) and self.args.force:
+            discard(stream)                  # a link there goes, not what it points to
             print(f"removed {stream}, an earlier interrupted run (--force)", file=sys.stderr)
-        elif stream.exists():
+        elif os.path.lexists(stream):
             raise BadValue(f"{stream} holds an earlier (interrupted?) run; load it with ppddpm.Trajectory.load, then "
                            f"remove it, choose another --out, or pass --force to overwrite it")
         refuse_overwrite(self.args, npz)
@@ -159,11 +160,13 @@ class SampleCommand(Command):
 
     def _stopped_at(self, stream, exc):
         """Ctrl-C or SIGTERM mid-run: one line saying where the recorded steps are, and the exit status."""
-        kept = Trajectory.load(stream) if stream.exists() else None
+        kept = Trajectory.load(stream) if stream.is_dir() else None
         done = kept.meta.get("steps_run", 0) if kept is not None else 0
-        print(f"ppddpm sample: {stopped(exc)} after {done} of {self.args.steps} steps; the {len(kept or [])} recorded "
-              f"steps are kept in {stream} (ppddpm grid {stream}, or ppddpm.Trajectory.load({str(stream)!r}))",
-              file=sys.stderr)
+        where = (f"the {len(kept)} recorded steps are kept in {stream} (ppddpm grid {stream}, or "
+                 f"ppddpm.Trajectory.load({str(stream)!r}))" if kept else
+                 f"no recorded step had reached the disk: {stream} holds 0 steps" if kept is not None else
+                 "nothing was recorded")
+        print(f"ppddpm sample: {stopped(exc)} after {done} of {self.args.steps} steps; {where}", file=sys.stderr)
         raise SystemExit(interrupt_status(exc)) from None
 
 

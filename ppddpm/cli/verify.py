@@ -1,6 +1,7 @@
 """`ppddpm verify`: replay a recorded run through the float64 reference of its sampler."""
 from __future__ import annotations
 
+from ppddpm._io import output_file
 from ppddpm.analysis.verify import save_json, verify
 from ppddpm.cli.command import Command
 
@@ -23,6 +24,8 @@ class VerifyCommand(Command):
         p.set_defaults(func=cls)
 
     def run(self) -> int:
+        if self.args.json:
+            output_file(self.args.json, "--json")         # a bad name fails before the replay, not after
         report = verify(self.args.run)
         print(report.table())
         if self.args.json:

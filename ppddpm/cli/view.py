@@ -1,8 +1,10 @@
 """`ppddpm view`: an explorer to scrub through a run, one self-contained HTML file."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from ppddpm._io import output_file
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.errors import BadValue
@@ -28,11 +30,10 @@ class ViewCommand(Command):
         out = Path(args.out)
         if out.suffix.lower() not in (".html", ".htm"):
             raise BadValue(f"--out names the page: a file ending in .html, got {args.out!r}")
-        if out.exists() and out.is_dir():
-            raise BadValue(f"--out {out} is a folder; give the page's file name, e.g. {out / 'view.html'}")
+        output_file(out, "--out")             # a folder there, a file among its parents, a name too long: one line
         if args.ab and args.other:
             raise BadValue("give --ab or --with, not both")
-        if args.ab and not Path(args.ab).exists():
+        if args.ab and not os.path.exists(args.ab):          # False on any OSError (a name too long, …)
             raise BadValue(f"no A/B report at {args.ab} (write one with ppddpm ab --out DIR: DIR/ab.json)")
         view = explore(args.run, other=args.other, ab=args.ab)
         view.save(out)

@@ -10,12 +10,12 @@ the interrupt goes on to the caller. A finished run becomes the `.npz` and its s
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ppddpm._io import discard
 from ppddpm.core.recorder import sample_trajectory
 
 
@@ -46,5 +46,5 @@ def sample_to_file(pipe, path, seed: int = 777, **sample_kwargs) -> SampledRun:
     traj = sample_trajectory(pipe, seed=seed, store="disk", path=stream, **sample_kwargs)
     final = np.array(traj.prev_sample[-1], np.float32)                 # a copy: the stream's memmap goes below
     run = SampledRun(traj.save(path), final, len(traj), dict(traj.meta), traj.images)
-    shutil.rmtree(stream)
+    discard(stream)                  # renamed away, then deleted: killed here, the stream is whole or gone
     return run

@@ -5,12 +5,19 @@ diffusion"), laid out NCHW as ppdiffusers' UNet2DModel expects.
 """
 from __future__ import annotations
 
+import os
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
-from ppddpm.errors import BadValue, NotFound
+from ppddpm.errors import BadValue, NotFound, regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
+MAX_IMAGE_PIXELS = 4096 * 4096      # an image read here: ≤ 64 MiB decoded (RGBA), checked from its header first
+# what PIL raises on a file it cannot decode (truncated data, broken chunks, a bad zlib stream), besides OSError
+UNREADABLE = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 SPLIT_SEED = 0          # the fixed permutation that defines the digits train / held-out split
 HELD_OUT_FRACTION = 0.2
 
@@ -59,13 +66,43 @@ def load_digits(split: str = "train", resolution: int = 8, with_labels: bool = F
     return (images, labels) if with_labels else images
 
 
+def read_image(path, what: str = "image"):
+    """The PIL image in the file at `path`, decoded, or one BadValue naming the file: only a regular
+    file is opened (a FIFO would block the read), and its size is read from the header (PIL's
+    `Image.open` decodes nothing) and refused above MAX_IMAGE_PIXELS before any pixel is decoded —
+    a 40000×40000 PNG of a few KB would take 4.8 GB."""
+    from PIL import Image
+
+    path = regular_file(path, what)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)     # PIL's own cap (89 Mpx), as one line
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadValue(f"the {what} {path} has more than {MAX_IMAGE_PIXELS} pixels (4096²); give a smaller "
+                       f"image") from None
+    except UNREADABLE as exc:
+        raise BadValue(f"{path} is not an image PIL can read ({type(exc).__name__}); give a PNG, JPEG, …") from None
+    width, height = image.size
+    if not width * height <= MAX_IMAGE_PIXELS:
+        raise BadValue(f"the {what} {path} is {width}×{height} pixels, more than {MAX_IMAGE_PIXELS} (4096²); give "
+                       f"a smaller image")
+    try:
+        image.load()
+    except UNREADABLE as exc:
+        raise BadValue(f"{path} is not an image PIL can read ({type(exc).__name__}: {exc}); give a PNG, JPEG, "
+                       f"…") from None
+    return image
+
+
 def load_image_folder(path, resolution: int, channels: int = 3) -> np.ndarray:
     """Every image under `path` (recursively), centre-cropped to a square, resized to
-    `resolution` and returned as [N, channels, R, R] float32 in [-1, 1]."""
+    `resolution` and returned as [N, channels, R, R] float32 in [-1, 1]. Each file is read by
+    `read_image`: a FIFO, an unreadable image or one of more than MAX_IMAGE_PIXELS is one line."""
     from PIL import Image
 
     root = Path(path)
-    if not root.is_dir():
+    if not os.path.isdir(root):                 # False on any OSError (a name too long, …)
         raise NotFound(f"--data {path}: not a directory (give a folder of images, or 'digits')")
     if channels not in (1, 3):
         raise BadValue(f"channels must be 1 or 3, got {channels}")
@@ -74,7 +111,7 @@ def load_image_folder(path, resolution: int, channels: int = 3) -> np.ndarray:
         raise BadValue(f"--data {path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     out = []
     for f in files:
-        im = Image.open(f).convert("L" if channels == 1 else "RGB")
+        im = read_image(f, "--data image").convert("L" if channels == 1 else "RGB")
         w, h = im.size
         s = min(w, h)
         im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))

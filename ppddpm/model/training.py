@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ppddpm._io import atomic_path
+from ppddpm._io import atomic_path, publish
 from ppddpm._progress import wanted
 from ppddpm.errors import BadValue, NotFound, Untrusted, int_problem, regular_file
 from ppddpm.model import tensorfile
@@ -418,12 +419,18 @@ def _optimise(parts: _Parts, cfg: TrainConfig, path: Path, steps: range, losses:
 
 
 def _save_pipeline(out: Path, cfg: TrainConfig, parts: _Parts, losses: list, seconds: float, total) -> None:
-    """The EMA weights as a `DDPMPipeline` directory in `out`, and the losses beside it (LOSSES)."""
+    """The EMA weights as a `DDPMPipeline` directory in `out`, and the losses beside it (LOSSES).
+    ppdiffusers writes the pipeline into a fresh hidden folder; each of its entries (model_index.json,
+    unet/, scheduler/) then replaces its name in `out` (`ppddpm._io.publish`): a link left at one of
+    those names is replaced, never written through."""
     from ppdiffusers import DDPMPipeline
 
     parts.ema.copy_to(parts.unet.parameters())
     parts.unet.eval()
-    DDPMPipeline(unet=parts.unet, scheduler=parts.scheduler).save_pretrained(str(out))
+    with tempfile.TemporaryDirectory(prefix=".pipeline.", suffix=".part", dir=out) as staging:
+        DDPMPipeline(unet=parts.unet, scheduler=parts.scheduler).save_pretrained(staging)
+        for entry in sorted(Path(staging).iterdir(), key=lambda p: p.name == "model_index.json"):   # the index last
+            publish(entry, out / entry.name)
     with atomic_path(out / LOSSES) as tmp:
         tmp.write_text(json.dumps({"config": {k: (list(v) if isinstance(v, tuple) else v)
                                               for k, v in vars(cfg).items()},

@@ -25,7 +25,7 @@ import numpy as np
 
 from ppddpm._io import atomic_path
 from ppddpm.core.adapters import rebuild_scheduler
-from ppddpm.errors import BadValue, regular_file
+from ppddpm.errors import BadValue, parse_json, regular_file
 from ppddpm.pipelines.latent import caption, displayable
 from ppddpm.reference import Schedule, posterior_coefficients
 from ppddpm.storage.trajectory import Trajectory
@@ -150,8 +150,7 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
         traj = Trajectory.load(traj)
     if isinstance(other, (str, Path)):
         other = Trajectory.load(other)
-    if not len(traj):
-        raise BadValue("the trajectory has no recorded steps")
+    traj.check_recorded()
     traj, other = displayable(traj), (displayable(other) if other is not None else None)    # latent runs: pictures
     curve = None
     if other is not None:
@@ -193,15 +192,13 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
 def _ab_curve(path: Path) -> dict:
     """The |Δ x_{t−1}| curve of an ab.json (`ABReport.to_json`); anything else is one BadValue."""
     path = regular_file(path, "A/B report")
+    data = parse_json(path.read_bytes(), f"{path} is not an A/B report", hint="give the ab.json `ppddpm ab` wrote")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         name = data["variants"][1]
         curve = {"label": f"max |Δ x_{{t−1}}|, {name} vs {data['reference']} (A/B, {data['mode']})",
                  "t": [float(t) for t in data["timesteps"]],
                  "values": [float(max(v)) for v in data["per_variant"][name]["max_abs_prev"]],
                  "bound": [float(max(v)) for v in data["bound"]]}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadValue(f"{path} is not an A/B report: not JSON ({exc}); give the ab.json `ppddpm ab` wrote") from None
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise BadValue(f"{path} is not an A/B report of `ppddpm ab` (missing or malformed "
                        f"{type(exc).__name__}: {exc}); it needs variants, reference, mode, timesteps, "

@@ -15,8 +15,8 @@ import numpy as np
 from ppddpm._io import atomic_path
 from ppddpm.core.adapters import in_sigma_space, rebuild_scheduler
 from ppddpm.core.recorder import kept_steps
-from ppddpm.errors import BadValue, NotFound, check_int, regular_file
-from ppddpm.model.data import load_digits
+from ppddpm.errors import BadValue, check_int
+from ppddpm.model.data import load_digits, read_image
 from ppddpm.pipelines.latent import caption, displayable
 
 
@@ -207,6 +207,7 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, nco
     only sample `index`). The title's spacing and counts are read from the tiles and the run
     (`_RunFacts`); σ-space samples are drawn at the scale the model sees."""
     check_int("ncols", ncols)
+    traj.check_recorded()
     traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
     data = traj.field(field)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
@@ -236,6 +237,7 @@ def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: in
                     every_t: Optional[int] = None, tiles: Optional[int] = None):
     """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
     noise falls. Steps chosen, titled and scaled as in `plot_grid`."""
+    traj.check_recorded()
     traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     _samples(traj, index)
@@ -403,15 +405,7 @@ def load_image(image, resolution: Optional[int] = None, channels: Optional[int] 
         digits, labels = load_digits("test", resolution or 16, with_labels=True)
         return digits[0] if label == "" else digits[int(np.nonzero(labels == int(label))[0][0])]
     if isinstance(image, (str, Path)):
-        if not Path(image).exists():
-            raise NotFound(f"no image at {image}")
-        path = regular_file(image, "image")
-        try:
-            image = Image.open(path)
-            image.load()
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise BadValue(f"{path} is not an image PIL can read ({type(exc).__name__}); give a PNG, JPEG, … "
-                           f"or 'digit0' … 'digit9'") from None
+        image = read_image(image)               # "no image at …", a FIFO, an unreadable or a too large image: one line
     if isinstance(image, Image.Image):
         image = image.convert("L" if channels == 1 else "RGB")
         if resolution:
@@ -531,8 +525,7 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
     if not (isinstance(fps, (int, float)) and 0.01 <= fps <= 1000) or \
             not (isinstance(hold, (int, float)) and 0 <= hold <= 600):       # a GIF frame lasts at most 655.35 s
         raise BadValue(f"fps must be in [0.01, 1000] and hold in [0, 600] seconds, got fps={fps!r}, hold={hold!r}")
-    if not len(traj):
-        raise BadValue("the trajectory has no recorded steps")
+    traj.check_recorded()
     pics = frames(traj, field, index, size, steps=frame_steps(len(traj), every))
     frame_ms = max(20, int(round(1000 / fps)))              # GIF players floor shorter frames
     durations = [frame_ms] * (len(pics) - 1) + [max(frame_ms, int(round(1000 * hold)))]

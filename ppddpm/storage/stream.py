@@ -6,10 +6,14 @@
       prev_sample.npy    [N, B, C, H, W] per recorded field, N the planned count (the header says it)
       …
 
-Crash consistency: each step is written to every file as it is appended; a chunk of steps is then
-fsync'd and only then counted in meta.json (`steps_on_disk`), which is replaced atomically. So a run
-killed at any moment — SIGKILL included — leaves a folder whose first `steps_on_disk` steps load, and
-after a failed write (a full disk) meta.json counts the steps written whole.
+Crash consistency: the folder appears (a rename) with meta.json in it, counting 0 steps; each
+`.npy` is created with its header written out; each step is written to every file as it is
+appended; a chunk of steps is then fsync'd and only then counted in meta.json (`steps_on_disk`),
+which is replaced atomically. So a run killed at any moment after its folder exists — SIGKILL
+included — leaves a folder whose first `steps_on_disk` steps load (0 steps, before the first chunk
+reached the disk: a `.npy` not yet made, or made but empty, then holds no frame), and after a
+failed write (a full disk) meta.json counts the steps written whole. Files are created with
+O_EXCL | O_NOFOLLOW: nothing is written through a link.
 
 Hostile input: every `.npy` header is checked before anything is mapped — a numeric dtype (an object
 `|O` header mapped as pointers would crash the reader), C order, the expected dimensions, and a
@@ -25,8 +29,8 @@ from typing import Optional
 
 import numpy as np
 
-from ppddpm._io import atomic_path
-from ppddpm.errors import regular_file
+from ppddpm._io import atomic_path, fresh_folder
+from ppddpm.errors import parse_json, regular_file
 from ppddpm.storage.format import (DECODED_SUFFIX, FORMAT, FORMAT_VERSION, TrajectoryError, field_names,
                                    stage_names)
 from ppddpm.storage.meta import check_meta
@@ -39,14 +43,18 @@ STEP_COLUMNS = ("timesteps", "sigma", "clip_fraction", "stage")      # the colum
 # --------------------------------------------------------------------------- writing
 
 class NpyFrames:
-    """Frames of one field streamed to a `.npy` file whose header announces `n` of them."""
+    """Frames of one field streamed to a `.npy` file whose header announces `n` of them.
+
+    The file is created — never through a link (O_EXCL | O_NOFOLLOW) — with its header written out
+    at once: from then on a SIGKILL leaves a file whose header reads, holding 0 or more frames."""
 
     def __init__(self, path: Path, n: int, shape: tuple, dtype: str):
         self.path, self.shape, self.dtype, self.count = path, tuple(shape), np.dtype(dtype), 0
-        self.file = open(path, "wb")
+        self.file = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb")
         np.lib.format.write_array_header_1_0(
             self.file, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
                         "shape": (n,) + self.shape})
+        self.file.flush()
         self.offset = self.file.tell()
 
     def append(self, frame):
@@ -86,9 +94,9 @@ class StreamWriter:
 
     def __init__(self, path, rows: int, meta: dict, fields: tuple):
         self.path, self.rows, self.meta, self.fields = Path(path), rows, meta, tuple(fields)
-        self.path.mkdir(parents=True, exist_ok=True)
+        with fresh_folder(self.path) as staging:        # the folder appears with its meta.json (0 steps) in it
+            _write_synced(staging / META, self._meta_text(complete=False, on_disk=0))
         self.steps_on_disk = 0
-        self.write_meta(complete=False, on_disk=0)
         self.steps = NpyFrames(self.path / STEPS, rows, (len(STEP_COLUMNS),), "float64")
         self.files = [self.steps]
 
@@ -111,14 +119,13 @@ class StreamWriter:
 
     def write_meta(self, complete: bool, on_disk: int):
         """meta.json, replaced atomically (a reader sees the old file or the new, whole)."""
-        meta = dict(self.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.fields),
-                    complete=complete, steps_on_disk=on_disk)
         with atomic_path(self.path / META) as tmp:
-            with open(tmp, "w") as fh:
-                fh.write(json.dumps(meta, default=str, indent=1))
-                fh.flush()
-                os.fsync(fh.fileno())
+            _write_synced(tmp, self._meta_text(complete, on_disk))
         self.steps_on_disk = on_disk
+
+    def _meta_text(self, complete: bool, on_disk: int) -> str:
+        return json.dumps(dict(self.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.fields),
+                               complete=complete, steps_on_disk=on_disk), default=str, indent=1)
 
     def close(self):
         """Every file closed; a full disk failing a final flush loses nothing counted before."""
@@ -129,19 +136,28 @@ class StreamWriter:
                 pass
 
 
+def _write_synced(path: Path, text: str):
+    with open(path, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 # --------------------------------------------------------------------------- reading
 
-def read_frames(path: Path, ndim: int, columns: Optional[tuple] = None) -> np.ndarray:
+def read_frames(path: Path, ndim: int, columns: Optional[tuple] = None,
+                unwritten: bool = False) -> Optional[np.ndarray]:
     """The complete frames of a streamed `.npy` (its header announces the planned count), the header
     checked before anything is mapped (module docstring); `columns`: the allowed sizes of the last
-    dimension."""
+    dimension. A file that ends before its header does is None if it may be `unwritten` (created by
+    a writer killed before it wrote anything: the metadata counts no step), else a TrajectoryError."""
     path = regular_file(path, "streamed array")
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = header(fh)
-        offset = fh.tell()
-    dtype = np.dtype(dtype)
+    header = _header(path)
+    if header is None:
+        if unwritten:
+            return None
+        raise TrajectoryError(f"{path} ends before its .npy header does; the stream is truncated or corrupt")
+    shape, fortran, dtype, offset = header
     if dtype.kind != "f" or dtype.hasobject or fortran or len(shape) != ndim or \
             (columns is not None and shape[-1] not in columns):
         raise TrajectoryError(f"{path} is not a ppddpm stream array: {dtype.str} of shape {shape}"
@@ -153,13 +169,28 @@ def read_frames(path: Path, ndim: int, columns: Optional[tuple] = None) -> np.nd
     return np.memmap(path, dtype, "r", offset=offset, shape=(n,) + tuple(shape[1:]))
 
 
-def _read_field(path: Path, name: str, meta: dict) -> np.ndarray:
-    """A field's streamed frames; none yet where the run stopped before its first recorded step (the
-    field's file is made with that step's frames, meta.json and steps.npy when the run starts)."""
+def _header(path: Path):
+    """(shape, Fortran order, dtype, offset of the data) of a `.npy`; None if the file ends before the
+    header its first bytes announce (the magic string, the version, the header's length)."""
+    with open(path, "rb") as fh:
+        lead = fh.read(12)
+        size = os.fstat(fh.fileno()).st_size
+        length = 10 + int.from_bytes(lead[8:10], "little") if lead[6:7] == b"\x01" else \
+            12 + int.from_bytes(lead[8:12], "little")
+        if len(lead) < 12 or size < length:
+            return None
+        fh.seek(0)
+        version = np.lib.format.read_magic(fh)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(fh)
+        return shape, fortran, np.dtype(dtype), fh.tell()
+
+
+def _read_field(path: Path, name: str, unwritten: bool) -> Optional[np.ndarray]:
+    """A field's streamed frames; None where the run stopped before its first recorded step reached the
+    disk (`unwritten`: the field's file is made with that step, and may be absent or empty)."""
     file = path / f"{name}.npy"
-    if not file.exists() and not meta.get("steps_on_disk"):
-        return np.zeros((0, 0, 0, 0, 0), np.float32)
-    return read_frames(file, 5)
+    return None if unwritten and not os.path.lexists(file) else read_frames(file, 5, unwritten=unwritten)
 
 
 def _read_parts(path: Path):
@@ -168,17 +199,19 @@ def _read_parts(path: Path):
     if not meta_file.exists():
         raise TrajectoryError(f"{path} is not a streamed ppddpm trajectory (no {META})")
     try:
-        meta = json.loads(regular_file(meta_file, "metadata").read_text())
+        meta = parse_json(regular_file(meta_file, "metadata").read_bytes(), f"{meta_file}", TrajectoryError)
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise TrajectoryError(f"{meta_file} is not a ppddpm trajectory's metadata (no format {FORMAT!r})")
         check_meta(meta_file, meta)
-        steps = read_frames(path / STEPS, 2, columns=(3, 4))      # 0.1 streams had no stage column
-        fields = {name: _read_field(path, name, meta) for name in field_names(path, meta)}
+        unwritten = type(meta.get("steps_on_disk")) is int and meta["steps_on_disk"] == 0     # no step counted yet
+        steps = None if unwritten and not os.path.lexists(path / STEPS) else \
+            read_frames(path / STEPS, 2, columns=(3, 4), unwritten=unwritten)     # 0.1 streams had no stage column
+        fields = {name: _read_field(path, name, unwritten) for name in field_names(path, meta)}
     except TrajectoryError:
         raise
     except (OSError, ValueError, KeyError) as exc:
         raise TrajectoryError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
-    return meta, steps, fields
+    return meta, np.empty((0, len(STEP_COLUMNS))) if steps is None else steps, fields     # None: no steps.npy yet
 
 
 def read_stream(path) -> dict:
@@ -186,13 +219,15 @@ def read_stream(path) -> dict:
     (timesteps, fields, sigma, clip_fraction, meta, stages) for its first `steps_on_disk` steps."""
     path = Path(path)
     meta, steps, fields = _read_parts(path)
-    kinds = {(name.endswith(DECODED_SUFFIX), a.shape[1:]) for name, a in fields.items()}
+    written = {name: a for name, a in fields.items() if a is not None}
+    kinds = {(name.endswith(DECODED_SUFFIX), a.shape[1:]) for name, a in written.items()}
     if len(kinds) > len({decoded for decoded, _ in kinds}):     # one frame shape each: recorded, decoded
         raise TrajectoryError(f"{path}: its fields' frames differ in shape; not one recording")
-    n = min([len(steps)] + [len(a) for a in fields.values()])
+    n = min([len(steps)] + [len(a) for a in written.values()])
     if isinstance(meta.get("steps_on_disk"), int):      # the writer's count after its last fsync
         n = min(n, max(0, meta["steps_on_disk"]))
     meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
     stages = stage_names(steps[:n, 3]) if steps.shape[1] > 3 else None
-    return {"timesteps": steps[:n, 0], "fields": {k: a[:n] for k, a in fields.items()}, "sigma": steps[:n, 1],
-            "clip_fraction": steps[:n, 2], "meta": meta, "stages": stages}
+    none = np.zeros((0, 0, 0, 0, 0), np.float32)                 # a field whose file was not made yet
+    return {"timesteps": steps[:n, 0], "fields": {k: none if a is None else a[:n] for k, a in fields.items()},
+            "sigma": steps[:n, 1], "clip_fraction": steps[:n, 2], "meta": meta, "stages": stages}

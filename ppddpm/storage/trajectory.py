@@ -7,6 +7,7 @@ what the fields and numbers are, `ppddpm.storage.format`. Files written by ppddp
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,13 @@ class Trajectory:
         arr = self.field(field)
         return [to_pil(np.asarray(arr[i], np.float32)) for i in range(len(arr))]
 
+    def check_recorded(self):
+        """BadValue, said plainly, if the trajectory holds 0 steps — as a streamed run stopped before its
+        first recorded step reached the disk loads — for whatever needs at least one step."""
+        if not len(self):
+            stopped = "" if self.complete else " (its run stopped before its first recorded step reached the disk)"
+            raise BadValue(f"the trajectory holds 0 recorded steps{stopped}; there is nothing to show")
+
     def index_of(self, t: int) -> int:
         hits = np.nonzero(self.timesteps == t)[0]
         if not len(hits):
@@ -141,4 +149,4 @@ class Trajectory:
     def load(cls, path) -> "Trajectory":
         """Load a `.npz` written by `save`, or a folder streamed by `record(store="disk")`."""
         path = Path(path)
-        return cls(**(read_stream(path) if path.is_dir() else read_npz(path)))
+        return cls(**(read_stream(path) if os.path.isdir(path) else read_npz(path)))   # isdir: False on any OSError

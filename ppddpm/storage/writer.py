@@ -15,12 +15,14 @@ vocabulary of nothing: frames arrive under the fields' own names (`ppddpm.storag
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ppddpm.errors import BadValue, Exists
+from ppddpm.errors import BadValue, Exists, file_kind
 from ppddpm.storage.format import DTYPES, NUMBERS, STORES, stage_code, stage_names, step_numbers
 from ppddpm.storage.stream import StreamWriter
 from ppddpm.storage.trajectory import Trajectory
@@ -38,7 +40,13 @@ def check_destination(store: str, dtype, path) -> Optional[Path]:
     if path is None:
         raise BadValue('store="disk" needs path= (a directory to stream the frames into)')
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISDIR(mode):                   # a link is refused, not followed: the stream stays where it is named
+        raise Exists(f"{path} exists and is {file_kind(mode)}; streamed trajectories need a fresh directory")
+    if any(path.iterdir()):
         raise Exists(f"{path} exists and is not empty; streamed trajectories need a fresh directory")
     return path
 
