@@ -194,3 +194,55 @@ def fill_all(script: str) -> None:
         path = (FIGURES / file).resolve()
         writer = "benchmarks/run_all.py" if path.parent.name == "benchmarks" else WRITERS.get(file, script)
         fill(name, render(json.loads(path.read_text())), f"{writer} from {path.relative_to(ROOT)}")
+
+
+class _Written(str):
+    """An annotation shown as written (`n: int`), not as the string it is under postponed evaluation."""
+
+    def __repr__(self):
+        return str(self)
+
+
+def _signature(obj) -> str:
+    """`obj`'s call signature as `inspect` gives it (an exception: its base; a constant: its value)."""
+    import inspect     # lazy: only the API block needs it
+
+    if isinstance(obj, type) and issubclass(obj, BaseException):
+        return f"exception ({obj.__bases__[0].__name__})"
+    if isinstance(obj, dict):
+        return "= {" + ", ".join(map(repr, obj)) + "}: …"
+    if not callable(obj):
+        return f"= {obj!r}"
+    signature = inspect.signature(obj)
+
+    def written(annotation):
+        return _Written(annotation) if isinstance(annotation, str) else annotation
+
+    return str(signature.replace(
+        parameters=[p.replace(annotation=written(p.annotation)) for p in signature.parameters.values()],
+        return_annotation=written(signature.return_annotation)))
+
+
+def render_api() -> str:
+    """README's "Public API" block: every name of `ppddpm.__all__`, its signature and the module it
+    lives in, grouped by module (tests/test_public_api.py checks the committed block is this)."""
+    import ppddpm     # lazy: the measured tables above need no paddle
+
+    rows = []
+    for name in ppddpm.__all__:
+        obj = getattr(ppddpm, name)
+        home = getattr(obj, "__module__", None) if callable(obj) and not isinstance(obj, type(ppddpm)) else None
+        home = home or (obj.__name__ if isinstance(obj, type(ppddpm)) else f"ppddpm.{ppddpm._EXPORTS[name]}")
+        rows.append((home, name, _signature(obj).replace("|", "\\|")))
+    lines = ["| name | signature | lives in |", "|---|---|---|"]
+    rows.sort(key=lambda row: (row[0], row[1].lower()))
+    lines += [f"| `ppddpm.{name}` | `{signature}` | `{home}` |" for home, name, signature in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":          # `python docs/readme_blocks.py`: the API block (the tables: `make figures`)
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    fill("api", render_api(), "docs/readme_blocks.py from ppddpm.__all__")
+    print("wrote README's api block")

@@ -293,7 +293,7 @@ def test_import_and_load_print_no_paddle_or_setuptools_noise(tmp_path):
 
 def test_what_a_newcomer_met_on_the_second_pass(tmp_path, saved_pipe_dir):
     """A reader that closes the pipe ends `ppddpm verify` quietly (141, not verify's 1 with a
-    traceback); UniPC's default, which cannot run on paddle 3.3.1, is one line; --force clears an
+    traceback); UniPC's default runs (ppddpm's fix of its solve's dtype mix); --force clears an
     earlier interrupted run's stream folder instead of refusing."""
     import subprocess
     import sys
@@ -311,7 +311,7 @@ def test_what_a_newcomer_met_on_the_second_pass(tmp_path, saved_pipe_dir):
                               timeout=600)
 
     res = cli("sample", "--model", saved_pipe_dir, "--scheduler", "unipc", "--steps", 5, "--out", tmp_path / "u")
-    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "solver_order=1" in res.stderr
+    assert res.returncode == 0 and (tmp_path / "u").is_dir(), res.stderr
     stream = tmp_path / "f" / "trajectory_seed1"
     stream.mkdir(parents=True)
     (stream / "meta.json").write_text("{}")          # what an interrupted run leaves behind

@@ -43,9 +43,10 @@ FAMILIES = {
                         ppddpm.SamplerPipeline, {}),
     "kdpm2": (KDPM2DiscreteScheduler, {}, ppddpm.SamplerPipeline, {}),
     "kdpm2-ancestral": (KDPM2AncestralDiscreteScheduler, {}, ppddpm.SamplerPipeline, {}),
-    # UniPC's default (solver_order=2) stops at its third step on paddle 3.3.1: the UniC-2 corrector's
-    # `paddle.linalg.solve(R, b)` gets a float64 R (`paddle.to_tensor([rk, 1.0])` with rk a float32 0-d
-    # tensor makes float64) and a float32 b. UniPC-1 (UniP-1 + UniC-1) and UniP-2 without the corrector run.
+    # UniPC's default (solver_order=2, UniC-2 corrector) runs through ppddpm's fix of its solve's dtype mix
+    # (ppddpm.core.fixes; the hand loop gets the test's own, solve_in_float64); UniPC-1 (UniP-1 + UniC-1) and
+    # UniP-2 without the corrector need no fix
+    "unipc": (UniPCMultistepScheduler, {}, ppddpm.SamplerPipeline, {}),
     "unipc-1": (UniPCMultistepScheduler, {"solver_order": 1}, ppddpm.SamplerPipeline, {}),
     "unipc-p2-noise-prediction": (UniPCMultistepScheduler,
                                   {"predict_x0": False, "disable_corrector": list(range(STEPS))},
@@ -60,14 +61,29 @@ FAMILIES = {
 }
 
 
+def solve_in_float64(monkeypatch):
+    """The oracle's answer to UniPC's upstream dtype mix, written here: `paddle.linalg.solve` given a float64
+    R and a float32 b (paddle 3.3) solves both in float64; operands of one dtype are paddle's own solve."""
+    solve = paddle.linalg.solve
+
+    def solve64(a, b, **kwargs):
+        if a.dtype == b.dtype:
+            return solve(a, b, **kwargs)
+        return solve(a.astype("float64"), b.astype("float64"), **kwargs)
+
+    monkeypatch.setattr(paddle.linalg, "solve", solve64)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_recording_any_sampler_is_bitwise_the_hand_loop(unet, family):
+def test_recording_any_sampler_is_bitwise_the_hand_loop(unet, family, monkeypatch):
     cls, overrides, pipeline_cls, call_kwargs = FAMILIES[family]
     pipe = pipeline_cls(unet=unet, scheduler=make(cls, **overrides))
     pipe.set_progress_bar_config(disable=True)
     traj = ppddpm.sample_trajectory(pipe, seed=11, num_inference_steps=STEPS, every=1, fields="all",
                                     pipe_kwargs=call_kwargs)
-    hand = hand_loop(unet, make(cls, **overrides), 11, STEPS, step_kwargs=call_kwargs)
+    with monkeypatch.context() as patched:
+        solve_in_float64(patched)
+        hand = hand_loop(unet, make(cls, **overrides), 11, STEPS, step_kwargs=call_kwargs)
     assert traj.complete and len(traj) == len(hand.prev_sample)
     assert np.array_equal(traj.prev_sample, hand.prev_sample)          # values and RNG stream untouched
     returned = [a for a in hand.returned_x0 if a is not None]
@@ -201,7 +217,7 @@ def test_new_stochastic_samplers_record_the_noise_they_added(unet, family):
     assert 0.5 < z[noisy].std() < 1.5 and not z[~noisy].any()     # standard normal z where added, none elsewhere
 
 
-@pytest.mark.parametrize("family", ["unipc-1", "unipc-p2-noise-prediction", "deis", "dpmsolver-singlestep",
+@pytest.mark.parametrize("family", ["unipc", "unipc-1", "unipc-p2-noise-prediction", "deis", "dpmsolver-singlestep",
                                     "dpmsolver-singlestep-3"])
 def test_solver_x0_is_the_prediction_it_kept(unet, family):
     """Where the step keeps x̂_0 (data prediction) it is recorded as kept, where it keeps ε it is
@@ -307,3 +323,36 @@ def test_the_step_arguments_a_replay_needs_are_in_the_metadata(unet):
     traj = ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=3, every=3,
                                     pipe_kwargs={"eta": 0.5, "use_clipped_model_output": True})
     assert traj.meta["step_arguments"] == {"eta": 0.5, "use_clipped_model_output": True}
+
+
+def test_the_unipc_solve_fix_holds_only_inside_its_block():
+    """What stops UniPC's default (paddle refuses `solve(float64 R, float32 b)`) runs inside
+    `ppddpm.upstream_fixes()`, in float64, equal to numpy's solve; a one-dtype solve is paddle's own;
+    outside the block paddle's function is back and refuses the mix again."""
+    stock = paddle.linalg.solve
+    R = paddle.to_tensor([[2.0, 1.0], [1.0, 3.0]], dtype="float64")
+    b = paddle.to_tensor([1.0, 2.0], dtype="float32")
+    with pytest.raises(ValueError, match="float"):
+        stock(R, b)
+    with ppddpm.upstream_fixes():
+        mixed, single = paddle.linalg.solve(R, b), paddle.linalg.solve(R.astype("float32"), b)
+    assert mixed.dtype == paddle.float64 and single.dtype == paddle.float32
+    np.testing.assert_allclose(mixed.numpy(), np.linalg.solve([[2.0, 1.0], [1.0, 3.0]], [1.0, 2.0]),
+                               rtol=1e-12)                       # float64 solve of a 2×2 well-conditioned system
+    assert np.array_equal(single.numpy(), stock(R.astype("float32"), b).numpy())
+    assert paddle.linalg.solve is stock
+    with pytest.raises(ValueError, match="float"):
+        paddle.linalg.solve(R, b)
+
+
+def test_unipcs_default_records_and_verifies_in_a_loop_ppddpm_does_not_run(unet):
+    """The fix through the step observer alone: a hand-written loop over UniPC's default config,
+    recorded with `ppddpm.record(scheduler)`, goes past the third step and holds against the float64
+    reference; nothing stays installed after it."""
+    stock, sched = paddle.linalg.solve, make(UniPCMultistepScheduler)
+    with ppddpm.record(sched, fields="all") as traj:
+        hand_loop(unet, sched, 2, STEPS)
+    assert traj.complete and len(traj) == STEPS
+    report = ppddpm.verify(traj)
+    assert report.ok, report.table()
+    assert paddle.linalg.solve is stock

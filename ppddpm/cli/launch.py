@@ -32,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+from ppddpm._moved import moved_names
 from ppddpm.core import ranks
 from ppddpm.errors import BadValue
 
@@ -258,3 +259,7 @@ class RankOutput:
             else:
                 (self.folder / f"rank{self.rank}.rc").write_text(str(status))
         return status
+
+
+# 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning
+__getattr__ = moved_names(__name__)

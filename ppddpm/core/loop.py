@@ -42,6 +42,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
+from ppddpm.core.fixes import step_fixes
 from ppddpm.core.records import StepObserver, StepRecord, observe as observing
 from ppddpm.errors import BadValue
 
@@ -130,8 +131,9 @@ def _denoise_all(denoise, inputs: list, t, batched: bool) -> list:
 
 
 def _step(scheduler, model_output, t, sample, source, arguments: dict, i: int, slot: Optional[list]) -> StepRecord:
-    """One lane's step, its draws from its source; its StepRecord (observed, or from the output)."""
-    with source:
+    """One lane's step, its draws from its source, inside its scheduler's upstream fixes (core/fixes.py);
+    its StepRecord (observed, or from the output)."""
+    with source, step_fixes(scheduler):
         out = scheduler.step(model_output, t, sample, **arguments)
     if slot is not None:
         return slot.pop()

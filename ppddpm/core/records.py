@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ppddpm.core.adapters import GENERIC, HostTables, adapter_for, supported
+from ppddpm.core.fixes import step_fixes
 from ppddpm.core.intercept import Layer, intercept
 from ppddpm.errors import BadType, BadValue
 
@@ -79,13 +80,14 @@ class StepObserver:
         i = self.calls
         keep = self.keep(i)
         ctx = adapter.before(scheduler, model_output, timestep, sample, extra) if keep else {}
-        if keep:
-            if adapter is GENERIC and self.want_noise:
-                raise BadValue(f"the noise of {type(scheduler).__name__}'s step cannot be observed (ppddpm knows "
-                               f"how for {supported()}); record without the 'noise' field")
-            out, z = adapter.run(call, scheduler, model_output, timestep, sample, extra, ctx, self.want_noise)
-        else:
-            out, z = call(), None
+        if keep and adapter is GENERIC and self.want_noise:
+            raise BadValue(f"the noise of {type(scheduler).__name__}'s step cannot be observed (ppddpm knows "
+                           f"how for {supported()}); record without the 'noise' field")
+        with step_fixes(scheduler):           # an upstream bug that would stop the step (core/fixes.py)
+            if keep:
+                out, z = adapter.run(call, scheduler, model_output, timestep, sample, extra, ctx, self.want_noise)
+            else:
+                out, z = call(), None
         self.calls += 1
         if self.every_call is not None:
             self.every_call(i, timestep, out, keep)

@@ -12,6 +12,7 @@ from typing import Optional
 
 import numpy as np
 
+from ppddpm._moved import moved_names
 from ppddpm._io import atomic_path
 from ppddpm.core.adapters import in_sigma_space, rebuild_scheduler
 from ppddpm.core.recorder import kept_steps
@@ -543,3 +544,7 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
                             str(tmp), fps=int(round(fps)))
         written.append(video)
     return written
+
+
+# 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning
+__getattr__ = moved_names(__name__)

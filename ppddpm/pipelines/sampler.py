@@ -19,7 +19,7 @@ from ppddpm.core.config import with_config
 from ppddpm.core.loop import sample_loop, sample_shape
 from ppddpm.core.rng import Draws
 from ppddpm.core.recorder import record
-from ppddpm.errors import BadValue, Unsupported
+from ppddpm.errors import BadValue
 from ppddpm.storage.trajectory import DEFAULT_FIELDS
 
 
@@ -93,18 +93,6 @@ def with_sampler(pipe, family: str):
     if adapter_for(pipe.scheduler).family == family:
         return pipe
     scheduler = with_config(pipe.scheduler, cls=getattr(ppdiffusers, known[family][0]))
-    if family == "unipc" and scheduler.config.solver_order >= 2 and _unipc_solve_is_broken():
-        raise Unsupported("UniPC's default (solver_order=2) does not run on this paddle: its corrector hands "
-                          "paddle.linalg.solve a float64 and a float32 tensor and stops at the third step (README, "
-                          "Upstream notes); ppddpm.with_config(scheduler, solver_order=1) runs")
     new = SamplerPipeline(unet=pipe.unet, scheduler=scheduler)
     new.set_progress_bar_config(disable=True)
     return new
-
-
-def _unipc_solve_is_broken() -> bool:
-    """Whether paddle makes `to_tensor([0-d float32 tensor, 1.0])` float64, as paddle 3.3.1 does: then
-    ppdiffusers 0.29's UniC-2 corrector fails in `paddle.linalg.solve` (float64 R, float32 b)."""
-    import paddle
-
-    return paddle.to_tensor([paddle.to_tensor(0.5, dtype="float32"), 1.0]).dtype == paddle.float64

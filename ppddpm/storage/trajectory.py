@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ppddpm._moved import moved_names
 from ppddpm.errors import BadValue, Unknown
 from ppddpm.storage.format import DECODED_SUFFIX, FIELDS, GUIDANCE_FIELDS, known_field, step_numbers
 from ppddpm.storage.format import DEFAULT_FIELDS, TrajectoryError  # noqa: F401  (ppddpm.DEFAULT_FIELDS, ppddpm.TrajectoryError)
@@ -150,3 +151,7 @@ class Trajectory:
         """Load a `.npz` written by `save`, or a folder streamed by `record(store="disk")`."""
         path = Path(path)
         return cls(**(read_stream(path) if os.path.isdir(path) else read_npz(path)))   # isdir: False on any OSError
+
+
+# 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning
+__getattr__ = moved_names(__name__)

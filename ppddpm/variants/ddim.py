@@ -12,6 +12,7 @@ MATH.md, "DDIM": η = 1 gives σ_t² = β̃_t, and with ε re-derived from the c
 """
 from __future__ import annotations
 
+from ppddpm._moved import moved_names
 from ppddpm.core.formulas import (clip_x0, ddim_alphas, ddim_previous_timestep, ddim_variance, draw_noise,
                                   eps_by_eq15, step_output, x0_by_eq15)
 from ppddpm.variants.registry import register_variant
@@ -61,3 +62,7 @@ def ddim_written_step(scheduler, model_output, timestep, sample, eta: float = 0.
             variance_noise = draw_noise(model_output, generator)
         prev_sample = prev_sample + std_dev_t * variance_noise
     return step_output("ddim", prev_sample, pred_original_sample, return_dict)
+
+
+# 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning
+__getattr__ = moved_names(__name__)

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, Optional
 
+from ppddpm._moved import moved_names
 from ppddpm.core.adapters import adapter_for, scheduler_of
 from ppddpm.core.config import with_config
 from ppddpm.errors import BadValue, Unknown
@@ -233,3 +234,7 @@ def scheduler_for(variant, sched):
         scheduler_of(sched, f"variant {variant.name!r}", families=variant.families)     # the one-line error
     check_arguments(variant, type(lane))
     return lane
+
+
+# 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning
+__getattr__ = moved_names(__name__)
