@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.ppddpm-installed
 FAST   ?= 1
 JOBS   ?= 2
 
-.PHONY: demo test lint install notebooks figures bench clean
+.PHONY: demo test lint install notebooks figures bench compat clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ figures: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# the quick tests against each supported paddle (3.0–3.3) and the refusal of 2.6, each in a throw-away venv
+# (docs/compat.py; downloads a paddle wheel per version, minutes each; not in CI); writes README's compat block
+compat: $(STAMP)
+	$(BIN)/python docs/compat.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

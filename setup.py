@@ -8,6 +8,9 @@ version = next(line.split('"')[1] for line in (HERE / "ppddpm" / "__init__.py").
 
 # paddle itself is an extra: GPU users install paddlepaddle-gpu, AI Studio has paddle
 # preinstalled; `pip install ppddpm[cpu]` (what `make` does) brings the CPU build.
+# Tested range: paddle 3.0–3.3 (`make compat`: the quick tests on 3.0.0, 3.1.1, 3.2.2, 3.3.1). paddle 2.6
+# cannot run ppdiffusers 0.29's dependencies, and `import ppddpm` refuses a paddle older than 3.0 in one
+# line (ppddpm/_requires.py): a preinstalled paddle is never replaced, so the check is at import, not here.
 PADDLE_CPU = [
     "paddlepaddle==3.3.1",           # the build ppddpm is tested with (ppdiffusers 0.29 imports on it)
 ]
