@@ -59,7 +59,7 @@ def _versions(python: Path) -> dict:
 
 def _quick_tests(python: Path) -> dict:
     start = time.perf_counter()
-    res = _sh([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *QUICK], cwd=ROOT)
+    res = _sh([python, "-m", "pytest", "-n", "2", "--dist", "loadgroup", *QUICK], cwd=ROOT)   # setup.cfg: -q
     seconds = time.perf_counter() - start
     summary = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else res.stderr.strip()[-300:]
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|errors?|skipped)", summary)}
