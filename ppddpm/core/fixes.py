@@ -7,10 +7,12 @@ every step ppddpm runs or records), or that a user's own loop enters (`ppddpm.up
 UniPC (ppdiffusers 0.29, `UniPCMultistepScheduler`): UniC-p (p ≥ 2, the default corrector) and
 UniP-p (p ≥ 3) build R from `paddle.to_tensor([r_1, …, 1.0])` with float32 0-d tensors r_k, which
 paddle 3.3 makes float64, and b from float32 numbers, then call `paddle.linalg.solve(R, b)`, which
-refuses the mix: the default config stops at its third step. `consistent_solve` casts the narrower
-operand of a mixed-dtype solve to the wider dtype (float64: nothing is lost; the step casts ρ back to
-the sample's dtype itself, as it does on a paddle where the two agree). A solve whose operands share a
-dtype is paddle's own, untouched, so the fix changes nothing on a paddle without the bug.
+refuses the mix: the default config stops at its third step. `consistent_solve` casts the wider
+operand of a mixed-dtype solve to the narrower dtype: it undoes paddle's promotion of R, so the solve
+runs as it does where `to_tensor` keeps float32 (as torch does in diffusers, which ppdiffusers ports).
+Not the wider: UniP-p (p ≥ 3) contracts its ρ with float32 differences without casting ρ back, so a
+float64 ρ stops it there instead. A solve whose operands share a dtype is paddle's own, untouched, so
+the fix changes nothing on a paddle without the bug.
 """
 from __future__ import annotations
 
@@ -22,12 +24,12 @@ _ENTERED = [0]                 # how many consistent_solve blocks are open, over
 
 
 def _one_dtype(solve):
-    """`solve` with a mixed-dtype pair of operands cast to the wider of the two dtypes."""
+    """`solve` with a mixed-dtype pair of operands cast to the narrower of the two dtypes."""
 
     def solve_in_one_dtype(x, y, *args, **kwargs):
         if x.dtype != y.dtype:
-            wide = x.dtype if x.element_size() >= y.element_size() else y.dtype
-            x, y = x.cast(wide), y.cast(wide)
+            narrow = x.dtype if x.element_size() <= y.element_size() else y.dtype
+            x, y = x.cast(narrow), y.cast(narrow)
         return solve(x, y, *args, **kwargs)
 
     solve_in_one_dtype.stock = solve
