@@ -51,6 +51,7 @@ MOVED_NAMES = {
         "threshold": "ppddpm.core.formulas.threshold"},
     "ppddpm.variants.ddim": {"ddim_stock_step": "ppddpm.variants.stock.stock_step"},   # the stock step of any class
     "ppddpm.cli.launch": {"inside_launch": "ppddpm.core.ranks.launched"},
+    "ppddpm.model.loading": {"MAX_TRAIN_TIMESTEPS": "ppddpm.storage.meta.MAX_TRAIN_TIMESTEPS"},
     "ppddpm.pictures.plotting": {"explore": "ppddpm.pictures.explorer.explore"},
     "ppddpm.storage.trajectory": {**{name: f"ppddpm.storage.format.{name}" for name in (
         "DTYPES", "FORMAT", "FORMAT_VERSION", "STAGES", "STORES")}, "META_KEY": "ppddpm.storage.npz.META_KEY"},

@@ -21,6 +21,7 @@ import socket
 import warnings
 from pathlib import Path
 
+from ppddpm._moved import moved_names
 from ppddpm.errors import InputError
 from ppddpm.model.folder import scan
 from ppddpm.model.guard import guarded
@@ -145,3 +146,7 @@ def _quiet(pipeline_class, name, trust_pickle=False, checked=None, **kwargs):
             ppd_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning
+__getattr__ = moved_names(__name__)
