@@ -54,5 +54,5 @@ setup(
     include_package_data=True,
     install_requires=REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["ppddpm = ppddpm.cli.main:main"]},
+    entry_points={"console_scripts": ["ppddpm = ppddpm.__main__:run"]},
 )

@@ -1,4 +1,5 @@
-"""ppddpm benchmarks: recording overhead and host reads, A/B cost, recording memory, 1 vs 2 processes.
+"""ppddpm benchmarks: recording overhead and host reads, A/B cost, recording memory, 1 vs 2 processes,
+and how fast a mistake the arguments decide is answered.
 
     python benchmarks/run_all.py            # full: 1000-step runs on the bundled model
     python benchmarks/run_all.py --quick    # 200-step runs, fewer repeats (a smoke run)
@@ -232,6 +233,45 @@ def bench_memory(steps, size):
     return out
 
 
+# mistakes the arguments (and the model's own JSON files) decide: answered before paddle loads
+INSTANT_ERRORS = {
+    "animate --field bogus": ["animate", "RUN", "--field", "bogus"],
+    "sample --prompt on the bundled (pixel) model": ["sample", "--prompt", "cat"],
+    "sample --decode vae on the bundled model": ["sample", "--decode", "vae"],
+    "train --layers-per-block 3000": ["train", "--layers-per-block", "3000"],
+}
+
+
+def bench_instant_errors(rounds):
+    """`python -m ppddpm …` to its one-line error (exit 2): median wall and CPU seconds of `rounds`
+    runs each (the CPU time of the child is the steadier measure on shared cores)."""
+    import resource
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, argv in INSTANT_ERRORS.items():
+            wall, cpu = [], []
+            for _ in range(rounds):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.perf_counter()
+                res = subprocess.run([sys.executable, "-m", "ppddpm", *argv, "--out", str(Path(tmp) / "out")],
+                                     capture_output=True, text=True, cwd=tmp)
+                wall.append(time.perf_counter() - t0)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+                assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+            out[name] = {"wall_s": float(np.median(wall)), "cpu_s": float(np.median(cpu))}
+    return out
+
+
+def report_instant_errors(results, rounds):
+    print(f"\n5. mistakes answered at once (python -m ppddpm to its one-line error, median of {rounds}) — target ≤ 1 s")
+    results["instant_errors"] = bench_instant_errors(rounds)
+    for k, v in results["instant_errors"].items():
+        print(f"   {k:46s} {v['wall_s']:.2f} s  (CPU {v['cpu_s']:.2f} s)")
+
+
 def machine():
     import paddle
     import ppdiffusers
@@ -297,6 +337,7 @@ def main(argv=None):
         print(f"   {key:5s} speed-up {sp['median']:.2f}x (spread {sp['min']:.2f}–{sp['max']:.2f}; 1 process "
               f"{sp['other_s']:.1f} s, 2 processes {sp['base_s']:.1f} s)")
     print(f"   reports bitwise equal: {results['processes']['reports_equal']}")
+    report_instant_errors(results, repeats)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")
     if Path(args.out).resolve() == (HERE / "results.json").resolve():

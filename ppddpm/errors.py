@@ -124,3 +124,13 @@ def available_memory() -> Optional[int]:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def check_memory(what: str, nbytes: float):
+    """Refuse work whose estimated memory exceeds what this machine has available now."""
+    free = available_memory()
+    if free is None:
+        return                                   # no estimate on this platform: nothing to say
+    if not nbytes <= free:
+        raise BadValue(f"{what} needs about {nbytes / 2 ** 30:.1f} GB of memory by a rough estimate, and "
+                       f"{free / 2 ** 30:.1f} GB are available; ask for less")

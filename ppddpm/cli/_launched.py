@@ -4,6 +4,6 @@ import json
 import os
 import sys
 
-from ppddpm.cli.main import main
+from ppddpm.__main__ import run
 
-sys.exit(main(json.loads(os.environ["PPDDPM_RANK_ARGV"])))
+sys.exit(run(json.loads(os.environ["PPDDPM_RANK_ARGV"])))

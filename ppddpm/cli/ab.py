@@ -9,17 +9,23 @@ from ppddpm.analysis.ab import compare
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.core.ranks import is_lead
-from ppddpm.cli.common import distinct_seeds, load_model, output_folder, refuse_overwrite, seed_span
+from ppddpm.cli.common import declared_checks, distinct_seeds, load_model, output_folder, refuse_overwrite, seed_span
+from ppddpm.errors import BadValue
 from ppddpm.pictures import plotting
 from ppddpm.variants.registry import get_variant, split_specs
 
 PLOTTED_SEEDS = 8        # ab --plot draws this many seeds' figures at most (each is one PNG)
+MAX_VARIANTS = 64        # variants in one A/B: each is a lane stepped at every step of every seed, its own share of
+                         # a free-mode UNet call and its own table; README's widest A/B has 4
 
 
 def variant_list(text):
     names = split_specs(text)
     if len(names) < 2:
         raise argparse.ArgumentTypeError(f"--variants needs at least two comma-separated variants, got {text!r}")
+    if len(names) > MAX_VARIANTS:
+        raise argparse.ArgumentTypeError(f"--variants takes at most {MAX_VARIANTS} variants (each a lane of every "
+                                         f"step), got {len(names)}")
     return names
 
 
@@ -54,7 +60,8 @@ class ABCommand(Command):
         p.add_argument("--clip", type=clip, default=None,
                        help="x̂_0 clipping: config, on or off (default: config, the model's clip_sample)")
         p.add_argument("--rows", type=options.positive("--rows"), default=20, help="table rows per variant")
-        p.add_argument("--seed-batch", type=options.positive("--seed-batch"), default=4,
+        p.add_argument("--seed-batch", type=options.int_at_least(1, "--seed-batch", options.MAX_BATCH,
+                                                                  " (seeds in one UNet call)"), default=4,
                        help="seeds per batched UNet call (default 4); --nproc splits the seeds by these groups")
         p.add_argument("--plot", action="store_true",
                        help=f"also write ab_<variant>.png (with several seeds: ab_<variant>_seed<S>.png for each of "
@@ -69,9 +76,11 @@ class ABCommand(Command):
         for name in args.variants:          # fail before loading a model
             get_variant(name)
         distinct_seeds(args)
+        images = self._images_per_call()
+        declared_checks(args)
         out = output_folder(args)           # a bad or busy --out fails before the model loads
         refuse_overwrite(args, out / "ab.json", " — an earlier A/B report")
-        pipe = load_model(args)
+        pipe = load_model(args, images)
         report = compare(pipe, args.variants, seed=args.seed, num_inference_steps=args.steps,
                          batch_size=args.batch_size, mode=args.mode, clip_sample=args.clip,
                          progress=cli_choice(args.quiet), seed_batch=args.seed_batch)
@@ -84,6 +93,19 @@ class ABCommand(Command):
             written += plots(report, out)
         print("wrote " + ", ".join(map(str, written)))
         return None
+
+    def _images_per_call(self) -> int:
+        """Images in one UNet call — the seeds of a --seed-batch group × --batch-size, times the
+        variants in free mode (every lane its own x_t) — at most MAX_BATCH, like --batch-size."""
+        args = self.args
+        seeds = min(args.seed_batch, len(args.seed) if isinstance(args.seed, list) else 1)
+        lanes = len(args.variants) if args.mode == "free" else 1
+        images = lanes * seeds * args.batch_size
+        if images > options.MAX_BATCH:
+            raise BadValue(f"{f'{lanes} variants (--mode free) × ' if lanes > 1 else ''}{seeds} seeds (--seed-batch) × "
+                           f"--batch-size {args.batch_size} make {images} images in one UNet call; at most "
+                           f"{options.MAX_BATCH}: lower --seed-batch or --batch-size")
+        return images
 
 
 def plots(report, out) -> list:

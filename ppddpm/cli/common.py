@@ -2,17 +2,20 @@
 overwrite a finished result, loading --model with its checks, the seeds, and which rank speaks."""
 from __future__ import annotations
 
+import json
+import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from ppddpm._io import output_dir, output_lock, said_once
-from ppddpm.cli.signals import sigterm_stops
 from ppddpm.core.ranks import is_lead
-from ppddpm.errors import BadValue, Exists, available_memory
-from ppddpm.model.loading import load_pipeline
-from ppddpm.pipelines.latent import kind_of
+from ppddpm.errors import BadValue, Exists, check_memory
+from ppddpm.model.loading import BUNDLED_DIR, BUNDLED_NAME, load_pipeline
+from ppddpm.pipelines.latent import KINDS, LatentKind, kind_of
 
 
 def output_folder(args) -> Path:
@@ -52,16 +55,76 @@ def seed_span(seeds) -> str:
 
 # --------------------------------------------------------------------------- the model
 
-def load_model(args):
-    """The pipeline of --model, with the memory of --batch-size and --steps checked against it
-    (--steps at most its scheduler's num_train_timesteps)."""
-    pipe = load_pipeline(args.model, trust_pickle=getattr(args, "trust_pickle", False))
-    sigterm_stops()                      # again: importing paddle put its own C-level SIGTERM handler in place
-    batch = getattr(args, "batch_size", None) or 1
-    check_memory(f"--batch-size {batch}", batch * unet_bytes_per_sample(pipe))
-    steps, limit = getattr(args, "steps", None), pipe.scheduler.config.num_train_timesteps
-    if steps is not None and steps > limit:
+@dataclass(frozen=True)
+class DeclaredModel:
+    """--model as its own files declare it, read without paddle: what the arguments decide about it
+    is answered before a model loads (`declared_model`)."""
+    name: str                            # as the one-line errors say it: "the bundled model", or --model
+    pipeline: str                        # model_index.json's _class_name
+    kind: Optional[LatentKind]           # the latent layout it loads as (`load_pipeline`), None: pixel space
+    num_train_timesteps: Optional[int]   # scheduler/scheduler_config.json's T (None: not readable here)
+
+
+SMALL_JSON = 2 ** 20     # model_index.json and scheduler_config.json are ~1 KB; anything larger is left to the loader
+
+
+def _small_json(path: Path) -> Optional[dict]:
+    """The JSON object in `path` when it is a small regular file that parses (a FIFO is never
+    opened), else None: the loader then says what is wrong with it."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > SMALL_JSON:
+            return None
+        value = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def declared_model(model) -> Optional[DeclaredModel]:
+    """The bundled model's or a local folder's DeclaredModel; None for a hub id, a missing path or a
+    folder whose model_index.json does not say plainly (`load_pipeline` decides those). A folder is
+    latent exactly when its _class_name is one of `ppddpm.pipelines.latent.KINDS` (as `load_pipeline`
+    reads it), else a pixel pipeline if it names a unet."""
+    bundled = model is None or model in ("bundled", BUNDLED_NAME)
+    folder = BUNDLED_DIR if bundled else Path(str(model)).expanduser()
+    index = _small_json(folder / "model_index.json")
+    pipeline = index.get("_class_name") if index else None
+    if not isinstance(pipeline, str):
+        return None
+    kind = next((k for k in KINDS if pipeline in k.classes), None)
+    if kind is None and "unet" not in index:
+        return None
+    steps = (_small_json(folder / "scheduler" / "scheduler_config.json") or {}).get("num_train_timesteps")
+    steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else None
+    return DeclaredModel("the bundled model" if bundled else str(model), pipeline, kind, steps)
+
+
+def check_steps(steps: Optional[int], limit: Optional[int]):
+    """--steps at most the model's num_train_timesteps (when both are known)."""
+    if steps is not None and limit is not None and steps > limit:
         raise BadValue(f"--steps must be at most {limit} (the model's num_train_timesteps), got {steps}")
+
+
+def declared_checks(args, pixel_only: Optional[str] = None) -> Optional[DeclaredModel]:
+    """What --model's files decide, answered before paddle loads: --steps against its T and, for
+    `pixel_only` (a command's name), that it is a pixel-space pipeline. Returns the DeclaredModel."""
+    declared = declared_model(args.model)
+    if declared is not None:
+        check_steps(getattr(args, "steps", None), declared.num_train_timesteps)
+        if pixel_only and declared.kind is not None:
+            raise _not_pixel(pixel_only, declared.pipeline)
+    return declared
+
+
+def load_model(args, images: Optional[int] = None):
+    """The pipeline of --model, with the memory of `images` in one UNet call (default --batch-size)
+    and --steps checked against it (--steps at most its scheduler's num_train_timesteps)."""
+    pipe = load_pipeline(args.model, trust_pickle=getattr(args, "trust_pickle", False))
+    batch = getattr(args, "batch_size", None) or 1
+    what = f"--batch-size {batch}" if images is None else f"{images} images in one UNet call"
+    check_memory(what, (images or batch) * unet_bytes_per_sample(pipe))
+    check_steps(getattr(args, "steps", None), pipe.scheduler.config.num_train_timesteps)
     return pipe
 
 
@@ -69,19 +132,13 @@ def pixel_pipeline(pipe, what):
     """`pipe` if it denoises pixels with a UNet (DDPM-like), else one line: a latent pipeline has no
     image-space forward process or digit scores to show."""
     if kind_of(pipe) is not None or getattr(pipe, "unet", None) is None:
-        raise BadValue(f"{what} works on pixel-space pipelines (a DDPMPipeline's UNet and scheduler); this is a "
-                       f"{type(pipe).__name__}")
+        raise _not_pixel(what, type(pipe).__name__)
     return pipe
 
 
-def check_memory(what: str, nbytes: float):
-    """Refuse work whose estimated memory exceeds what this machine has available now."""
-    free = available_memory()
-    if free is None:
-        return                                   # no estimate on this platform: nothing to say
-    if nbytes > free:
-        raise BadValue(f"{what} needs about {nbytes / 2 ** 30:.1f} GB of memory by a rough estimate, and "
-                       f"{free / 2 ** 30:.1f} GB are available; ask for less")
+def _not_pixel(what, pipeline: str) -> BadValue:
+    return BadValue(f"{what} works on pixel-space pipelines (a DDPMPipeline's UNet and scheduler); this is a "
+                    f"{pipeline}")
 
 
 def _denoiser_config(pipe):
@@ -100,8 +157,20 @@ def image_bytes(pipe) -> float:
 
 
 def unet_bytes_per_sample(pipe) -> float:
-    """A rough peak of a denoiser call per sample: its widest feature map (float32) ~32 times over
-    (a transformer's width is its heads × head dimension)."""
-    cfg = _denoiser_config(pipe)
+    """A rough peak of a denoiser call per sample (float32). A pixel UNet (UNet2DModel, DDPM's):
+    ~20 feature maps of each level's channels at its resolution — the skip connections and a ResNet's
+    temporaries; measured 13 and 18 on DDPM's CelebA-HQ UNet at 64² and 128² — and each attention
+    level's scores (3 maps of its heads × tokens²). Any other denoiser (latent UNets with their text
+    attention, transformers): its widest feature map at full resolution ~32 times over (a transformer's
+    width is its heads × head dimension)."""
+    model = getattr(pipe, "unet", None) or pipe.transformer
+    cfg = model.config
+    if type(model).__name__ == "UNet2DModel":
+        floats = 0.0
+        for level, (width, block) in enumerate(zip(cfg.block_out_channels, cfg.down_block_types)):
+            tokens = _pixels(pipe) / 4 ** level
+            heads = width // cfg.attention_head_dim if cfg.get("attention_head_dim") else 1
+            floats += 20 * width * tokens + (3 * heads * tokens ** 2 if "Attn" in block else 0)
+        return 4.0 * floats
     widths = cfg.get("block_out_channels") or [cfg.get("num_attention_heads", 16) * cfg.get("attention_head_dim", 72)]
     return 4.0 * max(widths) * _pixels(pipe) * 32

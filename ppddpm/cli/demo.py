@@ -9,7 +9,7 @@ from ppddpm._progress import cli_choice
 from ppddpm.analysis.ab import compare
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
-from ppddpm.cli.common import output_folder
+from ppddpm.cli.common import declared_checks, output_folder
 from ppddpm.core.recorder import sample_trajectory
 from ppddpm.model.loading import load_pipeline
 from ppddpm.pictures.plotting import contact_sheet, plot_ab, plot_grid, plot_trajectory
@@ -81,5 +81,6 @@ class DemoCommand(Command):
 
     def run(self):
         args = self.args
+        declared_checks(args)                # --steps against the model's T, before paddle loads
         run_demo(output_folder(args), model=args.model, steps=args.steps, quiet=args.quiet,
                  trust_pickle=args.trust_pickle)

@@ -17,14 +17,13 @@ from ppddpm.analysis.metrics import ScoreTally, evaluate, sample_batches
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.core.ranks import is_lead
-from ppddpm.cli.common import (check_memory, image_bytes, load_model, output_folder, pixel_pipeline,
-                               refuse_overwrite, unet_bytes_per_sample)
+from ppddpm.cli.common import (check_memory, declared_checks, image_bytes, load_model, output_folder,
+                               pixel_pipeline, refuse_overwrite, unet_bytes_per_sample)
 from ppddpm.errors import BadValue
 from ppddpm.pictures import plotting
 
 MAX_EVAL = 100_000           # samples one `ppddpm eval` draws
 CHUNK = 64 * 4 * 16          # samples held at once, at most: 4 batches of 64 a rank, on up to 16 ranks
-SHEET = 1024                 # samples.png shows at most the first SHEET samples (16 a row)
 
 
 class EvalCommand(Command):
@@ -49,6 +48,7 @@ class EvalCommand(Command):
 
     def run(self):
         args = self.args
+        declared_checks(args, pixel_only="ppddpm eval")          # what --model's files decide, before paddle loads
         out = output_folder(args) if args.out else None          # a bad --out fails before minutes of sampling
         if out is not None:
             refuse_overwrite(args, out / "scores.json")
@@ -70,7 +70,7 @@ class EvalCommand(Command):
                 tally.add(images)
                 if keep is not None:
                     keep(images)
-                    sheet.append(images[:SHEET - sum(map(len, sheet))])
+                    sheet.append(images[:options.SHEET - sum(map(len, sheet))])
             report = evaluate(tally, args.steps, args.seed, resolution=pipe.unet.config.sample_size)
             print(report.table())
             if out is not None:

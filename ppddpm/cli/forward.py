@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
-from ppddpm.cli.common import output_folder, pixel_pipeline
+from ppddpm.cli.common import declared_checks, output_folder, pixel_pipeline
 from ppddpm.model.loading import load_pipeline
 from ppddpm.pictures import plotting
 
@@ -22,6 +22,7 @@ class ForwardCommand(Command):
         p.set_defaults(func=cls)
 
     def run(self):
+        declared_checks(self.args, pixel_only="ppddpm forward")       # before paddle loads
         pipe = pixel_pipeline(load_pipeline(self.args.model, trust_pickle=self.args.trust_pickle), "ppddpm forward")
         res = pipe.unet.config.sample_size
         image = plotting.load_image(self.args.image, resolution=res if isinstance(res, int) else None,

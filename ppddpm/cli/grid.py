@@ -7,6 +7,8 @@ from ppddpm.cli.common import output_folder
 from ppddpm.pictures import plotting
 from ppddpm.storage.trajectory import Trajectory
 
+NCOLS = options.int_at_least(1, "--ncols", plotting.MAX_NCOLS, " (tiles a row, each 0.9 in wide)")
+
 
 class GridCommand(Command):
     """grid_x_t.png and grid_x0.png (the fields the run recorded) and trajectory.png (both side by side)."""
@@ -22,7 +24,7 @@ class GridCommand(Command):
                              help="tiles every N sampling steps (instead of --every-t)")
         spacing.add_argument("--tiles", type=options.positive("--tiles"), default=None,
                              help="N tiles, evenly spaced (instead of --every-t)")
-        p.add_argument("--ncols", type=options.positive("--ncols"), default=10, help="tiles a row")
+        p.add_argument("--ncols", type=NCOLS, default=10, help="tiles a row")
         options.add_out(p, "runs/grid", "folder for grid_x_t.png, grid_x0.png, trajectory.png", force=False)
         p.set_defaults(func=cls)
 

@@ -26,7 +26,7 @@ from ppddpm.cli.grid import GridCommand
 from ppddpm.cli.patches import PatchesCommand
 from ppddpm.cli.sample import SampleCommand
 from ppddpm.cli.schedule import ScheduleCommand
-from ppddpm.cli.signals import interrupt_status, sigterm_raises, sigterm_stops, stopped
+from ppddpm.cli.signals import command_of, interrupt_status, sigterm_raises, stopped
 from ppddpm.cli.train import TrainCommand
 from ppddpm.cli.upstream import UpstreamCommand
 from ppddpm.cli.verify import VerifyCommand
@@ -78,8 +78,9 @@ def build_parser():
 
 
 def main(argv=None):
-    """The command line; while it runs, SIGTERM stops it as Ctrl-C does (`Terminated`), and a reader
-    that closes the pipe (`ppddpm verify RUN | head`) ends it quietly with 141 (128 + SIGPIPE)."""
+    """The command line; while it runs, SIGTERM stops it as Ctrl-C does (`Terminated`, also while
+    paddle imports: `ppddpm.cli.signals`), and a reader that closes the pipe (`ppddpm verify RUN |
+    head`) ends it quietly with 141 (128 + SIGPIPE)."""
     with sigterm_raises():
         try:
             status = _main(argv)
@@ -88,6 +89,9 @@ def main(argv=None):
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())     # no second error at exit's flush
             return 141
+        except KeyboardInterrupt as exc:     # outside a command's run (which says it itself): while parsing
+            print(f"{command_of(sys.argv[1:] if argv is None else argv)}: {stopped(exc)}", file=sys.stderr)
+            return interrupt_status(exc)
 
 
 def _main(argv):
@@ -115,7 +119,6 @@ def _launch(args, argv) -> int:
     """`--nproc N`: the ranks' job, ended as one on Ctrl-C / SIGTERM (`ppddpm.cli.launch`)."""
     try:
         launch.check_nproc(args.nproc, args.oversubscribe)
-        sigterm_stops()                  # again: the device query imported paddle and its SIGTERM handler
         return launch.run(args.nproc, list(sys.argv[1:] if argv is None else argv), ips=args.ips)
     except KeyboardInterrupt as exc:
         print(f"ppddpm {args.command}: {stopped(exc)}; the {args.nproc} ranks were stopped before any of them "

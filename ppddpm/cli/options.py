@@ -12,6 +12,9 @@ import numpy as np
 MAX_SEED = 2 ** 32 - 1        # numpy's RandomState (training, metrics) takes no larger seed
 MAX_SEEDS = 10_000           # seeds in one command: each is a run whose results are kept until the end
 MAX_BATCH = 4096             # images in one UNet call
+MAX_NPROC = 256              # ranks on one node, --oversubscribe or not: each is a process that imports paddle
+                             # (~0.5 GB, seconds) and holds its own model; no node has that many GPUs
+SHEET = 1024                 # samples a contact sheet (samples.png, sheet_seeds….png) shows at most: the first ones
 QUIET = "no progress bar (default: a bar only when stdout and stderr are a terminal; PPDDPM_PROGRESS=0 turns it off)"
 FORCE = "overwrite the finished outputs of an earlier run in --out"
 
@@ -143,7 +146,7 @@ def add_quiet(p):
 
 def add_launch(p):
     """--nproc, --ips, --oversubscribe: the same command as N ranks (`ppddpm.cli.launch`)."""
-    p.add_argument("--nproc", type=positive("--nproc"), default=1,
+    p.add_argument("--nproc", type=int_at_least(1, "--nproc", MAX_NPROC, " (processes on this node)"), default=1,
                    help="split the seeds over N processes (paddle.distributed.launch; gloo on CPU, NCCL on GPUs); "
                         "the results are bitwise those of one process")
     p.add_argument("--ips", default=None, help="with --nproc: the nodes of a multi-node run, e.g. 10.0.0.1,10.0.0.2 "

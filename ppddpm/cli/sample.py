@@ -12,15 +12,16 @@ from ppddpm._progress import cli_choice
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.core.ranks import is_lead
-from ppddpm.cli.common import distinct_seeds, load_model, output_folder, refuse_overwrite, seed_span
+from ppddpm.cli.common import (declared_checks, distinct_seeds, image_bytes, load_model, output_folder,
+                               refuse_overwrite, seed_span)
 from ppddpm.cli.signals import interrupt_status, stopped
 from ppddpm.core.adapters import families
 from ppddpm.core.config import with_config
 from ppddpm.core.distributed import sharded
 from ppddpm.core.to_file import sample_to_file, stream_folder
-from ppddpm.errors import BadValue
+from ppddpm.errors import BadValue, check_memory
 from ppddpm.pictures.plotting import contact_sheet
-from ppddpm.pipelines.latent import kind_of, supported_pipelines
+from ppddpm.pipelines.latent import kind_of, latent_meta, supported_pipelines
 from ppddpm.storage.trajectory import Trajectory
 
 LATENT_OPTIONS = ("prompt", "negative_prompt", "guidance_scale", "class_label", "decode")
@@ -31,12 +32,16 @@ eta = options.positive_float(
 
 
 def class_labels(text):
+    """--class-label: class ids, comma-separated; one sample each, so at most MAX_BATCH (one UNet call)."""
     try:
         labels = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         labels = []
     if not labels or min(labels) < 0:
         raise argparse.ArgumentTypeError(f"--class-label takes class ids, comma-separated (e.g. 207,360), got {text!r}")
+    if len(labels) > options.MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"--class-label takes at most {options.MAX_BATCH} ids (one sample each, in "
+                                         f"one denoiser call), got {len(labels)}")
     return labels
 
 
@@ -91,6 +96,9 @@ class SampleCommand(Command):
         if args.every > args.steps:
             raise BadValue(f"--every {args.every} is more than --steps {args.steps}: only the last step would be "
                            f"recorded; choose --every between 1 and {args.steps}")
+        declared = declared_checks(args)         # what --model's files decide, before paddle loads
+        if declared is not None:
+            latent_options(args, declared.kind, declared.pipeline, declared.name)
         out = output_folder(args)
         distinct_seeds(args)
         seeds = args.seed if isinstance(args.seed, list) else [args.seed]
@@ -98,6 +106,8 @@ class SampleCommand(Command):
             self._clear_or_refuse(out / f"trajectory_{run_name(seed, args.batch_size)}.npz")
         pipe = load_model(args)
         self.latent_call = latent_call(args, pipe)
+        check_memory(f"keeping the final samples of {len(seeds)} seeds × --batch-size {args.batch_size}",
+                     len(seeds) * args.batch_size * final_bytes(pipe))
         if args.scheduler:
             pipe = self._with_scheduler(pipe, args.scheduler)
         done = sharded([[seed] for seed in seeds], lambda group: self._sample_one(pipe, out, group[0]), "sample")
@@ -134,8 +144,11 @@ class SampleCommand(Command):
         if len(seeds) > 1:
             sheet = out / f"sheet_seeds{seed_span(seeds)}.png"
             final = np.concatenate([final for final, _ in done])
-            contact_sheet(final, ncols=min(8, len(final)), scale=max(1, 128 // final.shape[-1]), save=sheet)
-            print(f"wrote {sheet}: the {len(final)} samples of seeds {seed_span(seeds)} (one trajectory .npz per seed)")
+            shown = final[:options.SHEET]
+            contact_sheet(shown, ncols=min(8, len(shown)), scale=max(1, 128 // final.shape[-1]), save=sheet)
+            print(f"wrote {sheet}: the {len(final)} samples of seeds {seed_span(seeds)}"
+                  + (f" (the first {len(shown)} shown)" if len(shown) < len(final) else "")
+                  + " (one trajectory .npz per seed)")
 
     def _sample_one(self, pipe, out, seed):
         """One seed's run: the streamed trajectory, then its .npz and PNGs; returns the final x_0
@@ -185,31 +198,46 @@ def write_samples(final, out, run):
     return paths, scale
 
 
+def final_bytes(pipe) -> float:
+    """One final sample's bytes as `sample` keeps it (float32): a latent pipeline's decoded image, else x_0."""
+    shape = (latent_meta(pipe) or {}).get("image_shape")
+    return 4.0 * float(np.prod(shape)) if shape else image_bytes(pipe)
+
+
 def final_images(images):
     """A latent run's final images (the pipeline's own output) as [B, 3, H, W] in [−1, 1]."""
     return np.stack([np.asarray(im.convert("RGB"), np.float32).transpose(2, 0, 1) / 127.5 - 1 for im in images])
 
 
-def latent_call(args, pipe):
-    """The pipeline arguments of --prompt / --negative-prompt / --guidance-scale / --class-label for a
-    latent pipeline (None for a pixel one, where these options are refused in one line)."""
+def latent_options(args, kind, pipeline: str, model: str):
+    """The one-line refusals of --prompt / --negative-prompt / --guidance-scale / --class-label /
+    --decode that the pipeline's kind decides (`kind` None: a pixel pipeline, where none applies;
+    `pipeline` its class name, `model` as --model names it): answered from --model's files before
+    paddle loads (`ppddpm.cli.common.declared_model`), and again for the pipeline loaded."""
     given = [o for o in LATENT_OPTIONS if getattr(args, o, None) is not None]
-    kind = kind_of(pipe)
     if kind is None:
         if given:
             raise BadValue(f"{', '.join(map(_flag, given))} {'needs' if len(given) == 1 else 'need'} a latent "
-                           f"pipeline ({supported_pipelines()}); {args.model or 'the bundled model'} is a "
-                           f"{type(pipe).__name__}")
-        return None
+                           f"pipeline ({supported_pipelines()}); {model} is a {pipeline}")
+        return
     wanted = {"stable-diffusion": ("prompt",), "dit": ("class_label",), "ldm": ()}[kind.name]
     allowed = set(wanted) | {"decode"} | ({"negative_prompt", "guidance_scale"} if kind.halves else set())
     wrong = [o for o in given if o not in allowed]
     if wrong:
-        raise BadValue(f"{', '.join(map(_flag, wrong))} do not apply to a {type(pipe).__name__}; it takes "
+        raise BadValue(f"{', '.join(map(_flag, wrong))} do not apply to a {pipeline}; it takes "
                        f"{', '.join(map(_flag, sorted(allowed)))}")
     missing = [o for o in wanted if getattr(args, o) is None]
     if missing:
-        raise BadValue(f"a {type(pipe).__name__} needs {_flag(missing[0])}")
+        raise BadValue(f"a {pipeline} needs {_flag(missing[0])}")
+
+
+def latent_call(args, pipe):
+    """The pipeline arguments of --prompt / --negative-prompt / --guidance-scale / --class-label for a
+    latent pipeline (None for a pixel one, where these options are refused in one line)."""
+    kind = kind_of(pipe)
+    latent_options(args, kind, type(pipe).__name__, args.model or "the bundled model")
+    if kind is None:
+        return None
     classes = getattr(getattr(pipe, "transformer", None), "config", {}).get("num_embeds_ada_norm") if \
         args.class_label else None
     if classes and max(args.class_label) >= classes:

@@ -10,16 +10,32 @@ from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.cli.common import output_folder, refuse_overwrite
 from ppddpm.cli.signals import interrupt_status, stopped
-from ppddpm.model.training import CHECKPOINT, LR_SCHEDULES, TrainConfig, TrainingInterrupted, train
+from ppddpm.model.builders import NORM_GROUPS
+from ppddpm.model.training import (CHECKPOINT, LR_SCHEDULES, MAX_LAYERS_PER_BLOCK, MAX_RESOLUTION, MAX_STEPS,
+                                   MAX_WIDTH, TrainConfig, TrainingInterrupted, train)
+
+# the caps of `ppddpm.model.training` (each justified there), said at once by the parser
+RESOLUTION = options.int_at_least(1, "--resolution", MAX_RESOLUTION, " (pixel-space diffusion is trained up to 1024²)")
+STEPS = options.int_at_least(1, "--steps", MAX_STEPS, " (every step's loss is kept in the checkpoint's header)")
+LAYERS = options.int_at_least(1, "--layers-per-block", MAX_LAYERS_PER_BLOCK, " (DDPM and ADM use 2 or 3)")
+
+
+def level_width(text):
+    """--block-out-channels: one level's channels, a multiple of the UNet's GroupNorm groups up to MAX_WIDTH."""
+    value = options.int_at_least(1, "--block-out-channels", MAX_WIDTH, " (channels of a UNet level)")(text)
+    if value % NORM_GROUPS:
+        raise argparse.ArgumentTypeError(f"--block-out-channels takes multiples of {NORM_GROUPS} (the UNet's "
+                                         f"GroupNorm groups), got {value}")
+    return value
 
 
 def add_training_options(p):
     """The options of `ppddpm train`; each one that is a `TrainConfig` field has that field's name."""
     p.add_argument("--data", default="digits", help="'digits' (offline) or a folder of images")
-    p.add_argument("--resolution", type=options.positive("--resolution"), default=8,
+    p.add_argument("--resolution", type=RESOLUTION, default=8,
                    help="training resolution (the digits are 8x8; larger is a bilinear upscale)")
     p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 (gray) or 3 (RGB)")
-    p.add_argument("--steps", type=options.positive("--steps"), default=3000, help="optimisation steps")
+    p.add_argument("--steps", type=STEPS, default=3000, help="optimisation steps")
     options.add_batch_size(p, "images per optimisation step", default=64)
     p.add_argument("--lr", type=options.positive_float("--lr"), default=2e-3, help="peak learning rate (AdamW)")
     p.add_argument("--warmup", type=options.nonneg("--warmup"), default=100, help="linear warm-up steps")
@@ -27,10 +43,9 @@ def add_training_options(p):
                    help="after warm-up: cosine decay to lr/10 over the remaining steps, or constant")
     p.add_argument("--ema-decay", type=options.finite_float("--ema-decay"), default=0.995,
                    help="decay of the weights' EMA, which is saved")
-    p.add_argument("--block-out-channels", type=options.positive("--block-out-channels"), nargs="+", default=[32, 64],
+    p.add_argument("--block-out-channels", type=level_width, nargs="+", default=[32, 64],
                    help="UNet channels per level (one level per number)")
-    p.add_argument("--layers-per-block", type=options.positive("--layers-per-block"), default=1,
-                   help="UNet ResNet layers per level")
+    p.add_argument("--layers-per-block", type=LAYERS, default=1, help="UNet ResNet layers per level")
     p.add_argument("--stop-at", type=options.nonneg("--stop-at"), default=0,
                    help="stop after this many steps; the learning-rate schedule still spans --steps (default: at "
                         "--steps)")
@@ -70,12 +85,14 @@ class TrainCommand(Command):
 
     def run(self):
         args = self.args
+        config = TrainConfig.from_options(vars(args))
+        config.check()                       # sizes and memory, before --out is made or paddle loads
         out = output_folder(args)
         if not args.resume:
             for done in (out / CHECKPOINT, out / "model_index.json"):
                 refuse_overwrite(args, done, " — a trained model; --resume continues it")
         try:
-            result = train(TrainConfig.from_options(vars(args)), resume=args.resume, progress=cli_choice(args.quiet),
+            result = train(config, resume=args.resume, progress=cli_choice(args.quiet),
                            trust_pickle=args.trust_pickle)
         except TrainingInterrupted as stop:
             self._stopped(stop)

@@ -9,6 +9,9 @@ from typing import Sequence
 from ppddpm.errors import BadValue
 
 
+NORM_GROUPS = 8     # GroupNorm groups of small_unet: every level's channels must be a multiple of it
+
+
 def small_unet(resolution: int = 16, channels: int = 1, block_out_channels: Sequence[int] = (32, 64),
                layers_per_block: int = 1, attention: bool = True):
     """A ~0.7M-parameter `UNet2DModel`: two resolution levels, self-attention at the lower one.
@@ -32,7 +35,7 @@ def small_unet(resolution: int = 16, channels: int = 1, block_out_channels: Sequ
         block_out_channels=tuple(block_out_channels),
         down_block_types=tuple(down),
         up_block_types=tuple(up),
-        norm_num_groups=8,
+        norm_num_groups=NORM_GROUPS,
     )
 
 

@@ -31,9 +31,9 @@ import numpy as np
 
 from ppddpm._io import atomic_path, publish
 from ppddpm._progress import wanted
-from ppddpm.errors import BadValue, NotFound, Untrusted, int_problem, regular_file
+from ppddpm.errors import BadValue, NotFound, Untrusted, check_memory, int_problem, regular_file
 from ppddpm.model import tensorfile
-from ppddpm.model.builders import ddpm_scheduler, small_unet
+from ppddpm.model.builders import NORM_GROUPS, ddpm_scheduler, small_unet
 from ppddpm.model.data import load_dataset
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -42,6 +42,16 @@ CHECKPOINT_FORMAT = "ppddpm.checkpoint"
 ARCHITECTURE = ("resolution", "channels", "block_out_channels", "layers_per_block", "attention")
 LR_SCHEDULES = ("cosine", "constant")
 LOSSES = "train_losses.json"
+
+# Caps of a run (TrainConfig.check), each far above what models people train use, each refusing at once a
+# run that would hang while the UNet is built or run out of memory later
+MAX_RESOLUTION = 1024           # pixel-space diffusion is trained up to 1024² (simple diffusion, Hoogeboom et al.
+                                # 2023); DDPM's largest models are 256²
+MAX_WIDTH = 4096                # channels of a UNet level: Stable Diffusion's widest is 1280, ADM's 1024
+MAX_LAYERS_PER_BLOCK = 32       # ResNet layers a level: DDPM and ADM use 2–3; building 3000 takes hours
+MAX_STEPS = 3_000_000           # every step's loss goes into the checkpoint's safetensors header, which safetensors
+                                # caps at 100 MB (~4.5M losses); DDPM's longest run (LSUN Bedroom) is 2.4M steps
+DIGITS = 1797                   # scikit-learn's digits, all upscaled to the resolution when --data is digits
 
 
 @dataclass
@@ -92,11 +102,55 @@ class TrainConfig:
             problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.resolution % (2 ** (len(self.block_out_channels) - 1)):
-            problems.append(f"resolution {self.resolution} must be divisible by "
-                            f"{2 ** (len(self.block_out_channels) - 1)} for {len(self.block_out_channels)} UNet levels")
+        if not problems:
+            problems += self._size_problems()
         if problems:
             raise BadValue("; ".join(problems))
+        check_memory(f"training at resolution {self.resolution}, batch {self.batch_size}, UNet "
+                     f"{list(self.block_out_channels)} × {self.layers_per_block} layers", memory_estimate(self))
+
+    def _size_problems(self) -> list:
+        """The caps (MAX_RESOLUTION, MAX_WIDTH, MAX_LAYERS_PER_BLOCK, MAX_STEPS) and the UNet's shape:
+        every level's channels a multiple of the GroupNorm groups, the resolution halvable per level."""
+        problems, widths = [], list(self.block_out_channels)
+        for name, value, cap in (("resolution", self.resolution, MAX_RESOLUTION), ("steps", self.steps, MAX_STEPS),
+                                 ("layers_per_block", self.layers_per_block, MAX_LAYERS_PER_BLOCK)):
+            if value > cap:
+                problems.append(f"{name} must be at most {cap}, got {value}")
+        odd = [w for w in widths if int_problem("", w) or w % NORM_GROUPS or w > MAX_WIDTH]
+        if not widths or odd:
+            problems.append(f"block_out_channels must be multiples of {NORM_GROUPS} (the UNet's GroupNorm groups) "
+                            f"up to {MAX_WIDTH}, got {odd or widths}")
+        elif self.resolution % (2 ** (len(widths) - 1)):
+            problems.append(f"resolution {self.resolution} must be divisible by {2 ** (len(widths) - 1)} for "
+                            f"{len(widths)} UNet levels")
+        return problems
+
+
+def unet_parameters(widths, layers: int) -> int:
+    """`small_unet`'s parameter count, roughly (within ~6 % of ppdiffusers' own count): per level, L
+    down and L + 1 up ResNets (3×3 convolutions, the up ones on the skip-concatenated input) and its
+    sampler, ~47 (L + 1) c² in all, and each ResNet's time projection (4 c_0 → c); at the last width
+    the middle block and the attention layers, ~(8 L + 44) c²."""
+    total = sum(47 * (layers + 1) * c * c + (2 * layers + 1) * 4 * widths[0] * c for c in widths)
+    return total + (8 * layers + 44) * widths[-1] ** 2
+
+
+def memory_estimate(cfg: "TrainConfig") -> float:
+    """Bytes a training run of `cfg` holds at its peak, roughly (float32): the UNet's parameters five
+    times over (weights, gradients, AdamW's two moments, the EMA); per image of the batch, the feature
+    maps kept for the backward pass, ~16 per ResNet a level, and at the last level the attention
+    scores of its c/8 heads (scores, softmax and their gradients) and q, k, v, out; and the digits, in
+    about three copies while they are upscaled. Measured here: 1.0 to 1.4 times the peak of a training
+    step, at 16² and 32² with batches of 1 to 64. (A folder's images are not counted here.)"""
+    widths, layers = list(cfg.block_out_channels), cfg.layers_per_block
+    levels = [(c, (cfg.resolution >> level) ** 2) for level, c in enumerate(widths)]     # (channels, pixels)
+    maps = sum((2 * layers + 2) * 16 * c * pixels for c, pixels in levels)
+    if cfg.attention and len(widths) > 1:
+        c, tokens = levels[-1]
+        maps += (2 * layers + 2) * (4 * (c // 8) * tokens * tokens + 8 * c * tokens)
+    data = 3 * DIGITS * cfg.channels * cfg.resolution ** 2 if cfg.data == "digits" else 0
+    return 4.0 * (5 * unet_parameters(widths, layers) + cfg.batch_size * maps + data)
 
 
 class TrainingInterrupted(KeyboardInterrupt):

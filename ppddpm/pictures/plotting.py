@@ -21,6 +21,26 @@ from ppddpm.model.data import load_digits, read_image
 from ppddpm.pipelines.latent import caption, displayable
 
 
+MAX_NCOLS = 100       # tiles a row: 100 tiles of 0.9 in make a figure 90 in (9000 px) wide
+MAX_AXES = 2000       # tiles in one figure, blanks of the last row included: each is a matplotlib Axes that costs
+                      # ~0.05 s to draw and save here, so 2000 take minutes; the article's grid has 20, every step of a
+                      # 1000-step run in plot_trajectory (x_t and x̂_0) 2000
+
+
+def _check_layout(tiles: int, ncols: int, rows: int = 1) -> int:
+    """`ncols` (tiles a row) checked, and the figure's tile count: `tiles` tiles, in `rows` figure rows
+    each (a batch's samples, or x_t and x̂_0), at most MAX_AXES. Returns the rows of tiles per block."""
+    check_int("ncols", ncols)
+    if ncols > MAX_NCOLS:
+        raise BadValue(f"ncols must be at most {MAX_NCOLS} (tiles a row), got {ncols}")
+    per = -(-tiles // ncols)
+    if per * rows * ncols > MAX_AXES:
+        raise BadValue(f"{tiles} tiles{f' × {rows}' if rows > 1 else ''} at {ncols} a row make a figure of "
+                       f"{per * rows * ncols} tiles; one figure holds at most {MAX_AXES} (each takes a while to draw): "
+                       f"choose fewer tiles (tiles, every, every_t), fewer columns, or one sample (index)")
+    return per
+
+
 def _figure(width, height):
     from matplotlib.figure import Figure
 
@@ -207,14 +227,13 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, nco
     t (and its stage for Heun / PNDM). A batch gives one labelled block of rows per sample (or
     only sample `index`). The title's spacing and counts are read from the tiles and the run
     (`_RunFacts`); σ-space samples are drawn at the scale the model sees."""
-    check_int("ncols", ncols)
     traj.check_recorded()
     traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
     data = traj.field(field)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     samples = _samples(traj, index)
+    rows_per = _check_layout(len(steps), ncols, len(samples))
     facts = _RunFacts(traj)
-    rows_per = -(-len(steps) // ncols)
     row_height = tile + (0.35 if facts.staged else 0.2)
     fig = _figure(ncols * tile, rows_per * len(samples) * row_height + 0.5)
     axes = fig.subplots(rows_per * len(samples), ncols, squeeze=False)
@@ -242,9 +261,9 @@ def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: in
     traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     _samples(traj, index)
+    chunks = _check_layout(len(steps), ncols, rows=2)
     facts = _RunFacts(traj)
     x_t, x_0 = traj.field("prev_sample"), traj.field("pred_original_sample")
-    chunks = -(-len(steps) // ncols)
     fig = _figure(ncols * tile + 0.6, chunks * 2 * (tile + (0.3 if facts.staged else 0.2)) + 0.5)
     axes = fig.subplots(chunks * 2, ncols, squeeze=False)
     for ax in axes.flat:
@@ -428,11 +447,11 @@ def plot_forward(image, scheduler, every: int = 50, ncols: int = 10, seed: int =
     check_int("every", every)
     T = scheduler.config.num_train_timesteps
     ts = list(range(0, T, every)) + ([T - 1] if (T - 1) % every else [])
+    rows = _check_layout(len(ts), ncols)
     eps = np.random.RandomState(seed).randn(*x0.shape).astype(np.float32)
     xs = scheduler.add_noise(paddle.to_tensor(np.repeat(x0[None], len(ts), 0)),
                              paddle.to_tensor(np.repeat(eps[None], len(ts), 0)),
                              paddle.to_tensor(ts, dtype="int64")).numpy()         # eq. (4)
-    rows = -(-len(ts) // ncols)
     fig = _figure(ncols * tile, rows * (tile + 0.2) + 0.4)
     axes = fig.subplots(rows, ncols, squeeze=False)
     for ax in axes.flat:
@@ -478,6 +497,10 @@ def plot_schedule(scheduler, save=None):
 
 
 MAX_FRAMES = 100      # an animation's default length: 10 s at 10 fps, however long the run
+FRAME_LIMIT = 5000    # frames one animation may hold: each is a ~55 KB image at 128 px, held ~3 times over while the
+                      # MP4 is written (~0.8 GB at the limit); a 4000-step run (improved DDPM's T) at every=1 fits
+MAX_FPS = 60.0        # GIF players floor a frame at 20 ms (50 fps) and screens refresh at 60 Hz: more is not seen
+MAX_HOLD = 60.0       # seconds the final image stays; the MP4 repeats it hold × fps times (≤ 3600 frames here)
 
 
 def frame_steps(n: int, every: Optional[int] = None) -> list:
@@ -516,18 +539,22 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
     final image held for `hold` seconds before it loops — and an MP4 beside it when OpenCV is
     installed (`export_to_video`). Returns the paths written. (ppdiffusers' `export_to_gif` fixes
     100 ms a frame, so the GIF is written with PIL directly.)"""
-    from ppdiffusers.utils.import_utils import is_opencv_available
-
     path = Path(path)
     if path.suffix != ".gif":
         raise BadValue(f"animate writes a .gif, got {path.name!r}")
     if every is not None:
         check_int("every", every)
-    if not (isinstance(fps, (int, float)) and 0.01 <= fps <= 1000) or \
-            not (isinstance(hold, (int, float)) and 0 <= hold <= 600):       # a GIF frame lasts at most 655.35 s
-        raise BadValue(f"fps must be in [0.01, 1000] and hold in [0, 600] seconds, got fps={fps!r}, hold={hold!r}")
+    if not (isinstance(fps, (int, float)) and 0.01 <= fps <= MAX_FPS) or \
+            not (isinstance(hold, (int, float)) and 0 <= hold <= MAX_HOLD):
+        raise BadValue(f"fps must be in [0.01, {MAX_FPS:g}] (more is not seen) and hold in [0, {MAX_HOLD:g}] seconds "
+                       f"(the MP4 repeats the last frame hold × fps times), got fps={fps!r}, hold={hold!r}")
     traj.check_recorded()
-    pics = frames(traj, field, index, size, steps=frame_steps(len(traj), every))
+    steps = frame_steps(len(traj), every)
+    if len(steps) > FRAME_LIMIT:
+        raise BadValue(f"every={every} makes {len(steps)} frames of the {len(traj)} recorded steps; an animation "
+                       f"holds at most {FRAME_LIMIT} (every frame is kept in memory): choose every ≥ "
+                       f"{-(-len(traj) // FRAME_LIMIT)}")
+    pics = frames(traj, field, index, size, steps=steps)
     frame_ms = max(20, int(round(1000 / fps)))              # GIF players floor shorter frames
     durations = [frame_ms] * (len(pics) - 1) + [max(frame_ms, int(round(1000 * hold)))]
     written = []
@@ -535,6 +562,8 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
         pics[0].save(str(tmp), format="GIF", save_all=True, append_images=pics[1:], optimize=False,
                      duration=durations, loop=0)
     written.append(path)
+    from ppdiffusers.utils.import_utils import is_opencv_available     # paddle: after every check above
+
     if mp4 and is_opencv_available():
         from ppdiffusers.utils import export_to_video
 

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional
 from ppddpm._moved import moved_names
 from ppddpm.core.adapters import adapter_for, scheduler_of
 from ppddpm.core.config import with_config
-from ppddpm.errors import BadValue, Unknown
+from ppddpm.errors import BadType, BadValue, Unknown
 
 
 @dataclass
@@ -86,12 +86,14 @@ NOT_SPEC_ARGUMENTS = ("generator", "variance_noise", "return_dict")   # data and
 
 def check_arguments(variant: Variant, scheduler_cls=None) -> None:
     """The spec's arguments must be ones the step takes: the variant function's own keyword
-    parameters, or — where it passes them on (`**step_arguments`) — those of the scheduler's step."""
+    parameters, or — where it passes them on (`**step_arguments`) — those of the scheduler's step;
+    and each of the type of that parameter's default (`LITERAL_KINDS`)."""
 
     def named(fn):
         params = inspect.signature(fn).parameters
         open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        return [n for n, p in params.items() if p.default is not p.empty and n not in NOT_SPEC_ARGUMENTS], open_ended
+        return {n: p.default for n, p in params.items() if p.default is not p.empty and n not in NOT_SPEC_ARGUMENTS}, \
+            open_ended
 
     accepted, open_ended = named(variant.step)
     if open_ended:
@@ -106,6 +108,20 @@ def check_arguments(variant: Variant, scheduler_cls=None) -> None:
     if unknown:
         raise BadValue(f"variant {variant.name!r} takes no argument {', '.join(map(repr, unknown))}"
                        + (f"; it takes {', '.join(accepted)}" if accepted else "; it takes none"))
+    for key, value in variant.arguments.items():
+        kind = next((k for k in LITERAL_KINDS if type(accepted[key]) in k[0]), None)
+        if kind is not None and type(value) not in kind[1]:
+            raise BadType(_wrong_type(variant, key, value, kind[2]))
+
+
+# (types of a parameter's default, types a spec's value may have, what the one line calls them)
+LITERAL_KINDS = (((bool,), (bool,), "True or False"), ((int,), (int,), "an integer"),
+                 ((float,), (int, float), "a number"), ((str,), (str,), "a string"))
+
+
+def _wrong_type(variant: Variant, key: str, value, accepted: str) -> str:
+    shown = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[type(value)]
+    return f"variant {variant.spec!r}: {key} takes {accepted}, got {value!r} ({shown})"
 
 
 # η of eq. (16): 0 is deterministic DDIM, 1 gives DDPM's σ_t² = β̃_t; above 1, σ_t² exceeds 1 − ᾱ_prev
@@ -115,9 +131,12 @@ ARGUMENT_RANGES = {"eta": (0.0, 1.0)}
 
 def check_values(variant: Variant) -> None:
     """A spec's numbers are finite and within the argument's range (ARGUMENT_RANGES, or the
-    variant's own `ranges`): values that make NaN are refused before any step runs."""
+    variant's own `ranges`), and a ranged argument is a number: values that make NaN or a
+    TypeError are refused before any step runs (and before paddle loads)."""
     ranges = dict(ARGUMENT_RANGES, **(variant.ranges or {}))
     for key, value in variant.arguments.items():
+        if key in ranges and type(value) not in (int, float):
+            raise BadType(_wrong_type(variant, key, value, f"a number in [{ranges[key][0]:g}, {ranges[key][1]:g}]"))
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if not math.isfinite(value):
@@ -215,8 +234,8 @@ def get_variant(spec) -> Variant:
                       f"(add one with @ppddpm.register_variant)")
     variant = _REGISTRY[name].bound(**arguments)
     if arguments:
+        check_values(variant)            # no import: a ranged argument's type and range answered at once
         check_arguments(variant)
-        check_values(variant)
     return variant
 
 
