@@ -9,12 +9,13 @@ from ppddpm.cli.signals import block_until_loaded, command_of, interrupt_status,
 def run(argv=None) -> int:
     """`ppddpm.cli.main.main(argv)`, with the signals held back while its modules load."""
     mask = block_until_loaded()
-    with sigterm_raises():
+    command = command_of(sys.argv[1:] if argv is None else argv)
+    with sigterm_raises(command):
         try:
             from ppddpm.cli.main import main  # lazy: loaded with the signals held back (block_until_loaded)
             unblock(mask)                    # a signal that came while loading is raised here
         except KeyboardInterrupt as exc:
-            print(f"{command_of(sys.argv[1:] if argv is None else argv)}: {stopped(exc)}", file=sys.stderr)
+            print(f"{command}: {stopped(exc)}", file=sys.stderr)
             return interrupt_status(exc)
         return main(argv)
 

@@ -261,13 +261,13 @@ def _mapped(pid, word):
 # (signals held back); paddle's shared library mapped (its import under way: 0.4.1 raised inside its
 # initialisation, "ImportError: initialization failed"); glog's failure-signal handlers in place
 # (SIGBUS caught: paddle's SIGTERM handler in force, where 0.4.1 printed the C++ "FatalError" block);
-# matplotlib's font library mapped (drawing, after paddlenlp's import reset SIGTERM to its default:
-# 0.4.1 died of the signal, silently)
+# the model's weights mapped (loading it, after paddlenlp's import reset SIGTERM to its default: 0.4.1
+# died of the signal, silently)
 MOMENTS = {
     "while the command line loads": lambda pid: _status(pid, "SigCgt") & 1 << (signal.SIGTERM - 1),
     "while paddle's library loads": lambda pid: _mapped(pid, "libpaddle"),
     "once paddle installed its handlers": lambda pid: _status(pid, "SigCgt") & 1 << (signal.SIGBUS - 1),
-    "once everything is loaded": lambda pid: _mapped(pid, "ft2font"),
+    "while the model loads": lambda pid: _mapped(pid, "diffusion_paddle_model.safetensors"),
 }
 
 

@@ -81,7 +81,7 @@ def main(argv=None):
     """The command line; while it runs, SIGTERM stops it as Ctrl-C does (`Terminated`, also while
     paddle imports: `ppddpm.cli.signals`), and a reader that closes the pipe (`ppddpm verify RUN |
     head`) ends it quietly with 141 (128 + SIGPIPE)."""
-    with sigterm_raises():
+    with sigterm_raises(command_of(sys.argv[1:] if argv is None else argv)):
         try:
             status = _main(argv)
             sys.stdout.flush()               # a closed pipe shows here, inside this handler, not at exit

@@ -5,18 +5,23 @@ in the main thread while `ppddpm.cli.main.main` runs; the exit status is 130 aft
 (128 + SIGTERM) after SIGTERM.
 
 Start-up too: importing paddle installs paddle's own C-level SIGTERM handler (glog's failure-signal
-handler: a C++ "FatalError: Termination signal is detected" block, then the end), and importing
-paddlenlp (ppdiffusers does) resets it to the default. So the command line loads with SIGINT and
-SIGTERM blocked (`block_until_loaded`, from `ppddpm.__main__.run`: the threads its imports start
-inherit the block, and the signals reach the main thread only), and while `sigterm_raises` is in
-force those imports defer them (`_PaddleImport`): blocked, ppddpm's handlers put back right after,
-and a signal that came meanwhile delivered then. A command stopped while paddle loads ends with
-the same one line as one stopped later (the stop waits for the import, a few seconds at most).
-This module imports only the standard library.
+handler: a C++ "FatalError: Termination signal is detected" block, then the end), importing
+paddlenlp (ppdiffusers does) resets it to the default, and an interrupt raised while an extension
+module initialises becomes pybind11's "ImportError: initialization failed". So the command line
+loads with SIGINT and SIGTERM blocked (`block_until_loaded`, from `ppddpm.__main__.run`: the
+threads its imports start inherit the block, and the signals reach the main thread only), and
+while `sigterm_raises` is in force the imports of paddle and paddlenlp (`_PaddleImport`) and every
+extension module's initialisation (`_extensions_deferring`) defer them: blocked, ppddpm's handlers
+put back right after, and a signal that came meanwhile delivered then (or, taken by a thread that
+does not block it, ending the process at once: `_stop_now`). A command stopped while paddle loads
+ends with the same one line as one stopped later (the stop waits for the import, a few seconds at
+most). This module imports only the standard library.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
+import os
 import signal
 import sys
 import threading
@@ -54,6 +59,7 @@ def command_of(argv) -> str:
 
 
 _SIGTERM_BEFORE = []      # non-empty while main() runs with SIGTERM raising `Terminated`
+_COMMAND = ["ppddpm"]     # how the one line names the command (`sigterm_raises`)
 
 
 def sigterm_stops():
@@ -79,24 +85,53 @@ class _PaddleImport:
         return None
 
 
-def _deferring(exec_module):
-    """`exec_module` run with DEFERRED blocked in this thread and, should another thread take one,
-    only noted (raised inside paddle's import, an interrupt would surface as pybind11's "ImportError:
-    initialization failed"); afterwards ppddpm's handlers are put back over paddle's, the signals
-    unblocked (a blocked one is delivered then) and a noted one raised again."""
-    def exec_with_signals_deferred(module):
-        noted = []
+def _deferring(load):
+    """`load` (a loader's `exec_module` or `create_module`) run, in the main thread, with DEFERRED
+    blocked in it, so that a signal waits for the import's end, when ppddpm's handlers are back over
+    any the import installed and the block is lifted (the signal is delivered then). Should another
+    thread that does not block them take one meanwhile: `_stop_now`."""
+    def load_with_signals_deferred(*args):
+        if threading.current_thread() is not threading.main_thread():
+            return load(*args)
         before = signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED)
-        handlers = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum)) for sig in DEFERRED}
+        handlers = {sig: signal.signal(sig, _stop_now) for sig in DEFERRED}
         try:
-            exec_module(module)
+            return load(*args)
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             signal.pthread_sigmask(signal.SIG_SETMASK, before)
-            for sig in dict.fromkeys(noted):
-                signal.raise_signal(sig)
-    return exec_with_signals_deferred
+    return load_with_signals_deferred
+
+
+# an extension module's initialisation (PyInit, in create_module / exec_module) cannot be interrupted
+# either: a pybind11 module (matplotlib's ft2font, libpaddle) turns an interrupt into "ImportError:
+# initialization failed"; while `sigterm_raises` is in force every extension loads deferring the signals
+EXTENSION_STEPS = ("create_module", "exec_module")
+
+
+@contextlib.contextmanager
+def _extensions_deferring():
+    loader = importlib.machinery.ExtensionFileLoader
+    originals = {step: loader.__dict__[step] for step in EXTENSION_STEPS}
+    for step, original in originals.items():
+        setattr(loader, step, _deferring(original))
+    try:
+        yield
+    finally:
+        for step, original in originals.items():
+            setattr(loader, step, original)
+
+
+def _stop_now(signum, frame):
+    """A signal taken during a deferring import by a thread that does not block it (a rank's parent
+    watch): raised inside the import it would surface as pybind11's "ImportError: initialization
+    failed", so the process ends here, at once, with the one line and status a later stop gives. Its
+    `finally` blocks do not run: what it was writing is left as SIGKILL leaves it (streams load, a
+    stale --out lock is taken over)."""
+    exc = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    print(f"{_COMMAND[-1]}: {stopped(exc)}", file=sys.stderr, flush=True)
+    os._exit(interrupt_status(exc))
 
 
 def block_until_loaded():
@@ -114,23 +149,27 @@ def unblock(mask):
 
 
 @contextlib.contextmanager
-def sigterm_raises():
-    """While inside: SIGTERM raises `Terminated`, and paddle's import (if it happens) defers the
-    signals and leaves this handler in place — when this is the main thread and SIGTERM has its
+def sigterm_raises(command: str = "ppddpm"):
+    """While inside: SIGTERM raises `Terminated`, and the GUARDED imports (if they happen) defer the
+    signals and leave this handler in place — when this is the main thread and SIGTERM has its
     default handling (a host program's own handler is left alone; an enclosing `sigterm_raises`
-    keeps its own)."""
+    keeps its own). `command` is how a stop during those imports names it (`ppddpm sample`)."""
     mine = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-    guard = _PaddleImport()
+    guard, deferring = _PaddleImport(), contextlib.ExitStack()
     if mine:
+        _COMMAND.append(command)
         _SIGTERM_BEFORE.append(signal.SIGTERM)
         sigterm_stops()
         if hasattr(signal, "pthread_sigmask"):      # POSIX; elsewhere paddle's import keeps its handler
             sys.meta_path.insert(0, guard)
+            deferring.enter_context(_extensions_deferring())
     try:
         yield
     finally:
+        deferring.close()
         if mine:
             with contextlib.suppress(ValueError):
                 sys.meta_path.remove(guard)
             _SIGTERM_BEFORE.clear()
+            _COMMAND.pop()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
