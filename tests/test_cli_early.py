@@ -27,14 +27,21 @@ from ppddpm.variants.registry import get_variant
 # the child: paddle and the libraries that import it cannot be imported; each argv runs through the
 # command line's main() and its exit status and stderr are reported (an exception: its repr)
 BLOCKED_CHILD = r"""
-import contextlib, io, json, sys
+import contextlib, importlib.util, io, json, sys
 
 
-class Blocked:
+class Blocked:   # finds paddle and co. (looking for them, as ppddpm's version check does, works); importing fails
+
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("paddle", "ppdiffusers", "paddlenlp"):
-            raise ImportError(f"{name} is blocked: the answer must come before paddle loads")
+            return importlib.util.spec_from_loader(name, self, is_package=True)
         return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        raise ImportError(f"{module.__name__} is blocked: the answer must come before paddle loads")
 
 
 sys.meta_path.insert(0, Blocked())

@@ -2,8 +2,6 @@
 overwrite a finished result, loading --model with its checks, the seeds, and which rank speaks."""
 from __future__ import annotations
 
-import json
-import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +11,8 @@ import numpy as np
 
 from ppddpm._io import output_dir, output_lock, said_once
 from ppddpm.core.ranks import is_lead
-from ppddpm.errors import BadValue, Exists, check_memory
+from ppddpm.errors import BadValue, Exists, InputError, check_memory
+from ppddpm.model.folder import PIXEL_PIPELINES, read_json
 from ppddpm.model.loading import BUNDLED_DIR, BUNDLED_NAME, load_pipeline
 from ppddpm.pipelines.latent import KINDS, LatentKind, kind_of
 
@@ -65,37 +64,27 @@ class DeclaredModel:
     num_train_timesteps: Optional[int]   # scheduler/scheduler_config.json's T (None: not readable here)
 
 
-SMALL_JSON = 2 ** 20     # model_index.json and scheduler_config.json are ~1 KB; anything larger is left to the loader
-
-
-def _small_json(path: Path) -> Optional[dict]:
-    """The JSON object in `path` when it is a small regular file that parses (a FIFO is never
-    opened), else None: the loader then says what is wrong with it."""
+def _json_object(path: Path) -> Optional[dict]:
+    """The JSON object in `path` (`ppddpm.model.folder.read_json`: a regular file, never a FIFO), or
+    None when it is not one: the loader then says what is wrong with it."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > SMALL_JSON:
-            return None
-        value = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
+        return read_json(path, path.name)
+    except InputError:
         return None
-    return value if isinstance(value, dict) else None
 
 
 def declared_model(model) -> Optional[DeclaredModel]:
     """The bundled model's or a local folder's DeclaredModel; None for a hub id, a missing path or a
-    folder whose model_index.json does not say plainly (`load_pipeline` decides those). A folder is
-    latent exactly when its _class_name is one of `ppddpm.pipelines.latent.KINDS` (as `load_pipeline`
-    reads it), else a pixel pipeline if it names a unet."""
+    folder whose model_index.json names no pipeline ppddpm records (`load_pipeline` decides those).
+    Its class decides its kind as `ppddpm.model.folder` reads it: a latent kind of
+    `ppddpm.pipelines.latent.KINDS`, or a pixel pipeline of PIXEL_PIPELINES."""
     bundled = model is None or model in ("bundled", BUNDLED_NAME)
     folder = BUNDLED_DIR if bundled else Path(str(model)).expanduser()
-    index = _small_json(folder / "model_index.json")
-    pipeline = index.get("_class_name") if index else None
-    if not isinstance(pipeline, str):
-        return None
+    pipeline = (_json_object(folder / "model_index.json") or {}).get("_class_name")
     kind = next((k for k in KINDS if pipeline in k.classes), None)
-    if kind is None and "unet" not in index:
+    if kind is None and pipeline not in PIXEL_PIPELINES:
         return None
-    steps = (_small_json(folder / "scheduler" / "scheduler_config.json") or {}).get("num_train_timesteps")
+    steps = (_json_object(folder / "scheduler" / "scheduler_config.json") or {}).get("num_train_timesteps")
     steps = steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else None
     return DeclaredModel("the bundled model" if bundled else str(model), pipeline, kind, steps)
 
