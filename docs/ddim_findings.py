@@ -8,7 +8,7 @@ block between `<!-- ddim-findings:start -->` and `<!-- ddim-findings:end -->` fr
 - "equivalent": every step's |Δ x_{t−1}| within the float32 bound of `ABReport.step_bound`;
 - "worst × bound": the largest ratio of a step's |Δ x_{t−1}| to that bound;
 - "agree": final images' PSNR as displayed ([0, 1]) above 50 dB (`ABReport.final_psnr`);
-- "share clipped": values of x̂_0 outside [−1, 1] before the clip (`ppddpm.core.adapters.clipped_share`).
+- "share clipped": values of x̂_0 outside [−1, 1] before the clip (`ppddpm.core.adapters.Adapter.clip_fraction`).
 About 20 minutes on 2 CPU cores.
 """
 import json

@@ -18,7 +18,7 @@ _requires.check()           # paddle older than 3.0: one line (an ImportError; t
 # signature: docs/readme_blocks.py renders it from __all__, tests/test_public_api.py checks the two agree).
 _EXPORTS = {
     # record a run, and what it makes
-    "record": "core.recorder", "sample_trajectory": "core.recorder", "kept_steps": "core.recorder",
+    "record": "pipelines.recording", "sample_trajectory": "pipelines.recording", "kept_steps": "core.recorder",
     "Trajectory": "storage.trajectory", "TrajectoryError": "storage.trajectory",
     "FIELDS": "storage.trajectory", "DEFAULT_FIELDS": "storage.trajectory", "StepRecord": "core.records",
     # pipelines and schedulers

@@ -92,7 +92,7 @@ def test_sample_with_another_sampler_and_ab_across_schedulers(tmp_path, saved_pi
               "--all-fields", "--out", tmp_path / "ddim", "--quiet")
     assert res.returncode == 0, res.stderr
     traj = ppddpm.Trajectory.load(tmp_path / "ddim" / "trajectory_seed777.npz")
-    assert traj.scheduler == "DDIMScheduler" and (traj.sigma[:-1] > 0).all() and len(traj) == 10
+    assert traj.scheduler == "DDIMScheduler" and (traj.noise_std[:-1] > 0).all() and len(traj) == 10
     res = cli("ab", "--model", saved_pipe_dir, "--variants", "ppdiffusers,ddim(eta=1.0, use_clipped_model_output=True)",
               "--steps", 10, "--clip", "on", "--out", tmp_path / "ab", "--quiet")
     assert res.returncode == 0, res.stderr

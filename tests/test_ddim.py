@@ -43,7 +43,7 @@ def test_spec_arguments_are_in_force_when_patched(unet):
         forced = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=5, pipe_kwargs={"eta": 0.0})
     asked = ppddpm.sample_trajectory(pipe, seed=3, num_inference_steps=5, pipe_kwargs={"eta": 1.0})
     assert forced.meta["variant"] == "ddim(eta=1.0)"
-    assert np.array_equal(forced.prev_sample, asked.prev_sample) and (forced.sigma[:-1] > 0).all()
+    assert np.array_equal(forced.prev_sample, asked.prev_sample) and (forced.noise_std[:-1] > 0).all()
 
 
 @pytest.mark.parametrize("spec,expected", [
@@ -150,4 +150,4 @@ def test_the_same_noise_reaches_both_schedulers(unet):
     ddim = ppddpm.sample_trajectory(ddim_pipe, seed=9, num_inference_steps=10, fields=("noise",),
                                     pipe_kwargs={"eta": 1.0})
     assert np.array_equal(ddpm.noise[:-1], ddim.noise[:-1]) and ddpm.noise[:-1].any()
-    assert paddle.to_tensor(ddim.noise[-1]).abs().sum() > 0 and ddim.sigma[-1] == 0   # drawn, times σ = 0
+    assert paddle.to_tensor(ddim.noise[-1]).abs().sum() > 0 and ddim.noise_std[-1] == 0   # drawn, times σ = 0

@@ -47,7 +47,7 @@ for line in sys.stdin:
         if kind == "trajectory":                     # touch every array: a bad mapping fails here
             for f in out.fields:
                 out.field(f)[:].sum()
-            out.timesteps.sum(), out.sigma.sum()
+            out.timesteps.sum(), out.noise_std.sum()
         verdict = "ok"
     except InputError as exc:
         msg = str(exc)
@@ -157,7 +157,7 @@ def test_random_bytes_are_one_clear_error(worker, tmp_path_factory, data):
 
 
 @SETTINGS
-@given(field=st.sampled_from(["prev_sample.npy", "steps.npy"]), descr=DESCRS, shape=SHAPES,
+@given(field=st.sampled_from(["prev_sample.npy", "steps.npy", "clip_fraction.npy"]), descr=DESCRS, shape=SHAPES,
        fortran=st.booleans(), meta_value=st.one_of(st.none(), st.integers(-5, 10 ** 12), st.text(max_size=5),
                                                   st.lists(st.integers(), max_size=3)))
 def test_streams_with_mutated_headers_or_metadata(worker, seeds, tmp_path_factory, field, descr, shape, fortran,
@@ -176,7 +176,8 @@ def test_streams_with_mutated_headers_or_metadata(worker, seeds, tmp_path_factor
 
 
 @SETTINGS
-@given(member=st.sampled_from(["prev_sample", "timesteps", "sigma", "stages", "__ppddpm_meta__"]), descr=DESCRS,
+@given(member=st.sampled_from(["prev_sample", "timesteps", "noise_std", "clip_fraction", "stages", "__ppddpm_meta__"]),
+       descr=DESCRS,
        shape=SHAPES)
 def test_npz_members_with_mutated_headers(worker, seeds, tmp_path_factory, member, descr, shape):
     """A header announcing another dtype or shape — 10¹² frames, say — inside a valid zip."""

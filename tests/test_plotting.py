@@ -98,8 +98,9 @@ def test_clip_map_from_a_trajectory_and_from_a_report(pipe, tmp_path):
     traj = ppddpm.sample_trajectory(pipe, seed=2, num_inference_steps=10, batch_size=3,
                                     fields=("prev_sample", "pred_original_sample_unclipped"))
     t, share = ppddpm.pictures.plotting.clip_map(traj)
-    assert share.shape == (10, 3)
-    np.testing.assert_allclose(share.mean(axis=1), traj.clip_fraction, rtol=0, atol=1e-6)   # one definition
+    assert share.shape == (10, 3)                        # per sample: |x̂_0| > clip_sample_range (1) before the clip
+    raw = traj.pred_original_sample_unclipped
+    np.testing.assert_allclose(share, (np.abs(raw) > 1).mean(axis=(2, 3, 4)), rtol=0, atol=1e-7)
     fig = ppddpm.pictures.plotting.plot_clip_map(traj, save=tmp_path / "map.png")
     assert (tmp_path / "map.png").stat().st_size > 1000 and "fired at" in fig.axes[0].get_title()
     report = ppddpm.compare(pipe, ["ppdiffusers", "ddim(eta=1.0)"], seed=[0, 1], num_inference_steps=5)

@@ -65,7 +65,7 @@ def test_what_led_to_each_step_is_recorded_and_reproduces_it(pipe):
         assert np.abs(traj.pred_original_sample_unclipped[i] - raw).max() <= x0_error     # eq. (15)
         assert np.abs(traj.pred_original_sample[i] - clipped).max() <= x0_error           # clip
         sigma, sigma_error = reference_sigma(sched, t)
-        assert traj.sigma[i] == pytest.approx(sigma, rel=sigma_error, abs=0)
+        assert traj.noise_std[i] == pytest.approx(sigma, rel=sigma_error, abs=0)
         assert_is_the_reference_step(traj.prev_sample[i], sched, "posterior", traj.sample[i], traj.model_output[i],
                                      traj.noise[i], t)                                   # eq. (7) + σ_t z
         if i + 1 < len(traj):
@@ -140,7 +140,9 @@ def test_save_load_round_trip_with_metadata(pipe, tmp_path):
     back = ppddpm.Trajectory.load(path)
     for name in ppddpm.FIELDS:
         assert np.array_equal(back.field(name), traj.field(name))
-    assert np.array_equal(back.timesteps, traj.timesteps) and np.array_equal(back.sigma, traj.sigma)
+    assert back.columns == traj.columns
+    for name in traj.columns:                      # every per-step column, by name: t, call, stage, noise std, …
+        assert np.array_equal(back.column(name), traj.column(name)), name
     meta = back.meta
     assert meta["seed"] == 11 and meta["num_inference_steps"] == 12 and meta["every"] == 4
     assert meta["scheduler_config"]["clip_sample"] is True and meta["variant"] == "ppdiffusers"
@@ -227,7 +229,28 @@ def test_a_file_written_by_ppddpm_0_1_still_loads():
     assert old.timesteps.dtype == np.int64 and old.timesteps.tolist() == [600, 200, 0]
     assert old.scheduler == "DDPMScheduler" and old.stages.tolist() == ["", "", ""]
     assert old.prev_sample.shape == (3, 1, 1, 8, 8) and set(old.fields) == set(ppddpm.FIELDS)
-    assert old.sigma[-1] == 0 and not old.noise[-1].any()
+    assert old.noise_std[-1] == 0 and not old.noise[-1].any()
+    with pytest.warns(DeprecationWarning, match="noise_std"):
+        assert np.array_equal(old.sigma, old.noise_std)          # its name of then, still read
+    assert old.clip_fraction.shape == (3, 1)                     # the batch's share: 0.1 kept no other
+
+
+def test_columns_a_0_1_file_lacks_are_derived_from_its_metadata_or_named_as_missing():
+    """tests/data/trajectory-0.1.0.npz (5 DDPM steps of 1000 training steps, every=2): which calls its rows
+    are follows from `every`; ᾱ_t and ᾱ_prev from its config, here against the DDPM paper's linear β
+    schedule (β_t from 1e-4 to 0.02, ᾱ_t = Π (1 − β_s)) in float64 written out; σ_t it never had."""
+    from pathlib import Path
+
+    from ppddpm.errors import Unknown
+
+    old = ppddpm.Trajectory.load(Path(__file__).parent / "data" / "trajectory-0.1.0.npz")
+    assert old.column("call").tolist() == [1, 3, 4]                        # calls 2, 4 and the last of 5
+    alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    t, prev = np.array([600, 200, 0]), np.array([400, 0, -1])              # 5 steps: t = 800, 600, …, 0
+    np.testing.assert_allclose(old.column("alpha_bar"), alpha_bar[t], rtol=1e-12)
+    np.testing.assert_allclose(old.column("alpha_bar_prev"), np.where(prev >= 0, alpha_bar[prev], 1.0), rtol=1e-12)
+    with pytest.raises(Unknown, match="column .noise_level. is not in this trajectory"):
+        old.column("noise_level")
 
 
 def test_a_trajectory_names_its_scheduler_and_full_config(pipe, tmp_path):
@@ -281,20 +304,23 @@ def test_a_trajectory_writer_streams_what_it_is_given_as_numpy_reads_it(tmp_path
 
     frames = np.random.RandomState(0).randn(3, 2, 1, 4, 4).astype(np.float32)
     writer = TrajectoryWriter(("prev_sample",), {"seed": 1}, store="disk", path=tmp_path / "run")
-    writer.start(rows=3)
-    writer.allocate({"prev_sample": (2, 1, 4, 4)})
+    writer.start(rows=3, columns=("timesteps", "noise_std", "stages"), sample_columns=("clip_fraction",))
+    writer.allocate({"prev_sample": (2, 1, 4, 4)}, batch=2)
     for k, (t, stage) in enumerate([(30, ""), (20, "predictor"), (10, "corrector")]):
-        writer.append({"prev_sample": frames[k]}, t, sigma=0.25 * k, clip_fraction=0.5, stage=stage)
+        writer.append({"prev_sample": frames[k]},
+                      {"timesteps": t, "noise_std": 0.25 * k, "clip_fraction": [0.5, 0.25 * k], "stages": stage})
         writer.commit()
         assert json.loads((tmp_path / "run" / "meta.json").read_text())["steps_on_disk"] == k + 1
     writer.close(complete=True)
     assert np.array_equal(np.load(tmp_path / "run" / "prev_sample.npy"), frames)
-    steps = np.load(tmp_path / "run" / "steps.npy")          # (t, σ, clipped share, stage code)
-    assert steps.tolist() == [[30, 0.0, 0.5, 0], [20, 0.25, 0.5, 1], [10, 0.5, 0.5, 2]]
+    steps = np.load(tmp_path / "run" / "steps.npy")          # (t, noise std, stage code): the columns named
+    assert steps.tolist() == [[30, 0.0, 0], [20, 0.25, 1], [10, 0.5, 2]]
+    assert np.load(tmp_path / "run" / "clip_fraction.npy").tolist() == [[0.5, 0.0], [0.5, 0.25], [0.5, 0.5]]
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["complete"] and meta["seed"] == 1 and meta["fields"] == ["prev_sample"]
+    assert meta["step_columns"] == ["timesteps", "noise_std", "stages"] and meta["sample_columns"] == ["clip_fraction"]
     back = ppddpm.Trajectory.load(tmp_path / "run")
-    assert back.complete and back.timesteps.tolist() == [30, 20, 10]
+    assert back.complete and back.timesteps.tolist() == [30, 20, 10] and back.noise_std.tolist() == [0.0, 0.25, 0.5]
     assert back.stages.tolist() == ["", "predictor", "corrector"] and np.array_equal(back.prev_sample, frames)
 
 
@@ -311,8 +337,8 @@ def test_reading_a_filling_trajectory_asks_its_source_first_until_the_writer_clo
     source = Source()
     writer = TrajectoryWriter(("prev_sample",), source=source)
     writer.start(rows=2)
-    writer.allocate({"prev_sample": (1, 1, 2, 2)})
-    writer.append({"prev_sample": np.ones((1, 1, 2, 2))}, 5, 0.1, 0.0)
+    writer.allocate({"prev_sample": (1, 1, 2, 2)}, batch=1)
+    writer.append({"prev_sample": np.ones((1, 1, 2, 2))}, {"timesteps": 5, "stages": ""})
     traj = writer.trajectory
     assert len(traj) == 1 and traj.prev_sample.tolist() == [[[[[1.0, 1.0], [1.0, 1.0]]]]]
     assert source.syncs == 2                       # one per read: the timesteps (len), the frames

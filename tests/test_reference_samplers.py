@@ -220,7 +220,7 @@ def test_ddpm_fixed_large_adds_noise_at_the_last_step(n, spacing, offset):
     last = rec["calls"].pop()
     assert_holds(gaps(ref, rec))
     got = ref.step(n - 1, last["eps"], last["x"], noise=last["z"])
-    assert got.sigma == 0.0 and last["t"] > 0
+    assert got.noise_std == 0.0 and last["t"] > 0
     extra = math.sqrt(1 - ref.alphas_cumprod[int(last["t"])])
     bound = call_bound(ref, n - 1) * np.abs(last["prev"]).max()
     assert np.abs(last["prev"] - (got.prev_sample + extra * last["z"])).max() <= bound

@@ -23,9 +23,9 @@ def test_streamed_recording_equals_the_in_memory_one(pipe, tmp_path):
     for name in ppddpm.FIELDS:
         assert np.array_equal(back.field(name), mem.field(name))
         assert np.array_equal(disk.field(name), mem.field(name))
-    assert np.array_equal(back.timesteps, mem.timesteps) and np.array_equal(back.sigma, mem.sigma)
-    assert {p.name for p in (tmp_path / "run").iterdir()} == {"meta.json", "steps.npy"} | {
-        f"{f}.npy" for f in ppddpm.FIELDS}
+    assert np.array_equal(back.timesteps, mem.timesteps) and np.array_equal(back.noise_std, mem.noise_std)
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {"meta.json", "steps.npy", "clip_fraction.npy"} | {
+        f"{f}.npy" for f in ppddpm.FIELDS}                 # the columns kept per sample have a file each
 
 
 def test_an_interrupted_streamed_run_leaves_a_loadable_partial_trajectory(pipe, tmp_path):

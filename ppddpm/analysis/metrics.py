@@ -205,12 +205,9 @@ def sample_batches(pipe, n: int = 64, seed: int = 0, num_inference_steps: int = 
                unit="batch")
 
     def batch(start):
-        g = _rng.make_generator(seed + start)
-        try:
+        with _rng.seeded(seed + start) as g:
             res = pipe(batch_size=min(batch_size, n - start), generator=g, num_inference_steps=num_inference_steps,
                        output_type="np")
-        finally:
-            _rng.release_generator(g)
         bar.update()
         images = res[0].images if isinstance(res, tuple) else res.images
         return np.asarray(images).transpose(0, 3, 1, 2) * 2 - 1

@@ -34,7 +34,7 @@ from ppddpm.analysis.ab import UNIT_ROUNDOFF
 from ppddpm.core.adapters import ADAPTERS
 from ppddpm.errors import BadValue, Unknown, Unsupported
 from ppddpm.reference import REFERENCES
-from ppddpm.storage.format import FIELDS, NUMBERS
+from ppddpm.storage.format import FIELDS
 from ppddpm.variants.registry import get_variant, parse_spec
 
 ROUNDOFF = {"float16": 2.0 ** -11, "float32": UNIT_ROUNDOFF}
@@ -117,9 +117,9 @@ def completeness(traj, kept: int) -> tuple:
 
 
 def nonfinite(traj, r: int) -> List[str]:
-    """The fields and per-step numbers of recorded row r that hold a NaN or an infinity."""
+    """The fields and per-step columns of recorded row r that hold a NaN or an infinity."""
     bad = [name for name in traj.fields if name in FIELDS and not np.isfinite(traj.field(name)[r]).all()]
-    return bad + [name for name in NUMBERS if not math.isfinite(float(getattr(traj, name)[r]))]
+    return bad + [name for name in traj.columns if name != "stages" and not np.isfinite(traj.column(name)[r]).all()]
 
 
 def chain_gap(traj, r: int, calls) -> Optional[float]:

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ppddpm.core.adapters import clipped_share_on_device, clipping_of
+from ppddpm.core.adapters import adapter_for, clipping_of
 from ppddpm.core.loop import LoopStep
 from ppddpm.core.transfer import chunk_for, start_copy
 from ppddpm.storage.format import TrajectoryError
@@ -99,7 +99,7 @@ class StepStatistics:
     does for the recorder). `chunk_for` sizes the chunk to its memory budget (one step at the least).
 
     Columns, per seed: for each trajectory max|x_t|, max|ε̂| and the share of x̂_0 its clipping changes
-    (`clipped_share_on_device`, by the scheduler in force; 0 with no clipping); for each other variant
+    (`Adapter.clip_fraction`, by the scheduler in force; 0 with no clipping); for each other variant
     max|Δ prev_sample|, mean|Δ prev_sample|, max|Δ pred_original_sample| against the reference (NaN at
     the steps where either returns no x̂_0). scale = max|x_t| + max|ε̂| + 1 is added on the host, in float32."""
 
@@ -182,8 +182,8 @@ class StepStatistics:
             parts[v, "max_abs_model_output"] = at["model_output", d].abs().max(axis=-1)
             if ("pred_original_sample_unclipped", d) in at:
                 raw = at["pred_original_sample_unclipped", d].reshape([k * self.n_seeds * self.batch, -1])
-                parts[v, "clip_fraction"] = clipped_share_on_device(self.sched, raw, groups=k * self.n_seeds
-                                                                    ).reshape([k, -1])
+                parts[v, "clip_fraction"] = adapter_for(self.sched).clip_fraction(self.sched, raw, k * self.n_seeds
+                                                                                  ).reshape([k, -1])
         for v, name in enumerate(self.names[1:], start=1):
             diff = (at["prev_sample", v] - at["prev_sample", 0]).abs()
             parts[name, "max_abs_prev"], parts[name, "mean_abs_prev"] = diff.max(axis=-1), diff.mean(axis=-1)

@@ -68,14 +68,15 @@ from ppddpm._io import atomic_path
 from ppddpm.analysis.ab import K_ROUNDINGS
 from ppddpm.analysis.provenance import (ROUNDOFF, chain_gap, completeness, noise_test, nonfinite, sampler_of,
                                         storage_roundoff)
+from ppddpm.core.adapters import in_sigma_space
 from ppddpm.core.recorder import kept_steps
 from ppddpm.errors import BadValue, Unsupported
 from ppddpm.reference import reference_for
 from ppddpm.reference.schedules import betas_from_config
+from ppddpm.storage.legacy import set_timesteps_of
 from ppddpm.storage.meta import check_meta
 from ppddpm.storage.trajectory import Trajectory
 
-SIGMA_SPACE = ("euler", "euler-ancestral", "lms", "heun", "kdpm2", "kdpm2-ancestral", "dpmsolver-sde", "edm-euler")
 UNIT_ROUNDOFF_FLOAT16 = ROUNDOFF["float16"]
 X_T_STANDARD_ERRORS = 5.0
 DRIFT_MARGIN = 4.0         # on the float32 ᾱ's measured drift (see _check)
@@ -86,7 +87,7 @@ HISTORY_CALLS = 12
 
 
 # what a replay compares, named as StepRecord, the Trajectory and the reference's step name them
-CHECKED = ("prev_sample", "pred_original_sample", "pred_original_sample_unclipped", "sigma")
+CHECKED = ("prev_sample", "pred_original_sample", "pred_original_sample_unclipped", "noise_std")
 
 
 @dataclass
@@ -290,7 +291,10 @@ def _not_checked(traj, calls) -> List[str]:
 
 
 def _reference(traj, family, config):
-    n = traj.meta.get("set_timesteps") or _set_timesteps_of_old_file(traj, family)
+    n = set_timesteps_of(traj.meta, family)
+    if n is None:
+        raise BadValue("this run was recorded before ppddpm 0.3, which did not keep the number of timesteps asked "
+                       "for (a PNDM run's steps do not tell it); record it again to verify it")
     arguments = dict(traj.meta.get("step_arguments") or {})
     try:
         return reference_for(family, config, int(n), **arguments)
@@ -298,18 +302,6 @@ def _reference(traj, family, config):
         raise Unsupported(f"the float64 reference of {family} does not cover this run: {exc}") from None
     except ValueError as exc:                 # a step argument the formula does not take, or a grid it cannot make
         raise BadValue(f"the float64 reference of {family} cannot replay this run: {exc}") from None
-
-
-def _set_timesteps_of_old_file(traj, family):
-    """Files written before ppddpm 0.3 kept only the number of step calls: it is the number of
-    timesteps for every sampler that calls the model once per timestep."""
-    calls = int(traj.meta.get("num_inference_steps", len(traj)))
-    if family == "heun":
-        return (calls + 1) // 2                    # a predictor and a corrector per timestep but the last
-    if family in ("pndm",):
-        raise BadValue("this PNDM run was recorded before ppddpm 0.3, which did not keep the number of timesteps "
-                       "asked for; record it again to verify it")
-    return calls
 
 
 def _recorded_calls(traj, ref) -> tuple:
@@ -387,15 +379,15 @@ def _reach(recent: list, ab_to: float, family: str) -> np.ndarray:
     x_{t−1} with a coefficient of the order of the α it steps to (√ᾱ_prev x̂_0 in eq. 7 and 12; α_t D in
     DPM-Solver), so a_e counts √(ᾱ_to/ᾱ_k) ≥ 1 times; in σ-space x̂_0 = x − σ·ε is in x's own units."""
     def grown(terms, ab_k):
-        return terms if family in SIGMA_SPACE else terms * max(1.0, math.sqrt(ab_to / ab_k))
+        return terms if in_sigma_space(family) else terms * max(1.0, math.sqrt(ab_to / ab_k))
     return np.maximum.reduce([grown(*k) for k in recent]) if len(recent) > 1 else grown(*recent[0])
 
 
 def _terms(traj, r, ref_step, ab, family) -> np.ndarray:
     """a_e = |x_t| + s_t·|ε̂| + σ_t·|z| + 1 at each element of recorded row r (module docstring)."""
     x_t, eps = np.abs(np.asarray(traj.sample[r], np.float64)), np.abs(np.asarray(traj.model_output[r], np.float64))
-    sigma = float(ref_step.sigma or 0.0)
-    s_eps = math.sqrt((1.0 - ab) / ab) if family in SIGMA_SPACE else 1.0
+    sigma = float(ref_step.noise_std or 0.0)
+    s_eps = math.sqrt((1.0 - ab) / ab) if in_sigma_space(family) else 1.0
     a = x_t + s_eps * eps[:, : x_t.shape[1]] + 1.0            # a learned variance's extra channels are not ε̂
     if sigma > 0 and "noise" in traj.fields:
         a = a + sigma * np.abs(np.asarray(traj.noise[r], np.float64))
@@ -403,22 +395,22 @@ def _terms(traj, r, ref_step, ab, family) -> np.ndarray:
 
 
 def _check(traj, r, call, ref_step, ab, drift, family, u, scale_prev, scale_x0) -> StepCheck:
-    sigma = float(ref_step.sigma or 0.0)
+    sigma = float(ref_step.noise_std or 0.0)
     # σ from float32 tables: ᾱ by a float32 product of up to T factors is off by up to T·u relative
     # (6e-5 at T = 1000), and a σ_up combines two such σ; 2e-4 covers both, plus the cancellation term
     bound_sigma = (SIGMA_RTOL + K_ROUNDINGS * u / (1.0 - ab)) * sigma + 1e-12
     # the step's own roundings and the float32 ᾱ's drift (× DRIFT_MARGIN: paddle may multiply in another
     # order than numpy), both amplified where 1 − ᾱ_t cancels
     per_unit = (K_ROUNDINGS * u + DRIFT_MARGIN * drift) / (1.0 - ab)
-    bound_x0 = per_unit * scale_x0 * (1.0 if family in SIGMA_SPACE else 1.0 / math.sqrt(ab))
+    bound_x0 = per_unit * scale_x0 * (1.0 if in_sigma_space(family) else 1.0 / math.sqrt(ab))
     gaps, bounds = {}, {}
     for name, b in zip(CHECKED[:-1], (per_unit * scale_prev, bound_x0, bound_x0)):
         if name in traj.fields:
             gaps[name], bounds[name] = _worst(traj.field(name)[r], getattr(ref_step, name), b)
         else:
             gaps[name], bounds[name] = math.nan, float(b.max())
-    gap_sigma = abs(float(traj.sigma[r]) - sigma)
-    gaps["sigma"], bounds["sigma"] = (gap_sigma if math.isfinite(gap_sigma) else math.inf), float(bound_sigma)
+    gap_sigma = abs(float(traj.noise_std[r]) - sigma)
+    gaps["noise_std"], bounds["noise_std"] = (gap_sigma if math.isfinite(gap_sigma) else math.inf), float(bound_sigma)
     return StepCheck(row=r, call=int(call), t=float(traj.timesteps[r]), stage=str(traj.stages[r]), gaps=gaps,
                      bounds=bounds)
 
@@ -438,7 +430,7 @@ def _worst(recorded, expected, bound: np.ndarray) -> tuple:
 def _check_noise(traj, steps: List[StepCheck], rows) -> Optional[dict]:
     """The recorded z of every step whose reference σ is > 0, tested against N(0, I) (`noise_test`): each
     such step gets its own result, and the pooled one is returned."""
-    noisy = [r for r, row in enumerate(rows) if float(row.sigma or 0.0) > 0] if "noise" in traj.fields else []
+    noisy = [r for r, row in enumerate(rows) if float(row.noise_std or 0.0) > 0] if "noise" in traj.fields else []
     per_step, pooled = noise_test([traj.noise[r] for r in noisy])
     for r, result in zip(noisy, per_step):
         steps[r].noise = {k: result[k] for k in ("mean", "mean_square", "p", "holds")}

@@ -10,7 +10,7 @@ from ppddpm.analysis.ab import compare
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.cli.common import declared_checks, output_folder
-from ppddpm.core.recorder import sample_trajectory
+from ppddpm.pipelines.recording import sample_trajectory
 from ppddpm.model.loading import load_pipeline
 from ppddpm.pictures.plotting import contact_sheet, plot_ab, plot_grid, plot_trajectory
 
@@ -33,9 +33,9 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
     final = traj.prev_sample[-1][:1]
     contact_sheet(final, scale=max(1, 128 // final.shape[-1]), gap=0, save=out / "sample.png")      # 128 px, nearest
     written.append(out / "sample.png")
-    plot_grid(traj, "prev_sample", every_t=50, save=out / "grid_x_t.png")
-    plot_grid(traj, "pred_original_sample", every_t=50, save=out / "grid_x0.png")
-    plot_trajectory(traj, every_t=50, save=out / "trajectory.png")
+    plot_grid(traj, "prev_sample", save=out / "grid_x_t.png")            # every EVERY_T in t: 950, 900, …
+    plot_grid(traj, "pred_original_sample", save=out / "grid_x0.png")
+    plot_trajectory(traj, save=out / "trajectory.png")
     written += [out / "grid_x_t.png", out / "grid_x0.png", out / "trajectory.png"]
 
     lines = []

@@ -19,7 +19,8 @@ class GridCommand(Command):
         p.add_argument("run", help="a trajectory .npz (ppddpm sample) or a streamed trajectory folder, partial or not")
         spacing = p.add_mutually_exclusive_group()
         spacing.add_argument("--every-t", type=options.positive("--every-t"), default=None,
-                             help="tiles every N in t, whatever the number of sampling steps (default: 50)")
+                             help=f"tiles every N in t, whatever the number of sampling steps "
+                                  f"(default: {plotting.EVERY_T})")
         spacing.add_argument("--every", type=options.positive("--every"), default=None,
                              help="tiles every N sampling steps (instead of --every-t)")
         spacing.add_argument("--tiles", type=options.positive("--tiles"), default=None,
@@ -33,9 +34,7 @@ class GridCommand(Command):
         traj = Trajectory.load(args.run)
         out = output_folder(args)
         written = []
-        spacing = dict(every=args.every, every_t=args.every_t, tiles=args.tiles)
-        if args.every is None and args.tiles is None and args.every_t is None:
-            spacing["every_t"] = 50                        # the article's grids: t = 950, 900, …, 0
+        spacing = dict(every=args.every, every_t=args.every_t, tiles=args.tiles)   # none: plotting.EVERY_T
         if not traj.complete:
             print(f"{args.run}: a partial run ({len(traj)} steps recorded of {traj.meta.get('num_inference_steps')}); "
                   f"drawing the steps it has")

@@ -18,7 +18,7 @@ from ppddpm.cli.signals import interrupt_status, stopped
 from ppddpm.core.adapters import families
 from ppddpm.core.config import with_config
 from ppddpm.core.distributed import sharded
-from ppddpm.core.to_file import sample_to_file, stream_folder
+from ppddpm.pipelines.to_file import sample_to_file, stream_folder
 from ppddpm.errors import BadValue, check_memory
 from ppddpm.pictures.plotting import contact_sheet
 from ppddpm.pipelines.latent import kind_of, latent_meta, supported_pipelines

@@ -37,4 +37,4 @@ class ViewCommand(Command):
             raise BadValue(f"no A/B report at {args.ab} (write one with ppddpm ab --out DIR: DIR/ab.json)")
         view = explore(args.run, other=args.other, ab=args.ab)
         view.save(out)
-        print(f"wrote {out} ({len(view) / 2 ** 20:.1f} MB, self-contained: open it in any browser, offline)")
+        print(f"wrote {out} ({view.size}, self-contained: open it in any browser, offline)")

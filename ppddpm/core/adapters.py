@@ -3,13 +3,16 @@
 Every ppdiffusers sampler turns (x_t, model output) into a guess of x_0 and a next sample
 (MATH.md, "Other samplers"). An adapter tells, for its family:
 
-- `x0_raw`   x̂_0 before any clipping: eq. (15) for the variance-preserving schedulers
-             (DDPM, DDIM, PNDM, DPMSolver), `x − σ·ε` in the σ-parameterisation of the
+- `pred_original_sample_unclipped`   x̂_0 before any clipping: eq. (15) for the variance-preserving
+             schedulers (DDPM, DDIM, PNDM, DPMSolver), `x − σ·ε` in the σ-parameterisation of the
              Euler-type schedulers (`σ = √((1−ᾱ)/ᾱ)`, the same guess written in their space);
-- `x0_used`  x̂_0 as the step used it: returned by the step (DDPM, DDIM, Euler, …), or read
-             from the state the step keeps (DPMSolver's data prediction), or reconstructed;
-- `sigma`    the standard deviation of the noise the step added (0 for ODE samplers), given
-             the step's t as a host number: a number or a 0-d device tensor, never a host read;
+- `pred_original_sample`   x̂_0 as the step used it: returned by the step (DDPM, DDIM, Euler, …), or
+             read from the state the step keeps (DPMSolver's data prediction), or reconstructed;
+- `clip_fraction`   the share of x̂_0's values the step's clipping or thresholding changes;
+- `numbers`  the step's per-step columns (`ppddpm.core.columns`) that the family knows, given the
+             step's t as a host number: `noise_std`, the std of the noise the step added (0 for ODE
+             samplers), and ᾱ_t, ᾱ_prev (variance-preserving samplers) or σ_t, σ_prev (σ-space
+             samplers) — numbers or 0-d device tensors, never a host read;
 - `run`      calls the step and observes the noise z it added: passed in as data where the
              scheduler takes it (`variance_noise`), else replayed from the RNG state the draw
              started from — the only place in ppddpm that rewinds a random stream;
@@ -27,9 +30,10 @@ import math
 from typing import Dict, List, Optional
 
 from ppddpm.core import rng as _rng
-from ppddpm.core.formulas import (as_int, clip_x0, clipped_fraction, clipping_in_force, ddim_previous_timestep,
-                                  ddpm_sigma, draw_noise, x0_by_eq15, x0_by_sigma)
+from ppddpm.core.formulas import (clip_fraction, clip_x0, clipping_in_force, ddim_alphas, ddim_previous_timestep,
+                                  ddpm_noise_std, draw_noise, x0_by_eq15, x0_by_sigma)
 from ppddpm.errors import BadType, BadValue
+from ppddpm.storage.format import timestep_value
 
 
 class HostTables:
@@ -56,6 +60,8 @@ class Adapter:
     draws = "unknown"            # how z reaches the step: "never", "rng" (global/named stream), "argument",
                                  # "tree" (a Brownian-tree noise sampler the scheduler keeps)
     clipping: tuple = ()         # the config switches of x̂_0 clipping its step honours
+    columns: tuple = ("noise_std",)      # the per-step columns `numbers` fills (`ppddpm.core.columns`)
+    noise = "std of the noise the step added"   # what `noise_std` is for this family, as pictures label it
 
     def matches(self, cls) -> bool:
         return any(k.__name__ in self.classes for k in cls.__mro__)
@@ -84,22 +90,56 @@ class Adapter:
         return call(), None
 
     # ---- after the call
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
-        return self.x0_used(scheduler, model_output, timestep, sample, ctx, out)
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
+        return self.pred_original_sample(scheduler, model_output, timestep, sample, ctx, out)
 
-    def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample(self, scheduler, model_output, timestep, sample, ctx, out):
         return getattr(out, "pred_original_sample", None)
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
+    def pred_original_sample_of(self, scheduler, model_output, timestep, sample, ctx):
+        """x̂_0 before clipping that this call's formula makes of `model_output` — another output than the
+        one the step took, such as a half of a guided batch — without running the step."""
+        return self.pred_original_sample_unclipped(scheduler, model_output, timestep, sample, ctx, None)
+
+    def clip_fraction(self, scheduler, unclipped, groups: Optional[int] = None):
+        """The share of x̂_0's values (`unclipped`: before clipping) that the step's clipping changes —
+        of each of `groups` batches stacked in it — as a device tensor (0.0: nothing clipped, or x̂_0
+        before clipping unknown); the switches this family's step honours (`clipping`)."""
+        if unclipped is None:
+            return 0.0
+        return clip_fraction(scheduler.config, unclipped, self.clipping, groups)
+
+    def noise_std(self, scheduler, t, extra, ctx, tables):
         """std of the noise added at host timestep `t`: a number or a 0-d device tensor."""
         return 0.0
+
+    def numbers(self, scheduler, t, extra, ctx, tables) -> dict:
+        """The family's per-step columns (`columns`) of the call at host timestep `t`, by name."""
+        return {"noise_std": self.noise_std(scheduler, t, extra, ctx, tables)}
 
     def __repr__(self):
         return f"<ppddpm sampler adapter {self.family}>"
 
 
-class DDPMAdapter(Adapter):
+class VPAdapter(Adapter):
+    """Samplers that step x_t of the variance-preserving process itself: their numbers add ᾱ_t of the
+    step's input and ᾱ_prev of its output (`alphas`)."""
+
+    columns = ("noise_std", "alpha_bar", "alpha_bar_prev")
+
+    def alphas(self, scheduler, t, ctx, tables) -> tuple:
+        """(ᾱ_t, ᾱ_prev) of the call at host timestep `t`: numbers or 0-d device tensors."""
+        raise NotImplementedError
+
+    def numbers(self, scheduler, t, extra, ctx, tables) -> dict:
+        alpha_bar, alpha_bar_prev = self.alphas(scheduler, t, ctx, tables)
+        return dict(super().numbers(scheduler, t, extra, ctx, tables), alpha_bar=alpha_bar,
+                    alpha_bar_prev=alpha_bar_prev)
+
+
+class DDPMAdapter(VPAdapter):
     family, classes, stateful, draws = "ddpm", ("DDPMScheduler", "DDPMParallelScheduler"), False, "rng"
+    noise = "σ_t, std of the added noise (Alg. 2, line 4; σ_t² = β̃_t, eq. 7)"
     clipping = ("thresholding", "clip_sample")
     LEARNED = ("learned", "learned_range")
 
@@ -109,18 +149,23 @@ class DDPMAdapter(Adapter):
         return model_output, None
 
     def adds_noise(self, scheduler, timestep, extra, ctx):
-        return as_int(timestep) > 0                  # Algorithm 2, line 4: no noise at the last step
+        return timestep_value(timestep) > 0          # Algorithm 2, line 4: no noise at the last step
 
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
         eps, _ = self._split(scheduler, model_output, sample)
         return x0_by_eq15(scheduler.alphas_cumprod[timestep], eps, sample, scheduler.config.prediction_type)
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
-        """σ_t as the stock step takes it from `_get_variance` (`ppddpm.core.formulas.ddpm_sigma`);
+    def noise_std(self, scheduler, t, extra, ctx, tables):
+        """σ_t as the stock step takes it from `_get_variance` (`ppddpm.core.formulas.ddpm_noise_std`);
         for learned variances the mean over elements of the per-element σ."""
         _, predicted = self._split(scheduler, ctx["model_output"], ctx["sample"]) if ctx else (None, None)
-        std = ddpm_sigma(scheduler, int(t), predicted_variance=predicted)
+        std = ddpm_noise_std(scheduler, int(t), predicted_variance=predicted)
         return std.mean() if hasattr(std, "mean") else std
+
+    def alphas(self, scheduler, t, ctx, tables):
+        """ᾱ_t and ᾱ of the timestep the step goes to (`previous_timestep`; 1 past the end), as `step` reads them."""
+        prev = scheduler.previous_timestep(int(t))
+        return scheduler.alphas_cumprod[int(t)], scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.one
 
     def before(self, scheduler, model_output, timestep, sample, extra):
         if scheduler.variance_type in self.LEARNED:      # σ then depends on the model's output
@@ -128,10 +173,11 @@ class DDPMAdapter(Adapter):
         return {}
 
 
-class DDIMAdapter(Adapter):
+class DDIMAdapter(VPAdapter):
     """DDIM (Song et al. 2020): takes its noise as an argument, `variance_noise`."""
 
     family, classes, stateful, draws = "ddim", ("DDIMScheduler", "DDIMParallelScheduler"), False, "argument"
+    noise = "σ_t(η) = η·√((1−ᾱ_prev)/(1−ᾱ_t)·(1−ᾱ_t/ᾱ_prev)), std of the added noise (eq. 16)"
     clipping = ("thresholding", "clip_sample")
 
     def adds_noise(self, scheduler, timestep, extra, ctx):
@@ -148,53 +194,81 @@ class DDIMAdapter(Adapter):
             return call(variance_noise=z, generator=None), z
         return call(), z
 
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
         return x0_by_eq15(scheduler.alphas_cumprod[timestep], model_output, sample, scheduler.config.prediction_type)
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
+    def noise_std(self, scheduler, t, extra, ctx, tables):
         """eq. (16): σ_t(η) = η·√(_get_variance(t, prev)), the std the step multiplies z by."""
         eta = extra.get("eta", 0.0)
         if not eta > 0:
             return 0.0
         return eta * scheduler._get_variance(int(t), ddim_previous_timestep(scheduler, int(t))) ** 0.5
 
+    def alphas(self, scheduler, t, ctx, tables):
+        return ddim_alphas(scheduler, int(t), ddim_previous_timestep(scheduler, int(t)))
 
-class PNDMAdapter(Adapter):
+
+class PNDMAdapter(VPAdapter):
     """PNDM: Runge–Kutta warm-up (4 calls per step) then linear multistep; returns no x̂_0, so it
     is eq. (15) on the model output of this call."""
 
     family, classes, stateful, draws = "pndm", ("PNDMScheduler",), True, "never"
+    noise = "std of the added noise (none: PNDM is an ODE solver)"
 
     def before(self, scheduler, model_output, timestep, sample, extra):
         prk = scheduler.counter < len(scheduler.prk_timesteps) and not scheduler.config.skip_prk_steps
-        return {"stage": f"prk{scheduler.counter % 4 + 1}" if prk else "plms"}
+        return {"stage": f"prk{scheduler.counter % 4 + 1}" if prk else "plms", "counter": scheduler.counter}
 
     def stage(self, scheduler, ctx):
         return ctx["stage"]
 
-    def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample(self, scheduler, model_output, timestep, sample, ctx, out):
         return x0_by_eq15(scheduler.alphas_cumprod[timestep], model_output, sample, scheduler.config.prediction_type)
+
+    def alphas(self, scheduler, t, ctx, tables):
+        """ᾱ at the call's t and at the timestep its update goes to, as `step_prk` / `step_plms` take it: a
+        PRK call goes half a step (odd calls: none), a PLMS call a step (the second: none, it redoes t)."""
+        ratio, counter = scheduler.config.num_train_timesteps // scheduler.num_inference_steps, ctx["counter"]
+        if ctx["stage"] != "plms":
+            prev = int(t) - (0 if counter % 2 else ratio // 2)
+        else:
+            prev = int(t) if counter == 1 else int(t) - ratio
+        prev_alpha = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+        return scheduler.alphas_cumprod[int(t)], prev_alpha
 
 
 class _SigmaAdapter(Adapter):
     """Euler-type schedulers: samples live in the σ-parameterisation (x = x_t/√ᾱ_t,
-    `init_noise_sigma`, `scale_model_input`); the step index is kept between calls."""
+    `init_noise_sigma`, `scale_model_input`); the step index is kept between calls. Their numbers
+    add the noise level σ of the step's input and of its output (`levels`)."""
 
     stateful, draws = True, "never"
+    columns = ("noise_std", "noise_level", "noise_level_prev")
+    noise = "std of the added noise (none: an ODE step)"
 
     def before(self, scheduler, model_output, timestep, sample, extra):
         if scheduler.step_index is None:
             scheduler._init_step_index(timestep)      # what the step does first; idempotent
         return {"index": scheduler.step_index}
 
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
         return x0_by_sigma(scheduler.sigmas[ctx["index"]], model_output, sample, scheduler.config.prediction_type)
+
+    def levels(self, scheduler, ctx, tables) -> tuple:
+        """(σ of the step's input x_t, σ of the x_{t−1} it makes): one step along `sigmas`."""
+        sigmas, i = tables("sigmas"), ctx["index"]
+        return float(sigmas[i]), float(sigmas[i + 1])
+
+    def numbers(self, scheduler, t, extra, ctx, tables) -> dict:
+        level, level_prev = self.levels(scheduler, ctx, tables)
+        return dict(super().numbers(scheduler, t, extra, ctx, tables), noise_level=level, noise_level_prev=level_prev)
 
 
 class EulerAdapter(_SigmaAdapter):
     """Euler (Karras et al. 2022, Alg. 2): draws z at every step; adds it only with s_churn > 0."""
 
     family, classes, draws = "euler", ("EulerDiscreteScheduler",), "rng"
+    noise = "std of the churn noise, s_noise·√(σ̂² − σ²) (0 without s_churn)"
 
     def _gamma(self, scheduler, extra, ctx, tables):
         sigma = float(tables("sigmas")[ctx["index"]])
@@ -206,10 +280,14 @@ class EulerAdapter(_SigmaAdapter):
     def adds_noise(self, scheduler, timestep, extra, ctx):
         return True                                   # the draw happens whatever γ is
 
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
         return out.pred_original_sample               # from the churned sample; Euler never clips
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
+    def pred_original_sample_of(self, scheduler, model_output, timestep, sample, ctx):
+        """x − σ·ε at the step's σ (before any churn: the step's own output is not there to say σ̂)."""
+        return _SigmaAdapter.pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, None)
+
+    def noise_std(self, scheduler, t, extra, ctx, tables):
         """s_noise·√(σ̂² − σ²), σ̂ = σ(1+γ): the std of the churn noise (0 without churn)."""
         sigma, gamma = self._gamma(scheduler, extra, ctx, tables)
         if gamma <= 0:
@@ -220,11 +298,12 @@ class EulerAdapter(_SigmaAdapter):
 
 class EulerAncestralAdapter(_SigmaAdapter):
     family, classes, draws = "euler-ancestral", ("EulerAncestralDiscreteScheduler",), "rng"
+    noise = "σ_up = √(σ_to² (σ_from² − σ_to²) / σ_from²), std of the ancestral noise"
 
     def adds_noise(self, scheduler, timestep, extra, ctx):
         return True
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
+    def noise_std(self, scheduler, t, extra, ctx, tables):
         """σ_up = √(σ_to² (σ_from² − σ_to²) / σ_from²), the std of the ancestral noise."""
         s_from, s_to = (float(tables("sigmas")[ctx["index"] + k]) for k in (0, 1))
         return (s_to ** 2 * (s_from ** 2 - s_to ** 2) / s_from ** 2) ** 0.5
@@ -256,8 +335,8 @@ class HeunAdapter(_TwoCallAdapter):
 
     family, classes, clipping = "heun", ("HeunDiscreteScheduler",), ("clip_sample",)
 
-    def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
-        x0 = self.x0_raw(scheduler, model_output, timestep, sample, ctx, out)
+    def pred_original_sample(self, scheduler, model_output, timestep, sample, ctx, out):
+        x0 = self.pred_original_sample_unclipped(scheduler, model_output, timestep, sample, ctx, out)
         return clip_x0(scheduler.config, x0, self.clipping)
 
 
@@ -276,11 +355,19 @@ class KDPM2Adapter(_TwoCallAdapter):
             return scheduler.sigmas[ctx["index"]]
         return scheduler.sigmas_interpol[ctx["index"]]
 
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
         return x0_by_sigma(self._sigma_of_call(scheduler, ctx), model_output, sample,
                            scheduler.config.prediction_type)
 
-    x0_used = x0_raw
+    pred_original_sample = pred_original_sample_unclipped
+
+    def levels(self, scheduler, ctx, tables):
+        """The predictor goes from σ_i to the midpoint (`sigmas_interpol[i + 1]`), the corrector from
+        there (the σ its x̂_0 and `scale_model_input` take) to σ_{i+1} (`sigmas[i]`, interleaved)."""
+        i = ctx["index"]
+        if ctx["stage"] == "predictor":
+            return float(tables("sigmas")[i]), float(tables("sigmas_interpol")[i + 1])
+        return float(tables("sigmas_interpol")[i]), float(tables("sigmas")[i])
 
 
 class KDPM2AncestralAdapter(KDPM2Adapter):
@@ -290,6 +377,7 @@ class KDPM2AncestralAdapter(KDPM2Adapter):
     is between σ_i and σ_down, so the corrector's σ is sigmas_interpol[step_index − 1]."""
 
     family, classes, draws = "kdpm2-ancestral", ("KDPM2AncestralDiscreteScheduler",), "rng"
+    noise = "σ_up of the timestep, std of the ancestral noise (added by the corrector)"
 
     def _sigma_of_call(self, scheduler, ctx):
         if ctx["stage"] == "predictor":
@@ -299,11 +387,19 @@ class KDPM2AncestralAdapter(KDPM2Adapter):
     def adds_noise(self, scheduler, timestep, extra, ctx):
         return ctx["stage"] == "corrector"
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
+    def noise_std(self, scheduler, t, extra, ctx, tables):
         """σ_up = √(σ_{i+1}² (σ_i² − σ_{i+1}²) / σ_i²) of this timestep, added by the corrector only."""
         if ctx["stage"] != "corrector":
             return 0.0
         return float(tables("sigmas_up")[ctx["index"] - 1])
+
+    def levels(self, scheduler, ctx, tables):
+        """The predictor goes from σ_i to its midpoint (`sigmas_interpol[i]`, between σ_i and σ_down), the
+        corrector from there to σ_{i+1} (`sigmas[i]`: σ_down plus σ_up·z)."""
+        i = ctx["index"]
+        if ctx["stage"] == "predictor":
+            return float(tables("sigmas")[i]), float(tables("sigmas_interpol")[i])
+        return float(tables("sigmas_interpol")[i - 1]), float(tables("sigmas")[i])
 
 
 class DPMSolverSDEAdapter(_TwoCallAdapter):
@@ -326,17 +422,26 @@ class DPMSolverSDEAdapter(_TwoCallAdapter):
     depend on the seed set before the run."""
 
     family, classes, draws = "dpmsolver-sde", ("DPMSolverSDEScheduler",), "tree"
+    noise = "s_noise·σ_up, std of the ancestral noise (from a Brownian tree)"
 
     def before(self, scheduler, model_output, timestep, sample, extra):
         ctx = super().before(scheduler, model_output, timestep, sample, extra)
         ctx["mid_sigma"] = scheduler.mid_point_sigma
         return ctx
 
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
         sigma = scheduler.sigmas[ctx["index"]] if ctx["stage"] == "predictor" else ctx["mid_sigma"]
         return x0_by_sigma(sigma, model_output, sample, scheduler.config.prediction_type)
 
-    x0_used = x0_raw
+    pred_original_sample = pred_original_sample_unclipped
+
+    def levels(self, scheduler, ctx, tables):
+        """The predictor goes from σ_i to the midpoint √(σ_i σ_{i+1}) (halfway in −log σ; to 0 at the last
+        timestep), the corrector from that midpoint (kept by the predictor) to σ_{i+1}."""
+        sigmas, i = tables("sigmas"), ctx["index"]
+        if ctx["stage"] == "predictor":
+            return float(sigmas[i]), float((sigmas[i] * sigmas[i + 1]) ** 0.5)
+        return ctx["mid_sigma"], float(sigmas[i])
 
     def run(self, call, scheduler, model_output, timestep, sample, extra, ctx, want_noise):
         if not want_noise:
@@ -360,7 +465,7 @@ class DPMSolverSDEAdapter(_TwoCallAdapter):
         mine = [z for sampler, z in seen if sampler is scheduler.noise_sampler]
         return out, (mine[-1] if mine else None)
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
+    def noise_std(self, scheduler, t, extra, ctx, tables):
         """s_noise·σ_up, σ_up = min(σ_to, √(σ_to² (σ_from² − σ_to²) / σ_from²)) from σ_i to the
         midpoint (predictor) or from σ_i to σ_{i+1} (corrector); 0 for the final Euler step."""
         sigmas, i = tables("sigmas"), ctx["index"]
@@ -382,13 +487,14 @@ class EDMEulerAdapter(EulerAdapter):
     family, classes = "edm-euler", ("EDMEulerScheduler",)
 
 
-class LCMAdapter(Adapter):
+class LCMAdapter(VPAdapter):
     """LCM (Luo et al. 2023): x̂_0 by eq. (15) (clipped / thresholded as configured), then the
     consistency boundary condition f(x, t) = c_skip(t) x + c_out(t) x̂_0 — the step's `denoised`,
     which is the x̂_0 it used — and x_prev = √ᾱ_prev f + √(1−ᾱ_prev) z, with z drawn from
     `generator` at every step but the last (replayed as DDPM's)."""
 
     family, classes, stateful, draws = "lcm", ("LCMScheduler",), True, "rng"
+    noise = "√(1 − ᾱ_prev), std of the noise the consistency step adds back"
     clipping = ("thresholding", "clip_sample")
 
     def before(self, scheduler, model_output, timestep, sample, extra):
@@ -399,26 +505,32 @@ class LCMAdapter(Adapter):
     def adds_noise(self, scheduler, timestep, extra, ctx):
         return ctx["index"] != scheduler.num_inference_steps - 1
 
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
         return x0_by_eq15(scheduler.alphas_cumprod[timestep], model_output, sample, scheduler.config.prediction_type)
 
-    def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample(self, scheduler, model_output, timestep, sample, ctx, out):
         return out.denoised
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
+    def noise_std(self, scheduler, t, extra, ctx, tables):
         """√(1 − ᾱ_prev), ᾱ_prev of the next timestep of the schedule (no noise at the last step)."""
         if not self.adds_noise(scheduler, t, extra, ctx):
             return 0.0
-        prev_t = int(tables("timesteps")[ctx["index"] + 1])
-        alpha_prev = float(tables("alphas_cumprod")[prev_t]) if prev_t >= 0 else float(scheduler.final_alpha_cumprod)
-        return (1 - alpha_prev) ** 0.5
+        return (1 - self.alphas(scheduler, t, ctx, tables)[1]) ** 0.5
+
+    def alphas(self, scheduler, t, ctx, tables):
+        """ᾱ_t and ᾱ of the schedule's next timestep (`final_alpha_cumprod` after the last)."""
+        timesteps, i = tables("timesteps"), ctx["index"]
+        prev_t = int(timesteps[i + 1]) if i + 1 < len(timesteps) else -1
+        alpha_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
+        return scheduler.alphas_cumprod[int(t)], alpha_prev
 
 
-class DPMSolverMultistepAdapter(Adapter):
+class DPMSolverMultistepAdapter(VPAdapter):
     """DPM-Solver(++) multistep (Lu et al. 2022): the step keeps its data prediction x̂_0 (for the
     ++ algorithms) or noise prediction in `model_outputs[-1]`; x̂_0 is read from there."""
 
     family, classes, stateful, draws = "dpmsolver-multistep", ("DPMSolverMultistepScheduler",), True, "rng"
+    noise = "std of the SDE solvers' noise (DPM-Solver++ §5; 0 for the ODE solvers)"
     clipping = ("thresholding",)         # applied to the data prediction of the ++ algorithms
 
     def before(self, scheduler, model_output, timestep, sample, extra):
@@ -436,7 +548,7 @@ class DPMSolverMultistepAdapter(Adapter):
     def _alpha_sigma(self, scheduler, ctx):
         return scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[ctx["index"]])
 
-    def sigma(self, scheduler, t, extra, ctx, tables):
+    def noise_std(self, scheduler, t, extra, ctx, tables):
         """The SDE solvers' noise std on the step s → t (DPM-Solver++ §5): σ_t √(1 − e^{−2h}) with the
         data prediction, σ_t √(e^{2h} − 1) with the noise prediction, h = λ_t − λ_s. The scheduler's
         `sigmas` are √((1−ᾱ)/ᾱ), so σ_t = s/√(s²+1) and h = log(s_from/s_to). 0 for the ODE solvers."""
@@ -448,7 +560,12 @@ class DPMSolverMultistepAdapter(Adapter):
             return sigma_to * (-math.expm1(-2 * h)) ** 0.5
         return sigma_to * math.expm1(2 * h) ** 0.5
 
-    def x0_raw(self, scheduler, model_output, timestep, sample, ctx, out):
+    def alphas(self, scheduler, t, ctx, tables):
+        """ᾱ = 1/(σ² + 1) of `sigmas[i]` and `sigmas[i + 1]` (the scheduler's σ = √((1−ᾱ)/ᾱ))."""
+        sigmas, i = tables("sigmas"), ctx["index"]
+        return tuple(1.0 / (float(sigmas[k]) ** 2 + 1.0) for k in (i, i + 1))
+
+    def pred_original_sample_unclipped(self, scheduler, model_output, timestep, sample, ctx, out):
         """eq. (15) in DPM-Solver's notation: x̂_0 = (x_t − σ_t ε) / α_t (before thresholding)."""
         alpha_t, sigma_t = self._alpha_sigma(scheduler, ctx)
         kind = scheduler.config.prediction_type
@@ -460,7 +577,7 @@ class DPMSolverMultistepAdapter(Adapter):
             return alpha_t * sample - sigma_t * model_output
         raise BadValue(f"prediction_type={kind!r} is not one of epsilon, sample, v_prediction")
 
-    def x0_used(self, scheduler, model_output, timestep, sample, ctx, out):
+    def pred_original_sample(self, scheduler, model_output, timestep, sample, ctx, out):
         kept = scheduler.model_outputs[-1]
         if self.keeps_data_prediction(scheduler):
             return kept                                   # the data prediction the update used
@@ -474,6 +591,7 @@ class DPMSolverSinglestepAdapter(DPMSolverMultistepAdapter):
     from the kept `sample`. x̂_0 as in the multistep family (kept in `model_outputs[-1]`). ODE only."""
 
     family, classes, draws = "dpmsolver-singlestep", ("DPMSolverSinglestepScheduler",), "never"
+    noise = "std of the added noise (none: an ODE solver)"
 
     def adds_noise(self, scheduler, timestep, extra, ctx):
         return False
@@ -555,22 +673,10 @@ def families() -> Dict[str, tuple]:
     return {a.family: a.classes for a in ADAPTERS}
 
 
-def clipped_share(scheduler, x0_raw) -> float:
-    """Share of x̂_0's values that the step's clipping changes, measured on x̂_0 before it:
-    |x̂_0| > clip_sample_range with `clip_sample`; with `thresholding`, |x̂_0| above the sample's
-    threshold s = clip(quantile(|x̂_0|, ratio), 1, sample_max_value) (Imagen, as ppdiffusers'
-    `_threshold_sample` computes it). 0 when neither is on, or the scheduler's step honours
-    neither (a DDPM config carried over to Euler keeps `clip_sample`, which Euler's step ignores)."""
-    share = clipped_share_on_device(scheduler, x0_raw)
-    return float(share) if hasattr(share, "place") else share
-
-
-def clipped_share_on_device(scheduler, x0_raw, groups=None):
-    """`clipped_share` as a 0-d device tensor (or 0.0), without reading it from the host; of each of
-    `groups` batches of samples stacked in `x0_raw` (`ppddpm.core.formulas.clipped_fraction`)."""
-    if x0_raw is None:
-        return 0.0
-    return clipped_fraction(scheduler.config, x0_raw, adapter_for(scheduler).clipping, groups)
+def by_family(family: str) -> Adapter:
+    """The adapter of a sampler family named in a run's metadata (`meta["sampler"]`); the generic one for
+    a name this version does not know."""
+    return next((a for a in ADAPTERS if a.family == family), GENERIC)
 
 
 def clipping_of(scheduler) -> Optional[str]:
@@ -581,29 +687,4 @@ def clipping_of(scheduler) -> Optional[str]:
 def in_sigma_space(family: str) -> bool:
     """Whether the samples of this family live in the σ-parameterisation (x = x_t/√ᾱ_t, which
     `scale_model_input` divides by √(σ² + 1) before the model sees it): the Euler-type ones."""
-    return any(isinstance(a, _SigmaAdapter) for a in ADAPTERS if a.family == family)
-
-
-def rebuild_scheduler(traj):
-    """(scheduler, n) for a recorded run: the scheduler that made it, rebuilt from its meta (class
-    and config), with `set_timesteps(n)` for the n sampling steps the run made — the n whose
-    timesteps are as many as the run's step calls (`meta["num_inference_steps"]`; Heun calls its
-    step 2n − 1 times, PNDM more than n). None where that fails (a class or config this
-    ppdiffusers does not know)."""
-    import ppdiffusers
-
-    calls = int(traj.meta.get("num_inference_steps", len(traj)))
-    config = {k: v for k, v in (traj.meta.get("scheduler_config") or {}).items() if not k.startswith("_")}
-    try:
-        scheduler = getattr(ppdiffusers, traj.scheduler).from_config(config)   # drops keys the class does not take
-        low = high = traj.meta.get("set_timesteps")          # the n asked for, where the file keeps it
-        if not low:
-            low, high = 1, calls                 # else searched: len(timesteps) grows with n and is at least n
-        while low < high:
-            middle = (low + high) // 2
-            scheduler.set_timesteps(middle)
-            low, high = (middle + 1, high) if len(scheduler.timesteps) < calls else (low, middle)
-        scheduler.set_timesteps(low)
-    except Exception:                          # an unknown class or config: the caller does without
-        return None
-    return (scheduler, low) if len(scheduler.timesteps) == calls else None
+    return isinstance(by_family(family), _SigmaAdapter)

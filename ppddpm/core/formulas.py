@@ -14,14 +14,10 @@ from __future__ import annotations
 from typing import Optional
 
 from ppddpm.errors import BadValue
+from ppddpm.storage.format import timestep_value
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 CLIPPINGS = ("thresholding", "clip_sample")      # the config switches that change x̂_0, in the order a step reads them
-
-
-def as_int(t) -> int:
-    """A timestep (a 0-d tensor or a number) as a host int."""
-    return int(t.item()) if hasattr(t, "item") else int(t)
 
 
 # --------------------------------------------------------------------------- x̂_0 and ε
@@ -104,18 +100,18 @@ def clip_x0(config, x0, honoured=CLIPPINGS):
     return x0
 
 
-def clipped_fraction(config, x0_raw, honoured=CLIPPINGS, groups: Optional[int] = None):
-    """Share of x̂_0's values that `clip_x0` changes, measured on x̂_0 before it (a 0-d float32
-    tensor, or 0.0 when no clipping is in force): |x̂_0| > s for thresholding, > clip_sample_range.
-    `groups`: x0_raw is that many batches of samples one after another ([groups·B, …]), and the share
-    is of each ([groups] float32)."""
+def clip_fraction(config, unclipped, honoured=CLIPPINGS, groups: Optional[int] = None):
+    """Share of x̂_0's values that `clip_x0` changes, measured on x̂_0 before it (`unclipped`; a 0-d
+    float32 tensor, or 0.0 when no clipping is in force): |x̂_0| > s for thresholding, > clip_sample_range.
+    `groups`: `unclipped` is that many batches of samples one after another ([groups·B, …]), and the
+    share is of each ([groups] float32; groups = B: of each sample)."""
     clipping = clipping_in_force(config, honoured)
     if clipping == "thresholding":
-        x = x0_raw.cast("float32").abs().reshape([x0_raw.shape[0], -1])
+        x = unclipped.cast("float32").abs().reshape([unclipped.shape[0], -1])
         s = threshold_scale(x, config.dynamic_thresholding_ratio, config.sample_max_value)
         outside = x > s
     elif clipping == "clip_sample":
-        outside = x0_raw.abs() > config.get("clip_sample_range", 1.0)
+        outside = unclipped.abs() > config.get("clip_sample_range", 1.0)
     else:
         return 0.0
     outside = outside.astype("float32")
@@ -124,14 +120,15 @@ def clipped_fraction(config, x0_raw, honoured=CLIPPINGS, groups: Optional[int] =
 
 # --------------------------------------------------------------------------- σ_t and z
 
-def ddpm_sigma(scheduler, timestep, predicted_variance=None):
-    """σ_t of `DDPMScheduler.step`, the std of the noise it adds, from the scheduler's `_get_variance`:
-    σ_t² = β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t (eq. 7, "fixed_small") or β_t ("fixed_large"), 0 at the last
-    step (Algorithm 2, line 4). "fixed_small_log": ppdiffusers returns the std already;
-    "learned_range": exp(½ v), per element, from the model's `predicted_variance`."""
+def ddpm_noise_std(scheduler, timestep, predicted_variance=None):
+    """σ_t of `DDPMScheduler.step` (Algorithm 2, line 4), the std of the noise it adds, from the
+    scheduler's `_get_variance`: σ_t² = β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t (eq. 7, "fixed_small", kept
+    ≥ 1e-20) or β_t ("fixed_large"), 0 at the last step. "fixed_small_log": ppdiffusers returns the
+    std already; "learned_range": exp(½ v), per element, from the model's `predicted_variance`.
+    Bitwise what the stock step multiplies z by: the same float32 operations on the same tables."""
     import paddle
 
-    if as_int(timestep) <= 0:
+    if timestep_value(timestep) <= 0:
         return 0.0
     variance = scheduler._get_variance(timestep, predicted_variance=predicted_variance)
     if scheduler.variance_type == "fixed_small_log":

@@ -1,12 +1,11 @@
-"""Recording every step of a real pipeline run — any sampler `ppddpm.core.adapters` adapts — by observing
-`scheduler.step`.
+"""Recording every step of a pipeline run — any sampler `ppddpm.core.adapters` adapts — by observing
+`scheduler.step`: the mechanism behind `ppddpm.record` and `ppddpm.sample_trajectory`
+(`ppddpm.pipelines.recording`, which adds what the kind of pipeline needs: `ppddpm.core.support`).
 
-    traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=50)
-    traj.prev_sample            # [N, B, C, H, W]  x_{t-1} after each recorded step
-    traj.pred_original_sample   # [N, B, C, H, W]  x̂_0 (eq. 15, after clipping) as the step used it
-
-    with ppddpm.record(pipe, every=50) as traj:          # the low-level form
+    with record_steps(pipe, every=50) as traj:            # pixel pipelines and bare schedulers
         pipe(generator=paddle.Generator().manual_seed(777))
+    traj.prev_sample            # [N, B, C, H, W]  x_{t-1} after each recorded step
+    traj.column("noise_std")    # [N]              and every per-step column (`ppddpm.core.columns`)
 
 The recorder is an observer layer (`ppddpm.core.intercept`) on that scheduler instance only, so
 it records whatever formula is in force (stock or a `patch_step` variant), and leaves the
@@ -20,20 +19,19 @@ import json
 import warnings
 from typing import Iterable, Optional
 
-import numpy as np
-
 from ppddpm import __version__
-from ppddpm._progress import wanted
-from ppddpm.core import rng as _rng
-from ppddpm.core.adapters import HostTables, adapter_for, clipped_share_on_device, scheduler_of
+from ppddpm.core.adapters import HostTables, adapter_for, clipping_of, scheduler_of
+from ppddpm.core.columns import COLUMNS, finite, run_columns
 from ppddpm.core.intercept import formula_in_force
 from ppddpm.core.records import StepObserver, StepRecord, observe
+from ppddpm.core.support import RunSupport
 from ppddpm.core.transfer import DeviceChunks, to_host
 from ppddpm.errors import BadType, BadValue, WriteFailed, check_int
-from ppddpm.pipelines import latent
-from ppddpm.storage.format import DEFAULT_FIELDS, FIELDS, GUIDANCE_FIELDS, timestep_value
-from ppddpm.storage.trajectory import Trajectory
+from ppddpm.storage.format import DEFAULT_FIELDS, FIELDS, GUIDANCE_FIELDS, kept_steps, timestep_value
 from ppddpm.storage.writer import TrajectoryWriter, check_destination
+
+__all__ = ["NonFiniteWarning", "UnscaledLoopWarning", "check_every", "check_fields", "kept_steps", "record_steps",
+           "versions"]
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -41,26 +39,9 @@ class NonFiniteWarning(RuntimeWarning):
 
 
 class UnscaledLoopWarning(UserWarning):
-    """A `DDPMPipeline` / `DDIMPipeline` runs a scheduler that needs `init_noise_sigma` and
-    `scale_model_input`, which their loops skip: the run records what it ran, wrong samples."""
-
-
-def warn_if_loop_skips_scaling(pipe, scheduler):
-    """Once the timesteps are set: warn when `pipe`'s loop is DDPMPipeline's or DDIMPipeline's (a
-    subclass whose loop scales, as `SamplerPipeline`'s does, says so by `scales_model_input`) and
-    `scheduler` starts from init_noise_sigma ≠ 1. Every ppdiffusers scheduler whose
-    `scale_model_input` is not the identity (Euler, Euler ancestral, LMS, Heun, KDPM2, …) has
-    init_noise_sigma > 1, so this one number tells both."""
-    from ppdiffusers import DDIMPipeline, DDPMPipeline
-
-    if not isinstance(pipe, (DDPMPipeline, DDIMPipeline)) or getattr(type(pipe), "scales_model_input", False):
-        return
-    sigma = float(scheduler.init_noise_sigma)
-    if sigma != 1.0:
-        warnings.warn(f"{type(pipe).__name__} skips init_noise_sigma ({sigma:.4g}) and scale_model_input, which "
-                      f"{type(scheduler).__name__} needs: its samples will be wrong. Use "
-                      f"ppddpm.SamplerPipeline(unet=…, scheduler=…) or ppddpm.with_sampler(pipe, family)",
-                      UnscaledLoopWarning, stacklevel=4)
+    """The pipeline's loop does not scale the sampler's samples as it needs (`RunSupport.unscaled_loop`:
+    e.g. a `DDPMPipeline` running Euler skips `init_noise_sigma` and `scale_model_input`): the run
+    records what it ran, wrong samples."""
 
 
 # --------------------------------------------------------------------------- validation
@@ -82,15 +63,6 @@ def check_fields(fields) -> tuple:
     return tuple(dict.fromkeys(fields))
 
 
-def kept_steps(n_steps: int, every: int) -> np.ndarray:
-    """Indices (0-based, in sampling order) of the steps `every` keeps: the every-th,
-    2·every-th, … step, and always the last one. 1000 steps, every=50 → 20 steps, t = 950 … 0."""
-    idx = np.arange(every - 1, n_steps, every)
-    if n_steps and (len(idx) == 0 or idx[-1] != n_steps - 1):
-        idx = np.append(idx, n_steps - 1)
-    return idx.astype(np.int64)
-
-
 def versions() -> dict:
     import paddle
     import ppdiffusers
@@ -107,24 +79,22 @@ def _jsonable(obj):
 class _Recorder:
     """Consumes the StepRecords of one run (`ppddpm.core.records.StepObserver`) into a Trajectory.
 
-    Nothing is read from the device per step: each call's frames and numbers (t, the NaN/Inf
-    check, the clipped share) go to `ppddpm.core.transfer.DeviceChunks` and reach the host a chunk
-    at a time (`receive`), where a `ppddpm.storage.writer.TrajectoryWriter` stores them; σ_t, which
-    needs t on the host, is computed there too. Reading the Trajectory mid-run calls `sync`.
+    Nothing is read from the device per step: each call's frames and its columns read off the record
+    (`ppddpm.core.columns`: t, the NaN/Inf check, the clipped share, …) go to
+    `ppddpm.core.transfer.DeviceChunks` by name and reach the host a chunk at a time (`receive`), where a
+    `ppddpm.storage.writer.TrajectoryWriter` stores them; the adapter's columns (noise std, ᾱ or σ),
+    which need t on the host, are computed there. Reading the Trajectory mid-run calls `sync`.
     """
 
-    def __init__(self, scheduler, every, fields, on_nonfinite, chunk, writing: dict, pipe=None, latent_run=None,
-                 decoder=None):
-        self.scheduler, self.every, self.on_nonfinite = scheduler, every, on_nonfinite
-        self.pipe = pipe                    # the pipeline whose loop runs (None: a bare scheduler)
-        self.latent = latent_run            # ppddpm.pipelines.latent.LatentRun: rows, guidance fields
-        self.decoder = decoder              # ppddpm.pipelines.latent.ChunkDecoder: fields decoded to pixels per chunk
+    def __init__(self, scheduler, every, fields, on_nonfinite, chunk, writing: dict, support: RunSupport):
+        self.scheduler, self.every, self.on_nonfinite, self.support = scheduler, every, on_nonfinite, support
         self.step_fields = tuple(f for f in fields if f in FIELDS)     # StepRecord's attributes of the same names
-        self.writer = TrajectoryWriter(fields + (decoder.names if decoder else ()), source=self, **writing)
+        self.writer = TrajectoryWriter(fields + support.fields, source=self, **writing)
         self.traj = self.writer.trajectory
-        self.kept = self.n_steps = self.first_bad = self.pending_error = self.finite = None
-        self.waiting = collections.deque()  # per call sent to the device chunks: (i, σ(t) or None, stage)
-        self.tables = HostTables(scheduler)
+        self.kept = self.n_steps = self.first_bad = self.pending_error = None
+        self.columns = ()                   # the run's per-step columns, set with the timesteps
+        self.waiting = collections.deque()  # per call sent to the device chunks: (i, the adapter's numbers as a
+        self.tables = HostTables(scheduler)  # function of host t, `StepRecord.numbers_later`; None: not recorded)
         self.transfer = DeviceChunks(self.receive, chunk)
         self.observer = StepObserver(self.consume, want_noise="noise" in fields, keep=self.keep,
                                      every_call=self.after_call)
@@ -143,45 +113,44 @@ class _Recorder:
 
     def _start(self):
         sched = self.scheduler
-        warn_if_loop_skips_scaling(self.pipe, sched)
-        if self.latent is not None:
-            why = self.latent.unscaled_loop(sched)
-            if why:
-                warnings.warn(why, UnscaledLoopWarning, stacklevel=4)
+        why = self.support.unscaled_loop(sched)
+        if why:
+            warnings.warn(why, UnscaledLoopWarning, stacklevel=4)
         self.n_steps = len(sched.timesteps)   # calls of step in one run (Heun: two per timestep but the last)
         self.kept = set(kept_steps(self.n_steps, self.every).tolist())
+        adapter = adapter_for(sched)
+        self.columns = run_columns(adapter.columns)
         self.traj.meta.update(num_inference_steps=self.n_steps,
                               set_timesteps=getattr(sched, "num_inference_steps", None),
-                              scheduler=type(sched).__name__, sampler=adapter_for(sched).family,
-                              scheduler_config=_jsonable(sched.config),
+                              scheduler=type(sched).__name__, sampler=adapter.family,
+                              scheduler_config=_jsonable(sched.config), clipping=clipping_of(sched),
                               variant=formula_in_force(sched)[0])
-        self.writer.start(len(self.kept))
+        per_sample = [name for name in self.columns if COLUMNS[name].per_sample]
+        self.writer.start(len(self.kept), [name for name in self.columns if name not in per_sample], per_sample)
 
     # ---- per call, on the device
     def after_call(self, i, timestep, out, recorded):
-        import paddle
-
-        finite = paddle.isfinite(out.prev_sample).all()
-        if recorded:
-            self.finite = finite              # consume() sends it with the step's frames
-        else:
-            self.waiting.append((i, None, ""))
-            self.transfer.add(None, [timestep, finite])
+        if not recorded:                      # a recorded call's columns go with its frames (consume)
+            self.waiting.append((i, None))
+            self.transfer.add(None, {"timesteps": timestep, "finite": finite(out.prev_sample)})
             self._raise_pending()
 
     def consume(self, rec: StepRecord):
-        frame = {name: getattr(rec, name) for name in self.step_fields}
-        if self.latent is not None:           # the batch's rows, and the guidance fields
-            frame = self.latent.frames(rec, frame)
+        frame = self.support.step_fields(rec, {name: getattr(rec, name) for name in self.step_fields})
         if "step_arguments" not in self.traj.meta:      # η, use_clipped_model_output, s_churn, …: what a replay needs
             self.traj.meta["step_arguments"] = {
                 k: v for k, v in (rec.extra or {}).items()
                 if isinstance(v, (bool, int, float, str)) and k not in ("return_dict", "generator")}
         if not self.transfer.allocated:
-            self._allocate(frame, rec.prev_sample if self.latent is None else self.latent.rows_of(rec.prev_sample))
-        self.waiting.append((rec.i, rec.sigma_later(), rec.stage))     # not rec: its frames would stay alive
-        clipped = clipped_share_on_device(self.scheduler, rec.pred_original_sample_unclipped)
-        self.transfer.add(frame, [rec.t, self.finite, clipped])
+            self._allocate(frame, self.support.rows(rec.prev_sample))
+        values = {}
+        for name in self.columns:
+            column = COLUMNS[name]
+            if column.of is not None:
+                value = column.of(rec)
+                values[name] = self.support.rows(value) if column.per_sample and hasattr(value, "shape") else value
+        self.waiting.append((rec.i, rec.numbers_later()))      # not rec: its frames would stay alive
+        self.transfer.add(frame, values)
         self._raise_pending()
 
     def _allocate(self, frame, prev):
@@ -191,49 +160,47 @@ class _Recorder:
             like = prev if value is None else value
             shapes[name], dtypes[name] = tuple(like.shape), str(like.dtype).replace("paddle.", "")
             itemsize[name] = like.element_size()
-        stored = dict(shapes)
-        if self.decoder is not None:
-            stored.update(self.decoder.shapes(int(prev.shape[0])))
-            if self.transfer.chunk is None:        # the chunk's decoded frames count against the budget too
-                self.transfer.chunk = self.decoder.chunk(shapes, itemsize)
-        self.writer.allocate(stored)
+        batch = int(prev.shape[0])
+        if self.transfer.chunk is None:            # a chunk's decoded frames count against the budget too
+            self.transfer.chunk = self.support.chunk(shapes, itemsize)
+        self.writer.allocate(dict(shapes, **self.support.decoded_shapes(batch)), batch)
         self.transfer.allocate(shapes, dtypes, itemsize)
-        self.traj.meta.update(batch_size=int(prev.shape[0]), chunk=self.transfer.chunk)
+        self.traj.meta.update(batch_size=batch, chunk=self.transfer.chunk)
 
     # ---- per chunk, on the host
-    def receive(self, frames: dict, values: list):
+    def receive(self, frames: dict, rows: list):
         """A chunk reached the host: its recorded steps go to the writer, then are committed."""
-        if self.decoder is not None and frames:
-            frames = dict(frames, **self.decoder(frames))      # batched VAE calls over the chunk's steps
-        rows = self._recorded_rows(values)
-        sigmas = to_host([sigma_at(t, self.tables) for _, sigma_at, t, _, _ in rows])
+        if frames:
+            frames = dict(frames, **self.support.decode(frames))     # batched VAE calls over the chunk's steps
+        recorded = self._recorded(rows)
+        numbers = to_host([later(row["timesteps"], self.tables) for row, later in recorded])
         if self.writer.failed:              # the files end in a torn frame: nothing more is appended
             return
         start = self.writer.count
         try:
-            for k, ((i, _, t, clipped, stage), sigma) in enumerate(zip(rows, sigmas)):
-                self.writer.append({name: frames[name][k] for name in self.writer.fields}, t, sigma, clipped, stage)
-            if rows:
+            for k, ((row, _), adapter_numbers) in enumerate(zip(recorded, numbers)):
+                self.writer.append({name: frames[name][k] for name in self.writer.fields}, dict(row, **adapter_numbers))
+            if recorded:
                 self.writer.commit()
         except OSError as exc:
-            i, _, t, _, _ = rows[min(len(rows) - 1, max(0, self.writer.steps_on_disk - start))]
+            row = recorded[min(len(recorded) - 1, max(0, self.writer.steps_on_disk - start))][0]
             kept = self.writer.steps_on_disk
-            raise WriteFailed(exc.errno, f"streaming the trajectory to {self.writer.path} failed at step {i} "
-                                         f"(t={t}): {exc.strerror or exc}; the {kept} steps written before are "
-                                         f"kept and meta.json marks the recording incomplete") from exc
+            raise WriteFailed(exc.errno, f"streaming the trajectory to {self.writer.path} failed at step {row['call']} "
+                                         f"(t={row['timesteps']}): {exc.strerror or exc}; the {kept} steps written "
+                                         f"before are kept and meta.json marks the recording incomplete") from exc
 
-    def _recorded_rows(self, values: list) -> list:
-        """The chunk's numbers, call by call: (i, σ(t), t, clipped share, stage) of the recorded calls;
+    def _recorded(self, rows: list) -> list:
+        """The chunk's recorded calls, (their columns, their adapter's numbers as a function of host t);
         a NaN/Inf is noted at the first call that has one."""
-        values, rows = iter(values), []
-        for t in values:
-            t = timestep_value(t)
-            i, sigma_at, stage = self.waiting.popleft()
-            if not next(values) and self.first_bad is None:         # the call's isfinite(prev_sample)
+        out = []
+        for row in rows:
+            i, later = self.waiting.popleft()
+            row["timesteps"] = t = timestep_value(row["timesteps"])
+            if not row["finite"] and self.first_bad is None:         # the call's isfinite(prev_sample)
                 self._nonfinite(i, t)
-            if sigma_at is not None:
-                rows.append((i, sigma_at, t, next(values), stage))
-        return rows
+            if later is not None:
+                out.append((row, later))
+        return out
 
     def _nonfinite(self, i, t):
         self.first_bad = (i, t)
@@ -253,8 +220,6 @@ class _Recorder:
         self.transfer.drain()
 
     def finish(self, ok: bool):
-        if self.latent is not None:
-            self.latent.close()               # the denoiser's forward hook goes
         failure = None
         try:
             self.sync()
@@ -270,32 +235,13 @@ class _Recorder:
 
 
 @contextlib.contextmanager
-def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, store: str = "memory",
-           dtype: str = "float32", path=None, on_nonfinite: str = "warn", meta: Optional[dict] = None,
-           chunk: Optional[int] = None, pipe_kwargs: Optional[dict] = None, decode: Optional[str] = None,
-           decode_fields: Iterable[str] = ("pred_original_sample",), decode_batch: int = 4):
-    """Record the steps of the next sampling run of this pipeline (or scheduler instance).
-
-    every         keep every k-th step and always the last (k=1: all steps).
-    fields        what to keep per recorded step (`ppddpm.FIELDS`; default x_{t-1} and x̂_0);
-                  t, σ_t and the clipped fraction of x̂_0 are always kept (one number each).
-    store/dtype   "memory" as float32 or float16 (half the memory), or "disk": frames are
-                  streamed to `.npy` files under `path` as they come, so an interrupted run
-                  leaves a loadable partial trajectory (`Trajectory.load(path)`).
-    on_nonfinite  "warn" (default), "raise" or "ignore" when x_{t-1} first holds NaN/Inf
-                  (checked on the device, reported when its chunk reaches the host, naming the step).
-    chunk         steps per device → host transfer (`ppddpm.core.transfer`): frames stay on the device
-                  in between, so recording adds no host read per step. None: as many as fit
-                  32 MiB of device memory in two buffers, at most 64; 1: every step as it happens.
-
-    Latent pipelines (StableDiffusionPipeline, LDMPipeline, DiTPipeline): frames are latents, and
-    `pipe_kwargs` (the call's prompt / class_labels / guidance_scale), the guidance fields
-    (model_output_uncond / _cond and their x̂_0) and decode="vae" | "approx" (+ decode_fields,
-    decode_batch) are as `_latent_parts` says.
-
-    Only that scheduler instance is touched; it gets its own `step` back on exit, also when
-    the block raises — and the steps recorded so far stay in the yielded Trajectory.
-    """
+def record_steps(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, store: str = "memory",
+                 dtype: str = "float32", path=None, on_nonfinite: str = "warn", meta: Optional[dict] = None,
+                 chunk: Optional[int] = None, support: Optional[RunSupport] = None):
+    """Record the steps of the next sampling run of this pipeline (or scheduler instance); the arguments
+    as `ppddpm.record` (`ppddpm.pipelines.recording`) says, which passes the pipeline's `support`
+    (`ppddpm.core.support`; None: a pixel-space pipeline's). Each recorded step keeps the frames of
+    `fields` and the run's per-step columns (`ppddpm.core.columns`)."""
     scheduler = scheduler_of(pipe_or_scheduler, "ppddpm.record")
     if isinstance(scheduler, type):
         raise BadType("ppddpm.record records one scheduler instance; pass a pipeline or a scheduler, not a class")
@@ -304,15 +250,14 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
     path = check_destination(store, dtype, path)
     if on_nonfinite not in ("warn", "raise", "ignore"):
         raise BadValue(f"on_nonfinite must be 'warn', 'raise' or 'ignore', got {on_nonfinite!r}")
-    info = {"every": every, "model": _model_id(pipe_or_scheduler), "versions": versions(), "store": store,
-            "dtype": str(dtype)}
-    info.update(meta or {})
     if chunk is not None:
         chunk = check_int("chunk", chunk, hint=" (steps per device → host transfer)")
-    pipe = None if pipe_or_scheduler is scheduler else pipe_or_scheduler
-    latent_run, decoder = _latent_parts(pipe, fields, info, pipe_kwargs, decode, decode_fields, decode_batch)
+    if support is None:
+        support = RunSupport(None if pipe_or_scheduler is scheduler else pipe_or_scheduler)
+    info = {"every": every, "model": _model_id(pipe_or_scheduler), "versions": versions(), "store": store,
+            "dtype": str(dtype), **support.meta, **(meta or {})}
     rec = _Recorder(scheduler, every, fields, on_nonfinite, chunk, dict(store=store, dtype=str(dtype), path=path,
-                    meta=info), pipe=pipe, latent_run=latent_run, decoder=decoder)
+                    meta=info), support)
     ok = False
     try:
         with observe(scheduler, rec.observer, "record"):
@@ -322,83 +267,7 @@ def record(pipe_or_scheduler, every: int = 1, fields: Iterable[str] = DEFAULT_FI
         rec.finish(ok)
 
 
-def _latent_parts(pipe, fields, info, pipe_kwargs, decode, decode_fields, decode_batch):
-    """(LatentRun, ChunkDecoder) of a latent pipeline (`ppddpm.pipelines.latent`), each None where not needed;
-    `info` (the trajectory's metadata) gains `space="latent"`, what decoding needs (`meta["latent"]`)
-    and the call's conditioning.
-
-    pipe_kwargs   the arguments the pipeline is about to be called with (prompt, guidance_scale,
-                  class_labels…; `sample_trajectory` passes them): kept in `meta["conditioning"]`;
-                  for DiTPipeline they say which rows of the guided batch are the samples.
-    fields        may hold "model_output_uncond", "model_output_cond" and their x̂_0
-                  ("pred_original_sample_uncond" / "_cond") on a guided run: the denoiser's two
-                  halves, observed by a forward hook on it.
-    decode        "vae" or "approx": also keep `decode_fields` decoded to pixels ("NAME_decoded"
-                  fields, [N, B, 3, H, W]), decoded a chunk of steps at a time as the chunk reaches
-                  the host — VAE calls of at most `decode_batch` frames — and streamed like any field.
-                  Memory, whatever the number of steps with store="disk": one chunk of decoded frames
-                  on the host (chunk=None picks it so that the chunk's latents and images fit 32 MiB:
-                  5 steps of a 512² Stable Diffusion image, 16 MB) plus the VAE's activations for
-                  `decode_batch` frames — measured with SD 1.5's VAE architecture in float32 on a CPU
-                  (random weights): +3.0 GB peak RSS for 1 frame per call, +3.7 GB for 2, and 175 s a
-                  frame there (a GPU's job; method="approx" costs a matrix product). With
-                  store="memory" the decoded field stays too: N·B·3·H·W values (50 steps of 512²:
-                  157 MB in float32).
-    """
-    kind = latent.kind_of(pipe) if pipe is not None else None
-    if kind is None:
-        asked = [f for f in fields if f in GUIDANCE_FIELDS]
-        if asked or decode is not None:
-            what = f"fields {', '.join(asked)}" if asked else f"decode={decode!r}"
-            raise BadValue(f"{what} need a latent pipeline ({latent.supported_pipelines()}); got "
-                           f"{type(pipe if pipe is not None else None).__name__}")
-        return None, None
-    info.update(space="latent", latent=latent.latent_meta(pipe))
-    if pipe_kwargs is not None:                       # the call is known: its prompt / labels / guidance
-        info.setdefault("conditioning", latent.conditioning(pipe, pipe_kwargs))
-    decoder = None
-    if decode is not None:
-        decoder = latent.ChunkDecoder(pipe, decode, check_fields(decode_fields), decode_batch)
-        missing = [f for f in decoder.fields if f not in fields]
-        if missing:
-            raise BadValue(f"decode_fields {missing} are not recorded; add them to fields= (recorded: {list(fields)})")
-        info["decoded"] = decoder.describe()
-    return latent.LatentRun(pipe, fields, pipe_kwargs), decoder
-
-
 def _model_id(obj):
     config = getattr(obj, "config", None)
     name = getattr(obj, "name_or_path", None) or (config.get("_name_or_path") if hasattr(config, "get") else None)
     return str(name) if name else None
-
-
-def sample_trajectory(pipe, seed: int = 777, num_inference_steps: int = 1000, batch_size: int = 1,
-                      every: int = 1, fields: Iterable[str] = DEFAULT_FIELDS, progress: Optional[bool] = None,
-                      pipe_kwargs: Optional[dict] = None, **record_kwargs) -> Trajectory:
-    """Run `pipe` (a `DDPMPipeline`, `DDIMPipeline`, or one whose scheduler was swapped) once with
-    `paddle.Generator().manual_seed(seed)` and return its recorded trajectory; `traj.images` is
-    the pipeline's own output for this seed. `pipe_kwargs` go to the pipeline's call
-    (`{"eta": 1.0}` for a DDIMPipeline). Latent pipelines (`ppddpm.pipelines.latent`): `pipe_kwargs` carries
-    their own arguments — `{"prompt": …, "guidance_scale": …}` for StableDiffusionPipeline (batch_size
-    becomes num_images_per_prompt), `{"class_labels": [...]}` for DiTPipeline (the batch);
-    `decode="vae"` (a `record` argument) adds x̂_0 decoded to pixels. `progress`: a bar over the steps
-    (default: where someone is watching — a terminal or a notebook — and not under tests;
-    PPDDPM_PROGRESS=0 turns it off)."""
-    check_int("seed", seed, low=0)
-    check_int("num_inference_steps", num_inference_steps)
-    check_int("batch_size", batch_size)
-    generator = _rng.make_generator(seed)
-    pipe.set_progress_bar_config(disable=not wanted(progress))
-    try:
-        meta = dict(record_kwargs.pop("meta", None) or {}, seed=int(seed))
-        call = latent.call_arguments(pipe, batch_size, generator, num_inference_steps, pipe_kwargs)
-        if latent.kind_of(pipe) is not None:
-            record_kwargs.setdefault("pipe_kwargs", call)
-        with record(pipe, every=every, fields=fields, meta=meta, **record_kwargs) as traj:
-            out = pipe(**call)
-        if isinstance(out, tuple):         # RecordingDDPMPipeline returns the article's triple
-            out = out[0]
-    finally:
-        _rng.release_generator(generator)
-    traj.images = out.images
-    return traj

@@ -37,19 +37,20 @@ class StepRecord:
     extra: Any = None        # the step's other arguments (eta, generator, s_churn, …)
     ctx: Any = None
 
-    def sigma(self, t, tables=None):
-        """std of the noise the step added (prev = … + σ·z) at host timestep `t` (the record's t,
-        read from the device): a number, or a 0-d device tensor, never a host read of its own
-        (`tables`: `ppddpm.core.adapters.HostTables` of the scheduler, for the σ-schedulers)."""
-        return self.sigma_later()(t, tables)
+    def numbers(self, t, tables=None) -> dict:
+        """The per-step columns the sampler's adapter knows (`ppddpm.core.adapters.Adapter.numbers`: the
+        std of the noise the step added, ᾱ_t and ᾱ_prev or σ_t and σ_prev) at host timestep `t` (the
+        record's t, read from the device): numbers or 0-d device tensors, never a host read of their
+        own (`tables`: `ppddpm.core.adapters.HostTables` of the scheduler)."""
+        return self.numbers_later()(t, tables)
 
-    def sigma_later(self):
-        """`sigma` as a function of (t, tables) that keeps only what σ needs — not the record's
+    def numbers_later(self):
+        """`numbers` as a function of (t, tables) that keeps only what they need — not the record's
         frames, so that a recorder waiting for t to reach the host holds no image memory."""
         scheduler, ctx = self.scheduler, self.ctx
         extra = {k: v for k, v in (self.extra or {}).items() if not hasattr(v, "place")}     # η, s_churn, …
         adapter = adapter_for(scheduler)
-        return lambda t, tables=None: adapter.sigma(scheduler, t, extra, ctx, tables or HostTables(scheduler))
+        return lambda t, tables=None: adapter.numbers(scheduler, t, extra, ctx, tables or HostTables(scheduler))
 
 
 class StepObserver:
@@ -64,8 +65,9 @@ class StepObserver:
                 consumer does not use it.
 
     Nothing here reads a device tensor from the host (except the noise replay of the schedulers
-    that draw from an RNG, when `want_noise`): σ is computed by the consumer once it has t
-    (`StepRecord.sigma`), so a recorder can keep every number on the device (`ppddpm.core.transfer`).
+    that draw from an RNG, when `want_noise`): the noise std, ᾱ and σ are computed by the consumer
+    once it has t (`StepRecord.numbers`), so a recorder can keep every number on the device
+    (`ppddpm.core.transfer`).
     """
 
     def __init__(self, consume: Callable[[StepRecord], None], want_noise: bool = False,
@@ -93,14 +95,15 @@ class StepObserver:
             self.every_call(i, timestep, out, keep)
         if not keep:
             return out
-        x0 = adapter.x0_used(scheduler, model_output, timestep, sample, ctx, out)
+        x0 = adapter.pred_original_sample(scheduler, model_output, timestep, sample, ctx, out)
         if x0 is None and adapter is GENERIC:
             raise BadType(f"{type(scheduler).__name__}.step returns no pred_original_sample, and ppddpm has no "
                           f"adapter for it; supported: {supported()}")
         record = StepRecord(
             i=i, t=timestep, stage=adapter.stage(scheduler, ctx), sample=sample, model_output=model_output,
             pred_original_sample=x0,
-            pred_original_sample_unclipped=adapter.x0_raw(scheduler, model_output, timestep, sample, ctx, out)
+            pred_original_sample_unclipped=adapter.pred_original_sample_unclipped(scheduler, model_output, timestep,
+                                                                                  sample, ctx, out)
             if self.want_unclipped else None,
             prev_sample=out.prev_sample, noise=z, scheduler=scheduler, extra=extra, ctx=ctx)
         self.consume(record)

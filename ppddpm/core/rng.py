@@ -44,6 +44,17 @@ def release_generator(generator) -> None:
         get_rng_state_tracker().states_.pop(generator, None)
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """A generator made by `make_generator(seed)` for the block, released (`release_generator`) when
+    it ends, exceptions included."""
+    generator = make_generator(seed)
+    try:
+        yield generator
+    finally:
+        release_generator(generator)
+
+
 def _names(generator):
     if generator is None:
         return []

@@ -2,16 +2,17 @@
 
 Every read of a device tensor from the host (`numpy()`, `item()`, `bool()`, `float()`, `int()`)
 makes the host wait for the device: on a GPU, a synchronisation. A recorder that read each step's
-frames, its t, σ_t, clipped share and NaN check would add ~8 of them per step to the ~3 that
+frames, its t, noise std, clipped share and NaN check would add ~8 of them per step to the ~3 that
 ppdiffusers' own loop makes. `DeviceChunks` keeps them on the device instead:
 
-    chunks = DeviceChunks(sink=write)             # sink(frames: {name: ndarray [k, …]}, values: [float])
-    chunks.add(frames={"prev_sample": x, …}, values=[t, finite, clipped, σ])   # per step, no read
+    chunks = DeviceChunks(sink=write)             # sink(frames: {name: ndarray [k, …]}, values: [{name: …}])
+    chunks.add(frames={"prev_sample": x, …}, values={"timesteps": t, "finite": finite, …})   # per call, no read
     chunks.drain()                                # at the end (or to look mid-run): the rest
 
 - the frames of a chunk are copied into a preallocated device buffer ([chunk, *frame shape] per
   field, two of them: one fills while the other is on its way to the host);
-- per-step numbers (0-d device tensors, or plain numbers) are packed into one float64 vector;
+- per-call values, by name (device tensors — 0-d, or [B] for one value per sample — or plain
+  numbers and strings, which stay on the host), have their tensors packed into one float64 vector;
 - when `chunk` steps have been added, that buffer's copy to host memory starts — asynchronous
   into pinned memory on a GPU or XPU (`Tensor.pin_memory(blocking=False)`), nothing to do on a
   CPU — and the chunk before is handed to `sink` as numpy arrays: one read per field and one for
@@ -57,7 +58,7 @@ class _Chunk:
                         for name, shape in shapes.items()}
         self.rows, self.values, self.in_flight = 0, [], None
 
-    def add(self, frames: dict, values: list):
+    def add(self, frames: dict, values: dict):
         for name, buf in self.buffers.items():
             value = frames.get(name)
             if value is None:
@@ -65,7 +66,7 @@ class _Chunk:
             else:
                 buf[self.rows] = value            # a device-side copy: the pipeline may reuse its tensor
         self.rows += 1
-        self.values.extend(values)
+        self.values.append(values)
 
     def start(self):
         """Start every buffer's copy to the host, and the numbers' (packed into one vector)."""
@@ -73,51 +74,58 @@ class _Chunk:
                           _pack(self.values))
 
     def finish(self):
-        """The chunk as numpy: frames [rows, …] per field, and the numbers as floats in order."""
+        """The chunk as numpy: frames [rows, …] per field, and each call's values by name (a tensor's as a
+        float, or an array of its shape)."""
         copies, rows, packed = self.in_flight
         frames = {name: copy.numpy()[:rows] for name, copy in copies.items()}
         self.rows, self.values, self.in_flight = 0, [], None
         return frames, _unpack(packed)
 
 
-def _pack(values: list):
-    """Start moving a list of 0-d tensors and numbers to the host as one float64 vector: the tensors
-    are stacked by dtype (a handful of device ops per chunk, not a few per value)."""
+def _pack(rows: List[dict]):
+    """Start moving the tensors among `rows` (dicts of values by name) to the host as one float64 vector:
+    flattened and joined by dtype (a handful of device ops per chunk, not a few per value)."""
     import paddle
 
     by_dtype: Dict[str, list] = {}
-    for k, v in enumerate(values):
-        if hasattr(v, "place"):
-            by_dtype.setdefault(str(v.dtype), []).append(k)
+    for k, row in enumerate(rows):
+        for name, v in row.items():
+            if hasattr(v, "place"):
+                by_dtype.setdefault(str(v.dtype), []).append((k, name))
     if not by_dtype:
-        return values, None, []
-    order = [k for ks in by_dtype.values() for k in ks]
-    scalar = lambda v: v if not v.shape else v.reshape([])     # noqa: E731  (0-d already: no op)
-    parts = [paddle.stack([scalar(values[k]) for k in ks]).astype("float64") for ks in by_dtype.values()]
-    return values, start_copy(paddle.concat(parts) if len(parts) > 1 else parts[0]), order
+        return rows, None, []
+    order = [(k, name, tuple(rows[k][name].shape)) for keys in by_dtype.values() for k, name in keys]
+    flat = lambda v: v.reshape([-1]) if len(v.shape) != 1 else v      # noqa: E731  (1-d already: no op)
+    parts = [paddle.concat([flat(rows[k][name]) for k, name in keys]).astype("float64")
+             for keys in by_dtype.values()]
+    return rows, start_copy(paddle.concat(parts) if len(parts) > 1 else parts[0]), order
 
 
-def _unpack(packed) -> List[float]:
-    values, copy, order = packed
-    floats = [float(v) if not hasattr(v, "place") else None for v in values]
+def _unpack(packed) -> List[dict]:
+    rows, copy, order = packed
+    rows = [dict(row) for row in rows]
     if copy is not None:
-        for k, number in zip(order, copy.numpy().tolist()):
-            floats[k] = number
-    return floats
+        numbers, at = copy.numpy(), 0
+        for k, name, shape in order:
+            size = int(np.prod(shape))
+            rows[k][name] = float(numbers[at]) if not shape else numbers[at: at + size].reshape(shape)
+            at += size
+    return rows
 
 
-def to_host(values: list) -> List[float]:
-    """0-d tensors and numbers → Python floats, in order, with one host read for all the tensors."""
-    return _unpack(_pack(values))
+def to_host(rows: List[dict]) -> List[dict]:
+    """Rows of values by name with their tensors as host floats (0-d) or arrays, in one host read."""
+    return _unpack(_pack(rows))
 
 
 class DeviceChunks:
     """Frames and numbers of a recording, moved to the host a chunk of steps at a time (module docstring).
 
     `add(frames, values)`: one call of the step; `frames` is a dict of device tensors (None: a zero
-    frame) when the call is recorded, else None; `values` are 0-d tensors or numbers. A chunk is sent
-    after `chunk` calls. `sink(frames, values)` receives the chunks in order; `drain()` sends what is
-    pending (call it before reading the host copies, and at the end of the run).
+    frame) when the call is recorded, else None; `values` a dict of its numbers by name (tensors, or
+    host numbers and strings). A chunk is sent after `chunk` calls. `sink(frames, rows)` receives the
+    chunks in order, `rows` the calls' values; `drain()` sends what is pending (call it before reading
+    the host copies, and at the end of the run).
     """
 
     def __init__(self, sink: Callable[[dict, list], None], chunk: Optional[int] = None):
@@ -140,11 +148,11 @@ class DeviceChunks:
     def allocated(self) -> bool:
         return self.current is not None
 
-    def add(self, frames: Optional[dict], values: list):
+    def add(self, frames: Optional[dict], values: dict):
         if self.current is None:            # calls before the first recorded step (every > 1)
-            self._loose.extend(values)
+            self._loose.append(values)
         elif frames is None:
-            self.current.values.extend(values)
+            self.current.values.append(values)
         else:
             self.current.add(frames, values)
         self.calls += 1

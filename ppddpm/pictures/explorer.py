@@ -6,7 +6,10 @@
 
 A slider (arrow keys, Home/End, space to play) over the recorded steps; panes for x_t, x̂_0 as
 the step used it, x̂_0 before clipping, ε̂, z and where clipping changed x̂_0 (those recorded);
-the step's numbers with their equation numbers (MATH.md); a chooser for the sample in a batch;
+the step's own numbers, as its sampler defines them, with their equation numbers (MATH.md): ᾱ_t,
+ᾱ_prev and eq. (7)'s β̃_t for DDPM, σ_t(η) of eq. (16) for DDIM, the noise level σ for the σ-space
+samplers, … — read from the run file's per-step columns alone (no paddle: a run copied to a
+machine without it opens the same); a chooser for the sample in a batch;
 with a second run or an A/B report, the |Δ x_{t−1}| curve with a cursor at the current step and
 the two runs side by side with their difference. Frames are 8-bit images (the quantisation is
 stated in the page): PNG, or JPEG (quality 85) for frames larger than 64x64, where noise makes
@@ -24,10 +27,11 @@ from typing import Optional
 import numpy as np
 
 from ppddpm._io import atomic_path
-from ppddpm.core.adapters import rebuild_scheduler
+from ppddpm.core.adapters import by_family
 from ppddpm.errors import BadValue, parse_json, regular_file
-from ppddpm.pipelines.latent import caption, displayable
-from ppddpm.reference import Schedule, posterior_coefficients
+from ppddpm.pipelines.latent.display import caption, displayable
+from ppddpm.reference.ddpm import posterior_coefficients_of
+from ppddpm.storage.legacy import sampler_family
 from ppddpm.storage.trajectory import Trajectory
 
 PANES = [("sample", "x_t (the step's input)"), ("prev_sample", "x_{t-1} (the step's output)"),
@@ -54,34 +58,39 @@ def _encode(x: np.ndarray, lo: float = -1.0, hi: float = 1.0) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _schedule_numbers(traj) -> list:
-    """Per recorded step: t, ᾱ_t, ᾱ_prev, the posterior coefficients of eq. (7) (DDPM/DDIM-type
-    schedules), σ_t and the clipped share, as the page prints them."""
-    schedule, visited = None, []
-    rebuilt = rebuild_scheduler(traj)          # with the run's timesteps (Heun: n steps, 2n − 1 calls)
-    try:
-        if rebuilt is not None:
-            schedule = Schedule.from_scheduler(rebuilt[0])   # the float64 truth, as the tests use it
-            visited = [float(t) for t in rebuilt[0].timesteps]
-    except Exception:               # an unknown scheduler or config: the page shows t, σ and clipping only
-        schedule, visited = None, []
-    rows = []
+def _numbers(traj) -> list:
+    """Per recorded step: t, its stage, and the rows [label, value] of the numbers its sampler has,
+    from the run's columns (a value per sample where the column is kept per sample) — ᾱ_t and ᾱ_prev
+    (variance-preserving samplers; for DDPM eq. (7)'s coefficients and β̃_t from them), σ of x_t and
+    x_{t−1} (σ-space samplers), the std of the noise the step added as its family defines it, and the
+    share of x̂_0 its clipping changed."""
+    family = sampler_family(traj.meta) or ""
+    columns, rows = set(traj.columns), []
+    clipping = traj.meta.get("clipping")
+    clipped = "share of x̂_0 " + (f"changed by {clipping}" if clipping else "clipped")
     for i, t in enumerate(np.asarray(traj.timesteps, np.float64)):
-        row = {"t": float(t), "sigma": float(traj.sigma[i]), "clipped": float(traj.clip_fraction[i]),
-               "stage": str(traj.stages[i]) if len(traj.stages) else ""}
-        if schedule is not None and float(t).is_integer() and 0 <= int(t) < schedule.num_timesteps:
-            later = [v for v in visited if v < t]
-            prev = int(later[0]) if later else -1
-            c_x0, c_xt, beta_tilde = posterior_coefficients(schedule, int(t), prev)
-            row.update(alpha_bar=schedule.alphas_cumprod[int(t)], alpha_bar_prev=schedule.alpha_bar_prev(int(t), prev),
-                       prev_t=prev, c_x0=c_x0, c_xt=c_xt, beta_tilde=beta_tilde)
-        rows.append({k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in row.items()})
+        shown = []
+        if {"alpha_bar", "alpha_bar_prev"} <= columns:
+            ab, ab_prev = float(traj.column("alpha_bar")[i]), float(traj.column("alpha_bar_prev")[i])
+            shown += [["ᾱ_t (eq. 4)", ab], ["ᾱ_prev, of the x_{t−1} the step makes", ab_prev]]
+            if family == "ddpm":
+                c_x0, c_xt, beta_tilde = posterior_coefficients_of(ab, ab_prev)
+                shown += [["x̂_0 coefficient of μ̃_t, √ᾱ_prev β_t/(1−ᾱ_t) (eq. 7)", c_x0],
+                          ["x_t coefficient of μ̃_t, √α_t (1−ᾱ_prev)/(1−ᾱ_t) (eq. 7)", c_xt],
+                          ["β̃_t (eq. 7)", beta_tilde]]
+        if {"noise_level", "noise_level_prev"} <= columns:
+            shown += [["σ of x_t, √((1−ᾱ)/ᾱ): the model sees x_t/√(σ²+1)", float(traj.column("noise_level")[i])],
+                      ["σ of the x_{t−1} the step makes", float(traj.column("noise_level_prev")[i])]]
+        shown.append([by_family(family).noise, float(traj.noise_std[i])])
+        share = np.asarray(traj.clip_fraction[i], np.float64).reshape(-1)
+        shown.append([clipped, [float(v) for v in share], "%"])
+        rows.append({"t": float(t), "stage": str(traj.stages[i]) if len(traj.stages) else "", "rows": shown})
     return rows
 
 
 def _frames(traj) -> dict:
-    """{field: [[data URI per sample] per recorded step]} for the recorded panes, plus the mask
-    of where clipping changed x̂_0 (|x̂_0 unclipped| beyond the clip range) when both x̂_0 are recorded."""
+    """{field: [[data URI per sample] per recorded step]} for the recorded panes, plus the mask of where
+    clipping changed x̂_0 (`clip_mask`) when x̂_0 before clipping is recorded."""
     out = {}
     for field, _ in PANES:
         if field not in traj.fields:
@@ -91,13 +100,28 @@ def _frames(traj) -> dict:
         out[field] = [[_encode(data[i, b], *((-3.0, 3.0) if wide else (-1.0, 1.0))) for b in range(data.shape[1])]
                       for i in range(len(data))]
     if "pred_original_sample_unclipped" in traj.fields:
-        raw = np.asarray(traj.pred_original_sample_unclipped, np.float32)
-        limit = (traj.meta.get("scheduler_config") or {}).get("clip_sample_range", 1.0)
-        on = (traj.meta.get("scheduler_config") or {}).get("clip_sample", False)
-        mask = (np.abs(raw) > limit) if on else np.zeros_like(raw, bool)
+        mask = clip_mask(traj.pred_original_sample_unclipped, traj.clip_fraction)
         out["clip_mask"] = [[_encode(mask[i, b].astype(np.float32), 0.0, 1.0) for b in range(mask.shape[1])]
                             for i in range(len(mask))]
     return out
+
+
+def clip_mask(unclipped, share) -> np.ndarray:
+    """Where the step's clipping changed x̂_0, [N, B, C, H, W] bool: in each sample the values of x̂_0
+    before clipping (`unclipped`) beyond the bound the step used (clip_sample_range, or thresholding's
+    s) — which are its round(share · n) largest |x̂_0|, `share` being the recorded clip_fraction ([N, B];
+    [N, 1] in files of 0.1–0.4: the batch's). Read off the run: no bound recomputed."""
+    raw = np.abs(np.asarray(unclipped, np.float32))
+    share = np.asarray(share, np.float64).reshape(len(raw), -1)
+    flat = raw.reshape(raw.shape[0], raw.shape[1], -1)
+    mask = np.zeros(flat.shape, bool)
+    n = flat.shape[2]
+    for i in range(flat.shape[0]):
+        for b in range(flat.shape[1]):
+            k = int(round(share[i, min(b, share.shape[1] - 1)] * n))
+            if k > 0:
+                mask[i, b, np.argpartition(flat[i, b], n - k)[n - k:]] = True
+    return mask.reshape(raw.shape)
 
 
 class Explorer:
@@ -121,6 +145,12 @@ class Explorer:
 
     def __len__(self):
         return len(self.html.encode("utf-8"))
+
+    @property
+    def size(self) -> str:
+        """The page's size as one reads it: "40 KB" below a MiB, "1.3 MB" from one on (binary units)."""
+        n = len(self)
+        return f"{n / 2 ** 20:.1f} MB" if n >= 2 ** 20 else f"{max(1, round(n / 2 ** 10))} KB"
 
 
 def run_labels(a, b, names=(None, None)) -> tuple:
@@ -163,10 +193,12 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
         this, that = run_labels(traj, other, names)
         curve = {"label": f"max |Δ x_{{t−1}}|, {this} vs {that}",
                  "t": [float(t) for t in traj.timesteps], "values": diff.reshape(len(a), -1).max(axis=1).tolist()}
-        peak = max(float(diff.max()), 1e-12)
+        peak = float(diff.max())
         side = {"other": [[_encode(b[i, s]) for s in range(b.shape[1])] for i in range(len(b))],
-                "difference": [[_encode(diff[i, s], 0.0, peak) for s in range(b.shape[1])] for i in range(len(b))],
-                "peak": peak, "other_name": that}
+                "difference": [[_encode(diff[i, s], 0.0, max(peak, 1e-12)) for s in range(b.shape[1])]
+                               for i in range(len(b))],
+                "difference_label": (f"|difference| (white = {peak:.2e})" if peak > 0 else
+                                     "|difference|: identical, 0 at every pixel of every step"), "other_name": that}
     else:
         side = None
     if ab is not None:
@@ -180,7 +212,7 @@ def explore(traj, other=None, ab=None, title: Optional[str] = None) -> Explorer:
     title = title or (f"ppddpm explorer — {traj.scheduler}, {traj.meta.get('num_inference_steps', len(traj))} steps, "
                       f"seed {traj.meta.get('seed', '?')}, variant {traj.meta.get('variant', 'ppdiffusers')}"
                       + (f", {caption(traj)}" if caption(traj) else ""))
-    payload = {"title": title, "numbers": _schedule_numbers(traj), "frames": _frames(traj),
+    payload = {"title": title, "numbers": _numbers(traj), "frames": _frames(traj),
                "panes": [[f, label] for f, label in PANES if f in traj.fields], "side": side, "curve": curve,
                "batch": int(np.asarray(traj.field(traj.fields[0])).shape[1]),
                "quantisation": f"frames are 8-bit images: PNG up to {JPEG_ABOVE}x{JPEG_ABOVE} pixels, JPEG "
@@ -264,22 +296,19 @@ function addPane(key, label, source) {
 for (const [f, label] of D.panes) addPane(f, label, D.frames[f]);
 if (D.frames.clip_mask) addPane("clip_mask", "where clipping changed x̂_0 (white)", D.frames.clip_mask);
 if (D.side) { addPane("other", "x_{t-1}: " + D.side.other_name, D.side.other);
-              addPane("difference", "|difference| (white = " + D.side.peak.toExponential(2) + ")", D.side.difference); }
+              addPane("difference", D.side.difference_label, D.side.difference); }
 const fmt = v => (v === undefined || v === null) ? "—"
   : (Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(4) : v.toFixed(6));
-function numbers(r) {
+function numbers(r, b) {
   const rows = [["t (this step)", r.t]];
-  if (r.alpha_bar !== undefined) rows.push(
-    ["ᾱ_t (eq. 4)", fmt(r.alpha_bar)], ["ᾱ_prev, prev t = " + r.prev_t, fmt(r.alpha_bar_prev)],
-    ["x̂_0 coefficient of μ̃_t, √ᾱ_prev β_t/(1−ᾱ_t) (eq. 7)", fmt(r.c_x0)],
-    ["x_t coefficient of μ̃_t, √α_t (1−ᾱ_prev)/(1−ᾱ_t) (eq. 7)", fmt(r.c_xt)],
-    ["β̃_t (eq. 7)", fmt(r.beta_tilde)]);
-  rows.push(["σ_t, std of the added noise (Alg. 2; eq. 16 for DDIM)", fmt(r.sigma)],
-            ["share of x̂_0 clipped", (100 * r.clipped).toFixed(2) + " %"]);
+  for (const [label, value, unit] of r.rows) {
+    const v = Array.isArray(value) ? value[Math.min(b, value.length - 1)] : value;
+    rows.push([label, unit === "%" ? (100 * v).toFixed(2) + " %" : fmt(v)]);
+  }
   const table = $("numbers"); table.replaceChildren();
   for (const [k, v] of rows) {
     const tr = table.insertRow(), key = tr.insertCell(), value = tr.insertCell();
-    key.textContent = k; value.id = "num-" + k.split(" ")[0]; value.textContent = v;
+    key.textContent = k; value.textContent = v;
   }
 }
 const svg = $("curve");
@@ -319,7 +348,7 @@ function show(i) {
   for (const [img, source] of panes) img.src = source[i][b];
   $("stepno").textContent = (i + 1) + " / " + n; $("tval").textContent = r.t;
   $("stage").textContent = r.stage ? "(" + r.stage + ")" : "";
-  numbers(r);
+  numbers(r, b);
   if (cursor) { const x = xs(r.t); cursor.setAttribute("x1", x); cursor.setAttribute("x2", x); }
 }
 slider.addEventListener("input", () => show(+slider.value));

@@ -2,11 +2,16 @@
 notebook) and accepts `save=` (a PNG path). Figures are built without pyplot, so they
 render headless (Agg) from scripts and the CLI.
 
+Pictures of a recorded run read the run alone — its frames, its per-step columns (σ_t, the
+call, the stage, the clipped share: `ppddpm.core.columns`) and its metadata — never paddle or
+the scheduler, so a run file copied to a machine without paddle draws the same.
+
 Images are mapped from [−1, 1] to display range exactly as `DDPMPipeline` does:
 (x / 2 + 0.5) clipped to [0, 1].
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Optional
 
@@ -14,13 +19,14 @@ import numpy as np
 
 from ppddpm._moved import moved_names
 from ppddpm._io import atomic_path
-from ppddpm.core.adapters import in_sigma_space, rebuild_scheduler
-from ppddpm.core.recorder import kept_steps
 from ppddpm.errors import BadValue, check_int
 from ppddpm.model.data import load_digits, read_image
-from ppddpm.pipelines.latent import caption, displayable
+from ppddpm.pipelines.latent.display import caption, displayable
+from ppddpm.storage.format import kept_steps
+from ppddpm.storage.legacy import sampler_family, set_timesteps_of
 
-
+EVERY_T = 50          # the grids' default spacing: the article's t = 950, 900, …, 0, whatever the steps
+MAX_FIGURE_WIDTH = 16  # inches: wide tiles (a latent's channels side by side) take fewer to a row
 MAX_NCOLS = 100       # tiles a row: 100 tiles of 0.9 in make a figure 90 in (9000 px) wide
 MAX_AXES = 2000       # tiles in one figure, blanks of the last row included: each is a matplotlib Axes that costs
                       # ~0.05 s to draw and save here, so 2000 take minutes; the article's grid has 20, every step of a
@@ -127,48 +133,42 @@ def select_steps(traj, every: Optional[int] = None, every_t: Optional[int] = Non
     if every % recorded_every:
         raise BadValue(f"this trajectory was recorded every {recorded_every} steps; choose every as a "
                        f"multiple of {recorded_every}, or record with a smaller every")
-    step_index = kept_steps(n_steps, recorded_every)[: len(traj)]
     wanted = set(kept_steps(n_steps, every).tolist())
-    return np.array([i for i, s in enumerate(step_index) if s in wanted], dtype=np.int64)
+    return np.array([i for i, call in enumerate(traj.column("call")) if call in wanted], dtype=np.int64)
 
 
 def _spacing(every, every_t, tiles) -> dict:
     """The grids' choice of steps: as given (one of them: `select_steps` refuses two), else every
-    50 in t — the article's t = 950, 900, …, 0 at 1000 steps, and the same tiles when strided."""
+    `EVERY_T` in t — the article's t = 950, 900, …, 0 at 1000 steps, and the same tiles when strided."""
     if every is None and every_t is None and tiles is None:
-        every_t = 50
+        every_t = EVERY_T
     return dict(every=every, every_t=every_t, tiles=tiles)
 
 
 class _RunFacts:
-    """What titles say about a recorded run, computed from it: `steps` sampling steps (Heun's 10,
-    not its 19 step calls), `calls`, the `every` it was recorded with, whether tiles need stage
-    labels (a scheduler that evaluates one t more than once: Heun, PNDM), and, where the samples
-    live in σ-space (Euler-type schedulers), the σ of each recorded x_t and x_{t−1}, by which
-    `shown` divides them: x/√(σ² + 1) is what the model is given (`scale_model_input`), on the
-    [−1, 1] scale of the image (σ = 0 at the end: the image itself)."""
+    """What titles say about a recorded run, read from it: `steps` sampling steps (Heun's 10, not its
+    19 step calls), `calls`, the `every` it was recorded with, whether it stopped early, whether
+    tiles need stage labels (a scheduler that evaluates one t more than once: Heun, PNDM), and, where
+    the samples live in σ-space (Euler-type schedulers: the run keeps `noise_level`), the σ of each
+    recorded x_t and x_{t−1}, by which `shown` divides them: x/√(σ² + 1) is what the model is given
+    (`scale_model_input`), on the [−1, 1] scale of the image (σ = 0 at the end: the image itself)."""
 
     def __init__(self, traj):
         self.traj, self.every = traj, int(traj.meta.get("every", 1))
-        self.calls = self.steps = int(traj.meta.get("num_inference_steps", len(traj)))
+        self.calls = int(traj.meta.get("num_inference_steps", len(traj)))
+        self.steps = set_timesteps_of(traj.meta, sampler_family(traj.meta)) or self.calls
         self.staged = bool(len(traj.stages)) and any(str(s) for s in traj.stages)
-        self.sigma_of = {}
-        sigma_space = in_sigma_space(str(traj.meta.get("sampler", "")))
-        rebuilt = rebuild_scheduler(traj) if (self.staged or sigma_space) and len(traj) else None
-        if rebuilt is not None:
-            scheduler, self.steps = rebuilt
-            if sigma_space:
-                sigmas = np.asarray(scheduler.sigmas.numpy(), np.float64)
-                calls = kept_steps(self.calls, self.every)[: len(traj)]      # which step call each recorded step is
-                self.sigma_of = {"sample": sigmas[calls], "prev_sample": sigmas[calls + 1]}
+        self.noise_level = {}
+        if {"noise_level", "noise_level_prev"} <= set(traj.columns):
+            self.noise_level = {"sample": traj.column("noise_level"), "prev_sample": traj.column("noise_level_prev")}
 
     def scaled(self, field) -> bool:
         """A σ-space sample, drawn as the model sees it; a latent run's frames decoded to pixels are not."""
-        return field in self.sigma_of and self.traj.meta.get("shown_as", {}).get(field) != "decoded"
+        return field in self.noise_level and self.traj.meta.get("shown_as", {}).get(field) != "decoded"
 
     def shown(self, field, data, i):
         """Frame i of `field` as drawn: x/√(σ² + 1) for a σ-space sample, else as recorded."""
-        return data[i] / np.sqrt(self.sigma_of[field][i] ** 2 + 1) if self.scaled(field) else data[i]
+        return data[i] / np.sqrt(self.noise_level[field][i] ** 2 + 1) if self.scaled(field) else data[i]
 
     def label(self, field) -> str:
         return FIELD_LABELS.get(field, field) + ("/√(σ²+1)" if self.scaled(field) else "")
@@ -179,24 +179,46 @@ class _RunFacts:
         return f"t={_t(self.traj.timesteps[i])}" + (f"{sep}{stage}" if stage else "")
 
     def spacing(self, steps) -> str:
-        """How the chosen tiles are spaced, read from their own t: "every 100 in t" only when it is so."""
+        """How the chosen tiles are spaced, read from their own t: "every 100 in t" only when at least
+        three tiles are so (two tiles are two tiles, whatever their gap)."""
         t = np.asarray(self.traj.timesteps, np.float64)[steps]
         gaps = -np.diff(t)
         moves = gaps[gaps != 0]                 # a zero gap: one t at two stages (Heun's predictor, corrector)
-        if len(moves) and np.allclose(moves, moves[0]) and moves[0] > 0:
+        if len(moves) >= 2 and np.allclose(moves, moves[0]) and moves[0] > 0:
             return f"every {moves[0]:g} in t" + (", a t twice at two stages" if len(moves) < len(gaps) else "")
         return f"{len(steps)} tile" + ("s" if len(steps) != 1 else "")
 
     def run(self) -> str:
-        """The run: its sampling steps (and step calls, where they differ), how it was recorded."""
+        """The run: its sampling steps (and step calls, where they differ), how it was recorded, and
+        where it stopped when it did not finish."""
         calls = f", {self.calls} step calls" if self.calls != self.steps else ""
         recorded = (f"every {self.every} recorded: {len(self.traj)}" if self.every > 1 else
                     f"{len(self.traj)} recorded")
-        return f"{self.steps} sampling steps{calls}, {recorded}"
+        stopped = ""
+        if not self.traj.complete and "call" in self.traj.columns and len(self.traj):
+            last = int(self.traj.column("call")[-1]) + 1
+            stopped = f"; stopped early: its last recorded step call is {last} of {self.calls}"
+        return f"{self.steps} sampling steps{calls}, {recorded}{stopped}"
 
     def scale_note(self, fields) -> str:
         return (" — σ-space x_t shown as x_t/√(σ²+1), the scale the model sees"
                 if any(self.scaled(f) for f in fields) else "")
+
+
+def _tiles(data, tile: float, ncols: int) -> tuple:
+    """(width, height, columns) of the tiles of frames `data` [.., H, W]: `tile` inches high and as wide
+    as the frame's shape makes them (a latent's channels side by side are 4 times wider than high), so
+    fewer to a row where `ncols` of them would pass MAX_FIGURE_WIDTH."""
+    h, w = data.shape[-2:]
+    width, height = tile * max(1.0, w / h), tile * max(1.0, h / w)
+    return width, height, max(1, min(ncols, int(MAX_FIGURE_WIDTH // width)))
+
+
+def _drawable(traj):
+    """What the pictures draw of `traj`: a latent run's decoded frames where kept, else its channels
+    (`displayable`); a run without a recorded step is one clear error."""
+    traj.check_recorded()
+    return displayable(traj)
 
 
 def _samples(traj, index):
@@ -227,15 +249,16 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, nco
     t (and its stage for Heun / PNDM). A batch gives one labelled block of rows per sample (or
     only sample `index`). The title's spacing and counts are read from the tiles and the run
     (`_RunFacts`); σ-space samples are drawn at the scale the model sees."""
-    traj.check_recorded()
-    traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
+    check_int("ncols", ncols)
+    traj = _drawable(traj)
     data = traj.field(field)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     samples = _samples(traj, index)
+    width, height, ncols = _tiles(data, tile, ncols)
     rows_per = _check_layout(len(steps), ncols, len(samples))
     facts = _RunFacts(traj)
-    row_height = tile + (0.35 if facts.staged else 0.2)
-    fig = _figure(ncols * tile, rows_per * len(samples) * row_height + 0.5)
+    row_height = height + (0.35 if facts.staged else 0.2)
+    fig = _figure(ncols * width, rows_per * len(samples) * row_height + 0.5)
     axes = fig.subplots(rows_per * len(samples), ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -257,14 +280,14 @@ def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: in
                     every_t: Optional[int] = None, tiles: Optional[int] = None):
     """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
     noise falls. Steps chosen, titled and scaled as in `plot_grid`."""
-    traj.check_recorded()
-    traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
+    traj = _drawable(traj)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     _samples(traj, index)
-    chunks = _check_layout(len(steps), ncols, rows=2)
     facts = _RunFacts(traj)
     x_t, x_0 = traj.field("prev_sample"), traj.field("pred_original_sample")
-    fig = _figure(ncols * tile + 0.6, chunks * 2 * (tile + (0.3 if facts.staged else 0.2)) + 0.5)
+    width, height, ncols = _tiles(x_t, tile, ncols)
+    chunks = _check_layout(len(steps), ncols, rows=2)
+    fig = _figure(ncols * width + 0.6, chunks * 2 * (height + (0.3 if facts.staged else 0.2)) + 0.5)
     axes = fig.subplots(chunks * 2, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -320,14 +343,23 @@ def plot_ab(report, variant: Optional[str] = None, seed_index: int = 0, save=Non
     a, b = report.final[report.reference][seed_index, 0], report.final[v][seed_index, 0]
     _show(fig.add_subplot(grid[1, 0]), a, f"final: {report.reference}", fontsize=9)
     _show(fig.add_subplot(grid[1, 1]), b, f"final: {v}", fontsize=9)
-    ax = fig.add_subplot(grid[1, 2])
-    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max(axis=0)   # the table's final max|Δ|
-    im = ax.imshow(diff, cmap="magma", vmin=0, interpolation="nearest")
+    _difference(fig.add_subplot(grid[1, 2]), a, b)
+    return _save(fig, save)
+
+
+def _difference(ax, a, b):
+    """|a − b| per pixel (the largest over channels: the table's final max|Δ|) with its colour scale, or,
+    where a and b are equal, the word: a flat colour under a ±0.1 scale would suggest a difference."""
+    diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max(axis=0)
     ax.set_xticks([])
     ax.set_yticks([])
+    if not diff.max() > 0:
+        ax.text(0.5, 0.5, "identical", ha="center", va="center", fontsize=11, transform=ax.transAxes)
+        ax.set_title("|Δ| in [−1, 1] units: 0 at every pixel", fontsize=9)
+        return
+    im = ax.imshow(diff, cmap="magma", vmin=0, interpolation="nearest")
     ax.set_title(f"|Δ| in [−1, 1] units (max {diff.max():.2g})", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, save)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046)
 
 
 def plot_losses(runs: dict, smooth: int = 25, save=None):
@@ -377,21 +409,20 @@ def contact_sheet(images: np.ndarray, ncols: int = 16, scale: int = None, gap: i
 
 
 def clip_map(source) -> tuple:
-    """(timesteps [N], share [N, S]): the share of x̂_0's values outside the clipping range, per
-    step and per sample — from a Trajectory that recorded `pred_original_sample_unclipped`
-    (per sample of the batch), or from an ABReport (per seed, on the reference's trajectory)."""
+    """(timesteps [N], share [N, S]): the share of x̂_0's values the step's clipping or thresholding
+    changed, per step and per sample, as the step computed it — a Trajectory's `clip_fraction` (files of
+    ppddpm 0.1–0.4 kept the batch's share only: one row), or an ABReport's (per seed, on the reference's
+    trajectory)."""
     if hasattr(source, "clip_fraction") and isinstance(source.clip_fraction, dict):       # an ABReport
         return source.timesteps, source.clip_fraction[source.reference]
-    raw = source.field("pred_original_sample_unclipped")
-    clip_range = source.meta.get("scheduler_config", {}).get("clip_sample_range", 1.0)
-    if not source.meta.get("scheduler_config", {}).get("clip_sample", False):
-        return source.timesteps, np.zeros(raw.shape[:2])
-    return source.timesteps, (np.abs(raw) > clip_range).reshape(raw.shape[0], raw.shape[1], -1).mean(axis=2)
+    share = np.asarray(source.clip_fraction, np.float64)
+    return source.timesteps, share if share.ndim == 2 else share[:, None]
 
 
 def plot_clip_map(source, title: Optional[str] = None, save=None):
     """Where clipping of x̂_0 fires: a map of step × sample, coloured by the share of x̂_0's values
-    outside [−1, 1] before the clip (0: the step used eq. 15's x̂_0 as it was)."""
+    the step's clipping (or dynamic thresholding) changed, measured before it (0: the step used eq.
+    15's x̂_0 as it was)."""
     t, share = clip_map(source)
     fig = _figure(8, 2.2 + 0.12 * share.shape[1])
     ax = fig.add_subplot(1, 1, 1)
@@ -401,7 +432,8 @@ def plot_clip_map(source, title: Optional[str] = None, save=None):
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{t[i]:g}" for i in ticks], fontsize=8)
     ax.set_xlabel("t (sampling runs right →)")
-    ax.set_ylabel("sample" if not hasattr(source, "seeds") else "seed")
+    per_sample = hasattr(source, "seeds") or share.shape[1] == source.field(source.fields[0]).shape[1]
+    ax.set_ylabel(("seed" if hasattr(source, "seeds") else "sample") if per_sample else "batch (one share)")
     if hasattr(source, "seeds") and len(source.seeds) <= 16:
         ax.set_yticks(range(len(source.seeds)))
         ax.set_yticklabels(source.seeds, fontsize=7)
@@ -517,7 +549,7 @@ def frames(traj, field: str = "prev_sample", index: int = 0, size: int = 128, st
     to `size` px, each with its field, t and stage written on it (scaled as in `plot_grid`)."""
     from PIL import Image, ImageDraw
 
-    traj = displayable(traj)   # a latent run: decoded frames where kept, else its channels
+    traj = _drawable(traj)
     data = traj.field(field)
     _samples(traj, index)
     facts = _RunFacts(traj)
@@ -537,7 +569,7 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
     """The trajectory as an animated GIF — every `every`-th recorded step (and the last; by default
     at most MAX_FRAMES frames spread over the run, `every=1` for all) at `fps` frames a second, the
     final image held for `hold` seconds before it loops — and an MP4 beside it when OpenCV is
-    installed (`export_to_video`). Returns the paths written. (ppdiffusers' `export_to_gif` fixes
+    installed (`write_mp4`). Returns the paths written. (ppdiffusers' `export_to_gif` fixes
     100 ms a frame, so the GIF is written with PIL directly.)"""
     path = Path(path)
     if path.suffix != ".gif":
@@ -562,17 +594,27 @@ def animate(traj, path, field: str = "prev_sample", index: int = 0, size: int = 
         pics[0].save(str(tmp), format="GIF", save_all=True, append_images=pics[1:], optimize=False,
                      duration=durations, loop=0)
     written.append(path)
-    from ppdiffusers.utils.import_utils import is_opencv_available     # paddle: after every check above
-
-    if mp4 and is_opencv_available():
-        from ppdiffusers.utils import export_to_video
-
+    if mp4 and importlib.util.find_spec("cv2") is not None:
         video = path.with_suffix(".mp4")
         with atomic_path(video, suffix=".mp4") as tmp:
-            export_to_video([np.asarray(p) for p in pics] + [np.asarray(pics[-1])] * int(round(hold * fps)),
-                            str(tmp), fps=int(round(fps)))
+            write_mp4([np.asarray(p) for p in pics] + [np.asarray(pics[-1])] * int(round(hold * fps)), tmp,
+                      fps=int(round(fps)))
         written.append(video)
     return written
+
+
+def write_mp4(frames: list, path, fps: int):
+    """RGB frames [H, W, 3] uint8 as an MP4 (OpenCV's mp4v codec), as ppdiffusers' `export_to_video`
+    writes them — without importing ppdiffusers, so a run file animates where paddle is not installed."""
+    import cv2  # lazy: OpenCV is optional, and loads native libraries
+
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), max(1, fps), (width, height))
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
 
 
 # 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning

@@ -1,7 +1,12 @@
-"""`RecordingDDPMPipeline`: the drop-in for the article's edited ppdiffusers.
+"""Pixel-space pipelines around a UNet: the one sampling loop for any scheduler, and the article's drop-in.
 
-The article edited `pipeline_ddpm.py` so that `pipe(seed=777)` returned a triple; this
-subclass gives the same triple without touching ppdiffusers:
+- `SamplerPipeline`: `DDPMPipeline`'s loop written for any scheduler (x_T × init_noise_sigma, the UNet
+  on `scale_model_input`), which Euler-type samplers need and `DDPMPipeline` skips; it runs
+  `ppddpm.core.loop.sample_loop` with one lane, as `compare` runs it with many;
+- `with_sampler(pipe, family)`: `pipe`'s UNet in a `SamplerPipeline` with a scheduler of another family;
+- `RecordingDDPMPipeline`: the drop-in for the article's edited ppdiffusers, which edited
+  `pipeline_ddpm.py` so that `pipe(seed=777)` returned a triple; this subclass gives the same triple
+  without touching ppdiffusers:
 
     pipe = ppddpm.RecordingDDPMPipeline.from_pretrained(path_or_hub_id)
     output = pipe(seed=777)
@@ -11,6 +16,8 @@ subclass gives the same triple without touching ppdiffusers:
 """
 from __future__ import annotations
 
+import contextlib
+
 from ppdiffusers import DDPMPipeline
 
 from ppddpm.core import rng as _rng
@@ -18,9 +25,9 @@ from ppddpm.core.adapters import adapter_for, families
 from ppddpm.core.config import with_config
 from ppddpm.core.loop import sample_loop, sample_shape
 from ppddpm.core.rng import Draws
-from ppddpm.core.recorder import record
 from ppddpm.errors import BadValue
-from ppddpm.storage.trajectory import DEFAULT_FIELDS
+from ppddpm.pipelines.recording import record
+from ppddpm.storage.format import DEFAULT_FIELDS
 
 
 class RecordingDDPMPipeline(DDPMPipeline):
@@ -34,16 +41,11 @@ class RecordingDDPMPipeline(DDPMPipeline):
         """As `DDPMPipeline.__call__`, plus `seed=` (used when no generator is given) and
         `every=`; returns `(output, all_x_t, all_x0)`, each per recorded step a list of PIL images."""
         own = generator is None and seed is not None
-        if own:
-            generator = _rng.make_generator(seed)
-        try:
+        with _rng.seeded(seed) if own else contextlib.nullcontext(generator) as generator:
             with record(self, every=every, fields=DEFAULT_FIELDS, meta={"seed": seed}) as traj:
                 output = super().__call__(batch_size=batch_size, generator=generator,
                                           num_inference_steps=num_inference_steps,
                                           output_type=output_type, return_dict=return_dict)
-        finally:
-            if own:
-                _rng.release_generator(generator)
         if output_type == "pil":
             traj.images = output.images if return_dict else output[0]
         self.trajectory = traj

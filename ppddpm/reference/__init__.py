@@ -35,7 +35,8 @@ from .dpmsolver import DPMSolverMultistepReference
 from .karras import EulerAncestralReference, EulerReference, HeunReference, LMSReference, lagrange_integral
 from .pndm import PNDMReference, pndm_transfer
 from .ddpm import (DDPMReference, Schedule, compute_alpha, ddim_sigma, ddim_update, generalized_step,
-                   p_mean_direct, p_mean_variance, p_sample, posterior_coefficients, predict_start_from_noise,
+                   p_mean_direct, p_mean_variance, p_sample, posterior_coefficients, posterior_coefficients_of,
+                   predict_start_from_noise,
                    q_posterior_mean_variance, q_sample, q_step, training_losses)
 from .deis import DEISReference
 from .dpmsolver_sde import DPMSolverSDEReference
@@ -69,7 +70,8 @@ __all__ = ["REFERENCES", "RefStep", "SamplerReference", "SigmaReference", "VPRef
            "DDIMReference", "DPMSolverMultistepReference", "EulerAncestralReference", "EulerReference",
            "HeunReference", "LMSReference", "PNDMReference", "lagrange_integral", "pndm_transfer",
            "DDPMReference", "Schedule", "compute_alpha", "ddim_sigma", "ddim_update", "generalized_step",
-           "p_mean_direct", "p_mean_variance", "p_sample", "posterior_coefficients", "predict_start_from_noise",
+           "p_mean_direct", "p_mean_variance", "p_sample", "posterior_coefficients", "posterior_coefficients_of",
+           "predict_start_from_noise",
            "q_posterior_mean_variance", "q_sample", "q_step", "training_losses", "alpha_sigma_from_sigma",
            "alphas_cumprod_from_betas", "betas_from_config", "sigma_at", "sigmas_from_alphas_cumprod",
            "spaced_timesteps", "dynamic_threshold", "eps_from_x0", "x0_from_prediction"]

@@ -29,7 +29,7 @@ import numpy as np
 from .schedules import (BETA_DEFAULTS, alpha_sigma_from_sigma, alphas_cumprod_from_betas, betas_from_config, sigma_at,
                         sigmas_from_alphas_cumprod, spaced_timesteps)
 
-RefStep = namedtuple("RefStep", "prev_sample pred_original_sample pred_original_sample_unclipped sigma")
+RefStep = namedtuple("RefStep", "prev_sample pred_original_sample pred_original_sample_unclipped noise_std")
 
 # Arguments a pipeline passes to `step` that do not change its formula.
 NEUTRAL_STEP_KWARGS = ("generator", "return_dict")

@@ -75,10 +75,16 @@ def predict_start_from_noise(s: Schedule, x_t, t, noise):
 
 
 def posterior_coefficients(s: Schedule, t, prev_t=None):
-    """eq. (7)'s numbers for the step t → prev_t: (x_0 coefficient √ᾱ_{t−1} β_t/(1−ᾱ_t),
-    x_t coefficient √α_t (1−ᾱ_{t−1})/(1−ᾱ_t), β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) · β_t)."""
-    ab, ab_prev = s.alphas_cumprod[t], s.alpha_bar_prev(t, prev_t)
-    alpha, beta = s.step_alpha_beta(t, prev_t)
+    """eq. (7)'s numbers for the step t → prev_t (`posterior_coefficients_of` its ᾱ_t and ᾱ_{t−1})."""
+    return posterior_coefficients_of(s.alphas_cumprod[t], s.alpha_bar_prev(t, prev_t))
+
+
+def posterior_coefficients_of(ab, ab_prev):
+    """eq. (7)'s numbers for a step from ᾱ_t = `ab` to ᾱ_{t−1} = `ab_prev`, with α_t = ᾱ_t/ᾱ_{t−1} and
+    β_t = 1 − α_t (the step's own, strided or not): (x_0 coefficient √ᾱ_{t−1} β_t/(1−ᾱ_t), x_t
+    coefficient √α_t (1−ᾱ_{t−1})/(1−ᾱ_t), β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) · β_t)."""
+    alpha = ab / ab_prev
+    beta = 1.0 - alpha
     return (np.sqrt(ab_prev) * beta / (1.0 - ab), np.sqrt(alpha) * (1.0 - ab_prev) / (1.0 - ab),
             (1.0 - ab_prev) / (1.0 - ab) * beta)
 

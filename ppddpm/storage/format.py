@@ -1,9 +1,11 @@
-"""What a trajectory holds, whichever file it is in: the step fields, the per-step numbers, the
+"""What a trajectory holds, whichever file it is in: the step fields, the per-step columns, the
 format's name and version, and the checks every reader makes before it trusts a file.
 
 One vocabulary from the step to the file: a field is named as `scheduler.step` names its output
 (`prev_sample`, `pred_original_sample`), and so are `ppddpm.core.records.StepRecord`'s attributes,
-the Trajectory's arrays and the files' members.
+the Trajectory's arrays and the files' members. The per-step columns (t, the call, its stage, the
+noise it added, …) travel by name too: what each one is, and who computes it, is said once in
+`ppddpm.core.columns`; storage moves whatever named columns it is given.
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ GUIDANCE_FIELDS = {
     "pred_original_sample_cond": "x̂_0 of the conditional output (the step's formula, before clipping)",
 }
 DECODED_SUFFIX = "_decoded"
-NUMBERS = ("timesteps", "sigma", "clip_fraction")      # one per recorded step, beside the frames (and `stages`)
+# every file of ppddpm 0.1–0.4 holds these per-step arrays (and `stages` from 0.2); today's names for them
+LEGACY_COLUMNS = ("timesteps", "sigma", "clip_fraction")
+RENAMED = {"sigma": "noise_std"}
 
 FORMAT = "ppddpm.trajectory"       # the format name in every file since 0.1 (not a module path: files stay)
 FORMAT_VERSION = 1
@@ -52,24 +56,42 @@ def known_field(name: str) -> bool:
 
 def timestep_value(t):
     """One timestep as a Python int (DDPM, DDIM, …) or float (Euler-type schedulers); `t` may be a
-    number, a numpy scalar or a 0-d tensor."""
+    number, a numpy scalar or a 0-d tensor (read from the device: one host read)."""
     value = t.item() if hasattr(t, "item") else t
     return int(value) if float(value).is_integer() else float(value)
 
 
 def timestep_array(timesteps) -> np.ndarray:
-    """int64 when every t is a whole number (DDPM, DDIM, …), float64 otherwise (Euler-type)."""
+    """`timestep_value` for an array: int64 when every t is a whole number (DDPM, DDIM, …), float64
+    otherwise (Euler-type)."""
     t = np.asarray(timesteps, np.float64)
     return t.astype(np.int64) if np.all(t == np.round(t)) else t
 
 
-def step_numbers(timesteps, sigma, clip_fraction, stages=None) -> dict:
-    """The per-step arrays as a Trajectory holds them: `timesteps` (`timestep_array`), `sigma` float64,
-    `clip_fraction` float32, `stages` names ("" for each step where not given)."""
-    t = timestep_array(timesteps)
-    return {"timesteps": t, "sigma": np.asarray(sigma, np.float64),
-            "clip_fraction": np.asarray(clip_fraction, np.float32),
-            "stages": np.asarray([""] * len(t) if stages is None else stages, str)}
+def step_columns(columns: dict) -> dict:
+    """The per-step columns as a Trajectory holds them, by name, `timesteps` first: `timesteps`
+    (`timestep_array`), `call` int64, `stages` names ("" for each step where not given), every other one
+    float64 — [N], or [N, B] for a column kept per sample of the batch."""
+    t = timestep_array(columns.get("timesteps", []))
+    out = {"timesteps": t}
+    for name, values in columns.items():
+        if name == "stages":
+            out[name] = np.asarray(values, str)
+        elif name == "call":
+            out[name] = np.asarray(values, np.float64).astype(np.int64)
+        elif name != "timesteps":
+            out[name] = np.asarray(values, np.float64)
+    out.setdefault("stages", np.asarray([""] * len(t), str))
+    return out
+
+
+def kept_steps(n_steps: int, every: int) -> np.ndarray:
+    """Indices (0-based, in sampling order) of the step calls a recording with `every` keeps: the
+    every-th, 2·every-th, … call, and always the last one. 1000 steps, every=50 → 20 steps, t = 950 … 0."""
+    idx = np.arange(every - 1, n_steps, every)
+    if n_steps and (len(idx) == 0 or idx[-1] != n_steps - 1):
+        idx = np.append(idx, n_steps - 1)
+    return idx.astype(np.int64)
 
 
 def stage_code(stage: str) -> int:
@@ -91,17 +113,30 @@ def field_names(path, meta: dict) -> list:
     return names
 
 
-def check_shapes(path, timesteps, per_step: list, fields: dict):
-    """Numbers are numeric 1-D arrays of one length N, frames numeric [N, B, C, H, W] of one shape."""
-    problem = _shape_problem(timesteps, per_step, fields)
+def column_names(path, meta: dict, key: str) -> list:
+    """The per-step columns a file's metadata lists under `key` ("step_columns", "sample_columns"), each
+    once (what each name may be, `ppddpm.storage.meta` has checked)."""
+    names = list(meta.get(key, []))
+    if len(set(names)) != len(names):
+        raise TrajectoryError(f"{path}: its metadata's {key} names a column twice: {names!r}")
+    return names
+
+
+def check_shapes(path, columns: dict, fields: dict):
+    """Columns are numeric arrays of one length N ([N], or [N, B] kept per sample), `stages` N names,
+    frames numeric [N, B, C, H, W] of one shape."""
+    problem = _shape_problem(columns, fields)
     if problem:
         raise TrajectoryError(f"{path} is not a well-formed ppddpm trajectory: {problem}")
 
 
-def _shape_problem(timesteps, per_step: list, fields: dict) -> Optional[str]:
-    for name, a in [("timesteps", timesteps)] + [(f"per-step array {i}", a) for i, a in enumerate(per_step)]:
-        if a.dtype.kind not in "fiu" or a.ndim != 1 or len(a) != len(timesteps):
-            return f"{name} is {a.dtype} of shape {a.shape}, not numbers, one per recorded step"
+def _shape_problem(columns: dict, fields: dict) -> Optional[str]:
+    timesteps = columns["timesteps"]
+    for name, a in columns.items():
+        kinds, dims = ("U", (1,)) if name == "stages" else ("fiu", (1,) if name in ("timesteps", "call") else (1, 2))
+        if a.dtype.kind not in kinds or a.ndim not in dims or len(a) != len(timesteps):
+            return f"{name} is {a.dtype} of shape {a.shape}, not {'names' if name == 'stages' else 'numbers'}, " \
+                   f"one per recorded step"
     # the recorded fields share one shape, and the fields decoded to pixels (NAME_decoded) another
     shapes = {name.endswith(DECODED_SUFFIX): a.shape for name, a in fields.items()}
     kinds = {(name.endswith(DECODED_SUFFIX), a.shape) for name, a in fields.items()}
@@ -111,4 +146,8 @@ def _shape_problem(timesteps, per_step: list, fields: dict) -> Optional[str]:
             return (f"field {name} is {a.dtype} of shape {a.shape}; frames are floats [N, B, C, H, W] with "
                     f"N = {len(timesteps)} recorded steps, the same shape for every field (decoded ones: "
                     f"the same N and B)")
+    batch = {a.shape[1] for a in fields.values()}
+    for name, a in columns.items():
+        if a.ndim == 2 and batch and a.shape[1] not in batch:
+            return f"{name} is of shape {a.shape}: one value per sample of a batch of {batch.pop()} it is not"
     return None

@@ -135,6 +135,8 @@ LATENT = {
     "vae_scale_factor": integer(1, 1024), "denoiser": NAME, "unscale": text(("reciprocal", "divide")),
 }
 FIELD_NAMES = list_of(Rule(lambda v: isinstance(v, str) and known_field(v), "a field name"), 100, min_length=1)
+COLUMN_NAMES = list_of(Rule(lambda v: isinstance(v, str) and IDENTIFIER.fullmatch(v) is not None and not known_field(v),
+                            "a column name (an identifier, not a field's)"), 1000)
 COUNT = integer(0, MAX_COUNT)
 
 # every top-level field a reader uses, and what it accepts; REQUIRED ones every version has written
@@ -154,6 +156,8 @@ META = {
     "space": optional(text(("latent", "pixels"))), "latent": optional(table(LATENT)),
     "decoded": optional(table({"method": text(("vae", "approx")), "fields": FIELD_NAMES})),
     "conditioning": optional(table(CONDITIONING)), "shown_as": optional(table(values=text(max_length=100))),
+    "step_columns": COLUMN_NAMES, "sample_columns": COLUMN_NAMES,
+    "clipping": optional(text(("thresholding", "clip_sample"))),
 }
 
 

@@ -1,8 +1,10 @@
 """The `.npz` file: one finished trajectory, its arrays and its metadata (JSON) in one zip, written atomically.
 
-Members: `timesteps`, `sigma`, `clip_fraction`, `stages`, one [N, B, C, H, W] array per recorded field,
-and `__ppddpm_meta__` (the metadata as a JSON string, with `format`, `format_version` and `fields`).
-Files written by ppddpm 0.1 (no `stages`, no scheduler name) load too.
+Members: one array per per-step column (`timesteps`, `stages`, `noise_std`, …: [N], or [N, B] for a column
+kept per sample), one [N, B, C, H, W] array per recorded field, and `__ppddpm_meta__` (the metadata as a
+JSON string, with `format`, `format_version`, `fields` and the columns' names: `step_columns`, and
+`sample_columns` for those kept per sample). Files of ppddpm 0.1–0.4 (the columns `timesteps`, `sigma`,
+`clip_fraction`, and `stages` from 0.2; no column list) load too (`ppddpm.storage.legacy`).
 
 Reading a file someone handed you decompresses no array data before the file's structure is known
 to be a trajectory's and to fit in memory, in this order:
@@ -34,7 +36,8 @@ import numpy as np
 
 from ppddpm._io import atomic_path
 from ppddpm.errors import available_memory, parse_json, regular_file
-from ppddpm.storage.format import FORMAT, FORMAT_VERSION, NUMBERS, TrajectoryError, check_shapes, field_names
+from ppddpm.storage.format import (FORMAT, FORMAT_VERSION, LEGACY_COLUMNS, TrajectoryError, check_shapes,
+                                   column_names, field_names)
 from ppddpm.storage.meta import check_meta
 
 META_KEY = "__ppddpm_meta__"
@@ -44,21 +47,23 @@ DEFLATE_MAX_RATIO = 1032      # DEFLATE's largest expansion: a 258-byte match co
 REFUSED_FLAGS = {0x1: "encrypted", 0x20: "compressed patched data", 0x40: "strongly encrypted"}   # zip flag bits
 
 
-def write_npz(path: Path, numbers: dict, fields: dict, meta: dict):
-    """`numbers` (timesteps, sigma, clip_fraction, stages) and `fields` ({name: [N, …]}) with `meta`
-    into `path` atomically: no half-written file is ever left under `path`."""
-    arrays = dict(numbers)
+def write_npz(path: Path, columns: dict, fields: dict, meta: dict):
+    """`columns` ({name: [N] or [N, B]}) and `fields` ({name: [N, …]}) with `meta` into `path` atomically:
+    no half-written file is ever left under `path`."""
+    arrays = {name: np.asarray(values) for name, values in columns.items()}
     arrays.update({name: np.asarray(frames) for name, frames in fields.items()})
-    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(fields))
+    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(fields),
+                step_columns=[name for name, a in arrays.items() if name in columns and a.ndim == 1],
+                sample_columns=[name for name, a in arrays.items() if name in columns and a.ndim == 2])
     arrays[META_KEY] = np.array(json.dumps(meta, default=str))
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
 
 
 def read_npz(path) -> dict:
-    """A `.npz` written by `write_npz`: the Trajectory's arguments (timesteps, fields, sigma,
-    clip_fraction, meta, stages), or one TrajectoryError saying what is wrong with the file. What is
-    checked before any array is decompressed: the module docstring."""
+    """A `.npz` written by `write_npz`: {"columns", "fields", "meta"} (a file of 0.1–0.4: its columns under
+    their names of then), or one TrajectoryError saying what is wrong with the file. What is checked before
+    any array is decompressed: the module docstring."""
     path = regular_file(path, "trajectory")
     with open(path, "rb") as fh:
         if fh.read(4) != ZIP_MAGIC:
@@ -71,20 +76,24 @@ def read_npz(path) -> dict:
             raise TrajectoryError(f"{path} is not a ppddpm trajectory (its metadata is not a ppddpm one: "
                                   f"format={meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r})")
         check_meta(path, meta)
-        names = field_names(path, meta)
-        missing = [k for k in list(NUMBERS) + names if k not in members]
+        names, columns = field_names(path, meta), _column_names(path, meta, members)
+        missing = [k for k in columns + names if k not in members]
         if missing:
             raise TrajectoryError(f"{path} is truncated: missing arrays {missing}")
         shells = {k: member.shell() for k, member in members.items()}           # the headers' dtypes and shapes
-        check_shapes(path, shells["timesteps"], [shells["sigma"], shells["clip_fraction"]],
-                     {k: shells[k] for k in names})
-        stages = shells.get("stages")
-        if stages is not None and (stages.dtype.kind != "U" or stages.shape != shells["timesteps"].shape):
-            raise TrajectoryError(f"{path}: stages is {stages.dtype} of shape {stages.shape}, not one name per step")
-        data = {k: members[k].read(archive) for k in list(NUMBERS) + names + ["stages"] if k in members}
-    fields = {k: data[k] for k in names}
-    return {"timesteps": data["timesteps"], "fields": fields, "sigma": data["sigma"],
-            "clip_fraction": data["clip_fraction"], "meta": meta, "stages": data.get("stages")}
+        check_shapes(path, {k: shells[k] for k in columns}, {k: shells[k] for k in names})
+        data = {k: members[k].read(archive) for k in columns + names}
+    return {"columns": {k: data[k] for k in columns}, "fields": {k: data[k] for k in names}, "meta": meta}
+
+
+def _column_names(path, meta: dict, members) -> list:
+    """The per-step columns the file holds, `timesteps` first: those its metadata lists; a file of 0.1–0.4,
+    which lists none, holds `timesteps`, `sigma`, `clip_fraction` (and `stages` from 0.2)."""
+    if "step_columns" in meta:
+        names = column_names(path, meta, "step_columns") + column_names(path, meta, "sample_columns")
+    else:
+        names = list(LEGACY_COLUMNS) + (["stages"] if "stages" in members else [])
+    return list(dict.fromkeys(["timesteps"] + names))
 
 
 @contextlib.contextmanager

@@ -1,8 +1,11 @@
 """The streamed folder: a trajectory written step by step as a run goes, and read back complete or cut short.
 
     run/
-      meta.json          the metadata, `fields`, `complete` and `steps_on_disk` (replaced atomically)
-      steps.npy          one row per recorded step: (t, σ_t, clipped share of x̂_0, stage code)
+      meta.json          the metadata, `fields`, `step_columns`, `sample_columns`, `complete` and
+                         `steps_on_disk` (replaced atomically)
+      steps.npy          one row per recorded step: its columns in the order `step_columns` lists them
+                         (t, call, stage code, …; ppddpm 0.1–0.4: t, σ_t, clipped share[, stage code])
+      clip_fraction.npy  [N, B] per column kept per sample (`sample_columns`)
       prev_sample.npy    [N, B, C, H, W] per recorded field, N the planned count (the header says it)
       …
 
@@ -31,13 +34,12 @@ import numpy as np
 
 from ppddpm._io import atomic_path, fresh_folder
 from ppddpm.errors import parse_json, regular_file
-from ppddpm.storage.format import (DECODED_SUFFIX, FORMAT, FORMAT_VERSION, TrajectoryError, field_names,
-                                   stage_names)
+from ppddpm.storage.format import (DECODED_SUFFIX, FORMAT, FORMAT_VERSION, LEGACY_COLUMNS, TrajectoryError,
+                                   check_shapes, column_names, field_names, stage_code, stage_names)
 from ppddpm.storage.meta import check_meta
 
 META = "meta.json"
 STEPS = "steps.npy"
-STEP_COLUMNS = ("timesteps", "sigma", "clip_fraction", "stage")      # the columns of steps.npy
 
 
 # --------------------------------------------------------------------------- writing
@@ -89,15 +91,18 @@ class StreamWriter:
     """A streamed folder being written: `open_field` per field, `append` per step, `commit` per chunk.
 
     `meta` is the trajectory's metadata dict, read each time meta.json is written (so what the
-    recorder adds to it as the run goes lands in the file); `fields` are the names meta.json lists.
+    recorder adds to it as the run goes lands in the file); `fields` are the names meta.json lists;
+    `columns` the per-step columns of steps.npy, in order, and `sample_columns` those kept per sample
+    (each a file of its own, opened with `open_field` like a field's).
     """
 
-    def __init__(self, path, rows: int, meta: dict, fields: tuple):
+    def __init__(self, path, rows: int, meta: dict, fields: tuple, columns: tuple, sample_columns: tuple = ()):
         self.path, self.rows, self.meta, self.fields = Path(path), rows, meta, tuple(fields)
+        self.columns, self.sample_columns = tuple(columns), tuple(sample_columns)
         with fresh_folder(self.path) as staging:        # the folder appears with its meta.json (0 steps) in it
             _write_synced(staging / META, self._meta_text(complete=False, on_disk=0))
         self.steps_on_disk = 0
-        self.steps = NpyFrames(self.path / STEPS, rows, (len(STEP_COLUMNS),), "float64")
+        self.steps = NpyFrames(self.path / STEPS, rows, (len(self.columns),), "float64")
         self.files = [self.steps]
 
     def open_field(self, name: str, shape: tuple, dtype: str) -> NpyFrames:
@@ -105,9 +110,11 @@ class StreamWriter:
         self.files.append(frames)
         return frames
 
-    def append_step(self, t, sigma, clip_fraction, stage_code: int):
-        """The step's row, after its frames: then every file is flushed (written whole, not yet fsync'd)."""
-        self.steps.append(np.array([t, sigma, clip_fraction, stage_code], np.float64))
+    def append_step(self, numbers: dict):
+        """The step's row of `numbers` (by column name; `stages` a stage's name), after its frames: then
+        every file is flushed (written whole, not yet fsync'd)."""
+        row = [stage_code(numbers[name]) if name == "stages" else numbers[name] for name in self.columns]
+        self.steps.append(np.array(row, np.float64))
         for frames in self.files:
             frames.flush(sync=False)
 
@@ -125,6 +132,7 @@ class StreamWriter:
 
     def _meta_text(self, complete: bool, on_disk: int) -> str:
         return json.dumps(dict(self.meta, format=FORMAT, format_version=FORMAT_VERSION, fields=list(self.fields),
+                               step_columns=list(self.columns), sample_columns=list(self.sample_columns),
                                complete=complete, steps_on_disk=on_disk), default=str, indent=1)
 
     def close(self):
@@ -186,15 +194,24 @@ def _header(path: Path):
         return shape, fortran, np.dtype(dtype), fh.tell()
 
 
-def _read_field(path: Path, name: str, unwritten: bool) -> Optional[np.ndarray]:
-    """A field's streamed frames; None where the run stopped before its first recorded step reached the
-    disk (`unwritten`: the field's file is made with that step, and may be absent or empty)."""
+def _read_field(path: Path, name: str, unwritten: bool, ndim: int = 5) -> Optional[np.ndarray]:
+    """A field's streamed frames (or a column's kept per sample: `ndim` 2); None where the run stopped
+    before its first recorded step reached the disk (`unwritten`: the field's file is made with that
+    step, and may be absent or empty)."""
     file = path / f"{name}.npy"
-    return None if unwritten and not os.path.lexists(file) else read_frames(file, 5, unwritten=unwritten)
+    return None if unwritten and not os.path.lexists(file) else read_frames(file, ndim, unwritten=unwritten)
+
+
+def _step_columns(path: Path, meta: dict) -> tuple:
+    """(the columns of steps.npy in order, those kept per sample in files of their own); a folder of
+    0.1–0.4 lists none: its steps.npy holds t, σ_t, clipped share (0.1) and the stage code."""
+    if "step_columns" in meta:
+        return tuple(column_names(path, meta, "step_columns")), tuple(column_names(path, meta, "sample_columns"))
+    return LEGACY_COLUMNS + ("stages",), ()
 
 
 def _read_parts(path: Path):
-    """(meta, steps rows, {field: frames}) of a folder, each file checked as it is read."""
+    """(meta, steps rows, {column: [n, B]}, {field: frames}) of a folder, each file checked as it is read."""
     meta_file = path / META
     if not meta_file.exists():
         raise TrajectoryError(f"{path} is not a streamed ppddpm trajectory (no {META})")
@@ -204,30 +221,39 @@ def _read_parts(path: Path):
             raise TrajectoryError(f"{meta_file} is not a ppddpm trajectory's metadata (no format {FORMAT!r})")
         check_meta(meta_file, meta)
         unwritten = type(meta.get("steps_on_disk")) is int and meta["steps_on_disk"] == 0     # no step counted yet
+        names, per_sample = _step_columns(path, meta)
+        widths = (3, 4) if "step_columns" not in meta else (len(names),)      # 0.1 streams had no stage column
         steps = None if unwritten and not os.path.lexists(path / STEPS) else \
-            read_frames(path / STEPS, 2, columns=(3, 4), unwritten=unwritten)     # 0.1 streams had no stage column
+            read_frames(path / STEPS, 2, columns=widths, unwritten=unwritten)
+        samples = {name: _read_field(path, name, unwritten, 2) for name in per_sample}
         fields = {name: _read_field(path, name, unwritten) for name in field_names(path, meta)}
     except TrajectoryError:
         raise
     except (OSError, ValueError, KeyError) as exc:
         raise TrajectoryError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
-    return meta, np.empty((0, len(STEP_COLUMNS))) if steps is None else steps, fields     # None: no steps.npy yet
+    if "timesteps" not in names:
+        raise TrajectoryError(f"{path}: its steps.npy has no timesteps column (step_columns {list(names)})")
+    steps = np.empty((0, len(names))) if steps is None else steps         # None: no steps.npy yet
+    return meta, {name: steps[:, k] for k, name in enumerate(names[: steps.shape[1]])}, samples, fields
 
 
 def read_stream(path) -> dict:
-    """A folder written by `StreamWriter`, complete or cut short: the Trajectory's arguments
-    (timesteps, fields, sigma, clip_fraction, meta, stages) for its first `steps_on_disk` steps."""
+    """A folder written by `StreamWriter`, complete or cut short: {"columns", "fields", "meta"} of its
+    first `steps_on_disk` steps (a folder of 0.1–0.4: its columns under their names of then)."""
     path = Path(path)
-    meta, steps, fields = _read_parts(path)
+    meta, steps, samples, fields = _read_parts(path)
     written = {name: a for name, a in fields.items() if a is not None}
     kinds = {(name.endswith(DECODED_SUFFIX), a.shape[1:]) for name, a in written.items()}
     if len(kinds) > len({decoded for decoded, _ in kinds}):     # one frame shape each: recorded, decoded
         raise TrajectoryError(f"{path}: its fields' frames differ in shape; not one recording")
-    n = min([len(steps)] + [len(a) for a in written.values()])
+    kept = [a for a in list(written.values()) + list(samples.values()) if a is not None]
+    n = min([len(steps["timesteps"])] + [len(a) for a in kept])
     if isinstance(meta.get("steps_on_disk"), int):      # the writer's count after its last fsync
         n = min(n, max(0, meta["steps_on_disk"]))
     meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
-    stages = stage_names(steps[:n, 3]) if steps.shape[1] > 3 else None
+    columns = {name: stage_names(a[:n]) if name == "stages" else a[:n] for name, a in steps.items()}
+    columns.update({name: np.zeros((0, 0)) if a is None else a[:n] for name, a in samples.items()})
     none = np.zeros((0, 0, 0, 0, 0), np.float32)                 # a field whose file was not made yet
-    return {"timesteps": steps[:n, 0], "fields": {k: none if a is None else a[:n] for k, a in fields.items()},
-            "sigma": steps[:n, 1], "clip_fraction": steps[:n, 2], "meta": meta, "stages": stages}
+    fields = {k: none if a is None else a[:n] for k, a in fields.items()}
+    check_shapes(path, columns, fields)
+    return {"columns": columns, "fields": fields, "meta": meta}

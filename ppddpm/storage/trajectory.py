@@ -3,57 +3,87 @@
 Its files: a `.npz` (`Trajectory.save` / `load`; `ppddpm.storage.npz`) or a folder streamed step
 by step by `ppddpm.record(store="disk")` (`ppddpm.storage.stream`), which loads complete or cut
 short. What fills a Trajectory while a run goes is `ppddpm.storage.writer.TrajectoryWriter`;
-what the fields and numbers are, `ppddpm.storage.format`. Files written by ppddpm 0.1 load too.
+what the fields are, `ppddpm.storage.format`; what the per-step columns are, `ppddpm.core.columns`.
+Files written by ppddpm 0.1–0.4 load too (`ppddpm.storage.legacy`).
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ppddpm._moved import moved_names
 from ppddpm.errors import BadValue, Unknown
-from ppddpm.storage.format import DECODED_SUFFIX, FIELDS, GUIDANCE_FIELDS, known_field, step_numbers
+from ppddpm.storage.format import DECODED_SUFFIX, FIELDS, GUIDANCE_FIELDS, known_field, step_columns
 from ppddpm.storage.format import DEFAULT_FIELDS, TrajectoryError  # noqa: F401  (ppddpm.DEFAULT_FIELDS, ppddpm.TrajectoryError)
+from ppddpm.storage.legacy import old_file_columns
 from ppddpm.storage.npz import read_npz, write_npz
 from ppddpm.storage.stream import read_stream
 
 
 def to_pil(x: np.ndarray):
-    """[B, C, H, W] in [-1, 1] → PIL images, exactly as `DDPMPipeline` post-processes its output."""
-    from ppdiffusers import DiffusionPipeline
+    """[B, C, H, W] in [-1, 1] → PIL images, exactly as `DDPMPipeline` post-processes its output
+    (`DiffusionPipeline.numpy_to_pil`: ×255, rounded, uint8; one channel as mode "L")."""
+    from PIL import Image
 
-    x = np.clip(x / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
-    return DiffusionPipeline.numpy_to_pil(x)
+    x = (np.clip(x / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1) * 255).round().astype("uint8")
+    return [Image.fromarray(im.squeeze(), mode="L") if im.shape[-1] == 1 else Image.fromarray(im) for im in x]
 
 
 class Trajectory:
     """The recorded steps of one sampling run (B samples), oldest first.
 
-    Arrays: `timesteps` [N] (the t of each recorded step: integers, or floats for Euler-type
-    schedulers), `sigma` [N] (std of the noise the step added), `clip_fraction` [N] (share of
-    x̂_0's values outside the clipping range, measured before clipping), `stages` [N] ("" or,
-    where a scheduler calls the model more than once per timestep, "predictor"/"corrector",
-    "prk1"…"plms"), and each recorded field [N, B, C, H, W] (see `ppddpm.FIELDS`).
-    `meta["scheduler"]` and `meta["scheduler_config"]` name the sampler that ran.
-    `images` is the pipeline's final output (PIL list) when the last step was recorded.
+    Per-step columns, by name (`columns`, `column(name)`; `ppddpm.core.columns` says what each is):
+    `timesteps` [N] (the t of each recorded step: integers, or floats for Euler-type schedulers),
+    `stages` [N] ("" or, where a scheduler calls the model more than once per timestep,
+    "predictor"/"corrector", "prk1"…"plms"), `noise_std` [N] (std of the noise the step added),
+    `clip_fraction` [N, B] (share of each sample's x̂_0 values the step's clipping or thresholding
+    changed, measured before it), and the call index, ᾱ_t or σ_t, … that the run's sampler knows;
+    each recorded field [N, B, C, H, W] (see `ppddpm.FIELDS`). `meta["scheduler"]` and
+    `meta["scheduler_config"]` name the sampler that ran. `images` is the pipeline's final output
+    (PIL list) when the last step was recorded.
     """
 
-    def __init__(self, timesteps, fields: dict, sigma, clip_fraction, meta: dict, images=None, stages=None):
-        self._numbers = step_numbers(timesteps, sigma, clip_fraction, stages)
+    def __init__(self, timesteps, fields: dict, noise_std=None, clip_fraction=None, meta: dict = None,
+                 images=None, stages=None, columns: dict = None):
+        given = dict(columns or {}, timesteps=timesteps)
+        given.update({name: values for name, values in (("noise_std", noise_std), ("clip_fraction", clip_fraction),
+                                                        ("stages", stages)) if values is not None})
+        self._columns = step_columns(given)
         self._fields = dict(fields)
-        self.meta = dict(meta)
+        self.meta = dict(meta or {})
         self._images = images
 
-    def _numbers_array(self, key):      # a Trajectory being filled reads its writer's (ppddpm.storage.writer)
-        return self._numbers[key]
+    def _step_columns(self) -> dict:      # a Trajectory being filled reads its writer's (ppddpm.storage.writer)
+        return self._columns
 
-    timesteps = property(lambda self: self._numbers_array("timesteps"), doc="[N] the t of each recorded step")
-    sigma = property(lambda self: self._numbers_array("sigma"), doc="[N] σ_t, the std of the noise the step added")
-    clip_fraction = property(lambda self: self._numbers_array("clip_fraction"),
-                             doc="[N] share of x̂_0's values outside the clipping range, before clipping")
-    stages = property(lambda self: self._numbers_array("stages"), doc="[N] the stage of each step (\"\" for one call)")
+    @property
+    def columns(self) -> tuple:
+        """The names of the per-step columns this trajectory holds."""
+        return tuple(self._step_columns())
+
+    def column(self, name: str) -> np.ndarray:
+        """The per-step column `name`: [N], or [N, B] for one kept per sample."""
+        columns = self._step_columns()
+        if name not in columns:
+            raise Unknown(f"column {name!r} is not in this trajectory (it has: {', '.join(columns)}); runs "
+                          f"recorded by ppddpm 0.5 or later keep it where their sampler has it")
+        return columns[name]
+
+    timesteps = property(lambda self: self.column("timesteps"), doc="[N] the t of each recorded step")
+    noise_std = property(lambda self: self.column("noise_std"), doc="[N] the std of the noise each step added")
+    clip_fraction = property(lambda self: self.column("clip_fraction"),
+                             doc="[N, B] share of each sample's x̂_0 values the step's clipping changed")
+    stages = property(lambda self: self.column("stages"), doc="[N] the stage of each step (\"\" for one call)")
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """Deprecated: `noise_std` (the std of the noise each step added; "σ_t" of Algorithm 2)."""
+        warnings.warn("Trajectory.sigma is Trajectory.noise_std, the std of the noise each step added (σ_t of "
+                      "Algorithm 2); the old name goes in a later release", DeprecationWarning, stacklevel=2)
+        return self.noise_std
 
     @property
     def scheduler(self) -> str:
@@ -141,16 +171,25 @@ class Trajectory:
         path = Path(path)
         if path.suffix != ".npz":
             raise BadValue(f"trajectory files end in .npz, got {path.name!r}")
-        numbers = {"timesteps": self.timesteps, "sigma": self.sigma, "clip_fraction": self.clip_fraction,
-                   "stages": self.stages}
-        write_npz(path, numbers, {name: self.field(name) for name in self.fields}, self.meta)
+        write_npz(path, self._step_columns(), {name: self.field(name) for name in self.fields}, self.meta)
         return path
 
     @classmethod
     def load(cls, path) -> "Trajectory":
-        """Load a `.npz` written by `save`, or a folder streamed by `record(store="disk")`."""
+        """Load a `.npz` written by `save`, or a folder streamed by `record(store="disk")` (those of
+        ppddpm 0.1–0.4 too: their columns named as today, those they lack derived where their
+        metadata allows, `ppddpm.storage.legacy`)."""
         path = Path(path)
-        return cls(**(read_stream(path) if os.path.isdir(path) else read_npz(path)))   # isdir: False on any OSError
+        parts = read_stream(path) if os.path.isdir(path) else read_npz(path)     # isdir: False on any OSError
+        columns, meta = parts["columns"], parts["meta"]
+        if "step_columns" not in meta:
+            columns = old_file_columns(columns, meta)
+        return cls(columns["timesteps"], parts["fields"], meta=meta, columns=columns)
+
+    def with_fields(self, fields: dict, meta: dict) -> "Trajectory":
+        """The same steps (columns, images) with other `fields` and `meta`: a view of this run, such as
+        its latents decoded to pixels."""
+        return Trajectory(self.timesteps, fields, meta=meta, images=self.images, columns=self._step_columns())
 
 
 # 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning

@@ -1,16 +1,18 @@
 """Filling a Trajectory a step at a time, in memory or streamed to a folder, readable at any moment.
 
     writer = TrajectoryWriter(("prev_sample", "pred_original_sample"), meta, store="disk", path=folder)
-    writer.start(rows=20)                         # at most 20 steps; on disk: the folder, meta.json, steps.npy
-    writer.allocate({"prev_sample": (B, C, H, W), "pred_original_sample": (B, C, H, W)})
-    writer.append(frames, t, sigma, clip_fraction, stage)      # per step: {field: [B, C, H, W]} and its numbers
+    writer.start(rows=20, columns=("timesteps", "stages", "noise_std"), sample_columns=("clip_fraction",))
+    writer.allocate({"prev_sample": (B, C, H, W), "pred_original_sample": (B, C, H, W)}, batch=B)
+    writer.append(frames, numbers)                # per step: {field: [B, C, H, W]}, {column: its value}
     writer.commit()                               # per chunk of steps: on disk, fsync'd, then counted in meta.json
     writer.close(complete=True)
     writer.trajectory                             # the Trajectory being filled (what `ppddpm.record` yields)
 
 `source`: an object whose `sync()` brings steps still on their way (a recorder's device chunks) to
 the writer; reading `writer.trajectory` calls it first, until `close`. Whoever appends owns the
-vocabulary of nothing: frames arrive under the fields' own names (`ppddpm.storage.format.FIELDS`).
+vocabulary of nothing: frames arrive under the fields' own names (`ppddpm.storage.format.FIELDS`),
+numbers under their columns' (`ppddpm.core.columns`): a number per step, or per sample of the batch
+for a `sample_columns` one; `stages` a stage's name.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from ppddpm.errors import BadValue, Exists, file_kind
-from ppddpm.storage.format import DTYPES, NUMBERS, STORES, stage_code, stage_names, step_numbers
+from ppddpm.storage.format import DTYPES, STORES, stage_code, stage_names, step_columns
 from ppddpm.storage.stream import StreamWriter
 from ppddpm.storage.trajectory import Trajectory
 
@@ -73,45 +75,53 @@ class TrajectoryWriter:
                  path=None, source=None):
         self.path = check_destination(store, dtype, path)
         self.fields, self.store, self.dtype, self.source = tuple(fields), store, str(dtype), source
-        self.rows, self.count, self.failed = 0, 0, False
-        self.frames = {}                # field → MemoryFrames or stream.NpyFrames
-        self.numbers = None             # timesteps, sigma, clip_fraction, stage code: one row per step
+        self.rows, self.count, self.failed, self.batch = 0, 0, False, 0
+        self.columns, self.sample_columns = (), ()
+        self.frames = {}                # field (and column kept per sample) → MemoryFrames or stream.NpyFrames
+        self.numbers = None             # column → one value per step (`stages` as its stage code)
         self.stream: Optional[StreamWriter] = None
         self.trajectory = _Filling(self, meta or {})
 
-    def start(self, rows: int):
-        """At most `rows` steps will be appended; on disk the folder, meta.json and steps.npy are made."""
-        self.rows = rows
-        self.numbers = {key: np.full(rows, np.nan) for key in NUMBERS}
-        self.numbers["stage"] = np.zeros(rows, np.int8)
+    def start(self, rows: int, columns=("timesteps", "stages"), sample_columns=()):
+        """At most `rows` steps will be appended, each with a number per `columns` (by name; `timesteps`
+        among them) and a number per sample per `sample_columns`; on disk the folder, meta.json and
+        steps.npy are made."""
+        self.rows, self.columns, self.sample_columns = rows, tuple(columns), tuple(sample_columns)
+        self.numbers = {name: np.zeros(rows, np.int8) if name == "stages" else np.full(rows, np.nan)
+                        for name in self.columns}
         if self.store == "disk":
-            self.stream = StreamWriter(self.path, rows, self.trajectory.meta, self.fields)
+            self.stream = StreamWriter(self.path, rows, self.trajectory.meta, self.fields, self.columns,
+                                       self.sample_columns)
 
-    def allocate(self, shapes: dict):
-        """Room for each field's frames: {field: the shape of one frame} (at the first step)."""
+    def allocate(self, shapes: dict, batch: int):
+        """Room for each field's frames: {field: the shape of one frame}, and for each column kept per
+        sample of the `batch` (at the first step)."""
+        self.batch = batch
+        shapes = dict(shapes, **{name: (batch,) for name in self.sample_columns})
         for name, shape in shapes.items():
-            self.frames[name] = self.stream.open_field(name, shape, self.dtype) if self.stream is not None \
-                else MemoryFrames(self.rows, shape, self.dtype)
+            dtype = self.dtype if name in self.fields else "float64"
+            self.frames[name] = self.stream.open_field(name, shape, dtype) if self.stream is not None \
+                else MemoryFrames(self.rows, shape, dtype)
 
-    def append(self, frames: dict, t, sigma: float, clip_fraction: float, stage: str = ""):
-        """One step: `frames` holds a host array per field, then its numbers. On disk the step is
-        written to every file before it counts; an OSError (a full disk) marks the writer failed —
-        meta.json then counts the steps written whole — and nothing more is appended."""
+    def append(self, frames: dict, numbers: dict):
+        """One step: `frames` holds a host array per field, `numbers` a value per column. On disk the
+        step is written to every file before it counts; an OSError (a full disk) marks the writer
+        failed — meta.json then counts the steps written whole — and nothing more is appended."""
         if self.failed:
             return
-        code = stage_code(stage)
         try:
             for name in self.fields:
                 self.frames[name].append(frames[name])
+            for name in self.sample_columns:       # a number: the same for every sample (0.0: nothing clipped)
+                self.frames[name].append(np.broadcast_to(np.asarray(numbers[name], np.float64), (self.batch,)))
             if self.stream is not None:
-                self.stream.append_step(t, sigma, clip_fraction, code)
+                self.stream.append_step(numbers)
         except OSError:
             self._fail()
             raise
-        row, numbers = self.count, self.numbers
-        numbers["sigma"][row], numbers["clip_fraction"][row], numbers["stage"][row] = sigma, clip_fraction, code
-        numbers["timesteps"][row] = t
-        self.count = row + 1
+        for name, values in self.numbers.items():
+            values[self.count] = stage_code(numbers[name]) if name == "stages" else numbers[name]
+        self.count += 1
 
     def commit(self):
         """On disk: every file fsync'd, then meta.json counts the steps appended so far."""
@@ -160,20 +170,21 @@ class TrajectoryWriter:
         frames = self.frames.get(name)
         return frames.array()[: self.count] if frames is not None else np.empty((0,), np.float32)
 
-    def step_numbers(self) -> dict:
-        """timesteps, sigma, clip_fraction and stages of the steps appended so far."""
+    def step_columns(self) -> dict:
+        """The columns of the steps appended so far, by name."""
         self.sync()
-        if self.numbers is None:
-            return step_numbers([], [], [])
-        rows = {key: values[: self.count] for key, values in self.numbers.items()}
-        return step_numbers(rows["timesteps"], rows["sigma"], rows["clip_fraction"], stage_names(rows["stage"]))
+        columns = {name: stage_names(values[: self.count]) if name == "stages" else values[: self.count]
+                   for name, values in (self.numbers or {}).items()}
+        columns.update({name: self.frames[name].array()[: self.count] for name in self.sample_columns
+                        if name in self.frames})
+        return step_columns(columns)
 
 
 class _Filling(Trajectory):
     """The Trajectory a TrajectoryWriter fills: its arrays are the steps appended so far."""
 
     def __init__(self, writer: TrajectoryWriter, meta: dict):
-        super().__init__([], {}, [], [], meta)
+        super().__init__([], {}, meta=meta)
         self._writer = writer
 
     @property
@@ -183,5 +194,5 @@ class _Filling(Trajectory):
     def _field_array(self, name):
         return self._writer.frames_of(name)
 
-    def _numbers_array(self, key):
-        return self._writer.step_numbers()[key]
+    def _step_columns(self) -> dict:
+        return self._writer.step_columns()

@@ -25,9 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ppddpm.core.formulas import (PREDICTION_TYPES, as_int, clip_x0, draw_noise, eps_by_eq15,
-                                  step_output, x0_by_eq15)
+from ppddpm.core.formulas import (PREDICTION_TYPES, clip_x0, ddpm_noise_std, draw_noise, eps_by_eq15, step_output,
+                                  x0_by_eq15)
 from ppddpm.errors import BadValue, Unsupported
+from ppddpm.storage.format import timestep_value
 from ppddpm.variants.registry import register_variant
 
 # variance types whose σ_t needs more than the schedule: the model's extra variance channels
@@ -55,8 +56,8 @@ class Coefficients:
 
 
 def coefficients(scheduler, timestep) -> Coefficients:
-    t = as_int(timestep)                              # a host int: the coefficients are read by index
-    prev_t = as_int(scheduler.previous_timestep(t))
+    t = int(timestep_value(timestep))                 # a host int: the coefficients are read by index
+    prev_t = int(timestep_value(scheduler.previous_timestep(t)))
     alpha_prod_t = scheduler.alphas_cumprod[t]
     alpha_prod_t_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.one
     beta_prod_t = 1 - alpha_prod_t
@@ -99,32 +100,12 @@ def modify_x0(scheduler, x0):
     return clip_x0(scheduler.config, x0)
 
 
-def sigma(scheduler, timestep, c: Optional[Coefficients] = None):
-    """σ_t, the standard deviation of the noise the step adds (0 at the last step), as
-    `DDPMScheduler._get_variance` and the stock step compute it, from this step's coefficients `c`:
-    σ_t² = β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t (eq. 7, "fixed_small", kept ≥ 1e-20) or β_t ("fixed_large");
-    "fixed_small_log" takes √β̃_t through exp(½ log β̃_t)."""
-    import paddle
-
-    c = c or coefficients(scheduler, timestep)
-    if c.t <= 0:
-        return 0.0
-    variance = paddle.clip(c.beta_prod_t_prev / c.beta_prod_t * c.current_beta_t, min=1e-20)    # eq. (7): β̃_t
-    if scheduler.config.variance_type == "fixed_large":                 # `_get_variance` reads the config …
-        variance = c.current_beta_t
-    elif scheduler.config.variance_type == "fixed_small_log":
-        variance = paddle.exp(0.5 * paddle.log(variance))
-    if scheduler.variance_type == "fixed_small_log":                    # … and `step` the attribute
-        return variance
-    return variance ** 0.5
-
-
 def add_noise(scheduler, mean, model_output, timestep, generator, c: Optional[Coefficients] = None):
-    """x_{t−1} = μ + σ_t z, z ~ N(0, I), no noise at the last step (Algorithm 2, line 4);
-    z drawn exactly as the stock step draws it."""
+    """x_{t−1} = μ + σ_t z, z ~ N(0, I), no noise at the last step (Algorithm 2, line 4); σ_t as the
+    stock step takes it (`ppddpm.core.formulas.ddpm_noise_std`), z drawn exactly as it draws it."""
     c = c or coefficients(scheduler, timestep)          # its host int t: no second read of the timestep
     if c.t > 0:
-        return mean + sigma(scheduler, timestep, c) * draw_noise(model_output, generator)
+        return mean + ddpm_noise_std(scheduler, c.t) * draw_noise(model_output, generator)
     return mean + 0
 
 

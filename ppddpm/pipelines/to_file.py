@@ -4,7 +4,7 @@
     run.path, run.final, len(run), run.meta, run.images
 
 While the pipeline runs, every recorded step is appended to a stream folder next to the file
-(`runs/trajectory_seed7/`, `store="disk"` of `ppddpm.core.recorder.record`): a run stopped by
+(`runs/trajectory_seed7/`, `store="disk"` of `ppddpm.record`): a run stopped by
 Ctrl-C, SIGTERM or a crash keeps the steps done there (`Trajectory.load(folder)` reads them), and
 the interrupt goes on to the caller. A finished run becomes the `.npz` and its stream is removed.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ppddpm._io import discard
-from ppddpm.core.recorder import sample_trajectory
+from ppddpm.pipelines.recording import sample_trajectory
 
 
 @dataclass
