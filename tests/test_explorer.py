@@ -1,5 +1,5 @@
-"""The explorer (ppddpm view / ppddpm.pictures.plotting.explore) in a real browser: Debian's chromium,
-driven headless by selenium through chromium-driver (.ci/run installs both)."""
+"""The explorer (ppddpm view / ppddpm.pictures.explorer.explore) in a real browser: Debian's chromium,
+driven headless by selenium through chromium-driver (.ci/run installs both); and what its page holds."""
 import os
 import shutil
 
@@ -130,3 +130,39 @@ def test_hostile_labels_from_every_input_stay_text(tmp_path, browser):
         assert browser.execute_script("return document.querySelectorAll('[data-pwned]').length") == 0, name
         shown = browser.execute_script("return document.body.textContent + document.title")
         assert shown.count('<b data-pwned=1>') >= 3, name          # title, stage, curve label: as text
+
+
+def payload(view) -> dict:
+    """The data the page's script runs on, read back out of the page."""
+    import json
+
+    return json.loads(view.html.split("const D = ", 1)[1].split(";\nconst n = ", 1)[0])
+
+
+@pytest.mark.parametrize("family, kwargs, shown, not_shown", [
+    ("ddim", {"eta": 1.0}, ["ᾱ_t (eq. 4)", "σ_t(η) = η·√((1−ᾱ_prev)/(1−ᾱ_t)·(1−ᾱ_t/ᾱ_prev)), std of the added noise "
+                                           "(eq. 16)"], ["β̃_t (eq. 7)", "σ of x_t"]),
+    ("euler-ancestral", {}, ["σ of x_t, √((1−ᾱ)/ᾱ): the model sees x_t/√(σ²+1)", "σ of the x_{t−1} the step makes"],
+     ["β̃_t (eq. 7)", "ᾱ_t (eq. 4)"]),
+    ("dpmsolver-multistep", {}, ["ᾱ_t (eq. 4)", "std of the SDE solvers' noise (DPM-Solver++ §5; 0 for the ODE "
+                                                "solvers)"], ["β̃_t (eq. 7)", "σ of x_t"]),
+])
+def test_the_explorer_lists_each_samplers_own_numbers(pipe, family, kwargs, shown, not_shown):
+    """DDPM's β̃_t and eq. (7) belong to DDPM's page (the browser test above); another sampler's page lists
+    what that sampler has: ᾱ and σ_t(η) for DDIM, the noise level σ for Euler, ᾱ for DPM-Solver."""
+    run = ppddpm.sample_trajectory(ppddpm.with_sampler(pipe, family), seed=1, num_inference_steps=4,
+                                   pipe_kwargs=kwargs)
+    labels = [row[0] for row in payload(explore(run))["numbers"][0]["rows"]]
+    assert set(shown) <= set(labels) and not set(not_shown) & set(labels), labels
+
+
+def test_the_page_says_its_size_and_when_two_runs_are_identical(runs, tmp_path, capsys):
+    from ppddpm.cli.main import main
+
+    a, _ = runs
+    view = explore(a, other=a)
+    kib = len(view) / 1024
+    assert kib < 1024 and view.size == f"{round(kib)} KB"                 # 0.4 said "(0.0 MB)" for such a page
+    assert payload(view)["side"]["difference_label"] == "|difference|: identical, 0 at every pixel of every step"
+    assert main(["view", str(a.save(tmp_path / "a.npz")), "--out", str(tmp_path / "a.html")]) == 0
+    assert f"({explore(a).size}, self-contained" in capsys.readouterr().out

@@ -351,6 +351,10 @@ def test_latent_runs_show_decoded_frames_else_channels(dit):
     np.testing.assert_array_equal(shown.prev_sample[:, :, 0, :, 8:16], traj.prev_sample[:, :, 1] / np.float32(3.0))
     fig = ppddpm.pictures.plotting.plot_grid(traj, "pred_original_sample", every=1)
     assert "class 7 (cock), guidance 2" in fig._suptitle.get_text()
+    # channels side by side are 4 times wider than high: tiles as wide as that, fewer to a row (0.4: 0.9 inch)
+    wide = ppddpm.pictures.plotting.plot_grid(traj, "prev_sample", every=1)
+    width = [ax.get_position().width * wide.get_size_inches()[0] for ax in wide.axes if ax.images]
+    assert min(width) > 2 and wide.get_size_inches()[0] <= ppddpm.pictures.plotting.MAX_FIGURE_WIDTH   # 0.4: 0.7
     html = ppddpm.pictures.explorer.explore(traj).html
     assert "class 7 (cock)" in html
     channels = ppddpm.pipelines.latent.displayable(traj, latent_channels=True)

@@ -152,3 +152,27 @@ def test_ab_figure_states_the_tables_number_and_hides_no_curve(pipe):
     FigureCanvasAgg(fig).draw()
     legend, curves = fig.axes[0].get_legend(), fig.axes[0]
     assert legend.get_window_extent().y1 <= curves.get_window_extent().y0   # below the axes, over no curve
+
+
+def test_a_grid_of_a_run_cut_short_is_titled_by_what_it_shows(pipe, tmp_path):
+    """Ctrl-C at t = 921 of 1000 steps: every 50 in t finds t = 950 and the last step, 29 apart: two tiles,
+    titled so (0.4: "every 29 in t"), and the run says where it stopped."""
+    from conftest import interrupted_after
+
+    with pytest.raises(KeyboardInterrupt), interrupted_after(pipe, 80):
+        ppddpm.sample_trajectory(pipe, seed=1, num_inference_steps=1000, store="disk", path=tmp_path / "cut")
+    traj = ppddpm.Trajectory.load(tmp_path / "cut")
+    fig = P.plot_grid(traj)
+    title = fig._suptitle.get_text()
+    assert [ax.get_title() for ax in image_axes(fig)] == ["t=950", f"t={traj.timesteps[-1]}"]
+    assert ": 2 tiles (" in title and "every 29" not in title
+    assert f"stopped early: its last recorded step call is {len(traj)} of 1000" in title
+
+
+def test_a_difference_of_zero_is_drawn_as_the_word(pipe):
+    """"posterior" is the stock DDPM step bitwise: the final |Δ| panel says identical, no colour scale."""
+    report = ppddpm.compare(pipe, ["ppdiffusers", "posterior"], seed=3, num_inference_steps=5)
+    fig = P.plot_ab(report, "posterior")
+    panel = next(ax for ax in fig.axes if "in [−1, 1] units" in ax.get_title())
+    assert panel.get_title() == "|Δ| in [−1, 1] units: 0 at every pixel" and not panel.images
+    assert [t.get_text() for t in panel.texts] == ["identical"] and len(fig.axes) == 5    # no colorbar axes

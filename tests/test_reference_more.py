@@ -289,4 +289,5 @@ def test_a_recorded_run_replays_through_its_reference(unet, family):
         b = bound(ref, i)
         assert np.abs(got.prev_sample - traj.prev_sample[i]).max() <= b * scale, (i, traj.stages[i])
         assert np.abs(got.pred_original_sample - traj.pred_original_sample[i]).max() <= b * scale, i
-        assert abs(got.noise_std - traj.noise_std[i]) <= b * max(got.noise_std, 1e-12) + 1e-7, (i, got.noise_std, traj.noise_std[i])
+        std = traj.noise_std[i]
+        assert abs(got.noise_std - std) <= b * max(got.noise_std, 1e-12) + 1e-7, (i, got.noise_std, std)

@@ -18,7 +18,6 @@ from typing import Optional
 
 import numpy as np
 
-from ppddpm.reference import SigmaReference, VPReference, reference_for
 from ppddpm.storage.format import RENAMED
 from ppddpm.storage.meta import MAX_STEP_CALLS
 
@@ -66,6 +65,8 @@ def _count(n) -> bool:
 def _from_reference(meta: dict, calls: np.ndarray, timesteps: np.ndarray) -> dict:
     """ᾱ_t, ᾱ_prev (VP samplers) or σ_t, σ_prev (σ-space samplers) of each recorded call, from the
     run's float64 reference; {} where it cannot be rebuilt or does not make the file's calls."""
+    from ppddpm.reference import SigmaReference, VPReference, reference_for  # lazy: for files of 0.1–0.4 only
+
     family = sampler_family(meta)
     config = meta.get("scheduler_config")
     n = set_timesteps_of(meta, family)
