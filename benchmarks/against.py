@@ -78,13 +78,12 @@ def main(argv=None):
     steps = args.steps
 
     def plain():
-        g = rng.make_generator(777)
-        pipe(generator=g, num_inference_steps=steps)
-        rng.release_generator(g)
+        with rng.seeded(777) as g:
+            pipe(generator=g, num_inference_steps=steps)
 
     runs = {"plain": plain}
     for label, modules in versions.items():
-        runs[f"{label}: record every=1"] = _using(modules, lambda m: m["ppddpm.core.recorder"].sample_trajectory(
+        runs[f"{label}: record every=1"] = _using(modules, lambda m: m["ppddpm"].sample_trajectory(
             pipe, seed=777, num_inference_steps=steps, every=1))
         runs[f"{label}: compare shadow, 2 variants"] = _using(modules, lambda m: m["ppddpm.analysis.ab"].compare(
             pipe, ["posterior", "direct"], seed=777, num_inference_steps=steps))

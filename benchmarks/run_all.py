@@ -1,8 +1,9 @@
 """ppddpm benchmarks: recording overhead and host reads, A/B cost, recording memory, 1 vs 2 processes,
-and how fast a mistake the arguments decide is answered.
+how fast a mistake the arguments decide is answered, and how soon `ppddpm view` of a 1000-step run is done.
 
     python benchmarks/run_all.py            # full: 1000-step runs on the bundled model
     python benchmarks/run_all.py --quick    # 200-step runs, fewer repeats (a smoke run)
+    python benchmarks/run_all.py --only view            # one section, printed (nothing written)
 
 Prints a table and writes benchmarks/results.json. Times are medians of interleaved runs
 (plain, recorded, plain, recorded, ...), so a machine that slows down mid-run slows both;
@@ -52,9 +53,8 @@ def bench_recording(pipe, steps, repeats):
     from ppddpm.core import rng as _rng
 
     def plain():
-        g = _rng.make_generator(777)
-        pipe(generator=g, num_inference_steps=steps)
-        _rng.release_generator(g)
+        with _rng.seeded(777) as g:
+            pipe(generator=g, num_inference_steps=steps)
 
     runs = {"plain": plain,
             "every=1": lambda: ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps, every=1),
@@ -74,9 +74,8 @@ def bench_ab(pipe, steps, repeats):
     from ppddpm.core import rng as _rng
 
     def plain():
-        g = _rng.make_generator(777)
-        pipe(generator=g, num_inference_steps=steps)
-        _rng.release_generator(g)
+        with _rng.seeded(777) as g:
+            pipe(generator=g, num_inference_steps=steps)
 
     two, four = ["posterior", "direct"], ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
 
@@ -129,10 +128,8 @@ def bench_host_reads(pipe, steps):
     from ppddpm.core import rng as _rng
     from ppddpm.core.transfer import host_reads
 
-    g = _rng.make_generator(777)
-    with host_reads() as plain:
+    with _rng.seeded(777) as g, host_reads() as plain:
         pipe(generator=g, num_inference_steps=steps)
-    _rng.release_generator(g)
     with host_reads() as recorded:
         traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps, every=1)
     return {"steps": steps, "plain": sum(plain.values()), "recorded": sum(recorded.values()),
@@ -272,6 +269,37 @@ def report_instant_errors(results, rounds):
         print(f"   {k:46s} {v['wall_s']:.2f} s  (CPU {v['cpu_s']:.2f} s)")
 
 
+def bench_view(model, repeats: int, steps: int = 1000) -> dict:
+    """`ppddpm view` of a `steps`-step run of the bundled model (x_t and x̂_0 at every step), timed from the
+    command line to the page written, beside `python -c "import ppddpm; import ppdiffusers"` alone: the
+    price every picture paid while it rebuilt the scheduler, which it no longer imports. Interleaved rounds."""
+    import tempfile
+
+    import ppddpm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run.npz"
+        pipe = ppddpm.load_pipeline(model)
+        pipe.set_progress_bar_config(disable=True)
+        ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps).save(run)
+        commands = {"view": lambda k: [sys.executable, "-m", "ppddpm", "view", str(run), "--out",
+                                       str(Path(tmp) / f"view{k}.html")],
+                    "import ppddpm, ppdiffusers": lambda k: [sys.executable, "-c", "import ppddpm; import ppdiffusers"]}
+        times = {name: [] for name in commands}
+        for k in range(repeats):
+            for name, command in commands.items():
+                times[name].append(_timed(lambda: subprocess.run(command(k), check=True, capture_output=True)))
+    return {"steps": steps, "repeats": repeats, **{name: {"median_s": float(np.median(t)), "min_s": float(min(t)),
+                                                          "max_s": float(max(t))} for name, t in times.items()}}
+
+
+def print_view(view: dict):
+    print(f"\n6. ppddpm view of a {view['steps']}-step run (x_t and x̂_0), command to page — target ≤ 2 s")
+    for name in ("view", "import ppddpm, ppdiffusers"):
+        v = view[name]
+        print(f"   {name:28s} {v['median_s']:.2f} s  (min–max {v['min_s']:.2f}–{v['max_s']:.2f})")
+
+
 def machine():
     import paddle
     import ppdiffusers
@@ -289,6 +317,7 @@ def main(argv=None):
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=str(HERE / "results.json"))
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; 3 with --quick)")
+    p.add_argument("--only", choices=["view"], default=None, help="run this section alone and print it")
     args = p.parse_args(argv)
     steps, repeats = (200, 3) if args.quick else (1000, 5)
     repeats = args.repeats or repeats
@@ -296,6 +325,11 @@ def main(argv=None):
 
     warnings.filterwarnings("ignore")
     import ppddpm
+
+    if args.only == "view":
+        view = bench_view(args.model, repeats)
+        print_view(view)
+        return {"view": view}
 
     pipe = ppddpm.load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -338,6 +372,8 @@ def main(argv=None):
               f"{sp['other_s']:.1f} s, 2 processes {sp['base_s']:.1f} s)")
     print(f"   reports bitwise equal: {results['processes']['reports_equal']}")
     report_instant_errors(results, repeats)
+    results["view"] = bench_view(args.model, repeats)
+    print_view(results["view"])
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")
     if Path(args.out).resolve() == (HERE / "results.json").resolve():
