@@ -304,7 +304,7 @@ z the step added (passed to the step as data: `variance_noise`)."""),
 ddim = DDIMPipeline(unet=pipe.unet, scheduler=ppddpm.with_config(pipe.scheduler, cls=DDIMScheduler))
 traj = ppddpm.sample_trajectory(ddim, seed=777, num_inference_steps=50, fields="all", pipe_kwargs={"eta": 1.0})
 print(traj)
-print("σ_t(η=1) at the first steps:", np.round(traj.sigma[:3], 4), "| scheduler:", traj.scheduler)
+print("σ_t(η=1) at the first steps:", np.round(traj.noise_std[:3], 4), "| scheduler:", traj.scheduler)
 ppddpm.pictures.plotting.plot_trajectory(traj, every=5)"""),
 ("md", """## DDIM(η=1) vs DDPM 等价性
 `compare` runs variants of different schedulers on one UNet: the reference is ppdiffusers'

@@ -131,3 +131,22 @@ def test_the_clipped_share_counts_thresholding_per_sample(unet):
     assert expected.max() > 0 and traj.meta["clipping"] == "thresholding"
     t, share = ppddpm.pictures.plotting.clip_map(traj)
     np.testing.assert_array_equal(share, traj.clip_fraction)
+
+
+def test_a_0_4_file_loads_with_todays_names_and_the_noise_level_its_sampler_had():
+    """tests/data/trajectory-0.4.1-heun.npz: 3 Heun steps (5 calls) written by ppddpm 0.4.1. Its `sigma`
+    member is read as `noise_std`; σ of each call's input, which 0.4's pictures rebuilt from ppdiffusers, is
+    derived from the file's config: √((1−ᾱ_t)/ᾱ_t) at the call's t on the linear β schedule, in float64."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "data" / "trajectory-0.4.1-heun.npz"
+    old = ppddpm.Trajectory.load(path)
+    with np.load(path) as members:
+        np.testing.assert_array_equal(old.noise_std, members["sigma"])
+        assert "noise_std" not in members and old.meta["versions"]["ppddpm"] == "0.4.1"
+    alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    sigma = np.sqrt((1 - alpha_bar[old.timesteps]) / alpha_bar[old.timesteps])
+    assert old.stages.tolist() == ["predictor", "corrector", "predictor", "corrector", "predictor"]
+    np.testing.assert_allclose(old.column("noise_level"), sigma, rtol=1e-9)
+    np.testing.assert_allclose(old.column("noise_level_prev"), np.append(sigma[1:], 0.0), rtol=1e-9)
+    assert old.column("call").tolist() == [0, 1, 2, 3, 4] and "alpha_bar" not in old.columns

@@ -1,7 +1,7 @@
 """Pictures read the run file, not the scheduler (issue 30): grids, trajectories, frames, GIFs, clip maps,
 the explorer and `ppddpm view / grid / animate` work in an interpreter where paddle and ppdiffusers cannot
 be imported at all (a meta-path finder refuses them), on the kinds of file the test suite writes: each
-sampler kind, npz and streamed, cut short, latent with decoded frames, and a file of ppddpm 0.1."""
+sampler kind, npz and streamed, cut short, latent with decoded frames, and files of ppddpm 0.1 and 0.4."""
 import json
 import subprocess
 import sys
@@ -74,6 +74,7 @@ def run_files(unet, tmp_path_factory):
     files["latent-decoded"] = ppddpm.sample_trajectory(ldm, seed=1, num_inference_steps=3, decode="vae"
                                                        ).save(folder / "ldm.npz")
     files["ppddpm-0.1"] = Path(__file__).parent / "data" / "trajectory-0.1.0.npz"
+    files["ppddpm-0.4"] = Path(__file__).parent / "data" / "trajectory-0.4.1-heun.npz"
     return {name: str(path) for name, path in files.items()}
 
 
