@@ -12,6 +12,7 @@ so they cannot drift apart.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -43,6 +44,12 @@ class StepRecord:
         record's t, read from the device): numbers or 0-d device tensors, never a host read of their
         own (`tables`: `ppddpm.core.adapters.HostTables` of the scheduler)."""
         return self.numbers_later()(t, tables)
+
+    def sigma(self, t, tables=None):
+        """Deprecated: `numbers(t, tables)["noise_std"]`, the std of the noise the step added."""
+        warnings.warn("StepRecord.sigma(t) is StepRecord.numbers(t)['noise_std'] (the std of the noise the step "
+                      "added); the old name goes in a later release", DeprecationWarning, stacklevel=2)
+        return self.numbers(t, tables)["noise_std"]
 
     def numbers_later(self):
         """`numbers` as a function of (t, tables) that keeps only what they need — not the record's
