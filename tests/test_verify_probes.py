@@ -28,12 +28,13 @@ def runs(unet):
 
 
 def edited(traj, path, fields=None, sigma=None, meta=None, rows=None):
-    """`traj` with some fields, the σ column, metadata keys or rows replaced, written to `path` as a .npz."""
+    """`traj` with some fields, the noise std column, metadata keys or rows replaced, written to `path` as a .npz."""
     keep = slice(None) if rows is None else rows
     arrays = {name: np.array(traj.field(name)[keep]) for name in traj.fields}
     arrays.update(fields or {})
-    out = Trajectory(traj.timesteps[keep], arrays, traj.sigma[keep] if sigma is None else sigma,
-                     traj.clip_fraction[keep], dict(traj.meta, **(meta or {})), stages=traj.stages[keep])
+    columns = {name: traj.column(name)[keep] for name in traj.columns}
+    out = Trajectory(traj.timesteps[keep], arrays, traj.noise_std[keep] if sigma is None else sigma,
+                     meta=dict(traj.meta, **(meta or {})), columns=columns)
     return out.save(path)
 
 
@@ -72,7 +73,7 @@ def test_one_huge_model_output_pixel_buys_no_room_for_zeroed_steps(runs, tmp_pat
 
 def test_a_nan_sigma_column_fails(runs, tmp_path):
     report = ppddpm.verify(edited(runs[0], tmp_path / "sigma.npz", sigma=np.full(STEPS, np.nan)))
-    assert not report.ok and "sigma" in report.first_departure.nonfinite and report.first_departure.call == 0
+    assert not report.ok and "noise_std" in report.first_departure.nonfinite and report.first_departure.call == 0
 
 
 @pytest.mark.parametrize("splice", ["halves", "odd-even"])
@@ -93,7 +94,7 @@ def test_noise_zeroed_or_scaled_with_the_step_moved_to_match_fails_the_noise_tes
     """z → scale·z and x_{t−1} → x_{t−1} + σ(scale − 1)z: every step replays (the reference adds σ·z of the
     file), but z is no longer N(0, I): a mean square of 0 or 25 is far outside the χ² test's range."""
     traj = runs[0]
-    z, sigma = np.array(traj.noise, np.float64), traj.sigma[:, None, None, None, None]
+    z, sigma = np.array(traj.noise, np.float64), traj.noise_std[:, None, None, None, None]
     fields = {"noise": (scale * z).astype(np.float32),
               "prev_sample": (traj.prev_sample + sigma * (scale - 1.0) * z).astype(np.float32)}
     report = ppddpm.verify(edited(traj, tmp_path / f"noise{scale}.npz", fields))
