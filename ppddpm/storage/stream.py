@@ -252,8 +252,8 @@ def read_stream(path) -> dict:
         n = min(n, max(0, meta["steps_on_disk"]))
     meta["complete"] = bool(meta.get("complete")) and n == meta.get("steps_recorded", -1)
     columns = {name: stage_names(a[:n]) if name == "stages" else a[:n] for name, a in steps.items()}
-    columns.update({name: np.zeros((0, 0)) if a is None else a[:n] for name, a in samples.items()})
+    columns.update({name: a[:n] for name, a in samples.items() if a is not None})
+    check_shapes(path, columns, {k: a[:n] for k, a in written.items()})          # the files written, as they are
+    columns.update({name: np.zeros((0, 0)) for name, a in samples.items() if a is None})
     none = np.zeros((0, 0, 0, 0, 0), np.float32)                 # a field whose file was not made yet
-    fields = {k: none if a is None else a[:n] for k, a in fields.items()}
-    check_shapes(path, columns, fields)
-    return {"columns": columns, "fields": fields, "meta": meta}
+    return {"columns": columns, "fields": {k: none if a is None else a[:n] for k, a in fields.items()}, "meta": meta}
