@@ -46,13 +46,17 @@ MOVED_NAMES = {
         **{name: f"{_DDPM}.{name}" for name in (
             "Coefficients", "SUPPORTED_PREDICTION_TYPES", "UNSUPPORTED_VARIANCE_TYPES", "add_noise",
             "check_supported", "coefficients", "direct_article_step", "direct_clip_consistent_step", "direct_step",
-            "modify_x0", "posterior_step", "predict_noise", "predict_start_from_noise", "sigma")},
+            "modify_x0", "posterior_step", "predict_noise", "predict_start_from_noise")},
+        "sigma": "ppddpm.core.formulas.ddpm_noise_std",             # σ_t of DDPM's step, one home since 0.5
         "_output": f"{_DDPM}.ddpm_output", "stock_step": "ppddpm.variants.stock.stock_step",
         "threshold": "ppddpm.core.formulas.threshold"},
     "ppddpm.variants.ddim": {"ddim_stock_step": "ppddpm.variants.stock.stock_step"},   # the stock step of any class
     "ppddpm.cli.launch": {"inside_launch": "ppddpm.core.ranks.launched"},
     "ppddpm.model.loading": {"MAX_TRAIN_TIMESTEPS": "ppddpm.storage.meta.MAX_TRAIN_TIMESTEPS"},
     "ppddpm.pictures.plotting": {"explore": "ppddpm.pictures.explorer.explore"},
+    # 0.5: recording a pipeline (which needs its family's support) is the pipelines layer's; core records steps
+    "ppddpm.core.recorder": {name: f"ppddpm.pipelines.recording.{name}" for name in ("record", "sample_trajectory")},
+    "ppddpm.analysis.verify": {"SIGMA_SPACE": "ppddpm.core.adapters.SIGMA_SPACE"},
     "ppddpm.storage.trajectory": {**{name: f"ppddpm.storage.format.{name}" for name in (
         "DTYPES", "FORMAT", "FORMAT_VERSION", "STAGES", "STORES")}, "META_KEY": "ppddpm.storage.npz.META_KEY"},
 }

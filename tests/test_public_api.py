@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 _OLD = json.loads((Path(__file__).parent / "data" / "api-0.3.json").read_text())
 OLD_API, OLD_PARAMETERS = _OLD["modules"], _OLD["parameters"]
 # 0.3 names that went in 0.4 without a successor to forward to (CHANGELOG 0.4.0 says so)
-GONE = {"ppddpm.step_variants": {"BUILTIN"}}                  # now `get_variant(name).builtin`
+GONE = {"ppddpm.step_variants": {"BUILTIN"},                  # now `get_variant(name).builtin`
+        # 0.5 (issue 30): pictures read the run file, nothing rebuilds a run's scheduler; the recorder's latent
+        # hook is `LatentSupport`, the seam of `ppddpm.core.support`, another interface
+        "ppddpm.samplers": {"rebuild_scheduler"}, "ppddpm.latent": {"LatentRun"}}
 
 
 def _changelog_moves():

@@ -65,6 +65,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ppddpm._io import atomic_path
+from ppddpm._moved import moved_names
 from ppddpm.analysis.ab import K_ROUNDINGS
 from ppddpm.analysis.provenance import (ROUNDOFF, chain_gap, completeness, noise_test, nonfinite, sampler_of,
                                         storage_roundoff)
@@ -452,3 +453,7 @@ def save_json(report: VerifyReport, path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report.to_json(), indent=1))
     return path
+
+
+# 0.3 names that live elsewhere now (ppddpm/_moved.py): answered with a DeprecationWarning
+__getattr__ = moved_names(__name__)

@@ -26,6 +26,7 @@ behind a pipeline, or says in one line what is supported.
 from __future__ import annotations
 
 import math
+import warnings
 
 from typing import Dict, List, Optional
 
@@ -679,12 +680,32 @@ def by_family(family: str) -> Adapter:
     return next((a for a in ADAPTERS if a.family == family), GENERIC)
 
 
+def clipped_share(scheduler, x0_raw) -> float:
+    """Deprecated (0.4): `adapter_for(scheduler).clip_fraction(scheduler, x0_raw)`, read to the host."""
+    warnings.warn("ppddpm.core.adapters.clipped_share is Adapter.clip_fraction since 0.5: "
+                  "adapter_for(scheduler).clip_fraction(scheduler, unclipped)", DeprecationWarning, stacklevel=2)
+    share = adapter_for(scheduler).clip_fraction(scheduler, x0_raw)
+    return float(share) if hasattr(share, "place") else share
+
+
+def clipped_share_on_device(scheduler, x0_raw, groups=None):
+    """Deprecated (0.4): `adapter_for(scheduler).clip_fraction(scheduler, x0_raw, groups)`."""
+    warnings.warn("ppddpm.core.adapters.clipped_share_on_device is Adapter.clip_fraction since 0.5: "
+                  "adapter_for(scheduler).clip_fraction(scheduler, unclipped, groups)", DeprecationWarning,
+                  stacklevel=2)
+    return adapter_for(scheduler).clip_fraction(scheduler, x0_raw, groups)
+
+
 def clipping_of(scheduler) -> Optional[str]:
     """The clipping of x̂_0 this scheduler's step applies ("thresholding", "clip_sample") or None."""
     return clipping_in_force(scheduler.config, adapter_for(scheduler).clipping)
 
 
+# the families whose samples live in the σ-parameterisation (x = x_t/√ᾱ_t, which `scale_model_input` divides
+# by √(σ² + 1) before the model sees it): the Euler-type ones
+SIGMA_SPACE = tuple(a.family for a in ADAPTERS if isinstance(a, _SigmaAdapter))
+
+
 def in_sigma_space(family: str) -> bool:
-    """Whether the samples of this family live in the σ-parameterisation (x = x_t/√ᾱ_t, which
-    `scale_model_input` divides by √(σ² + 1) before the model sees it): the Euler-type ones."""
-    return isinstance(by_family(family), _SigmaAdapter)
+    """Whether the samples of `family` live in the σ-parameterisation (`SIGMA_SPACE`)."""
+    return family in SIGMA_SPACE

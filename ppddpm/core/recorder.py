@@ -20,6 +20,7 @@ import warnings
 from typing import Iterable, Optional
 
 from ppddpm import __version__
+from ppddpm._moved import moved_names
 from ppddpm.core.adapters import HostTables, adapter_for, clipping_of, scheduler_of
 from ppddpm.core.columns import COLUMNS, finite, run_columns
 from ppddpm.core.intercept import formula_in_force
@@ -31,7 +32,7 @@ from ppddpm.storage.format import DEFAULT_FIELDS, FIELDS, GUIDANCE_FIELDS, kept_
 from ppddpm.storage.writer import TrajectoryWriter, check_destination
 
 __all__ = ["NonFiniteWarning", "UnscaledLoopWarning", "check_every", "check_fields", "kept_steps", "record_steps",
-           "versions"]
+           "versions", "warn_if_loop_skips_scaling"]
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -42,6 +43,14 @@ class UnscaledLoopWarning(UserWarning):
     """The pipeline's loop does not scale the sampler's samples as it needs (`RunSupport.unscaled_loop`:
     e.g. a `DDPMPipeline` running Euler skips `init_noise_sigma` and `scale_model_input`): the run
     records what it ran, wrong samples."""
+
+
+def warn_if_loop_skips_scaling(pipe, scheduler, support: Optional[RunSupport] = None):
+    """Once the timesteps are set: an UnscaledLoopWarning when the loop of `pipe` does not scale the samples
+    as `scheduler` needs (`RunSupport.unscaled_loop`; `support`: the pipeline's, default a pixel pipeline's)."""
+    why = (support or RunSupport(pipe)).unscaled_loop(scheduler)
+    if why:
+        warnings.warn(why, UnscaledLoopWarning, stacklevel=5)
 
 
 # --------------------------------------------------------------------------- validation
@@ -113,9 +122,7 @@ class _Recorder:
 
     def _start(self):
         sched = self.scheduler
-        why = self.support.unscaled_loop(sched)
-        if why:
-            warnings.warn(why, UnscaledLoopWarning, stacklevel=4)
+        warn_if_loop_skips_scaling(self.support.pipe, sched, self.support)
         self.n_steps = len(sched.timesteps)   # calls of step in one run (Heun: two per timestep but the last)
         self.kept = set(kept_steps(self.n_steps, self.every).tolist())
         adapter = adapter_for(sched)
@@ -271,3 +278,7 @@ def _model_id(obj):
     config = getattr(obj, "config", None)
     name = getattr(obj, "name_or_path", None) or (config.get("_name_or_path") if hasattr(config, "get") else None)
     return str(name) if name else None
+
+
+# 0.3's record and sample_trajectory (ppddpm/_moved.py): answered from ppddpm.pipelines.recording, with a warning
+__getattr__ = moved_names(__name__)
