@@ -250,10 +250,6 @@ def bpd(pipe, images, seed: int = 0, levels: int = 256, timesteps: Optional[int]
     with paddle.no_grad():
         prior = np.concatenate([prior_bpd(tables, b).numpy() for b in batches]).astype(np.float64)
         terms, mse = _terms(pipe, tables, batches, x.shape, drawn, seed, levels, clip_denoised, progress)
-    bad = ~np.isfinite(terms).all(axis=1)
-    if bad.any():
-        raise BadValue(f"the model's bound is not finite at t = {int(drawn[np.argmax(bad)])} (NaN or inf in its "
-                       f"output); its weights may be damaged")
     full_terms, full_mse = np.full((len(x), T), np.nan), np.full((len(x), T), np.nan)
     full_terms[:, drawn], full_mse[:, drawn] = terms.T, mse.T
     total = prior + terms.sum(axis=0) * (T / len(drawn))
@@ -279,6 +275,11 @@ def _terms(pipe, tables, batches, shape, drawn, seed, levels, clip_denoised, pro
     rows = {"terms": [], "mse": []}
 
     def sink(frames, values):
+        done = sum(len(part) for part in rows["terms"])
+        bad = ~np.isfinite(frames["terms"]).all(axis=1)
+        if bad.any():            # a damaged model: say so at the first chunk it shows in, not after all T terms
+            raise BadValue(f"the model's bound is not finite at t = {int(drawn[done + np.argmax(bad)])} (NaN or inf "
+                           f"in its output); its weights may be damaged")
         for name in rows:
             rows[name].append(frames[name])
 

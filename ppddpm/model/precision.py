@@ -16,6 +16,7 @@ zero ⇔ |x| ≤ m/2;  subnormal ⇔ m/2 < |x| < n − m/2;  overflow ⇔ |x| �
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -35,13 +36,19 @@ def thresholds(fmt: str):
     return m / 2.0, n - m / 2.0, big + ulp / 2.0
 
 
+@contextlib.contextmanager
 def autocast(precision: str):
-    """paddle.amp.auto_cast (O1) in `precision`, or no context for float32."""
+    """paddle.amp.auto_cast (O1) in `precision`, or nothing for float32. paddle's own warning that auto_cast has no
+    effect on a CPU is silenced: `precision_note` says it once, in ppddpm's words."""
     import paddle
 
     if precision == "float32":
-        return contextlib.nullcontext()
-    return paddle.amp.auto_cast(enable=True, dtype=precision, level="O1")
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="amp_guard can only be enabled")
+        with paddle.amp.auto_cast(enable=True, dtype=precision, level="O1"):
+            yield
 
 
 def grad_scaler(precision: str):

@@ -100,7 +100,7 @@ def plot_training(run, smooth: int = 25, save=None):
         for fmt, style in (("float16", "-"), ("bfloat16", ":")):
             shares = record[part][fmt]
             for kind, suffix, colour in (("zero", "", "C3"), ("subnormal", "", "C1"), ("zero", "_scaled", "C4"),
-                                         ("subnormal", "_scaled", "C2")):
+                                         ("subnormal", "_scaled", "C2"), ("overflow", "_scaled", "C0")):
                 values = np.asarray(shares[kind + suffix], np.float64)
                 if fmt == "bfloat16" and not values.any():
                     continue
