@@ -163,6 +163,18 @@ def render_benchmarks(data) -> str:
                       f"plain {h['plain']} ({h['plain'] / h['steps']:.1f} per step, ppdiffusers' own loop), "
                       f"recorded every=1 {h['recorded']}: **{h['added_per_step']:.2f} added per step** "
                       f"(frames move in chunks of {h['chunk']} steps)."]
+    if "bpd" in data:
+        b = data["bpd"]
+        full, some = b["all"], b["sampled"]
+        lines += ["", f"The variational bound (`ppddpm bpd`, `ppddpm.likelihood.bpd`) of the bundled model on {b['n']} "
+                      f"held-out digits, one UNet call per timestep for the batch: all {full['timesteps']} terms in "
+                      f"**{full['seconds'] / 60:.1f} min** (target ≤ 10; process CPU "
+                      f"{full['cpu_seconds'] / 60:.1f} min), "
+                      f"{some['timesteps']} timesteps drawn in **{some['seconds']:.0f} s** (target ≤ 60); load average "
+                      f"{b['load_average_before']:.1f} on the 2 shared cores. The estimate from {some['timesteps']} "
+                      f"timesteps, {some['mean_bpd']:.2f} ± {some['standard_error']:.2f} bits/dim, against all terms' "
+                      f"{full['mean_bpd']:.3f} ± {full['standard_error']:.3f}: uniform draws are noisy where most bits "
+                      f"sit in a few small t."]
     if "processes" in data:
         p = data["processes"]
         work, wall = p["work"], p["wall"]

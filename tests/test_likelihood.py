@@ -28,6 +28,15 @@ def agrees(mine, truth, rtol, atol):
 
 
 @pytest.fixture(scope="module")
+def tiny_unet():
+    """The smallest UNet2DModel the builders make (8/16 channels, no attention): for the loops over all t."""
+    paddle.seed(5)
+    unet = small_unet(8, 1, block_out_channels=(8, 16), attention=False)
+    unet.eval()
+    return unet
+
+
+@pytest.fixture(scope="module")
 def wide_unet():
     """A tiny UNet with twice the image's channels out: mean and learned_range variance."""
     paddle.seed(7)
@@ -173,23 +182,23 @@ def _small_T_pipe(unet):
     return _pipe(unet, num_train_timesteps=20, beta_end=0.3)
 
 
-def test_bpd_sums_every_term_with_a_fresh_x_t_per_t(unet):
+def test_bpd_sums_every_term_with_a_fresh_x_t_per_t(tiny_unet):
     """calc_bpd_loop: total = L_T + Σ_t L_t; term t is the reference's at x_t made with default_rng([seed, t]);
     mse[:, t] is ‖x̂_0 − x_0‖²/D. The same bound in batches of 4 and of 6 agrees (UNet batches round alike to
     1e-5). A reference fed another t's noise disagrees."""
-    pipe = _small_T_pipe(unet)
+    pipe = _small_T_pipe(tiny_unet)
     s64 = ref.Schedule.from_scheduler(pipe.scheduler)
     report = ppddpm.likelihood.bpd(pipe, DIGITS, seed=3, levels=17, batch_size=4)
     for t in range(20):
         noise = np.random.default_rng([3, t]).standard_normal(DIGITS.shape, dtype=np.float32)
         xt = ref.q_sample(s64, DIGITS.astype(np.float64), np.full(6, t), noise).astype(np.float32)
-        truth, x0 = ref.vb_terms_bpd(s64, _output(unet, xt, t), DIGITS, xt, t, levels=17)
+        truth, x0 = ref.vb_terms_bpd(s64, _output(tiny_unet, xt, t), DIGITS, xt, t, levels=17)
         assert agrees(report.terms[:, t], truth, RTOL, ATOL), t
         assert agrees(report.mse[:, t], ((x0 - DIGITS) ** 2).reshape(6, -1).mean(1), 1e-4, 1e-6), t
         if t:
             other = np.random.default_rng([3, t + 1]).standard_normal(DIGITS.shape, dtype=np.float32)
             xt2 = ref.q_sample(s64, DIGITS.astype(np.float64), np.full(6, t), other).astype(np.float32)
-            wrong, _ = ref.vb_terms_bpd(s64, _output(unet, xt2, t), DIGITS, xt2, t, levels=17)
+            wrong, _ = ref.vb_terms_bpd(s64, _output(tiny_unet, xt2, t), DIGITS, xt2, t, levels=17)
             assert not agrees(report.terms[:, t], wrong, RTOL, ATOL), t
     assert agrees(report.prior, ref.prior_bpd(s64, DIGITS), 1e-4, 1e-7)
     np.testing.assert_allclose(report.total, report.prior + report.terms.sum(1), rtol=1e-12)
