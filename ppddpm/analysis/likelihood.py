@@ -29,7 +29,7 @@ import numpy as np
 
 from ppddpm._io import atomic_path
 from ppddpm._progress import wanted
-from ppddpm.core.bound import LN2, bound_tables, prior_bpd, q_sample, timesteps, vb_terms_bpd
+from ppddpm.core.bound import LN2, bound_tables, per_sample_t, prior_bpd, q_sample, vb_terms_bpd
 from ppddpm.core.transfer import DeviceChunks
 from ppddpm.errors import BadType, BadValue, check_int
 
@@ -73,7 +73,7 @@ def vb_term(pipe, x_start, x_t, t, levels: int = 256, clip_denoised: bool = True
     xt = np.asarray(x_t, np.float32)
     if xt.shape != tuple(x0.shape) or not np.isfinite(xt).all():
         raise BadValue(f"x_t must be finite and shaped like x_start {tuple(x0.shape)}, got {xt.shape}")
-    t_dev, t_host = timesteps(_checked_t(t, tables.num_timesteps), x0.shape[0])
+    t_dev, t_host = per_sample_t(_checked_t(t, tables.num_timesteps), x0.shape[0])
     with paddle.no_grad():
         out = pipe.unet(paddle.to_tensor(xt), t_dev).sample
         bits, _ = vb_terms_bpd(tables, out, x0, paddle.to_tensor(xt), t_dev, t_host, clip_denoised, levels)
@@ -146,11 +146,6 @@ class BoundReport:
     def standard_error(self) -> float:
         """Standard error of `mean`: the images' and the timestep draw's, added in quadrature."""
         return float(math.hypot(self.image_error, self.timestep_error))
-
-    def share(self) -> np.ndarray:
-        """Each drawn term's share of the mean bound (the prior's share is the rest), [T] with NaN where not drawn."""
-        scale = self.num_timesteps / len(self.timesteps)
-        return self.terms.mean(axis=0) * scale / self.mean
 
     def as_dict(self) -> dict:
         def arr(a):
@@ -292,7 +287,7 @@ def _terms(pipe, tables, batches, shape, drawn, seed, levels, clip_denoised, pro
             noise = np.random.default_rng([seed, int(t)]).standard_normal(shape, dtype=np.float32)
             bits, errors, start = [], [], 0
             for x0 in batches:
-                t_dev, t_host = timesteps(int(t), x0.shape[0])
+                t_dev, t_host = per_sample_t(int(t), x0.shape[0])
                 x_t = q_sample(tables, x0, t_dev, paddle.to_tensor(noise[start:start + x0.shape[0]]))
                 term, x0_hat = vb_terms_bpd(tables, pipe.unet(x_t, t_dev).sample, x0, x_t, t_dev, t_host,
                                             clip_denoised, levels)

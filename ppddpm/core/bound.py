@@ -99,7 +99,7 @@ def _at(tables: BoundTables, name: str, t, ndim: int = 4):
     return paddle.gather(tables.tensors[name], t).reshape([-1] + [1] * (ndim - 1))
 
 
-def timesteps(t_host, batch: int):
+def per_sample_t(t_host, batch: int):
     """Per-sample 0-based timesteps: (int64 tensor [B], numpy [B]) from an int or [B] integers."""
     import paddle
 
