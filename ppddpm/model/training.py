@@ -4,6 +4,8 @@
     x_noisy = scheduler.add_noise(x0, noise, t)    eq. (4), TF `q_sample`
     loss    = mse(noise, unet(x_noisy, t))         eq. (14), L_simple, t uniform
 
+(the target and the loss are options — ε, x_0 or v; L_simple, the bound or improved DDPM's hybrid:
+`ppddpm.model.objective` — and so is the precision, `ppddpm.model.precision`),
 with AdamW, gradient clipping, an EMA of the weights (ppdiffusers' `EMAModel`), periodic
 atomic checkpoints, `resume=True`, and the result written by `save_pretrained` as a plain
 `DDPMPipeline` directory: `DDPMPipeline.from_pretrained(output_dir)` loads it unchanged.
