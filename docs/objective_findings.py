@@ -17,6 +17,7 @@ number), objective_vlb.png, objective_training_NAME.png, and README's block betw
 README and the JSON agree). Not run in CI.
 """
 import json
+import re
 import sys
 import time
 import warnings
@@ -120,9 +121,13 @@ def run(name, root, fast):
 def _bound_summary(bound):
     """What the table and the figure need from a BoundReport's dict (not every image's terms)."""
     keep = ("model", "levels", "num_images", "num_timesteps", "timesteps", "estimated", "mean_bpd", "standard_error",
-            "image_error", "timestep_error", "prediction_type", "variance_type", "mean_terms", "mean_mse", "weights",
-            "prior", "seconds")
+            "image_error", "timestep_error", "prediction_type", "variance_type", "mean_terms", "weights", "prior",
+            "seconds")
     out = {k: bound[k] for k in keep}
+    for k in ("mean_terms", "weights", "prior"):      # curves for the figure: 4 digits are plenty
+        out[k] = [None if v is None else float(f"{v:.4g}") for v in out[k]]
+    if not out["estimated"]:
+        out["timesteps"] = f"all {out['num_timesteps']}"
     terms = np.array([np.nan if v is None else v for v in bound["mean_terms"]])
     out["decoder"] = float(terms[0])
     out["share_t_below_10"] = float(np.nansum(terms[:10]) / bound["mean_bpd"])
@@ -171,12 +176,18 @@ def main(fast=False, names=None):
     figure["bundled (5500 steps)"] = data["bundled"]["bound"]
     plot_vlb(figure, save=(root if fast else OUT) / "objective_vlb.png")
     if not fast and not names:
-        JSON.write_text(json.dumps(data, indent=1))
+        JSON.write_text(dumps(data))
         from readme_blocks import fill
 
         fill("objective-findings", render(data), "docs/objective_findings.py from docs/figures/objective.json")
     print(render(data))
     return data
+
+
+def dumps(data) -> str:
+    """JSON indented by key, each list of numbers on one line (the curves are long)."""
+    text = json.dumps(data, indent=1)
+    return re.sub(r"\[\s*([-0-9eE.,\snul]+?)\s*\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
 
 
 def render(data) -> str:
@@ -204,7 +215,28 @@ def render(data) -> str:
                   f"it in t < 10 (a uniform code of 17 levels costs log2 17 = 4.09). Its decoder term L_0 with the "
                   f"TF code's tanh approximation of the normal CDF instead of the exact one differs by at most "
                   f"{data['bundled']['decoder_cdf']['max_abs_difference']:.1e} bits/dim per image."]
-    return "\n".join(lines)
+    return "\n".join(lines + _underflow_rows(data))
+
+
+def _underflow_rows(data) -> list:
+    """The low-precision record: shares of gradient entries and loss values a float16 cast would make subnormal
+    or zero, mean over the logged steps, without and with loss scaling."""
+    scale = data["runs"][0]["scale"] if data["runs"] else 2.0 ** 16
+    lines = ["", f"What a float16 cast would do to each run (every {data['budget']['log_every']} steps of training on "
+                 f"this CPU, where paddle's auto_cast computes float32; mean over the logged steps; × {scale:g}: "
+                 f"with loss scaling):", "",
+             "| model | gradient entries subnormal | … zero | subnormal × scale | zero × scale | loss values "
+             "subnormal | … zero | loss values overflowing × scale | bfloat16: any |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    pct = lambda v: f"{100 * v:.3g} %"      # noqa: E731
+    for r in data["runs"]:
+        g, v = r["underflow"]["gradients"], r["underflow"]["loss_values"]
+        g16, v16 = g["float16"], v["float16"]
+        bf = max(max(part["bfloat16"].values()) for part in (g, v))
+        lines.append(f"| {r['label']} | {pct(g16['subnormal'])} | {pct(g16['zero'])} | {pct(g16['subnormal_scaled'])} "
+                     f"| {pct(g16['zero_scaled'])} | {pct(v16['subnormal'])} | {pct(v16['zero'])} | "
+                     f"{pct(v16['overflow_scaled'])} | {pct(bf)} |")
+    return lines
 
 
 if __name__ == "__main__":

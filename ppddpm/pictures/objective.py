@@ -41,7 +41,8 @@ def plot_vlb(report, save=None):
     ax_terms, ax_share, ax_weight = (fig.add_subplot(1, 3, k) for k in (1, 2, 3))
     for label, r in reports.items():
         terms, weights = _floats(r["mean_terms"]), _floats(r["weights"])
-        T, drawn = len(terms), np.asarray(r["timesteps"], int)
+        T = len(terms)
+        drawn = np.arange(T) if isinstance(r["timesteps"], str) else np.asarray(r["timesteps"], int)   # "all T"
         scale = T / len(drawn)
         prior = float(np.mean(_floats(r["prior"])))
         shown = np.maximum(terms[drawn], 1e-12)
