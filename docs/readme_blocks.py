@@ -11,6 +11,7 @@ float32 bound of `ABReport.step_bound` (≤ 1 is equivalent); PSNR of final imag
 import json
 import re
 import statistics
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,6 +224,8 @@ def _signature(obj) -> str:
         return f"exception ({obj.__bases__[0].__name__})"
     if isinstance(obj, dict):
         return "= {" + ", ".join(map(repr, obj)) + "}: …"
+    if isinstance(obj, types.ModuleType) and not callable(obj):      # a module exported whole (`ppddpm.likelihood`)
+        return "module: " + ", ".join(getattr(obj, "__all__", ()))
     if not callable(obj):
         return f"= {obj!r}"
     signature = inspect.signature(obj)
@@ -244,7 +247,7 @@ def render_api() -> str:
     for name in ppddpm.__all__:
         obj = getattr(ppddpm, name)
         home = getattr(obj, "__module__", None) if callable(obj) and not isinstance(obj, type(ppddpm)) else None
-        home = home or (obj.__name__ if isinstance(obj, type(ppddpm)) else f"ppddpm.{ppddpm._EXPORTS[name]}")
+        home = home or (obj.__name__ if isinstance(obj, types.ModuleType) else f"ppddpm.{ppddpm._EXPORTS[name]}")
         rows.append((home, name, _signature(obj).replace("|", "\\|")))
     lines = ["| name | signature | lives in |", "|---|---|---|"]
     rows.sort(key=lambda row: (row[0], row[1].lower()))

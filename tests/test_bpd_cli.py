@@ -43,13 +43,13 @@ def odd_models(tmp_path_factory):
 
 @pytest.mark.parametrize("args,says", [
     (["--timesteps", "1"], "timesteps must be an integer from 2"),
-    (["--timesteps", "1001"], "to T = 1000"),
+    (["--timesteps", "1001"], "T = 1000"),
     (["--levels", "256"], "not on 256 levels"),
     (["--levels", "1"], "--levels must be"),
     (["--n", "360"], "--n must be at most 359"),
     (["--model", "{odd}/ddim"], "DDPM-like scheduler"),
     (["--model", "{odd}/sixteen"], "not on 17 levels"),
-    (["--model", "{odd}/nan", "--timesteps", "4"], "not finite"),
+    (["--model", "{odd}/nan", "--timesteps", "4"], "NaN or inf"),      # the loader's check (or the bound's)
     (["--json", "{tmp}/missing/b.json"], "does not exist"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(args, says, tmp_path, saved_pipe_dir, odd_models, capsys):
@@ -62,3 +62,15 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(args, says, tmp_path, 
     err = capsys.readouterr().err
     assert usage.value.code == 2 and says in err and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err and not list(tmp_path.rglob("b.*"))
+
+
+def test_what_the_model_files_decide_is_said_before_the_model_loads(tmp_path, saved_pipe_dir, capsys):
+    """--timesteps past the model's T is refused from its scheduler_config.json: the folder here has no weights,
+    so an answer about the weights would mean the model was loaded first."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(saved_pipe_dir, bare)
+    shutil.rmtree(bare / "unet")
+    assert main(["bpd", "--model", str(bare), "--timesteps", "1001", "--quiet"]) == 2
+    assert "timesteps must be an integer from 2" in capsys.readouterr().err

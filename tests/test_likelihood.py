@@ -262,6 +262,12 @@ def test_bad_input_is_one_line(unet, wide_unet):
         bpd(_pipe(unet, variance_type="fixed_small_log"), DIGITS, levels=17)
     with pytest.raises(Unsupported, match="needs a UNet with 2 output channels"):
         bpd(_pipe(unet, variance_type="learned_range"), DIGITS, levels=17, timesteps=2)
+    broken = small_unet(8, 1, block_out_channels=(8, 16), attention=False)
+    broken.eval()
+    for p in broken.parameters():
+        p.set_value(paddle.full_like(p, float("nan")))
+    with pytest.raises(BadValue, match="bound is not finite at t = "):          # said at the first chunk of t
+        bpd(_pipe(broken), DIGITS, levels=17, timesteps=3)
     with pytest.raises(BadValue, match="t must be integer timesteps in 0..999"):
         ppddpm.likelihood.vb_term(pipe, DIGITS, DIGITS, 1000, levels=17)
 

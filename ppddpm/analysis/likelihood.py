@@ -33,6 +33,8 @@ from ppddpm.core.bound import LN2, bound_tables, per_sample_t, prior_bpd, q_samp
 from ppddpm.core.transfer import DeviceChunks
 from ppddpm.errors import BadType, BadValue, check_int
 
+__all__ = ["bpd", "vb_term", "BoundReport", "check_images", "draw_timesteps", "target_weights"]
+
 MAX_LEVELS = 65536          # 16-bit data at most
 GRID_TOLERANCE = 1e-3       # |level − round(level)| allowed: float32 data on a grid of ≤ 65536 levels is closer
 
@@ -223,8 +225,8 @@ def draw_timesteps(T: int, timesteps: Optional[int], seed: int) -> np.ndarray:
     if timesteps is None:
         return np.arange(T)
     if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) or not 2 <= timesteps <= T:
-        raise BadValue(f"timesteps must be an integer from 2 (to estimate its error) to T = {T}, or None for all "
-                       f"of them; got {timesteps!r}")
+        raise BadValue(f"timesteps must be an integer from 2 (to estimate its error) to the model's T = {T} (none: "
+                       f"all T terms); got {timesteps!r}")
     return np.sort(np.random.RandomState(seed).choice(T, int(timesteps), replace=False))
 
 

@@ -8,7 +8,7 @@ from ppddpm.analysis.likelihood import MAX_LEVELS, bpd, draw_timesteps
 from ppddpm.analysis.metrics import HELD_OUT_DIGITS
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
-from ppddpm.cli.common import load_model, pixel_pipeline, refuse_overwrite
+from ppddpm.cli.common import declared_checks, load_model, pixel_pipeline, refuse_overwrite
 from ppddpm.core.bound import bound_tables
 from ppddpm.errors import BadValue
 from ppddpm.model.data import load_digits
@@ -47,7 +47,10 @@ class BpdCommand(Command):
         for path in targets:
             _writable(path)
             refuse_overwrite(args, path)
-        pipe = pixel_pipeline(load_model(args), "ppddpm bpd")
+        declared = declared_checks(args, pixel_only="ppddpm bpd")        # what --model's files decide, before paddle
+        if declared is not None and declared.num_train_timesteps and args.timesteps is not None:
+            draw_timesteps(declared.num_train_timesteps, args.timesteps, args.seed)
+        pipe = pixel_pipeline(load_model(args, images=min(args.n, args.batch_size)), "ppddpm bpd")
         T = bound_tables(pipe.scheduler).num_timesteps            # a scheduler that is not DDPM-like stops here
         draw_timesteps(T, args.timesteps, args.seed)
         size, channels = pipe.unet.config.sample_size, pipe.unet.config.in_channels
