@@ -1,9 +1,10 @@
 """ppddpm benchmarks: recording overhead and host reads, A/B cost, recording memory, 1 vs 2 processes,
-how fast a mistake the arguments decide is answered, and how soon `ppddpm view` of a 1000-step run is done.
+how fast a mistake the arguments decide is answered, how soon `ppddpm view` of a 1000-step run is done,
+and the variational bound.
 
     python benchmarks/run_all.py            # full: 1000-step runs on the bundled model
     python benchmarks/run_all.py --quick    # 200-step runs, fewer repeats (a smoke run)
-    python benchmarks/run_all.py --only view            # one section, printed (nothing written)
+    python benchmarks/run_all.py --only bpd # one section (view, bpd) again, the others kept from results.json
 
 Prints a table and writes benchmarks/results.json. Times are medians of interleaved runs
 (plain, recorded, plain, recorded, ...), so a machine that slows down mid-run slows both;
@@ -300,6 +301,26 @@ def print_view(view: dict):
         print(f"   {name:28s} {v['median_s']:.2f} s  (min–max {v['min_s']:.2f}–{v['max_s']:.2f})")
 
 
+def bench_bpd(pipe, n: int = 256, timesteps: int = 50):
+    """`ppddpm.likelihood.bpd` on n held-out digits: all T terms, and an estimate from `timesteps` of them (one
+    UNet call per timestep for the whole batch). Wall and process CPU seconds, and the machine's load average
+    (the cores are shared: a loaded machine slows the wall clock, not the CPU time)."""
+    import ppddpm
+    from ppddpm.model.data import load_digits
+
+    images = load_digits("test", 8)[:n]
+    out = {"n": n, "load_average_before": os.getloadavg()[0]}
+    for label, k in (("all", None), ("sampled", timesteps)):
+        reports = []
+        wall, cpu = _timed_cpu(lambda: reports.append(ppddpm.likelihood.bpd(pipe, images, levels=17, timesteps=k,
+                                                                           batch_size=n)))
+        r = reports[0]
+        out[label] = {"timesteps": len(r.timesteps), "seconds": wall, "cpu_seconds": cpu, "mean_bpd": r.mean,
+                      "standard_error": r.standard_error}
+    out["load_average_after"] = os.getloadavg()[0]
+    return out
+
+
 def machine():
     import paddle
     import ppdiffusers
@@ -317,19 +338,17 @@ def main(argv=None):
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=str(HERE / "results.json"))
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; 3 with --quick)")
-    p.add_argument("--only", choices=["view"], default=None, help="run this section alone and print it")
+    p.add_argument("--only", choices=["view", "bpd"], default=None,
+                   help="run this section alone and update it in --out, keeping the other sections")
     args = p.parse_args(argv)
+    if args.only:
+        return _only(args)
     steps, repeats = (200, 3) if args.quick else (1000, 5)
     repeats = args.repeats or repeats
     import warnings
 
     warnings.filterwarnings("ignore")
     import ppddpm
-
-    if args.only == "view":
-        view = bench_view(args.model, repeats)
-        print_view(view)
-        return {"view": view}
 
     pipe = ppddpm.load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -374,6 +393,39 @@ def main(argv=None):
     report_instant_errors(results, repeats)
     results["view"] = bench_view(args.model, repeats)
     print_view(results["view"])
+    results["bpd"] = _print_bpd(bench_bpd(pipe, 64 if args.quick else 256))
+    return _write(args, results)
+
+
+def _print_bpd(b):
+    print(f"\n7. the variational bound (ppddpm.likelihood.bpd) of the bundled model on {b['n']} held-out digits — "
+          f"targets: all T ≤ 10 min, 50 timesteps ≤ 1 min")
+    for key in ("all", "sampled"):
+        r = b[key]
+        print(f"   {r['timesteps']:4d} timesteps: {r['seconds']:7.1f} s (process CPU {r['cpu_seconds']:.1f} s); "
+              f"{r['mean_bpd']:.3f} ± {r['standard_error']:.3f} bits/dim")
+    print(f"   load average {b['load_average_before']:.1f} before, {b['load_average_after']:.1f} after "
+          f"(2 cores shared)")
+    return b
+
+
+def _only(args):
+    """--only view|bpd: that section measured again, the others kept from --out."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import ppddpm
+
+    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    if args.only == "view":
+        results["view"] = bench_view(args.model, args.repeats or (3 if args.quick else 5))
+        print_view(results["view"])
+    else:
+        results["bpd"] = _print_bpd(bench_bpd(ppddpm.load_pipeline(args.model), 64 if args.quick else 256))
+    return _write(args, results)
+
+
+def _write(args, results):
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")
     if Path(args.out).resolve() == (HERE / "results.json").resolve():

@@ -32,7 +32,7 @@ _EXPORTS = {
     # compare, verify, score
     "compare": "analysis.ab", "ABReport": "analysis.ab", "verify": "analysis.verify", "VerifyReport": "analysis.verify",
     "evaluate": "analysis.metrics", "EvalReport": "analysis.metrics", "score": "analysis.metrics",
-    "sample_images": "analysis.metrics",
+    "sample_images": "analysis.metrics", "likelihood": "analysis",
     # pictures
     "plot_grid": "pictures.plotting", "plot_trajectory": "pictures.plotting", "plot_ab": "pictures.plotting",
     "plot_clip_map": "pictures.plotting", "clip_map": "pictures.plotting", "plot_forward": "pictures.plotting",

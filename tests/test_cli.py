@@ -250,11 +250,12 @@ def test_train_options_become_the_train_config_field_by_field():
         "train", "--data", "imgs", "--resolution", "16", "--channels", "3", "--steps", "50", "--batch-size", "8",
         "--lr", "0.01", "--warmup", "5", "--lr-schedule", "constant", "--ema-decay", "0.9", "--block-out-channels",
         "16", "32", "64", "--layers-per-block", "2", "--stop-at", "20", "--seed", "4", "--checkpoint-every", "10",
-        "--out", "o", "--resume", "--quiet"])
+        "--out", "o", "--resume", "--quiet", "--prediction-type", "v_prediction", "--loss", "hybrid", "--precision",
+        "float16", "--log-every", "7"])
     assert TrainConfig.from_options(vars(args)) == TrainConfig(
         output_dir="o", data="imgs", resolution=16, channels=3, steps=50, batch_size=8, lr=0.01, warmup=5,
         lr_schedule="constant", ema_decay=0.9, block_out_channels=(16, 32, 64), layers_per_block=2, stop_at=20,
-        seed=4, checkpoint_every=10)
+        seed=4, checkpoint_every=10, prediction_type="v_prediction", loss="hybrid", precision="float16", log_every=7)
     assert TrainConfig.from_options(vars(build_parser().parse_args(["train"]))) == TrainConfig(output_dir="runs/train")
 
 

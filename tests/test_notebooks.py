@@ -19,7 +19,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 def test_the_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == ["01_forward_process.ipynb", "02_reverse_trajectory.ipynb",
                                            "03_step_equivalence.ipynb", "04_training.ipynb", "05_ddim.ipynb",
-                                           "06_latent.ipynb"]
+                                           "06_latent.ipynb", "07_objective.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -109,3 +109,17 @@ def test_latent_tour_runs_verbatim(capsys):
 def test_latent_networked_example_compiles():
     """The real-checkpoint block needs the model hub, so CI only compiles it (a typo still fails)."""
     compile(marked_block("readme-latent-networked"), "README.md (Latent pipelines, networked)", "exec")
+
+
+def test_readme_objective_table_is_the_committed_json():
+    """README's objective study is docs/objective_findings.py's rendering of docs/figures/objective.json, and the
+    JSON holds the five runs with a full-T held-out bound on at least 128 digits and 1000-step scores."""
+    import json
+
+    findings = _docs_module("objective_findings")
+    data = json.loads(findings.JSON.read_text())
+    assert _docs_module("readme_blocks").block("objective-findings", README) == findings.render(data)
+    assert [r["name"] for r in data["runs"]] == list(findings.RUNS)
+    for r in data["runs"] + [data["bundled"]]:
+        assert r["bound"]["num_timesteps"] == 1000 and not r["bound"]["estimated"] and r["bound"]["num_images"] >= 128
+    assert all(r["quality"]["steps"] == 1000 for r in data["runs"])

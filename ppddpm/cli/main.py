@@ -19,6 +19,7 @@ from ppddpm.cli import launch
 from ppddpm.core import ranks
 from ppddpm.cli.ab import ABCommand
 from ppddpm.cli.animate import AnimateCommand
+from ppddpm.cli.bpd import BpdCommand
 from ppddpm.cli.demo import DemoCommand
 from ppddpm.cli.eval import EvalCommand
 from ppddpm.cli.forward import ForwardCommand
@@ -34,8 +35,8 @@ from ppddpm.cli.view import ViewCommand
 from ppddpm.errors import InputError
 
 # in the order `ppddpm --help` lists them
-COMMANDS = (SampleCommand, ABCommand, PatchesCommand, UpstreamCommand, TrainCommand, EvalCommand, GridCommand,
-            ForwardCommand, ScheduleCommand, AnimateCommand, ViewCommand, VerifyCommand, DemoCommand)
+COMMANDS = (SampleCommand, ABCommand, PatchesCommand, UpstreamCommand, TrainCommand, EvalCommand, BpdCommand,
+            GridCommand, ForwardCommand, ScheduleCommand, AnimateCommand, ViewCommand, VerifyCommand, DemoCommand)
 
 _WRITE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, n)}  # the disk
 

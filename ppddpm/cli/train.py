@@ -10,7 +10,10 @@ from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.cli.common import output_folder, refuse_overwrite
 from ppddpm.cli.signals import interrupt_status, stopped
+from ppddpm.core.formulas import PREDICTION_TYPES
 from ppddpm.model.builders import NORM_GROUPS
+from ppddpm.model.objective import LOSSES
+from ppddpm.model.precision import PRECISIONS
 from ppddpm.model.training import (CHECKPOINT, LR_SCHEDULES, MAX_LAYERS_PER_BLOCK, MAX_RESOLUTION, MAX_STEPS,
                                    MAX_WIDTH, TrainConfig, TrainingInterrupted, train)
 
@@ -49,6 +52,7 @@ def add_training_options(p):
     p.add_argument("--stop-at", type=options.nonneg("--stop-at"), default=0,
                    help="stop after this many steps; the learning-rate schedule still spans --steps (default: at "
                         "--steps)")
+    add_objective_options(p)
     options.add_first_seed(p, "seed of the initial weights and the batches")
     p.add_argument("--checkpoint-every", type=options.positive("--checkpoint-every"), default=250,
                    help="write --out/checkpoint.safetensors every N steps (and at the end)")
@@ -56,6 +60,22 @@ def add_training_options(p):
     options.add_trust_pickle(p, "a pickled checkpoint.pdparams of ppddpm <= 0.2 on --resume")
     options.add_out(p, "runs/train", "folder for the checkpoint and the saved pipeline")
     options.add_quiet(p)
+
+
+def add_objective_options(p):
+    """What the model predicts, what it minimises and in which precision (`ppddpm.model.objective`)."""
+    p.add_argument("--prediction-type", choices=list(PREDICTION_TYPES), default="epsilon",
+                   help="the model's target: the noise ε (the paper's), x_0 itself ('sample') or v; the saved "
+                        "scheduler says it, so sampling, verify, compare and bpd use it")
+    p.add_argument("--loss", choices=list(LOSSES), default="simple",
+                   help="simple: unweighted MSE on the target (eq. 14); vlb: the variational bound, fixed variance; "
+                        "hybrid: simple + 0.001 x the bound with a learned variance (improved DDPM; UNet outputs x2)")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="float32",
+                   help="paddle.amp mixed precision (GradScaler for float16); on a CPU paddle computes float32 and "
+                        "the run says so")
+    p.add_argument("--log-every", type=options.positive("--log-every"), default=10,
+                   help="record every N steps the shares of gradients and loss values that float16 / bfloat16 "
+                        "would flush to zero or make subnormal (train_losses.json)")
 
 
 def resume_command(args, **extra) -> str:

@@ -4,6 +4,8 @@
     x_noisy = scheduler.add_noise(x0, noise, t)    eq. (4), TF `q_sample`
     loss    = mse(noise, unet(x_noisy, t))         eq. (14), L_simple, t uniform
 
+(the target and the loss are options — ε, x_0 or v; L_simple, the bound or improved DDPM's hybrid:
+`ppddpm.model.objective` — and so is the precision, `ppddpm.model.precision`),
 with AdamW, gradient clipping, an EMA of the weights (ppdiffusers' `EMAModel`), periodic
 atomic checkpoints, `resume=True`, and the result written by `save_pretrained` as a plain
 `DDPMPipeline` directory: `DDPMPipeline.from_pretrained(output_dir)` loads it unchanged.
@@ -35,6 +37,8 @@ from ppddpm.errors import BadValue, NotFound, Untrusted, check_memory, int_probl
 from ppddpm.model import tensorfile
 from ppddpm.model.builders import NORM_GROUPS, ddpm_scheduler, small_unet
 from ppddpm.model.data import load_dataset
+from ppddpm.model.objective import (Objective, config_problems, load_record, objective_change, output_channels,
+                                    save_record, scheduler_overrides)
 
 CHECKPOINT = "checkpoint.safetensors"
 PICKLED_CHECKPOINT = "checkpoint.pdparams"      # ppddpm <= 0.2: paddle.save, a pickle
@@ -74,6 +78,11 @@ class TrainConfig:
     layers_per_block: int = 1
     attention: bool = True
     stop_at: int = 0              # stop after this many steps (0: at `steps`); the lr schedule still spans `steps`
+    prediction_type: str = "epsilon"   # the model's target: "epsilon", "sample" (x_0) or "v_prediction"
+    loss: str = "simple"          # "simple" (eq. 14), "vlb" (the bound, fixed σ²), "hybrid" (+ λ·L_vlb, learned σ²)
+    vlb_weight: float = 0.001     # λ of "hybrid" (improved DDPM's)
+    precision: str = "float32"    # "float32", "bfloat16" or "float16" (paddle.amp)
+    log_every: int = 10           # record the float16/bfloat16 underflow shares every N steps
 
     @classmethod
     def from_options(cls, options: Mapping) -> "TrainConfig":
@@ -102,6 +111,7 @@ class TrainConfig:
             problems.append(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        problems += config_problems(self)
         if not problems:
             problems += self._size_problems()
         if problems:
@@ -235,13 +245,9 @@ def _steps(bar, cfg, parts: "_Parts", losses, end, save_checkpoint):
     for step in bar:
         optimizer.set_lr(learning_rate(cfg, step))
         x0 = paddle.to_tensor(parts.data[parts.rng.randint(0, len(parts.data), cfg.batch_size)])
-        t = paddle.to_tensor(parts.rng.randint(0, parts.scheduler.config.num_train_timesteps, cfg.batch_size),
-                             dtype="int64")
+        t = parts.rng.randint(0, parts.scheduler.config.num_train_timesteps, cfg.batch_size)
         noise = paddle.randn(x0.shape, dtype=x0.dtype)                          # ε ~ N(0, I)
-        x_noisy = parts.scheduler.add_noise(x0, noise, t)                        # eq. (4)
-        loss = paddle.nn.functional.mse_loss(unet(x_noisy, t).sample, noise)     # eq. (14)
-        loss.backward()
-        optimizer.step()
+        loss = parts.objective.step(unet, optimizer, x0, t, noise, step)        # eq. (4), then eq. (14) or the bound
         optimizer.clear_grad()
         parts.ema.step(unet.parameters())
         losses.append(float(loss))
@@ -399,6 +405,7 @@ class _Parts:
     ema: Any
     data: np.ndarray
     rng: np.random.RandomState
+    objective: Any = None        # the loss, its precision and its underflow record (`ppddpm.model.objective`)
 
 
 def _build(cfg: TrainConfig) -> _Parts:
@@ -409,8 +416,9 @@ def _build(cfg: TrainConfig) -> _Parts:
     data = load_dataset(cfg.data, cfg.resolution, cfg.channels)
     paddle.seed(cfg.seed)
     rng = np.random.RandomState(cfg.seed)
-    unet = small_unet(cfg.resolution, cfg.channels, cfg.block_out_channels, cfg.layers_per_block, cfg.attention)
-    scheduler = ddpm_scheduler()
+    unet = small_unet(cfg.resolution, cfg.channels, cfg.block_out_channels, cfg.layers_per_block, cfg.attention,
+                      out_channels=output_channels(cfg.channels, cfg.loss))
+    scheduler = ddpm_scheduler(**scheduler_overrides(cfg.prediction_type, cfg.loss))
     optimizer = paddle.optimizer.AdamW(
         learning_rate=cfg.lr, parameters=unet.parameters(), weight_decay=cfg.weight_decay,
         grad_clip=paddle.nn.ClipGradByGlobalNorm(cfg.grad_clip))
@@ -424,12 +432,16 @@ def _resume(parts: _Parts, cfg: TrainConfig, out: Path, end: int, trust_pickle: 
     import paddle
 
     ckpt = _resume_state(out, cfg, trust_pickle)
+    refusal = objective_change(ckpt.get("config") or {}, cfg, out)
+    if refusal:
+        raise BadValue(refusal)
     _apply_state(ckpt, parts.unet, parts.optimizer, parts.ema, out / CHECKPOINT)
     start = int(ckpt["step"])
     if start > end:
         raise BadValue(f"resume: the checkpoint is at step {start}, past where this run stops ({end}); "
                        f"stop at {start} or later")
     parts.rng.set_state(ckpt["numpy_rng"])
+    parts.objective.record = load_record(out, start, cfg.log_every)
     paddle.seed(cfg.seed + start)   # fresh, reproducible paddle stream after a resume
     log(f"resumed from {out} at step {start}")
     note = schedule_change(ckpt.get("config") or {}, cfg, start)
@@ -459,6 +471,7 @@ def _optimise(parts: _Parts, cfg: TrainConfig, path: Path, steps: range, losses:
     def save_checkpoint(step):
         _save_state(path, parts, cfg, step, losses,
                     None if seconds_before is None else seconds_before + time.time() - t0)
+        save_record(path.parent, parts.objective.record)
         saved[0] = step
 
     bar = tqdm(steps, initial=steps.start, total=steps.stop, disable=not wanted(progress), desc="train")
@@ -489,7 +502,8 @@ def _save_pipeline(out: Path, cfg: TrainConfig, parts: _Parts, losses: list, sec
         tmp.write_text(json.dumps({"config": {k: (list(v) if isinstance(v, tuple) else v)
                                               for k, v in vars(cfg).items()},
                                    "losses": losses, "seconds_this_run": seconds,
-                                   "seconds_total": total}))
+                                   "seconds_total": total, "precision_note": parts.objective.note,
+                                   "underflow": parts.objective.record.as_dict()}))
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = None, log=print,
@@ -501,6 +515,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: Optional[bool] = Non
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = _build(cfg)
+    parts.objective = Objective(cfg, parts.scheduler, log)
     end = cfg.stop_at or cfg.steps
     start, losses, seconds_before = _resume(parts, cfg, out, end, trust_pickle, log) if resume else (0, [], 0.0)
     seconds = _optimise(parts, cfg, out / CHECKPOINT, range(start, end), losses, seconds_before, progress,

@@ -19,6 +19,8 @@ numpy only: nothing of ppdiffusers, paddle, or the rest of ppddpm is imported he
 - lcm.py        `LCMReference` (Luo et al. 2023, consistency boundary conditions);
 - edm.py        `EDMEulerReference` (Karras et al. 2022, eq. 5 and Table 1);
 - schedules.py  β / ᾱ / σ tables and timestep grids from a scheduler config;
+- bound.py      the variational bound term by term (Ho et al. 2020, eqs. 3, 5, 12, 13; the TF code's
+                `normal_kl`, `discretized_gaussian_log_likelihood`, `_vb_terms_bpd`, `_prior_bpd`);
 - base.py       `SamplerReference` (the interface) and `RefStep` (what a step returns).
 
 `REFERENCES` maps each sampler family name of `ppddpm.core.adapters` to its reference class;
@@ -38,6 +40,9 @@ from .ddpm import (DDPMReference, Schedule, compute_alpha, ddim_sigma, ddim_upda
                    p_mean_direct, p_mean_variance, p_sample, posterior_coefficients, posterior_coefficients_of,
                    predict_start_from_noise,
                    q_posterior_mean_variance, q_sample, q_step, training_losses)
+from .bound import (approx_standard_normal_cdf, discretized_gaussian_log_likelihood, eq12_constant, eq12_weight,
+                    model_log_variance, normal_kl, posterior_log_variance_clipped, prior_bpd, q_posterior,
+                    standard_normal_cdf, vb_terms_bpd)
 from .deis import DEISReference
 from .dpmsolver_sde import DPMSolverSDEReference
 from .dpmsolver_singlestep import DPMSolverSinglestepReference
@@ -74,4 +79,7 @@ __all__ = ["REFERENCES", "RefStep", "SamplerReference", "SigmaReference", "VPRef
            "predict_start_from_noise",
            "q_posterior_mean_variance", "q_sample", "q_step", "training_losses", "alpha_sigma_from_sigma",
            "alphas_cumprod_from_betas", "betas_from_config", "sigma_at", "sigmas_from_alphas_cumprod",
-           "spaced_timesteps", "dynamic_threshold", "eps_from_x0", "x0_from_prediction"]
+           "spaced_timesteps", "dynamic_threshold", "eps_from_x0", "x0_from_prediction",
+           "approx_standard_normal_cdf", "discretized_gaussian_log_likelihood", "eq12_constant", "eq12_weight",
+           "model_log_variance", "normal_kl", "posterior_log_variance_clipped", "prior_bpd", "q_posterior",
+           "standard_normal_cdf", "vb_terms_bpd"]
