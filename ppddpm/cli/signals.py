@@ -29,6 +29,9 @@ def interrupt_status(exc) -> int:
     return 143 if isinstance(exc, Terminated) else 130
 
 
+INTERRUPTED = (130, 143)      # the exit statuses of a command stopped by Ctrl-C or SIGTERM
+
+
 _SIGTERM_BEFORE = []      # non-empty while main() runs with SIGTERM raising `Terminated`
 
 
