@@ -1,7 +1,8 @@
-"""ppddpm benchmarks: recording overhead and host reads, A/B cost, recording memory, 1 vs 2 processes.
+"""ppddpm benchmarks: recording overhead and host reads, A/B cost, recording memory, 1 vs 2 processes, 2 nodes.
 
-    python benchmarks/run_all.py            # full: 1000-step runs on the bundled model
-    python benchmarks/run_all.py --quick    # 200-step runs, fewer repeats (a smoke run)
+    python benchmarks/run_all.py                # full: 1000-step runs on the bundled model
+    python benchmarks/run_all.py --quick        # 200-step runs, fewer repeats (a smoke run)
+    python benchmarks/run_all.py --nodes-only   # 2 nodes x 1 rank against 1 process (root: network namespaces)
 
 Prints a table and writes benchmarks/results.json. Times are medians of interleaved runs
 (plain, recorded, plain, recorded, ...), so a machine that slows down mid-run slows both;
@@ -189,6 +190,54 @@ def bench_processes(model, seeds, steps, rounds):
             "wall": _ratio_stats(wall["2"], wall["1"]), "reports_equal": len(digests) == 1}
 
 
+def bench_nodes(model, seeds, steps, rounds):
+    """`ppddpm ab` over `seeds` seeds x `steps` steps: 2 nodes x 1 rank (`--ips`, two network namespaces of
+    this machine joined by a veth pair, tests/namespaces.py) against one process, the whole command's wall
+    time, one thread each, interleaved rounds. On one machine the two nodes share its cores, so this
+    measures what running across nodes costs (the nodes meeting, a launch on each, the gathers over TCP),
+    not a speed-up. {"skipped": why} where namespaces cannot be made (not root, no `ip netns`)."""
+    import tempfile
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from namespaces import A, B, NoNamespaces, two_nodes
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = ["ab", "--seed", f"0-{seeds - 1}", "--steps", str(steps), "--quiet"]
+    command += ["--model", model] if model else []
+    wall, reports = {"1": [], "2": []}, set()
+    try:
+        with two_nodes() as nodes, tempfile.TemporaryDirectory() as tmp:
+            for r in range(rounds):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "ppddpm", *command, "--out", f"{tmp}/one{r}"], env=env,
+                               capture_output=True, check=True)
+                wall["1"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                runs = [nodes.start(ns, *command, "--ips", f"{A},{B}", "--out", f"{tmp}/two{r}", env=env)
+                        for ns in (nodes.a, nodes.b)]
+                for run in runs:
+                    _, err = run.communicate()
+                    if run.returncode:
+                        raise RuntimeError(f"2 nodes, round {r}: exit {run.returncode}: {err}")
+                wall["2"].append(time.perf_counter() - t0)
+                reports |= {Path(f"{tmp}/{d}{r}/ab.json").read_bytes() for d in ("one", "two")}
+    except NoNamespaces as exc:
+        return {"skipped": str(exc)}
+    return {"seeds": seeds, "steps": steps, "rounds": rounds, "wall": _ratio_stats(wall["1"], wall["2"]),
+            "reports_equal": len(reports) == 1}
+
+
+def _print_nodes(n):
+    if "skipped" in n:
+        print(f"   skipped: {n['skipped']}")
+        return
+    w = n["wall"]
+    print(f"   2 nodes x 1 rank: {w['median']:.2f}x the wall time of 1 process (spread {w['min']:.2f}–{w['max']:.2f}; "
+          f"1 process {w['base_s']:.1f} s, 2 nodes {w['other_s']:.1f} s); on one machine the nodes share its cores: "
+          f"this is the cost of the protocol, not a speed-up")
+    print(f"   reports bitwise equal: {n['reports_equal']}")
+
+
 MEMORY_CHILD = r"""
 import json, resource, sys, tempfile
 import numpy as np, paddle
@@ -243,15 +292,28 @@ def machine():
             "device": paddle.device.get_device(), "ppddpm": ppddpm.__version__}
 
 
+def _bench_nodes_section(model, quick, rounds):
+    seeds, steps, rounds = (16, 100, rounds) if not quick else (16, 20, 1)
+    print(f"\n5. ab over {seeds} seeds x {steps} steps: 2 nodes x 1 rank (--ips; two network namespaces joined by a "
+          f"veth pair) vs 1 process, the whole command, one thread each")
+    nodes = bench_nodes(model, seeds, steps, rounds)
+    _print_nodes(nodes)
+    return nodes
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--nodes-only", action="store_true", help="only section 5 (2 nodes x 1 rank), printed, nothing "
+                                                             "written")
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=str(HERE / "results.json"))
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; 3 with --quick)")
     args = p.parse_args(argv)
     steps, repeats = (200, 3) if args.quick else (1000, 5)
     repeats = args.repeats or repeats
+    if args.nodes_only:
+        return {"nodes": _bench_nodes_section(args.model, args.quick, max(2, repeats - 2))}
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -297,6 +359,7 @@ def main(argv=None):
         print(f"   {key:5s} speed-up {sp['median']:.2f}x (spread {sp['min']:.2f}–{sp['max']:.2f}; 1 process "
               f"{sp['other_s']:.1f} s, 2 processes {sp['base_s']:.1f} s)")
     print(f"   reports bitwise equal: {results['processes']['reports_equal']}")
+    results["nodes"] = _bench_nodes_section(args.model, args.quick, max(2, repeats - 2))
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out}")
     if Path(args.out).resolve() == (HERE / "results.json").resolve():

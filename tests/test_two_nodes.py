@@ -10,12 +10,8 @@ skipped, saying why. Each node's start costs ~8-10 s of imports, so the runs are
 """
 import contextlib
 import json
-import os
 import re
-import secrets
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -23,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from namespaces import A, B, NoNamespaces, two_nodes
 
 import ppddpm
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-A, B = "198.18.0.1", "198.18.0.2"           # the two nodes; 198.18.0.3 and .4 are never anyone's
 RUN_TIMEOUT = 240                           # s: a hang fails the test instead of CI
 LOST_WITHIN = 20                            # s: ppddpm.cli.nodes — LOST_AFTER 10 + 2 × GRACE_SECONDS 5
 # ranks are launched: one test of this group at a time (tests/test_distributed.py)
@@ -39,74 +35,15 @@ def cli(*args):
                           timeout=RUN_TIMEOUT)
 
 
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-def _why_no_namespaces():
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "no `ip` command (iproute2) here"
-    listed = _ip("netns", "list", check=False)
-    return f"`ip netns` is not available here: {listed.stderr.strip()}" if listed.returncode else None
-
-
-class Nodes:
-    """Two namespaces, `a` (198.18.0.1) and `b` (198.18.0.2), joined by a veth pair, loopback up in each."""
-
-    def __init__(self):
-        tag = secrets.token_hex(3)
-        self.a, self.b = f"ppddpm-{tag}-a", f"ppddpm-{tag}-b"
-        self.veth = (f"pd{tag}a", f"pd{tag}b")
-
-    def make(self):
-        _ip("link", "add", self.veth[0], "type", "veth", "peer", "name", self.veth[1])
-        for ns, veth, address in ((self.a, self.veth[0], A), (self.b, self.veth[1], B)):
-            _ip("netns", "add", ns)
-            _ip("link", "set", veth, "netns", ns)
-            _ip("-n", ns, "addr", "add", f"{address}/24", "dev", veth)
-            _ip("-n", ns, "link", "set", veth, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-
-    def remove(self):
-        for ns in (self.a, self.b):
-            self.kill(ns)
-            _ip("netns", "del", ns, check=False)
-        _ip("link", "del", self.veth[0], check=False)          # if it never reached its namespace
-
-    @staticmethod
-    def pids(ns):
-        listed = _ip("netns", "pids", ns, check=False)
-        return [int(p) for p in listed.stdout.split()] if listed.returncode == 0 else []
-
-    def kill(self, ns):
-        """SIGKILL to every process in `ns`: the node is gone at once, as a machine that dies."""
-        for pid in self.pids(ns):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    def start(self, ns, *args):
-        """`ppddpm ARGS` on a node (its stdout and stderr piped)."""
-        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "ppddpm", *map(str, args)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 @pytest.fixture
 def nodes():
-    why = _why_no_namespaces()
-    if why:
-        pytest.skip(why)
-    made = Nodes()
+    """Two namespaces joined by a veth pair, made for the test and removed after it (skipped, saying why,
+    where they cannot be made)."""
     try:
-        made.make()
-    except subprocess.CalledProcessError as exc:
-        made.remove()
-        pytest.skip(f"cannot make network namespaces here: {exc.stderr.strip()}")
-    try:
-        yield made
-    finally:
-        made.remove()
+        with two_nodes() as made:
+            yield made
+    except NoNamespaces as exc:
+        pytest.skip(str(exc))
 
 
 def readme_two_node_command(**values):

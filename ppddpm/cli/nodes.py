@@ -326,8 +326,16 @@ def _launch(nproc: int, argv: list, node: Node, links: list, scratch: Path):
         launch.stop_group(proc, scratch)
         tell(links, stop=str(ending), status=ending.status)      # the lead passes it on to every node
     else:
-        tell(links, done=ending.status, line=(ending.err.strip().splitlines() or [""])[0])
+        tell(links, done=ending.status, line=_gist(ending.err))
     return ending
+
+
+def _gist(err: str) -> str:
+    """The line of a failed launch's stderr that says what went wrong: ppddpm's own (its error or its
+    report of the launch), else the last one (a traceback's exception)."""
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith("ppddpm")]
+    return (own or lines or [""])[0 if own else -1]
 
 
 def _watch(node: Node, links: list, proc, scratch: Path, nproc: int):
