@@ -8,13 +8,15 @@ The parent starts the launch (NCCL on GPUs; gloo on CPU, `PADDLE_DISTRI_BACKEND=
 splits the work) with its stdout and stderr in files of a scratch folder, and its exit status
 next to them. The parent then prints rank 0's output as its own and, if a rank failed, the
 lowest failing rank's error, exiting with that rank's status (2 for bad input, as ever). Without
-`--nproc`, nothing here runs.
+`--nproc` (or `--ips`, `ppddpm.cli.nodes`), nothing here runs. A launch that failed before
+anything could come of it is started once more (`run`).
 
-The job ends as one. The launch runs in its own process group (session): on Ctrl-C or SIGTERM
-the parent stops the whole group (SIGTERM, then SIGKILL after a grace period) and waits for it
-before it reports, so no rank writes after the command has said it failed. If the parent itself
-dies (SIGKILL, a crashed shell), the kernel kills the launcher (PR_SET_PDEATHSIG) and every
-rank notices within a second (`watch_parent`: a thread polling the parent's pid),
+The job ends as one. The launcher runs in a session of its own, and paddle's launcher starts
+each rank in another (`_launched` leaves each rank's pid in the scratch folder): on Ctrl-C or
+SIGTERM the parent stops all of them (SIGTERM, then SIGKILL after a grace period) and waits for
+them before it reports, so no rank writes after the command has said it failed. If the parent
+itself dies (SIGKILL, a crashed shell), the kernel kills the launcher (PR_SET_PDEATHSIG) and
+every rank notices within a second (`watch_parent`: a thread polling the parent's pid),
 removes the scratch folder and exits. `--nproc` is bounded by the CPU cores (GPUs where there
 are any) unless `--oversubscribe`.
 """
