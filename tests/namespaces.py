@@ -66,10 +66,17 @@ class Nodes:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def start(self, ns, *args, env=None):
-        """`ppddpm ARGS` on a node (its stdout and stderr piped)."""
-        return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "ppddpm", *map(str, args)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    def start(self, ns, *args, env=None, private=None):
+        """`ppddpm ARGS` on a node (its stdout and stderr piped). With `private` (an existing folder), the
+        node sees there an empty file system of its own — a tmpfs in a mount namespace of its own, as a
+        node that does not share that file system — and the last line of its stderr lists what it left there."""
+        command = [sys.executable, "-m", "ppddpm", *map(str, args)]
+        if private is not None:
+            command = ["unshare", "--mount", "--propagation", "private", "bash", "-c",
+                       'mount -t tmpfs none "$0" || exit 99; "$@"; s=$?; echo "left in $0: $(ls -A "$0")" >&2; exit $s',
+                       str(private), *command]
+        return subprocess.Popen(["ip", "netns", "exec", ns, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
 
 
 @contextlib.contextmanager

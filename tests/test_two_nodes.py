@@ -87,14 +87,19 @@ def test_readme_two_node_ab_equals_one_process_bitwise(nodes, tmp_path, saved_pi
                     f"results\n" and err_b == ""
 
 
-def test_sample_over_two_nodes_lands_every_file_on_the_first(nodes, tmp_path, saved_pipe_dir):
-    """`sample` writes each seed's files where its rank runs: node B's (seeds 4 and 6) reach node A's
-    --out through the gather, bitwise those one process writes."""
+def test_sample_over_two_nodes_without_a_shared_file_system_lands_every_file_on_the_first(nodes, tmp_path,
+                                                                                          saved_pipe_dir):
+    """Node B sees --out as an empty file system of its own: the files of its seeds (4 and 6) reach
+    node A's --out through the gather, bitwise those one process writes, and B leaves nothing in its own."""
     common = ("sample", "--model", saved_pipe_dir, "--seed", "3-6", "--steps", 8, "--every", 2, "--quiet")
-    runs = [nodes.start(ns, *common, "--ips", f"{A},{B}", "--out", tmp_path / "two") for ns in (nodes.a, nodes.b)]
+    two = tmp_path / "two"
+    two.mkdir()
+    runs = [nodes.start(ns, *common, "--ips", f"{A},{B}", "--out", two, private=two if ns == nodes.b else None)
+            for ns in (nodes.a, nodes.b)]
     one = cli(*common, "--out", tmp_path / "one")
     (status_a, out_a, err_a), (status_b, _, err_b) = map(finish, runs)
     assert one.returncode == 0 and status_a == 0 and status_b == 0, one.stderr + err_a + err_b
+    assert err_b.splitlines() == [f"left in {two}: "], err_b
     assert out_a.replace(str(tmp_path / "two"), str(tmp_path / "one")) == one.stdout
     files = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == files and len(files) == 4 * 2 + 1
