@@ -191,15 +191,19 @@ class Verdict:
 
 
 def verdict(scratch: Path, here: range, returncode: int) -> Verdict:
-    """The outcome of the ranks `here` (this node's): the first one's output; the lowest failing rank's
-    error and status when every rank reported one (a rank that failed on its own before one that was
-    stopped — by the launcher, once another had failed), else (a rank died without a word) the launch's own
-    failure, with what each rank did."""
+    """The outcome of the ranks `here` (this node's): the first one's output; a rank's refusal of bad
+    input (status 2) if one refused, even when the launcher then stopped another before it could say
+    the same; the lowest failing rank's error and status when every rank reported one (a rank that
+    failed on its own before one that was stopped — by the launcher, once another had failed); else
+    (a rank died without a word) the launch's own failure, with what each rank did."""
     status = _statuses(scratch, here)
     first = scratch / f"rank{here[0]}.out"
     out = first.read_text() if first.exists() else ""
     failed = sorted(r for r, rc in status.items() if rc != 0)
     failed = [r for r in failed if status[r] not in INTERRUPTED] or failed   # not one the launcher then stopped
+    refused = [r for r in failed if status[r] == 2]
+    if refused:                                 # bad input: every rank checks the same, whatever became of the others
+        return Verdict(2, out, (scratch / f"rank{refused[0]}.err").read_text())
     if failed and len(status) == len(here):     # every rank said how it ended: the lowest failure is the verdict
         return Verdict(status[failed[0]], out, (scratch / f"rank{failed[0]}.err").read_text())
     if len(status) < len(here):                 # a rank died unheard (the others were stopped, or lost it)
