@@ -1,10 +1,10 @@
 """ppddpm benchmarks: recording overhead and host reads, A/B cost, recording memory, 1 vs 2 processes,
 how fast a mistake the arguments decide is answered, how soon `ppddpm view` of a 1000-step run is done,
-and the variational bound.
+the variational bound, and 2 nodes x 1 rank against 1 process (root: network namespaces).
 
     python benchmarks/run_all.py            # full: 1000-step runs on the bundled model
     python benchmarks/run_all.py --quick    # 200-step runs, fewer repeats (a smoke run)
-    python benchmarks/run_all.py --only bpd # one section (view, bpd) again, the others kept from results.json
+    python benchmarks/run_all.py --only bpd # one section (view, bpd, nodes) again, the others kept from results.json
 
 Prints a table and writes benchmarks/results.json. Times are medians of interleaved runs
 (plain, recorded, plain, recorded, ...), so a machine that slows down mid-run slows both;
@@ -188,6 +188,54 @@ def bench_processes(model, seeds, steps, rounds):
             "wall": _ratio_stats(wall["2"], wall["1"]), "reports_equal": len(digests) == 1}
 
 
+def bench_nodes(model, seeds, steps, rounds):
+    """`ppddpm ab` over `seeds` seeds x `steps` steps: 2 nodes x 1 rank (`--ips`, two network namespaces of
+    this machine joined by a veth pair, tests/namespaces.py) against one process, the whole command's wall
+    time, one thread each, interleaved rounds. On one machine the two nodes share its cores, so this
+    measures what running across nodes costs (the nodes meeting, a launch on each, the gathers over TCP),
+    not a speed-up. {"skipped": why} where namespaces cannot be made (not root, no `ip netns`)."""
+    import tempfile
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from namespaces import A, B, NoNamespaces, two_nodes
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    command = ["ab", "--seed", f"0-{seeds - 1}", "--steps", str(steps), "--quiet"]
+    command += ["--model", model] if model else []
+    wall, reports = {"1": [], "2": []}, set()
+    try:
+        with two_nodes() as nodes, tempfile.TemporaryDirectory() as tmp:
+            for r in range(rounds):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "ppddpm", *command, "--out", f"{tmp}/one{r}"], env=env,
+                               capture_output=True, check=True)
+                wall["1"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                runs = [nodes.start(ns, *command, "--ips", f"{A},{B}", "--out", f"{tmp}/two{r}", env=env)
+                        for ns in (nodes.a, nodes.b)]
+                for run in runs:
+                    _, err = run.communicate()
+                    if run.returncode:
+                        raise RuntimeError(f"2 nodes, round {r}: exit {run.returncode}: {err}")
+                wall["2"].append(time.perf_counter() - t0)
+                reports |= {Path(f"{tmp}/{d}{r}/ab.json").read_bytes() for d in ("one", "two")}
+    except NoNamespaces as exc:
+        return {"skipped": str(exc)}
+    return {"seeds": seeds, "steps": steps, "rounds": rounds, "wall": _ratio_stats(wall["1"], wall["2"]),
+            "reports_equal": len(reports) == 1}
+
+
+def _print_nodes(n):
+    if "skipped" in n:
+        print(f"   skipped: {n['skipped']}")
+        return
+    w = n["wall"]
+    print(f"   2 nodes x 1 rank: {w['median']:.2f}x the wall time of 1 process (spread {w['min']:.2f}–{w['max']:.2f}; "
+          f"1 process {w['base_s']:.1f} s, 2 nodes {w['other_s']:.1f} s); on one machine the nodes share its cores: "
+          f"this is the cost of the protocol, not a speed-up")
+    print(f"   reports bitwise equal: {n['reports_equal']}")
+
+
 MEMORY_CHILD = r"""
 import json, resource, sys, tempfile
 import numpy as np, paddle
@@ -332,13 +380,22 @@ def machine():
             "device": paddle.device.get_device(), "ppddpm": ppddpm.__version__}
 
 
+def _bench_nodes_section(model, quick, rounds):
+    seeds, steps, rounds = (16, 100, rounds) if not quick else (16, 20, 1)
+    print(f"\n8. ab over {seeds} seeds x {steps} steps: 2 nodes x 1 rank (--ips; two network namespaces joined by a "
+          f"veth pair) vs 1 process, the whole command, one thread each")
+    nodes = bench_nodes(model, seeds, steps, rounds)
+    _print_nodes(nodes)
+    return nodes
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=str(HERE / "results.json"))
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; 3 with --quick)")
-    p.add_argument("--only", choices=["view", "bpd"], default=None,
+    p.add_argument("--only", choices=["view", "bpd", "nodes"], default=None,
                    help="run this section alone and update it in --out, keeping the other sections")
     args = p.parse_args(argv)
     if args.only:
@@ -394,6 +451,7 @@ def main(argv=None):
     results["view"] = bench_view(args.model, repeats)
     print_view(results["view"])
     results["bpd"] = _print_bpd(bench_bpd(pipe, 64 if args.quick else 256))
+    results["nodes"] = _bench_nodes_section(args.model, args.quick, max(2, repeats - 2))
     return _write(args, results)
 
 
@@ -410,7 +468,7 @@ def _print_bpd(b):
 
 
 def _only(args):
-    """--only view|bpd: that section measured again, the others kept from --out."""
+    """--only view|bpd|nodes: that section measured again, the others kept from --out."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -420,8 +478,11 @@ def _only(args):
     if args.only == "view":
         results["view"] = bench_view(args.model, args.repeats or (3 if args.quick else 5))
         print_view(results["view"])
-    else:
+    elif args.only == "bpd":
         results["bpd"] = _print_bpd(bench_bpd(ppddpm.load_pipeline(args.model), 64 if args.quick else 256))
+    else:
+        rounds = args.repeats or (1 if args.quick else 3)
+        results["nodes"] = _bench_nodes_section(args.model, args.quick, rounds)
     return _write(args, results)
 
 

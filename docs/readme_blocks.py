@@ -186,6 +186,15 @@ def render_benchmarks(data) -> str:
                       f"1.6x) and {wall['median']:.2f}x for the whole command, start-up of the launcher and both "
                       f"interpreters included ({wall['other_s']:.1f} s vs {wall['base_s']:.1f} s); the reports are "
                       f"{'bitwise equal' if p['reports_equal'] else 'DIFFERENT'}."]
+    if "nodes" in data and "wall" in data["nodes"]:
+        n = data["nodes"]
+        wall = n["wall"]
+        lines += ["", f"`ppddpm ab` over {n['seeds']} seeds x {n['steps']} steps on 2 nodes x 1 rank (`--ips`: two "
+                      f"network namespaces of this machine joined by a veth pair), {n['rounds']} interleaved rounds: "
+                      f"**{wall['median']:.2f}x** ({wall['min']:.2f}–{wall['max']:.2f}) the wall time of one process "
+                      f"({wall['other_s']:.1f} s vs {wall['base_s']:.1f} s); the two nodes share this machine's cores, "
+                      f"so this is what the nodes' protocol costs, not a speed-up; the reports are "
+                      f"{'bitwise equal' if n['reports_equal'] else 'DIFFERENT'}."]
     return "\n".join(lines)
 
 

@@ -58,11 +58,12 @@ def test_eval_and_many_seed_sample_over_two_ranks_equal_one_process(tmp_path, sa
 
 
 SHARDED = """
-import os, sys
+import os, sys, time
 import numpy as np
 from ppddpm.core.distributed import sharded, world
 from ppddpm.errors import BadValue
 
+LATE = 33                  # s: past gloo's own timeout for a collective (30 s, which paddle keeps for gloo)
 mode = sys.argv[1]
 rank, ranks = world()
 
@@ -73,6 +74,8 @@ def work(group):
         return 1 / 0
     if mode == "dies" and rank == 1:
         os._exit(7)
+    if mode == "late" and rank == 1:
+        time.sleep(LATE)
     return [s * s for s in group]
 
 try:
@@ -95,6 +98,15 @@ def launch(tmp_path, mode):
 
 def rank_log(tmp_path, rank):
     return (tmp_path / "log" / f"workerlog.{rank}").read_text()
+
+
+def test_a_rank_whose_share_ends_past_gloos_timeout_still_gathers(tmp_path):
+    """Rank 1's share takes longer than gloo's own timeout for a collective: rank 0 waits for it
+    before the gather (`all_arrived`) instead of failing in it ("TIMEOUT … unbound_buffer.cc")."""
+    res = launch(tmp_path, "late")
+    assert res.returncode == 0, res.stdout[-2000:]
+    for rank in (0, 1):
+        assert "gathered [[0, 1], [4, 9], [16, 25]]" in rank_log(tmp_path, rank)
 
 
 def test_groups_go_round_robin_and_come_back_in_order(tmp_path):
@@ -140,6 +152,8 @@ if os.environ.get("PADDLE_TRAINER_ID") == "0" and os.environ.get("PPDDPM_RANK_OU
 """
 RETRY_NOTE = r"ppddpm: the launch of 2 ranks failed \(exit \d+\) before its ranks had all joined, so before any " \
              r"work; starting it once more"
+RETRY_AFTER_JOINING = r"ppddpm: the launch of 2 ranks failed \(exit \d+\) after its ranks had joined: rank (0|0, 1) " \
+                      r"died without a status \(a signal\) before any result was written; starting it once more"
 
 
 def sample_with_an_aborting_rank(tmp_path, saved_pipe_dir, every_launch: bool):
@@ -173,3 +187,49 @@ def test_a_launch_is_started_at_most_twice_and_then_says_what_each_rank_did(tmp_
     assert "rank 0: never joined, no status (killed?)" in lines, res.stderr
     assert any(re.fullmatch(r"rank 1: never joined, (status \d+|no status \(killed\?\))", line) for line in lines)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+AUDITED = """
+import os, sys
+# rank 0 dies with SIGABRT in the first launch, at the audit event EVENT whose argument ARG ends with
+# SUFFIX (sys.addaudithook: no ppddpm import here, so every process starts as fast as ever)
+if os.environ.get("PADDLE_TRAINER_ID") == "0" and os.environ.get("PPDDPM_RANK_OUTPUT"):
+    flag = os.path.join(os.path.dirname(__file__), "aborted")
+
+    def hook(event, args):
+        if event == EVENT and str(args[ARG]).endswith(SUFFIX) and not os.path.exists(flag):
+            open(flag, "a").write("x")
+            os.abort()
+    sys.addaudithook(hook)
+"""
+
+
+def run_with_rank0_aborting_at(tmp_path, event, arg, suffix, *command):
+    """`ppddpm COMMAND --nproc 2` whose rank 0 aborts at an audit event (AUDITED) of the first launch."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"EVENT, ARG, SUFFIX = {event!r}, {arg}, {suffix!r}\n" + AUDITED)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    res = subprocess.run([sys.executable, "-m", "ppddpm", *map(str, command), "--quiet", "--nproc", "2"], env=env,
+                         capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    return res, (site / "aborted").read_text() if (site / "aborted").exists() else ""
+
+
+def test_a_rank_dying_after_the_ranks_joined_before_any_result_is_started_once_more(tmp_path, saved_pipe_dir):
+    """Rank 0 aborts as it marks itself joined (every rank is past the barrier; rank 1 goes on to its
+    work): nothing is in --out yet, so the launch runs again, says so in one line, and ab.json is whole."""
+    res, aborts = run_with_rank0_aborting_at(tmp_path, "open", 0, "rank0.joined", "ab", "--model", saved_pipe_dir,
+                                             "--seed", "0-3", "--steps", 4, "--out", tmp_path / "out")
+    assert aborts == "x" and res.returncode == 0, res.stderr
+    notes = [line for line in res.stderr.splitlines() if line.startswith("ppddpm: ")]
+    assert len(notes) == 1 and re.fullmatch(RETRY_AFTER_JOINING, notes[0]), res.stderr
+    assert json.loads((tmp_path / "out" / "ab.json").read_text())["seeds"] == [0, 1, 2, 3]
+
+
+def test_a_rank_dying_after_a_result_was_written_is_not_started_again(tmp_path, saved_pipe_dir):
+    """Rank 0 aborts as its finished trajectory is renamed into --out, where its streamed steps already
+    are: a second launch would find them, so the failure is reported, with what each rank did."""
+    res, aborts = run_with_rank0_aborting_at(tmp_path, "os.rename", 1, "trajectory_seed3.npz", "sample", "--model",
+                                             saved_pipe_dir, "--seed", "3-4", "--steps", 3, "--out", tmp_path / "out")
+    assert aborts == "x" and res.returncode != 0
+    assert "starting it once more" not in res.stderr and "rank 0: joined, no status (killed?)" in res.stderr, res.stderr

@@ -8,7 +8,7 @@
     signals.py   SIGTERM handled as Ctrl-C
     sample.py, ab.py, patches.py, upstream.py, train.py, eval.py, grid.py, forward.py, schedule.py,
     animate.py, view.py, verify.py, demo.py: one module per command
-    launch.py, _launched.py: `--nproc N`
+    launch.py, _launched.py: `--nproc N`; nodes.py: `--ips A,B` (one launch per node, the nodes held together)
 """
 from ppddpm._lazy import submodules_on_access
 

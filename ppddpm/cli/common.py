@@ -2,15 +2,17 @@
 overwrite a finished result, loading --model with its checks, the seeds, and which rank speaks."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from ppddpm._io import output_dir, output_lock, said_once
-from ppddpm.core.ranks import is_lead
+from ppddpm._io import atomic_path, output_dir, output_lock, said_once
+from ppddpm.core.ranks import OUTPUT_VARIABLE, is_lead, on_lead_node, rank
 from ppddpm.errors import BadValue, Exists, InputError, check_memory
 from ppddpm.model.folder import PIXEL_PIPELINES, read_json
 from ppddpm.model.loading import BUNDLED_DIR, BUNDLED_NAME, load_pipeline
@@ -20,12 +22,38 @@ from ppddpm.pipelines.latent import KINDS, LatentKind, kind_of
 def output_folder(args) -> Path:
     """--out as a folder (created if missing), locked for this run until the command ends
     (`ppddpm._io.output_lock`: a second run into it is refused); a file in its place, a path that
-    cannot be a folder, or a folder that cannot be written, is one clear error (`ppddpm._io.output_dir`)."""
+    cannot be a folder, or a folder that cannot be written, is one clear error (`ppddpm._io.output_dir`).
+    On the other nodes of a multi-node run nothing is checked or made: only rank 0's node writes
+    --out (`share_folder`)."""
+    if not on_lead_node():
+        return Path(args.out)
     out = output_dir(args.out, "--out")
     if is_lead() and getattr(args, "_hold", None) is not None:
         with said_once(out, "--out", every=True):
             args._hold(output_lock(out))
     return out
+
+
+def share_folder(out: Path) -> Path:
+    """Where this rank writes the files of its share of the work: `out` on rank 0's node; on another
+    node of a multi-node run, a folder of its own in the launch's scratch folder (or a temporary one),
+    whose files `carried` sends to rank 0 with the gathered results and `land` writes into --out."""
+    if on_lead_node():
+        return out
+    return Path(tempfile.mkdtemp(prefix=f"rank{rank()}-", dir=os.environ.get(OUTPUT_VARIABLE)))
+
+
+def carried(folder: Path, out: Path, names) -> dict:
+    """The files `names` (in `folder`) as bytes, to be written into --out by rank 0 (`land`); nothing
+    when `folder` is --out itself."""
+    return {} if folder == out else {name: (folder / name).read_bytes() for name in names}
+
+
+def land(out: Path, files: dict):
+    """Files another node made (`carried`), written into --out, each atomically."""
+    for name, data in files.items():
+        with atomic_path(out / name, suffix=Path(name).suffix) as tmp:
+            tmp.write_bytes(data)
 
 
 def refuse_overwrite(args, path: Path, hint: str = ""):

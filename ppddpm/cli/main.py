@@ -15,8 +15,9 @@ import sys
 import traceback
 
 from ppddpm import __version__
-from ppddpm.cli import launch
+from ppddpm.cli import launch, nodes
 from ppddpm.core import ranks
+from ppddpm.core.distributed import leave
 from ppddpm.cli.ab import ABCommand
 from ppddpm.cli.animate import AnimateCommand
 from ppddpm.cli.bpd import BpdCommand
@@ -27,12 +28,12 @@ from ppddpm.cli.grid import GridCommand
 from ppddpm.cli.patches import PatchesCommand
 from ppddpm.cli.sample import SampleCommand
 from ppddpm.cli.schedule import ScheduleCommand
-from ppddpm.cli.signals import command_of, interrupt_status, sigterm_raises, stopped
+from ppddpm.cli.signals import INTERRUPTED, command_of, interrupt_status, sigterm_raises, sigterm_stops, stopped
 from ppddpm.cli.train import TrainCommand
 from ppddpm.cli.upstream import UpstreamCommand
 from ppddpm.cli.verify import VerifyCommand
 from ppddpm.cli.view import ViewCommand
-from ppddpm.errors import InputError
+from ppddpm.errors import BadValue, InputError
 
 # in the order `ppddpm --help` lists them
 COMMANDS = (SampleCommand, ABCommand, PatchesCommand, UpstreamCommand, TrainCommand, EvalCommand, BpdCommand,
@@ -97,7 +98,7 @@ def main(argv=None):
 
 def _main(argv):
     args = build_parser().parse_args(argv)
-    if getattr(args, "nproc", 1) > 1 and not ranks.launched():
+    if hasattr(args, "nproc") and not ranks.launched() and (args.nproc > 1 or args.ips or nodes.given(args)):
         return _launch(args, argv)
     rank = launch.RankOutput().start()
     if rank.folder is not None:
@@ -113,14 +114,23 @@ def _main(argv):
             raise
         traceback.print_exc()            # a real bug in a rank: its traceback is what the parent prints
         status = 1
+    if rank.folder is not None and status not in INTERRUPTED:
+        leave()                          # every rank is done before any exits (`ppddpm.cli._launched`)
     return rank.finish(status)
 
 
 def _launch(args, argv) -> int:
     """`--nproc N`: the ranks' job, ended as one on Ctrl-C / SIGTERM (`ppddpm.cli.launch`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        alone = nodes.given(args) if args.ips is None else []
+        if alone:
+            raise BadValue(f"{', '.join(alone)} {'goes' if len(alone) == 1 else 'go'} only with --ips (the nodes of a "
+                           f"multi-node run)")
+        node = nodes.here(args) if args.ips else None    # this node's address, before paddle loads
         launch.check_nproc(args.nproc, args.oversubscribe)
-        return launch.run(args.nproc, list(sys.argv[1:] if argv is None else argv), ips=args.ips)
+        sigterm_stops()                  # again: the device query imported paddle and its SIGTERM handler
+        return nodes.run(args, argv, node) if node else launch.run(args.nproc, argv, getattr(args, "out", None))
     except KeyboardInterrupt as exc:
         print(f"ppddpm {args.command}: {stopped(exc)}; the {args.nproc} ranks were stopped before any of them "
               f"wrote more", file=sys.stderr)

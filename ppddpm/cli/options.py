@@ -6,6 +6,7 @@ with one line saying what the option takes: argparse prints it as `ppddpm CMD: e
 from __future__ import annotations
 
 import argparse
+import ipaddress
 
 import numpy as np
 
@@ -15,6 +16,9 @@ MAX_BATCH = 4096             # images in one UNet call
 MAX_NPROC = 256              # ranks on one node, --oversubscribe or not: each is a process that imports paddle
                              # (~0.5 GB, seconds) and holds its own model; no node has that many GPUs
 SHEET = 1024                 # samples a contact sheet (samples.png, sheet_seeds….png) shows at most: the first ones
+MAX_NODES = 256              # addresses in --ips
+PORT = 6070                  # --ips: the lead node's port for the nodes' meeting (paddle's store on the next one)
+JOIN_TIMEOUT = 120           # --ips: seconds a node waits for the others to join
 QUIET = "no progress bar (default: a bar only when stdout and stderr are a terminal; PPDDPM_PROGRESS=0 turns it off)"
 FORCE = "overwrite the finished outputs of an earlier run in --out"
 
@@ -23,15 +27,15 @@ FORCE = "overwrite the finished outputs of an earlier run in --out"
 
 def int_at_least(low, name, high=None, why=""):
     """An integer ≥ `low` (and ≤ `high`, `why` saying why not more)."""
-    kind = "positive" if low == 1 else "non-negative"
+    kind = {1: "a positive integer", 0: "a non-negative integer"}.get(low, f"an integer ≥ {low}")
 
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a {kind} integer, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be {kind}, got {text!r}") from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"{name} must be a {kind} integer, got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be {kind}, got {value}")
         if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"{name} must be at most {high}{why}, got {value}")
         return value
@@ -96,6 +100,30 @@ def seeds(text):
     return found[0] if len(found) == 1 else found
 
 
+def address(text, name="--host"):
+    """One IPv4 address of a node: not 0.0.0.0, a broadcast or multicast one (paddle's launcher
+    writes endpoints as ADDRESS:PORT, so IPv6 is not taken)."""
+    try:
+        value = ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        value = None
+    if value is None or value.is_unspecified or value.is_multicast or value == ipaddress.IPv4Address(2 ** 32 - 1):
+        raise argparse.ArgumentTypeError(f"{name} takes a node's IPv4 address (e.g. 10.0.0.1), got {text!r}")
+    return str(value)
+
+
+def addresses(text):
+    """--ips: the nodes' IPv4 addresses, comma-separated, each once; the first is rank 0's node."""
+    try:
+        found = [address(part, "--ips") for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        found = []
+    if not found or len(set(found)) < len(found) or len(found) > MAX_NODES:
+        raise argparse.ArgumentTypeError(f"--ips takes the nodes' IPv4 addresses, comma-separated, each once and at "
+                                         f"most {MAX_NODES} (e.g. 10.0.0.1,10.0.0.2), got {text!r}")
+    return found
+
+
 steps = positive("--steps")
 batch_size = int_at_least(1, "--batch-size", MAX_BATCH, " (images in one UNet call)")
 
@@ -145,11 +173,21 @@ def add_quiet(p):
 
 
 def add_launch(p):
-    """--nproc, --ips, --oversubscribe: the same command as N ranks (`ppddpm.cli.launch`)."""
+    """--nproc, --ips (--host, --port, --join-timeout), --oversubscribe: the same command as N ranks on
+    this node (`ppddpm.cli.launch`) or on each node of --ips (`ppddpm.cli.nodes`)."""
     p.add_argument("--nproc", type=int_at_least(1, "--nproc", MAX_NPROC, " (processes on this node)"), default=1,
-                   help="split the seeds over N processes (paddle.distributed.launch; gloo on CPU, NCCL on GPUs); "
-                        "the results are bitwise those of one process")
-    p.add_argument("--ips", default=None, help="with --nproc: the nodes of a multi-node run, e.g. 10.0.0.1,10.0.0.2 "
-                                               "(run the same command on every node; default: this node only)")
+                   help="split the seeds over N processes, on each node with --ips (paddle.distributed.launch; gloo on "
+                        "CPU, NCCL on GPUs); the results are bitwise those of one process")
+    p.add_argument("--ips", type=addresses, default=None,
+                   help="the nodes of a multi-node run, e.g. 10.0.0.1,10.0.0.2: run the same command on every node; "
+                        "--nproc ranks each, rank 0 (which writes --out) on the first (default: this node only)")
+    p.add_argument("--host", type=address, default=None,
+                   help="with --ips: which of them this node is (default: the one that is an address of this machine)")
+    p.add_argument("--port", type=int_at_least(1024, "--port", 65534), default=None,
+                   help=f"with --ips: the first node's port where the nodes meet; paddle's store takes the next one "
+                        f"(default: {PORT})")
+    p.add_argument("--join-timeout", type=positive_float("--join-timeout", what=" seconds"), default=None,
+                   help=f"with --ips: seconds a node waits for the others to start, and then for all ranks to join "
+                        f"(default: {JOIN_TIMEOUT})")
     p.add_argument("--oversubscribe", action="store_true",
                    help="allow --nproc above the number of CPU cores (or GPUs) here")

@@ -11,9 +11,9 @@ from ppddpm._io import discard
 from ppddpm._progress import cli_choice
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
-from ppddpm.core.ranks import is_lead
-from ppddpm.cli.common import (declared_checks, distinct_seeds, image_bytes, load_model, output_folder,
-                               refuse_overwrite, seed_span)
+from ppddpm.core.ranks import is_lead, on_lead_node
+from ppddpm.cli.common import (carried, declared_checks, distinct_seeds, image_bytes, land, load_model, output_folder,
+                               refuse_overwrite, seed_span, share_folder)
 from ppddpm.cli.signals import interrupt_status, stopped
 from ppddpm.core.adapters import families
 from ppddpm.core.config import with_config
@@ -102,7 +102,7 @@ class SampleCommand(Command):
         out = output_folder(args)
         distinct_seeds(args)
         seeds = args.seed if isinstance(args.seed, list) else [args.seed]
-        for seed in seeds:                   # every run's folder is checked before any sampling
+        for seed in seeds if on_lead_node() else ():      # every run's folder is checked before any sampling
             self._clear_or_refuse(out / f"trajectory_{run_name(seed, args.batch_size)}.npz")
         pipe = load_model(args)
         self.latent_call = latent_call(args, pipe)
@@ -110,15 +110,18 @@ class SampleCommand(Command):
                      len(seeds) * args.batch_size * final_bytes(pipe))
         if args.scheduler:
             pipe = self._with_scheduler(pipe, args.scheduler)
-        done = sharded([[seed] for seed in seeds], lambda group: self._sample_one(pipe, out, group[0]), "sample")
+        here = share_folder(out)
+        done = sharded([[seed] for seed in seeds], lambda group: self._sample_one(pipe, here, out, group[0]), "sample")
         if is_lead():
             self._report(out, seeds, done)
 
     def _clear_or_refuse(self, npz):
-        """An earlier interrupted run's stream goes with --force (else one line); a finished .npz needs --force."""
+        """An earlier interrupted run's stream goes with --force (else one line; removed by rank 0 alone,
+        before any rank begins); a finished .npz needs --force."""
         stream = stream_folder(npz)
         if os.path.lexists(stream) and self.args.force:
-            discard(stream)                  # a link there goes, not what it points to
+            if is_lead():
+                discard(stream)              # a link there goes, not what it points to
             print(f"removed {stream}, an earlier interrupted run (--force)", file=sys.stderr)
         elif os.path.lexists(stream):
             raise BadValue(f"{stream} holds an earlier (interrupted?) run; load it with ppddpm.Trajectory.load, then "
@@ -139,22 +142,24 @@ class SampleCommand(Command):
 
     def _report(self, out, seeds, done):
         """Every rank's files, said by the rank the user reads; several seeds: one sheet of their samples."""
-        for _, written in done:
+        for _, written, files in done:
+            land(out, files)
             print(written)
         if len(seeds) > 1:
             sheet = out / f"sheet_seeds{seed_span(seeds)}.png"
-            final = np.concatenate([final for final, _ in done])
+            final = np.concatenate([final for final, _, _ in done])
             shown = final[:options.SHEET]
             contact_sheet(shown, ncols=min(8, len(shown)), scale=max(1, 128 // final.shape[-1]), save=sheet)
             print(f"wrote {sheet}: the {len(final)} samples of seeds {seed_span(seeds)}"
                   + (f" (the first {len(shown)} shown)" if len(shown) < len(final) else "")
                   + " (one trajectory .npz per seed)")
 
-    def _sample_one(self, pipe, out, seed):
-        """One seed's run: the streamed trajectory, then its .npz and PNGs; returns the final x_0
-        [B, C, H, W] and the line that lists the files (printed by the lead rank, for every rank's seeds)."""
+    def _sample_one(self, pipe, here, out, seed):
+        """One seed's run in the folder `here` (`share_folder`): the streamed trajectory, then its .npz
+        and PNGs; returns the final x_0 [B, C, H, W], the line that lists the files in --out (printed by
+        the lead rank, for every rank's seeds) and the files another node carries there (`carried`)."""
         args, run = self.args, run_name(seed, self.args.batch_size)
-        npz = out / f"trajectory_{run}.npz"
+        npz = here / f"trajectory_{run}.npz"
         call = dict({"eta": args.eta} if args.eta is not None else {}, **(self.latent_call or {}))
         fields = "all" if args.all_fields else ("prev_sample", "pred_original_sample")
         decode = {"decode": args.decode} if args.decode else {}
@@ -165,11 +170,12 @@ class SampleCommand(Command):
         except KeyboardInterrupt as exc:
             self._stopped_at(stream_folder(npz), exc)
         final = done.final if self.latent_call is None else final_images(done.images)
-        paths, scale = write_samples(final, out, run)
+        names, scale = write_samples(final, here, run)
         calls = done.meta["num_inference_steps"]          # calls of step: Heun makes 2n − 1 of n sampling steps
         steps = (f"{len(done)} recorded steps of {args.steps}" if calls == args.steps else
                  f"{len(done)} recorded of {calls} step calls, {args.steps} sampling steps")
-        return final, f"wrote {', '.join(map(str, paths))} ({scale}x nearest) and {npz} ({steps})"
+        return (final, f"wrote {', '.join(str(out / name) for name in names)} ({scale}x nearest) and {out / npz.name} "
+                       f"({steps})", carried(here, out, [*names, npz.name]))
 
     def _stopped_at(self, stream, exc):
         """Ctrl-C or SIGTERM mid-run: one line saying where the recorded steps are, and the exit status."""
@@ -184,18 +190,17 @@ class SampleCommand(Command):
 
 
 def write_samples(final, out, run):
-    """sample_<run>.png (sample_<run>_<i>.png and sheet_<run>.png for a batch), upscaled to 128 px by
-    nearest neighbour (pixels stay pixels); returns the paths and the scale."""
+    """sample_<run>.png (sample_<run>_<i>.png and sheet_<run>.png for a batch) in `out`, upscaled to
+    128 px by nearest neighbour (pixels stay pixels); returns the file names and the scale."""
     scale = max(1, 128 // final.shape[-1])
-    paths = []
+    names = []
     for i in range(len(final)):
-        path = out / (f"sample_{run}.png" if len(final) == 1 else f"sample_{run}_{i}.png")
-        contact_sheet(final[i:i + 1], scale=scale, gap=0, save=path)
-        paths.append(path)
+        names.append(f"sample_{run}.png" if len(final) == 1 else f"sample_{run}_{i}.png")
+        contact_sheet(final[i:i + 1], scale=scale, gap=0, save=out / names[-1])
     if len(final) > 1:
-        contact_sheet(final, ncols=min(8, len(final)), scale=scale, save=out / f"sheet_{run}.png")
-        paths.append(out / f"sheet_{run}.png")
-    return paths, scale
+        names.append(f"sheet_{run}.png")
+        contact_sheet(final, ncols=min(8, len(final)), scale=scale, save=out / names[-1])
+    return names, scale
 
 
 def final_bytes(pipe) -> float:

@@ -58,6 +58,9 @@ def command_of(argv) -> str:
     return "ppddpm" + ("" if not first or first.startswith("-") else f" {first}")
 
 
+INTERRUPTED = (130, 143)      # the exit statuses of a command stopped by Ctrl-C or SIGTERM
+
+
 _SIGTERM_BEFORE = []      # non-empty while main() runs with SIGTERM raising `Terminated`
 _COMMAND = ["ppddpm"]     # how the one line names the command (`sigterm_raises`)
 

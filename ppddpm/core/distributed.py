@@ -13,17 +13,25 @@ those of a one-process run with the same groups (paddle's kernels round differen
 different batch sizes, which is why work is split by group and never by re-batching).
 
 A rank whose work raises still joins the gather, carrying its error; every rank then raises
-that error (the lowest failing rank's), so the run fails with it instead of hanging. A rank
-that dies outright breaks the others' gather (gloo: "Connection reset by peer").
+that error (the lowest failing rank's), so the run fails with it instead of hanging. No rank
+enters the gather before every rank has finished its share (`all_arrived`: gloo would give up
+on a rank more than 30 s slower). A rank that dies outright leaves the others waiting there
+until the launcher, which saw it die, stops them (or, in the gather itself, breaks it: gloo's
+"Connection reset by peer").
 """
 from __future__ import annotations
 
+import itertools
 import pickle
+import time
 import traceback
 from typing import Callable, List, Sequence, Tuple
 
-from ppddpm.core.ranks import mark_joined, ranks
+from ppddpm.core.ranks import mark_joined, rank, ranks
 from ppddpm.errors import InputError
+
+ARRIVAL_POLL = 0.05          # s between looks at the store while waiting for the other ranks (`all_arrived`)
+_ARRIVALS = itertools.count()
 
 
 def world() -> Tuple[int, int]:
@@ -38,6 +46,52 @@ def world() -> Tuple[int, int]:
         dist.barrier()              # every rank is past init: only now is this one marked as joined
         mark_joined()
     return dist.get_rank(), dist.get_world_size()
+
+
+def all_arrived(store=None):
+    """Wait, for as long as it takes, until every rank has come this far: the n-th call on each rank is
+    the same point of the same command. Arrivals are counted in paddle's store (rank 0's TCP store),
+    polled every ARRIVAL_POLL s. gloo's own collectives give up after 30 s (gloo's default timeout,
+    which paddle leaves as it is: "TIMEOUT … unbound_buffer.cc"), so a rank whose share of the work
+    ended more than that before another's would fail in the gather; after this wait, every rank enters
+    the collective together."""
+    store = store or _store()
+    _count_to(store, f"ppddpm/arrived/{next(_ARRIVALS)}", ranks())
+
+
+def leave():
+    """At the end of a launched rank's command: wait until every rank that joined is here too, so that
+    no rank exits — closing its connections — while another still reads from them. Rank 0 holds the
+    store, so it leaves last, once every other rank has said it no longer needs it. A rank that never
+    joined has nothing to wait for; if rank 0 is gone already, its store's error ends the wait."""
+    if ranks() <= 1:
+        return
+    import paddle.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    store = _store()
+    try:
+        all_arrived(store)
+        if rank() == 0:
+            _count_to(store, "ppddpm/left", ranks() - 1, add=0)
+        else:
+            store.add("ppddpm/left", 1)
+    except (RuntimeError, ValueError):   # paddle's store: ValueError "TCP receive error", its holder gone
+        pass
+
+
+def _store():
+    from paddle.base import core
+
+    return core.create_or_get_global_tcp_store()
+
+
+def _count_to(store, key: str, count: int, add: int = 1):
+    """Add `add` to the counter `key` in the store, then poll until it reaches `count`."""
+    if store.add(key, add) < count:
+        while store.add(key, 0) < count:
+            time.sleep(ARRIVAL_POLL)
 
 
 def groups_of(items: Sequence, size: int) -> List[list]:
@@ -66,6 +120,7 @@ def sharded(groups: Sequence, work: Callable, what: str = "work") -> list:
         mine = ("error", _portable(exc, rank, what))
     import paddle.distributed as dist
 
+    all_arrived()
     gathered: list = []
     dist.all_gather_object(gathered, mine)
     for status, payload in gathered:

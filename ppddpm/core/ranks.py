@@ -11,6 +11,8 @@ from pathlib import Path
 
 RANK_VARIABLE = "PADDLE_TRAINER_ID"       # set by `python -m paddle.distributed.launch` for each rank
 SIZE_VARIABLE = "PADDLE_TRAINERS_NUM"
+IN_NODE_VARIABLE = "PADDLE_RANK_IN_NODE"  # this rank's place among its node's ranks (paddle numbers a node's
+                                          # ranks consecutively, the first node's from 0)
 OUTPUT_VARIABLE = "PPDDPM_RANK_OUTPUT"    # set by `ppddpm --nproc` (ppddpm.cli.launch): the ranks' scratch folder
 
 
@@ -32,6 +34,13 @@ def ranks() -> int:
 def is_lead() -> bool:
     """Rank 0: the process that prints and writes the shared outputs."""
     return rank() == 0
+
+
+def on_lead_node() -> bool:
+    """Whether this rank runs on rank 0's node (always, on one node): the node whose file system holds
+    the outputs. A multi-node launch's other ranks write nothing there; what they make reaches rank 0
+    through the gather (`ppddpm.cli.common.share_folder`)."""
+    return rank() == int(os.environ.get(IN_NODE_VARIABLE, "0"))
 
 
 def mark_joined():
