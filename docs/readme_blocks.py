@@ -1,8 +1,8 @@
 """README's measured tables, rendered from the committed JSON — one definition per number.
 
-`make figures` (docs/make_figures.py, docs/ddim_findings.py) writes docs/figures/*.json and then
-fills README's blocks between `<!-- NAME:start … -->` and `<!-- NAME:end -->` with `render_NAME`
-of that JSON; tests/test_readme.py fails when a block and its JSON disagree.
+`make docs` (docs/make_docs.py) writes docs/figures/*.json and then fills README's blocks between
+`<!-- NAME:start … -->` and `<!-- NAME:end -->` with the renderer of that JSON; tests/test_readme.py
+fails when a block and its JSON disagree (`all_blocks`).
 
 Units, named once: |Δ| in the diffusion range [−1, 1]; "× bound": a step's |Δ x_{t−1}| over the
 float32 bound of `ABReport.step_bound` (≤ 1 is equivalent); PSNR of final images as displayed
@@ -71,7 +71,7 @@ def render_equivalence_summary(data) -> str:
     on = [r for r in rows if r["clip_sample"]]
     ratio_off = [r[v]["worst_ratio_to_bound"] for r in off for v in ("direct", "direct-clip-consistent")]
     dep = [r["direct"]["steps_departing"] / r["steps"] for r in on]
-    psnr = [p for p in data["free_32_seeds_direct_psnr_db"] if p is not None]
+    psnr = [p for p in data["free_seeds_direct_psnr_db"] if p is not None]
     fired = [r["steps_with_clipping"] / r["steps"] for r in on]
     return "\n".join([
         f"- **`posterior` is the stock step, bit for bit**: max |Δ| = "
@@ -82,7 +82,7 @@ def render_equivalence_summary(data) -> str:
         f"- **Clipping on: `direct` departs** at {_span(min(dep), max(dep), '.0%')} of the steps, because clipping "
         f"fires at {_span(min(fired), max(fired), '.0%')} of them on this model (the digits' background is exactly −1 "
         f"and x̂_0 "
-        f"overshoots it). The final images stay close — over 32 seeds (free, 1000 steps) PSNR median "
+        f"overshoots it). The final images stay close — over {data['free_seeds']} seeds (free, {data['free_seeds_steps']} steps) PSNR median "
         f"{statistics.median(psnr):.1f} dB, range {min(psnr):.1f}–{max(psnr):.1f} dB: the article's "
         f"\"similar, not identical\".",
         "- **`direct-clip-consistent` agrees with the stock step even with clipping**: the clip of x̂_0 is the "
@@ -189,24 +189,71 @@ def render_benchmarks(data) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {  # README block → (JSON file, renderer)
-    "equivalence-table": ("equivalence.json", render_equivalence),
-    "equivalence-summary": ("equivalence.json", render_equivalence_summary),
-    "quality-table": ("quality.json", render_quality),
-    "bundled-model": ("bundled_model.json", render_bundled_model),
-    "benchmarks-table": ("../../benchmarks/results.json", render_benchmarks),
+# README blocks rendered from JSON that `make docs` does not compute: the bundled model's record
+# (docs/ship_model.py) and the benchmarks (`make bench`); the sections' own blocks are in docs/sections.py
+OTHERS = {  # README block → (JSON file, renderer, the program that writes the JSON)
+    "bundled-model": (FIGURES / "bundled_model.json", render_bundled_model, "docs/ship_model.py"),
+    "benchmarks-table": (ROOT / "benchmarks" / "results.json", render_benchmarks, "benchmarks/run_all.py"),
 }
 
 
-WRITERS = {"bundled_model.json": "docs/ship_model.py"}     # JSON not written by `make figures`
-
-
-def fill_all(script: str) -> None:
-    """Fill every block from its JSON; `script` is the program that wrote the JSON files in docs/figures."""
-    for name, (file, render) in BLOCKS.items():
-        path = (FIGURES / file).resolve()
-        writer = "benchmarks/run_all.py" if path.parent.name == "benchmarks" else WRITERS.get(file, script)
+def fill_others() -> None:
+    """Fill the blocks of `OTHERS`, and README's inline numbers, from their committed JSON."""
+    for name, (path, render, writer) in OTHERS.items():
         fill(name, render(json.loads(path.read_text())), f"{writer} from {path.relative_to(ROOT)}")
+    fill("api", render_api(), "docs/readme_blocks.py from ppddpm.__all__")
+    fill_inline()
+
+
+def all_blocks() -> dict:
+    """Every generated README block: {name: (JSON path, render)} — the sections' and `OTHERS`."""
+    import make_docs
+
+    blocks = {name: (path, render) for name, (path, render, _) in OTHERS.items()}
+    for section in make_docs.all_sections():
+        blocks.update({name: (section.json_path, render) for name, render in section.blocks.items()})
+    return blocks
+
+
+# Numbers in README's prose: `<!-- n:SOURCE:PATH:FORMAT -->VALUE<!-- /n -->` shows `format(PATH of SOURCE,
+# FORMAT)`, SOURCE a JSON in docs/figures (by name, without .json) or "bench" (benchmarks/results.json),
+# PATH keys and [indices] joined by dots ("noise.confidence", "findings[0].steps")
+INLINE = re.compile(r"<!-- n:(?P<source>[\w-]+):(?P<path>[^ :]+):(?P<fmt>[^ ]*) -->(?P<value>.*?)<!-- /n -->")
+
+
+def _source(name: str) -> Path:
+    return ROOT / "benchmarks" / "results.json" if name == "bench" else FIGURES / f"{name}.json"
+
+
+def lookup(data, path: str):
+    for key in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        data = data[int(key[1:-1])] if key.startswith("[") else data[key]
+    return data
+
+
+def inline_value(match) -> str:
+    return format(lookup(json.loads(_source(match["source"]).read_text()), match["path"]), match["fmt"])
+
+
+def fill_inline(readme: Path = README) -> None:
+    """Every inline number of README from its committed JSON."""
+    text = readme.read_text(encoding="utf-8")
+    readme.write_text(INLINE.sub(lambda m: m.group(0).replace(f"-->{m['value']}<!--", f"-->{inline_value(m)}<!--"),
+                                 text), encoding="utf-8")
+
+
+def stale_blocks(readme_text: str) -> list:
+    """The README blocks and inline numbers that are not their committed JSON as rendered now:
+    [(block or inline number, JSON file)]."""
+    stale = []
+    for name, (path, render) in all_blocks().items():
+        if block(name, readme_text) != render(json.loads(path.read_text())):
+            stale.append((name, str(path.relative_to(ROOT))))
+    for m in INLINE.finditer(readme_text):
+        if m["value"] != inline_value(m):
+            stale.append((f"{m['path']} = {m['value']!r} (the JSON gives {inline_value(m)!r})",
+                          str(_source(m["source"]).relative_to(ROOT))))
+    return stale
 
 
 class _Written(str):
@@ -253,11 +300,3 @@ def render_api() -> str:
     rows.sort(key=lambda row: (row[0], row[1].lower()))
     lines += [f"| `ppddpm.{name}` | `{signature}` | `{home}` |" for home, name, signature in rows]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":          # `python docs/readme_blocks.py`: the API block (the tables: `make figures`)
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    fill("api", render_api(), "docs/readme_blocks.py from ppddpm.__all__")
-    print("wrote README's api block")
