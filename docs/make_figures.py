@@ -22,11 +22,11 @@ import numpy as np
 import ppddpm
 import readme_blocks
 from ppddpm.analysis import metrics
+from ppddpm.analysis.findings import EQUIVALENCE_VARIANTS, equivalence_finding
 from ppddpm.core.config import with_config
 from ppddpm.pictures import explorer, plotting
 from sections import FULL, Section, figure_text
 
-VARIANTS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
 SAMPLES_FROM = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--samples-from=")]
 
 
@@ -70,15 +70,6 @@ def figures(setting, pictures=None) -> dict:
     return {"seed": 777, "steps": steps, "figures": words}
 
 
-def finding(report, variance_type: str) -> dict:
-    """One row of the equivalence table from a `compare` report of VARIANTS (ppddpm.cli.demo prints the same)."""
-    s = report.summary()
-    return {"steps": report.num_inference_steps, "variance_type": variance_type, "mode": report.mode,
-            "clip_sample": report.clip_sample, "steps_with_clipping": s["clipping"]["steps_with_clipping"],
-            **{v: {k: s[v][k] for k in ("equivalent", "max_abs_prev", "max_rel_prev", "worst_ratio_to_bound",
-                                        "steps_departing", "final_psnr_db")} for v in report.others}}
-
-
 def equivalence(setting, pictures=None) -> dict:
     """The DDPM routes against the stock step at 1000 and 50 steps (SHORT: 20), both σ_t², both modes,
     clipping off and on; and the direct route's final PSNR over 32 seeds (SHORT: 2)."""
@@ -90,8 +81,9 @@ def equivalence(setting, pictures=None) -> dict:
             pipe.scheduler = with_config(pipe.scheduler, variance_type=vt)
             for mode in ("shadow", "free"):
                 for clip in (False, True):
-                    r = ppddpm.compare(pipe, VARIANTS, seed=777, num_inference_steps=steps, mode=mode, clip_sample=clip)
-                    findings.append(finding(r, vt))
+                    r = ppddpm.compare(pipe, EQUIVALENCE_VARIANTS, seed=777, num_inference_steps=steps, mode=mode,
+                                       clip_sample=clip)
+                    findings.append(equivalence_finding(r, vt))
                     if steps == settings[0] and vt == "fixed_small" and clip:         # README's two A/B pictures
                         words[f"ab_direct_{mode}"] = figure_text(
                             plotting.plot_ab(r, "direct", save=_picture(pictures, f"ab_direct_{mode}.png")))

@@ -14,6 +14,8 @@ import statistics
 import types
 from pathlib import Path
 
+from ppddpm.analysis.findings import equivalence_table
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 FIGURES = ROOT / "docs" / "figures"
@@ -42,26 +44,9 @@ def _span(lo, hi, fmt):
     return a if a == b else f"{a}–{b}"
 
 
-def _db(x):
-    return "identical" if x is None else f"{x:.1f} dB"
-
-
 def render_equivalence(data) -> str:
-    """The DDPM routes against the stock step (docs/figures/equivalence.json)."""
-    def cell(row, v):
-        r = row[v]
-        return f"{r['max_abs_prev']:.1e} ({r['worst_ratio_to_bound']:.2g}) {'✓' if r['equivalent'] else '✗'}"
-
-    lines = ["| steps | σ_t² | mode | clip | clipping fired | posterior max\\|Δ\\| | direct max\\|Δ\\| (× bound) | "
-             "direct-clip-consistent max\\|Δ\\| (× bound) | direct final PSNR |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in data["findings"]:
-        lines.append(f"| {row['steps']} | {row['variance_type']} | {row['mode']} | "
-                     f"{'on' if row['clip_sample'] else 'off'} "
-                     f"| {row['steps_with_clipping']}/{row['steps']} | {row['posterior']['max_abs_prev']:.0e} | "
-                     f"{cell(row, 'direct')} | {cell(row, 'direct-clip-consistent')} | "
-                     f"{_db(row['direct']['final_psnr_db'][0])} |")
-    return "\n".join(lines)
+    """The DDPM routes against the stock step (docs/figures/equivalence.json; rows as `ppddpm demo` prints them)."""
+    return "\n".join(equivalence_table(data["findings"]))
 
 
 def render_equivalence_summary(data) -> str:
@@ -82,7 +67,8 @@ def render_equivalence_summary(data) -> str:
         f"- **Clipping on: `direct` departs** at {_span(min(dep), max(dep), '.0%')} of the steps, because clipping "
         f"fires at {_span(min(fired), max(fired), '.0%')} of them on this model (the digits' background is exactly −1 "
         f"and x̂_0 "
-        f"overshoots it). The final images stay close — over {data['free_seeds']} seeds (free, {data['free_seeds_steps']} steps) PSNR median "
+        f"overshoots it). The final images stay close — over {data['free_seeds']} seeds (free, "
+        f"{data['free_seeds_steps']} steps) PSNR median "
         f"{statistics.median(psnr):.1f} dB, range {min(psnr):.1f}–{max(psnr):.1f} dB: the article's "
         f"\"similar, not identical\".",
         "- **`direct-clip-consistent` agrees with the stock step even with clipping**: the clip of x̂_0 is the "
