@@ -52,9 +52,7 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
             written += [out / "ab_clip_on.png", out / "ab_clip_on.json"]
     lines = equivalence_table(findings)
     with atomic_path(out / "ab_summary.txt") as tmp:
-        tmp.write_text("
-".join(lines) + "
-")
+        tmp.write_text("\n".join(lines) + "\n")
     written.append(out / "ab_summary.txt")
     say(f"A/B, free mode, against ppdiffusers' stock step: README's \"The equivalence, measured\" rows for "
         f"{steps} steps, seed {seed} (the digits of rounding-level gaps follow the CPU and paddle's thread count):")
