@@ -176,9 +176,17 @@ def render_benchmarks(data) -> str:
 
 
 # README blocks rendered from JSON that `make docs` does not compute: the bundled model's record
-# (docs/ship_model.py) and the benchmarks (`make bench`); the sections' own blocks are in docs/sections.py
+# (docs/ship_model.py), the paddle versions tried (`make compat`) and the benchmarks (`make bench`); the sections' own blocks are in docs/sections.py
+def render_compat(data) -> str:
+    """The paddle versions `make compat` tried (docs/compat.py writes docs/figures/compat.json)."""
+    import compat       # lazy: compat imports this module to fill its block
+
+    return compat.render(data)
+
+
 OTHERS = {  # README block → (JSON file, renderer, the program that writes the JSON)
     "bundled-model": (FIGURES / "bundled_model.json", render_bundled_model, "docs/ship_model.py"),
+    "compat": (FIGURES / "compat.json", render_compat, "docs/compat.py"),
     "benchmarks-table": (ROOT / "benchmarks" / "results.json", render_benchmarks, "benchmarks/run_all.py"),
 }
 
