@@ -176,7 +176,8 @@ def render_benchmarks(data) -> str:
 
 
 # README blocks rendered from JSON that `make docs` does not compute: the bundled model's record
-# (docs/ship_model.py), the paddle versions tried (`make compat`) and the benchmarks (`make bench`); the sections' own blocks are in docs/sections.py
+# (docs/ship_model.py), the objective study (docs/objective_findings.py, hours of training), the paddle
+# versions tried (`make compat`) and the benchmarks (`make bench`); the sections' own blocks are in docs/sections.py
 def render_compat(data) -> str:
     """The paddle versions `make compat` tried (docs/compat.py writes docs/figures/compat.json)."""
     import compat       # lazy: compat imports this module to fill its block
@@ -184,7 +185,15 @@ def render_compat(data) -> str:
     return compat.render(data)
 
 
+def render_objective(data) -> str:
+    """The objective study (docs/objective_findings.py writes docs/figures/objective.json; hours, not in make docs)."""
+    import objective_findings       # lazy: it imports the training code
+
+    return objective_findings.render(data)
+
+
 OTHERS = {  # README block → (JSON file, renderer, the program that writes the JSON)
+    "objective-findings": (FIGURES / "objective.json", render_objective, "docs/objective_findings.py"),
     "bundled-model": (FIGURES / "bundled_model.json", render_bundled_model, "docs/ship_model.py"),
     "compat": (FIGURES / "compat.json", render_compat, "docs/compat.py"),
     "benchmarks-table": (ROOT / "benchmarks" / "results.json", render_benchmarks, "benchmarks/run_all.py"),
