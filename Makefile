@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.ppddpm-installed
 FAST   ?= 1
 JOBS   ?= 2
 
-.PHONY: demo test lint install notebooks figures bench compat clean
+.PHONY: demo test lint install notebooks docs figures bench compat clean
 
 install: $(STAMP)
 
@@ -35,8 +35,11 @@ $(VENV)/.ppddpm-notebooks: $(STAMP)
 	$(BIN)/python -m pip install -q -e ".[cpu,test,notebooks]"
 	@touch $@
 
-figures: $(STAMP)
-	$(BIN)/python docs/make_figures.py
+# every number and picture in README, docs/figures and the notebooks, from this version (docs/make_docs.py)
+docs: $(STAMP)
+	$(BIN)/python docs/make_docs.py
+
+figures: docs
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -491,10 +491,9 @@ def _write(args, results):
     print(f"\nwrote {args.out}")
     if Path(args.out).resolve() == (HERE / "results.json").resolve():
         sys.path.insert(0, str(HERE.parent / "docs"))
-        from readme_blocks import BLOCKS, fill
+        from readme_blocks import fill_others
 
-        fill("benchmarks-table", BLOCKS["benchmarks-table"][1](results), "benchmarks/run_all.py from "
-             "benchmarks/results.json")
+        fill_others()          # README's benchmarks block (and the other blocks not computed by `make docs`)
     return results
 
 

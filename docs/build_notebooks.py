@@ -1,7 +1,13 @@
 """Write notebooks/*.ipynb from the cell lists below and execute them (outputs committed).
 
-    .venv/bin/python docs/build_notebooks.py          # full-length run, as committed
-    PPDDPM_FAST=1 .venv/bin/python docs/build_notebooks.py --no-execute   # only rewrite the sources
+    make docs                                          # with every other generated number (docs/make_docs.py)
+    .venv/bin/python docs/build_notebooks.py          # the notebooks alone: full-length run, as committed
+    .venv/bin/python docs/build_notebooks.py --no-execute   # only rewrite the sources
+
+Each notebook is executed twice: at full length for its committed outputs, and with PPDDPM_FAST=1 for
+the text each code cell printed then, kept in the cell's metadata (`drift.FAST_KEY`): `make test` runs
+the notebooks with PPDDPM_FAST=1 and compares (tests/test_notebooks.py). Nothing written depends on the
+clock: cell ids are their positions, and no execution times are recorded.
 """
 import argparse
 import os
@@ -204,8 +210,8 @@ print(f"final samples: max |Δ| = {s['final_max_abs'][0]:.4f} (in [-1, 1] units)
 ppddpm.pictures.plotting.plot_ab(free, "direct")"""),  # noqa: E501
 ("md", """## How often, and how much: many seeds at once
 The same comparison over several seeds in one batched run (each seed's noise is exactly its
-solo run's). ⏱ The next cell is the notebook's long one: 16 seeds × 1000 steps × 2 routes, about
-4–5 minutes on 2 CPU cores (with `PPDDPM_FAST=1`: 4 seeds × 100 steps, seconds)."""),
+solo run's). ⏱ The next cell is the notebook's long one: 16 seeds × 1000 steps × 2 routes (with
+`PPDDPM_FAST=1`: 4 seeds × 100 steps)."""),
 ("code", """seeds = list(range(4)) if FAST else list(range(16))      # FAST: fewer seeds
 many = ppddpm.compare(pipe, ["posterior", "direct"], seed=seeds, num_inference_steps=STEPS, mode="free", clip_sample=True)
 psnr = np.array(many.summary()["direct"]["final_psnr_db"], dtype=float)
@@ -259,7 +265,7 @@ grid, _ = samples(untrained)
 grid"""),
 ("md", "## Train 训练"),
 ("code", """result = train(cfg, progress=False)
-print(f"{len(result.losses)} steps in {result.seconds:.0f} s; loss {result.losses[0]:.3f} → {np.mean(result.losses[-10:]):.3f}")"""),  # noqa: E501
+print(f"{len(result.losses)} steps; loss {result.losses[0]:.3f} → {np.mean(result.losses[-10:]):.3f}")"""),
 ("md", """## Loss curves
 This run, and the run that produced the bundled model (shipped with it)."""),
 ("code", """import json
@@ -520,21 +526,45 @@ ppddpm.pictures.objective.plot_training("runs/notebook-precision")"""),
 }
 
 
-def build(execute=True, only=None):
+def _notebook(cells):
+    nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells])
+    for k, cell in enumerate(nb.cells):
+        cell.id = f"cell-{k:02d}"                      # stable ids (nbformat draws random ones)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def execute(nb, fast: bool):
+    """Run `nb` in place on a fresh kernel (PPDDPM_FAST as given; no progress bars, no timing metadata)."""
     from nbclient import NotebookClient
 
+    os.environ["PPDDPM_PROGRESS"] = "0"
+    os.environ["PPDDPM_FAST"] = "1" if fast else "0"
+    NotebookClient(nb, timeout=1800, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(NB)}}).execute()
+    return nb
+
+
+def build(execute_cells=True, only=None):
+    import copy
+
+    from drift import FAST_KEY, THREADS, cell_text
+
+    os.environ["OMP_NUM_THREADS"] = THREADS        # the kernels inherit it: paddle's rounding follows it
     NB.mkdir(exist_ok=True)
     for name, cells in NOTEBOOKS.items():
         if only and name not in only:
             continue
-        nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells])
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        nb.metadata["language_info"] = {"name": "python"}
-        if execute:               # committed outputs without progress bars (PPDDPM_PROGRESS=0)
-            os.environ["PPDDPM_PROGRESS"] = "0"
-            NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(NB)}}).execute()
+        nb = _notebook(cells)
+        if execute_cells:
+            fast = execute(copy.deepcopy(nb), fast=True)
+            execute(nb, fast=False)
+            for cell, short in zip(nb.cells, fast.cells):
+                if cell.cell_type == "code":
+                    cell.metadata[FAST_KEY] = cell_text(short.outputs)
         nbformat.write(nb, NB / name)
-        print("wrote", NB / name)
+        print("wrote", NB / name, flush=True)
 
 
 if __name__ == "__main__":
@@ -542,4 +572,4 @@ if __name__ == "__main__":
     p.add_argument("--no-execute", action="store_true")
     p.add_argument("only", nargs="*")
     a = p.parse_args()
-    build(execute=not a.no_execute, only=a.only)
+    build(execute_cells=not a.no_execute, only=a.only)

@@ -1,6 +1,7 @@
-"""DDIM against DDPM on the bundled model: the measurements behind README's "DDIM" section.
+"""DDIM against DDPM on the bundled model: the measurements behind README's "DDIM" section, the `ddim`
+section of `make docs`.
 
-    .venv/bin/python docs/ddim_findings.py          # also run by `make figures`
+    .venv/bin/python docs/make_docs.py ddim
 
 Writes docs/figures/ddim.json (every number), ddim_ab.png, clip_map.png, and rewrites README's
 block between `<!-- ddim-findings:start -->` and `<!-- ddim-findings:end -->` from the JSON
@@ -9,36 +10,29 @@ block between `<!-- ddim-findings:start -->` and `<!-- ddim-findings:end -->` fr
 - "worst × bound": the largest ratio of a step's |Δ x_{t−1}| to that bound;
 - "agree": final images' PSNR as displayed ([0, 1]) above 50 dB (`ABReport.final_psnr`);
 - "share clipped": values of x̂_0 outside [−1, 1] before the clip (`ppddpm.core.adapters.Adapter.clip_fraction`).
-About 20 minutes on 2 CPU cores.
+SHORT (CI's check): 20 steps, 4 seeds, n = 16 at 10 steps.
 """
-import json
-import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-warnings.filterwarnings("ignore")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "docs"))
-import ppddpm  # noqa: E402
-from ppddpm.analysis import metrics  # noqa: E402
-from ppddpm.pictures import plotting  # noqa: E402
-from ppddpm.core.config import with_config  # noqa: E402
+import ppddpm
+from ppddpm.analysis import metrics
+from ppddpm.core.config import with_config
+from ppddpm.pictures import plotting
+from sections import Section, figure_text
 
-OUT = ROOT / "docs" / "figures"
-JSON = OUT / "ddim.json"
+SETTINGS = {"full": {"steps": (1000, 50), "seeds": 32, "clip_steps": (10, 20, 50), "n": 256},
+            "short": {"steps": (20,), "seeds": 4, "clip_steps": (10,), "n": 16}}
 CLIPPED = "ddim(eta=1.0, use_clipped_model_output=True)"
 DEFAULT = "ddim(eta=1.0)"
 AGREE_DB = 50.0
 
 
-def equivalence(pipe, fast=False):
+def equivalence(pipe, settings, pictures=None):
     """DDPM's stock step against DDIM(η=1) with and without ε from the clipped x̂_0, seed 777."""
-    rows = []
-    for steps in ((50,) if fast else (1000, 50)):
+    rows, words = [], {}
+    for steps in settings:
         for variance_type, clips in (("fixed_small", (False, True)), ("fixed_large", (False,))):
             pipe.scheduler = with_config(pipe.scheduler, variance_type=variance_type)
             for clip in clips:
@@ -57,16 +51,17 @@ def equivalence(pipe, fast=False):
                             "steps_departing": int(len(dep)), "steps_with_clipping": int(len(fired)),
                             "departs_only_where_clipping_fires": bool(set(dep.tolist()) <= set(fired.tolist())),
                             "final_psnr_db": summary[v]["final_psnr_db"][0]})
-                    if steps == 50 and clip and mode == "free" and variance_type == "fixed_small":
-                        plotting.plot_ab(report, DEFAULT, save=OUT / "ddim_ab.png")
+                    if steps == settings[-1] and clip and mode == "free" and variance_type == "fixed_small":
+                        words["ddim_ab"] = figure_text(plotting.plot_ab(
+                            report, DEFAULT, save=None if pictures is None else Path(pictures) / "ddim_ab.png"))
     pipe.scheduler = with_config(pipe.scheduler, variance_type="fixed_small")
-    return rows
+    return rows, words
 
 
-def seeds_agreeing(pipe, n_seeds=32, fast=False):
+def seeds_agreeing(pipe, n_seeds, settings):
     """diffusers #553: over many seeds, how often DDPM and DDIM(η=1) give the same final image."""
     out = []
-    for steps in ((50,) if fast else (1000, 50)):
+    for steps in settings:
         report = ppddpm.compare(pipe, ["ppdiffusers", CLIPPED, DEFAULT], seed=list(range(n_seeds)),
                                 num_inference_steps=steps, mode="free")
         for v in report.others:
@@ -77,12 +72,12 @@ def seeds_agreeing(pipe, n_seeds=32, fast=False):
     return out
 
 
-def clip_study(pipe, n=256, fast=False):
+def clip_study(pipe, n, settings, pictures=None):
     """Deterministic DDIM (η = 0): where clipping fires, and what it does to sample quality."""
     from ppdiffusers import DDIMPipeline, DDIMScheduler
 
-    rows = []
-    for steps in (10, 20, 50):
+    rows, words = [], {}
+    for steps in settings:
         for clip in (True, False):
             ddim = DDIMPipeline(unet=pipe.unet, scheduler=with_config(pipe.scheduler, cls=DDIMScheduler,
                                                                          clip_sample=clip))
@@ -91,10 +86,10 @@ def clip_study(pipe, n=256, fast=False):
                                             fields=("prev_sample", "pred_original_sample_unclipped"))
             raw = traj.pred_original_sample_unclipped        # x̂_0 of eq. (15), clip on or off
             share = (np.abs(raw) > 1).reshape(raw.shape[0], raw.shape[1], -1).mean(axis=2)
-            if clip and steps == 20:
-                plotting.plot_clip_map(traj, save=OUT / "clip_map.png",
-                                       title="DDIM (η = 0, 20 steps), 16 samples: share of x̂_0 outside [−1, 1] "
-                                             "before the clip")
+            if clip and steps == settings[len(settings) // 2]:
+                words["clip_map"] = figure_text(plotting.plot_clip_map(
+                    traj, save=None if pictures is None else Path(pictures) / "clip_map.png",
+                    title=f"DDIM (η = 0, {steps} steps), 16 samples: share of x̂_0 outside [−1, 1] before the clip"))
             images = metrics.sample_images(ddim, n=n, seed=0, num_inference_steps=steps)
             scores = metrics.score(images)
             # what clipping would change: the same run's x̂_0 that left [−1, 1] (also measured with clip off)
@@ -104,7 +99,7 @@ def clip_study(pipe, n=256, fast=False):
                          "last_t_outside": int(traj.timesteps[np.nonzero((share > 0).any(axis=1))[0][-1]])
                          if (share > 0).any() else None,
                          "scores": scores.as_dict()})
-    return rows
+    return rows, words
 
 
 def _pct(x):
@@ -147,26 +142,13 @@ def render(data) -> str:
     return "\n".join(lines)
 
 
-def write_readme(data):
-    from readme_blocks import fill
-
-    fill("ddim-findings", render(data), "docs/ddim_findings.py from docs/figures/ddim.json")
-
-
-def main(fast=False):
-    OUT.mkdir(parents=True, exist_ok=True)
-    pipe = ppddpm.load_pipeline()
-    t0 = time.time()
-    data = {"model": "bundled", "seed": 777, "agree_db": AGREE_DB,
-            "equivalence": equivalence(pipe, fast), "agreement": seeds_agreeing(pipe, 8 if fast else 32, fast),
-            "clip_study": clip_study(pipe, 64 if fast else 256, fast)}
-    data["seconds"] = time.time() - t0
-    if not fast:
-        JSON.write_text(json.dumps(data, indent=1))
-        write_readme(data)
-    print(render(data))
-    return data
+def compute(setting, pictures=None) -> dict:
+    pipe, how = ppddpm.load_pipeline(), SETTINGS[setting]
+    rows, words = equivalence(pipe, how["steps"], pictures)
+    study, study_words = clip_study(pipe, how["n"], how["clip_steps"], pictures)
+    return {"model": "bundled", "seed": 777, "agree_db": AGREE_DB, "equivalence": rows,
+            "agreement": seeds_agreeing(pipe, how["seeds"], how["steps"]), "clip_study": study,
+            "figures": {**words, **study_words}}
 
 
-if __name__ == "__main__":
-    main(fast="--fast" in sys.argv)
+SECTIONS = [Section("ddim", compute, blocks={"ddim-findings": render}, writer="docs/ddim_findings.py")]

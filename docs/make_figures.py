@@ -1,39 +1,42 @@
-"""Regenerate README's figures and tables from a real run of the bundled model.
+"""README's pictures of a real run, the equivalence table and the sample scores: three sections of `make docs`.
 
-    make figures      # = .venv/bin/python docs/make_figures.py   (about 35 minutes on 2 CPU cores)
+    make docs                                  # every section (docs/make_docs.py)
+    .venv/bin/python docs/make_docs.py figures equivalence quality     # these three
 
-Writes docs/figures/*.png, docs/figures/equivalence.json (the A/B findings) and
-docs/figures/quality.json (the digit scores, n = 256 samples), fills README's tables from them
-(docs/readme_blocks.py), then runs docs/verify_findings.py and docs/ddim_findings.py (`--no-ddim`
-skips the latter).
-`--samples-from=DIR` scores the samples a `ppddpm eval --n 256 --steps 1000 --out DIR` of the bundled
-model saved (the same draws, seeds 0–255) instead of drawing them again.
+- `figures`: seed 777 on the bundled model — the article's grids of x_t and x̂_0, the aligned rows, the
+  forward process, the schedule, an animation and the explorer at t = 500 (1000 steps; SHORT: 20);
+- `equivalence`: the DDPM routes against the stock step, 16 settings (docs/figures/equivalence.json;
+  SHORT: 20 steps), and the direct route's final PSNR over 32 seeds (SHORT: 2);
+- `quality`: the bundled model's digit scores, n = 256 samples at 1000 steps (SHORT: 16 at 20 steps).
+`quality` accepts the samples of an earlier `ppddpm eval --n 256 --steps 1000 --out DIR`
+(`--samples-from=DIR`), the same draws, instead of drawing them again.
 """
-import json
-
-import numpy as np
+import shutil
+import subprocess
 import sys
-import time
-import warnings
+import tempfile
 from pathlib import Path
 
-warnings.filterwarnings("ignore")
-import ppddpm  # noqa: E402
-from ppddpm.analysis import metrics  # noqa: E402
-from ppddpm.pictures import explorer, plotting  # noqa: E402
-from ppddpm.core.config import with_config  # noqa: E402
+import numpy as np
 
-OUT = Path(__file__).resolve().parent / "figures"
-sys.path.insert(0, str(OUT.parent))           # readme_blocks, ddim_findings
+import ppddpm
+import readme_blocks
+from ppddpm.analysis import metrics
+from ppddpm.analysis.findings import EQUIVALENCE_VARIANTS, equivalence_finding
+from ppddpm.core.config import with_config
+from ppddpm.pictures import explorer, plotting
+from sections import FULL, Section, figure_text
+
+SAMPLES_FROM = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--samples-from=")]
 
 
-def explorer_screenshot(traj, path=OUT / "explorer.png"):
+def _picture(pictures, name):
+    return None if pictures is None else Path(pictures) / name
+
+
+def explorer_screenshot(traj, path):
     """README's picture of the explorer: the page of `traj`, scrubbed to t = 500, shot by headless
     Debian chromium (skipped, with a line, where chromium is not installed)."""
-    import shutil
-    import subprocess
-    import tempfile
-
     chromium = shutil.which("chromium")
     if not chromium:
         print("explorer screenshot skipped: apt-get install chromium")
@@ -41,80 +44,79 @@ def explorer_screenshot(traj, path=OUT / "explorer.png"):
     with tempfile.TemporaryDirectory() as tmp:
         page = explorer.explore(traj).save(Path(tmp) / "view.html")
         i = int(np.argmin(np.abs(traj.timesteps - 500)))
-        text = page.read_text().replace("show(0);\n</script>", f"show({i});\n</script>")
-        page.write_text(text)
+        page.write_text(page.read_text().replace("show(0);\n</script>", f"show({i});\n</script>"))
         subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={path}",
                         "--window-size=1240,720", page.as_uri()], check=True, capture_output=True, timeout=120)
 
 
-def main(quality_n=256, ddim=True, samples_from=None):
-    OUT.mkdir(parents=True, exist_ok=True)
+def figures(setting, pictures=None) -> dict:
+    """The pictures of seed 777's run, and their words (titles, labels)."""
+    steps = 1000 if setting == FULL else 20
     pipe = ppddpm.load_pipeline()
-    traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=50)
-    plotting.plot_grid(traj, "prev_sample", every=50, save=OUT / "grid_x_t.png")
-    plotting.plot_grid(traj, "pred_original_sample", every=50, save=OUT / "grid_x0.png")
-    plotting.plot_trajectory(traj, every=50, save=OUT / "trajectory.png")
-    plotting.plot_forward("digit", pipe.scheduler, every=50, save=OUT / "forward.png")
-    plotting.plot_schedule(pipe.scheduler, save=OUT / "schedule.png")
-    explorer_screenshot(ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=10, fields="all"))
-    plotting.animate(ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=1000, every=20),
-                     OUT / "reverse_777.gif", mp4=False)
+    traj = ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps, every=1)
+    words = {
+        "grid_x_t": figure_text(plotting.plot_grid(traj, "prev_sample", save=_picture(pictures, "grid_x_t.png"))),
+        "grid_x0": figure_text(plotting.plot_grid(traj, "pred_original_sample",
+                                                  save=_picture(pictures, "grid_x0.png"))),
+        "trajectory": figure_text(plotting.plot_trajectory(traj, save=_picture(pictures, "trajectory.png"))),
+        "forward": figure_text(plotting.plot_forward("digit", pipe.scheduler, every=steps // 20,
+                                                     save=_picture(pictures, "forward.png"))),
+        "schedule": figure_text(plotting.plot_schedule(pipe.scheduler, save=_picture(pictures, "schedule.png")))}
+    if pictures is not None:
+        explorer_screenshot(ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps, every=10,
+                                                     fields="all"), Path(pictures) / "explorer.png")
+        plotting.animate(ppddpm.sample_trajectory(pipe, seed=777, num_inference_steps=steps, every=20),
+                         Path(pictures) / "reverse_777.gif", mp4=False)
+    return {"seed": 777, "steps": steps, "figures": words}
 
-    findings = []
-    variants = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
-    for steps in (1000, 50):
+
+def equivalence(setting, pictures=None) -> dict:
+    """The DDPM routes against the stock step at 1000 and 50 steps (SHORT: 20), both σ_t², both modes,
+    clipping off and on; and the direct route's final PSNR over 32 seeds (SHORT: 2)."""
+    pipe = ppddpm.load_pipeline()
+    findings, words = [], {}
+    settings = (1000, 50) if setting == FULL else (20,)
+    for steps in settings:
         for vt in ("fixed_small", "fixed_large"):
             pipe.scheduler = with_config(pipe.scheduler, variance_type=vt)
             for mode in ("shadow", "free"):
                 for clip in (False, True):
-                    t0 = time.time()
-                    r = ppddpm.compare(pipe, variants, seed=777, num_inference_steps=steps, mode=mode, clip_sample=clip)
-                    s = r.summary()
-                    findings.append({"steps": steps, "variance_type": vt, "mode": mode, "clip_sample": clip,
-                                     "seconds": round(time.time() - t0, 1),
-                                     "steps_with_clipping": s["clipping"]["steps_with_clipping"],
-                                     **{v: {k: s[v][k] for k in ("equivalent", "max_abs_prev", "max_rel_prev",
-                                                                 "worst_ratio_to_bound", "steps_departing",
-                                                                 "final_psnr_db")} for v in variants[1:]}})
-                    if steps == 1000 and vt == "fixed_small" and clip:
-                        plotting.plot_ab(r, "direct", save=OUT / f"ab_direct_{mode}.png")
-                    print(findings[-1], flush=True)
+                    r = ppddpm.compare(pipe, EQUIVALENCE_VARIANTS, seed=777, num_inference_steps=steps, mode=mode,
+                                       clip_sample=clip)
+                    findings.append(equivalence_finding(r, vt))
+                    if steps == settings[0] and vt == "fixed_small" and clip:         # README's two A/B pictures
+                        words[f"ab_direct_{mode}"] = figure_text(
+                            plotting.plot_ab(r, "direct", save=_picture(pictures, f"ab_direct_{mode}.png")))
     pipe.scheduler = with_config(pipe.scheduler, variance_type="fixed_small")
-    many = ppddpm.compare(pipe, ["posterior", "direct"], seed=list(range(32)), num_inference_steps=1000, mode="free",
-                          clip_sample=True)
-    psnr = many.summary()["direct"]["final_psnr_db"]
-    (OUT / "equivalence.json").write_text(json.dumps({"findings": findings, "free_32_seeds_direct_psnr_db": psnr},
-                                                     indent=1))
-
-    if samples_from:          # an earlier `ppddpm eval --n N --steps 1000 --seed 0 --out DIR` of this model
-        x = np.load(Path(samples_from) / "samples.npz")["samples"]
-        if len(x) != quality_n:
-            raise SystemExit(f"{samples_from} holds {len(x)} samples, not {quality_n}")
-    else:                     # the same call `ppddpm eval` makes: batch k seeded with 64·k
-        x = metrics.sample_images(pipe, n=quality_n, seed=0, num_inference_steps=1000, batch_size=64)
-    mine = metrics.score(x)
-    resolution = pipe.unet.config.sample_size
-    real = metrics.real_ceiling(resolution=resolution)
-    real_n = metrics.real_ceiling(min(quality_n, 359), resolution=resolution)
-    _, acc = metrics.classifier()
-    (OUT / "quality.json").write_text(json.dumps({"samples": mine.as_dict(), "real_same_n": real_n.as_dict(),
-                                                  "real_all_held_out": real.as_dict(), "classifier_accuracy": acc,
-                                                  "coverage": metrics.digit_coverage(x)}, indent=1))
-    plotting.contact_sheet(x[:64], ncols=16, save=OUT / "samples.png")
-    print(mine, real_n, acc)
-    from readme_blocks import fill_all
-
-    fill_all("docs/make_figures.py")
-    import verify_findings
-
-    verify_findings.main()
-    if ddim:
-        import ddim_findings
-
-        ddim_findings.main()
+    seeds, steps = (32, 1000) if setting == FULL else (2, 20)
+    many = ppddpm.compare(pipe, ["posterior", "direct"], seed=list(range(seeds)), num_inference_steps=steps,
+                          mode="free", clip_sample=True)
+    return {"findings": findings, "free_seeds": seeds, "free_seeds_steps": steps,
+            "free_seeds_direct_psnr_db": many.summary()["direct"]["final_psnr_db"], "figures": words}
 
 
-if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    reuse = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--samples-from=")]
-    main(int(args[0]) if args else 256, ddim="--no-ddim" not in sys.argv, samples_from=reuse[0] if reuse else None)
+def quality(setting, pictures=None) -> dict:
+    """The bundled model's scores: n = 256 samples at 1000 steps (SHORT: 16 at 20), seeds 0…n−1 in batches
+    of 64 as `ppddpm eval` draws them, against as many real held-out digits."""
+    n, steps = (256, 1000) if setting == FULL else (16, 20)
+    if SAMPLES_FROM and setting == FULL:     # an earlier `ppddpm eval --n 256 --steps 1000 --seed 0 --out DIR`
+        x = np.load(Path(SAMPLES_FROM[0]) / "samples.npz")["samples"]
+        if len(x) != n:
+            raise SystemExit(f"{SAMPLES_FROM[0]} holds {len(x)} samples, not {n}")
+    else:
+        x = metrics.sample_images(ppddpm.load_pipeline(), n=n, seed=0, num_inference_steps=steps, batch_size=64)
+    _, accuracy = metrics.classifier()
+    if pictures is not None:
+        plotting.contact_sheet(x[:64], ncols=16, save=Path(pictures) / "samples.png")
+    return {"steps": steps, "samples": metrics.score(x).as_dict(), "real_same_n": metrics.real_ceiling(
+        min(n, 359), resolution=8).as_dict(), "real_all_held_out": metrics.real_ceiling(resolution=8).as_dict(),
+        "classifier_accuracy": accuracy, "coverage": metrics.digit_coverage(x)}
+
+
+SECTIONS = [
+    Section("figures", figures, writer="docs/make_figures.py"),
+    Section("equivalence", equivalence, writer="docs/make_figures.py",
+            blocks={"equivalence-table": readme_blocks.render_equivalence,
+                    "equivalence-summary": readme_blocks.render_equivalence_summary}),
+    Section("quality", quality, writer="docs/make_figures.py", blocks={"quality-table": readme_blocks.render_quality}),
+]

@@ -1,8 +1,8 @@
 """README's measured tables, rendered from the committed JSON — one definition per number.
 
-`make figures` (docs/make_figures.py, docs/ddim_findings.py) writes docs/figures/*.json and then
-fills README's blocks between `<!-- NAME:start … -->` and `<!-- NAME:end -->` with `render_NAME`
-of that JSON; tests/test_readme.py fails when a block and its JSON disagree.
+`make docs` (docs/make_docs.py) writes docs/figures/*.json and then fills README's blocks between
+`<!-- NAME:start … -->` and `<!-- NAME:end -->` with the renderer of that JSON; tests/test_readme.py
+fails when a block and its JSON disagree (`all_blocks`).
 
 Units, named once: |Δ| in the diffusion range [−1, 1]; "× bound": a step's |Δ x_{t−1}| over the
 float32 bound of `ABReport.step_bound` (≤ 1 is equivalent); PSNR of final images as displayed
@@ -13,6 +13,8 @@ import re
 import statistics
 import types
 from pathlib import Path
+
+from ppddpm.analysis.findings import equivalence_table
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -42,26 +44,9 @@ def _span(lo, hi, fmt):
     return a if a == b else f"{a}–{b}"
 
 
-def _db(x):
-    return "identical" if x is None else f"{x:.1f} dB"
-
-
 def render_equivalence(data) -> str:
-    """The DDPM routes against the stock step (docs/figures/equivalence.json)."""
-    def cell(row, v):
-        r = row[v]
-        return f"{r['max_abs_prev']:.1e} ({r['worst_ratio_to_bound']:.2g}) {'✓' if r['equivalent'] else '✗'}"
-
-    lines = ["| steps | σ_t² | mode | clip | clipping fired | posterior max\\|Δ\\| | direct max\\|Δ\\| (× bound) | "
-             "direct-clip-consistent max\\|Δ\\| (× bound) | direct final PSNR |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in data["findings"]:
-        lines.append(f"| {row['steps']} | {row['variance_type']} | {row['mode']} | "
-                     f"{'on' if row['clip_sample'] else 'off'} "
-                     f"| {row['steps_with_clipping']}/{row['steps']} | {row['posterior']['max_abs_prev']:.0e} | "
-                     f"{cell(row, 'direct')} | {cell(row, 'direct-clip-consistent')} | "
-                     f"{_db(row['direct']['final_psnr_db'][0])} |")
-    return "\n".join(lines)
+    """The DDPM routes against the stock step (docs/figures/equivalence.json; rows as `ppddpm demo` prints them)."""
+    return "\n".join(equivalence_table(data["findings"]))
 
 
 def render_equivalence_summary(data) -> str:
@@ -71,7 +56,7 @@ def render_equivalence_summary(data) -> str:
     on = [r for r in rows if r["clip_sample"]]
     ratio_off = [r[v]["worst_ratio_to_bound"] for r in off for v in ("direct", "direct-clip-consistent")]
     dep = [r["direct"]["steps_departing"] / r["steps"] for r in on]
-    psnr = [p for p in data["free_32_seeds_direct_psnr_db"] if p is not None]
+    psnr = [p for p in data["free_seeds_direct_psnr_db"] if p is not None]
     fired = [r["steps_with_clipping"] / r["steps"] for r in on]
     return "\n".join([
         f"- **`posterior` is the stock step, bit for bit**: max |Δ| = "
@@ -82,7 +67,8 @@ def render_equivalence_summary(data) -> str:
         f"- **Clipping on: `direct` departs** at {_span(min(dep), max(dep), '.0%')} of the steps, because clipping "
         f"fires at {_span(min(fired), max(fired), '.0%')} of them on this model (the digits' background is exactly −1 "
         f"and x̂_0 "
-        f"overshoots it). The final images stay close — over 32 seeds (free, 1000 steps) PSNR median "
+        f"overshoots it). The final images stay close — over {data['free_seeds']} seeds (free, "
+        f"{data['free_seeds_steps']} steps) PSNR median "
         f"{statistics.median(psnr):.1f} dB, range {min(psnr):.1f}–{max(psnr):.1f} dB: the article's "
         f"\"similar, not identical\".",
         "- **`direct-clip-consistent` agrees with the stock step even with clipping**: the clip of x̂_0 is the "
@@ -198,24 +184,88 @@ def render_benchmarks(data) -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {  # README block → (JSON file, renderer)
-    "equivalence-table": ("equivalence.json", render_equivalence),
-    "equivalence-summary": ("equivalence.json", render_equivalence_summary),
-    "quality-table": ("quality.json", render_quality),
-    "bundled-model": ("bundled_model.json", render_bundled_model),
-    "benchmarks-table": ("../../benchmarks/results.json", render_benchmarks),
+# README blocks rendered from JSON that `make docs` does not compute: the bundled model's record
+# (docs/ship_model.py), the objective study (docs/objective_findings.py, hours of training), the paddle
+# versions tried (`make compat`) and the benchmarks (`make bench`); the sections' own blocks are in docs/sections.py
+def render_compat(data) -> str:
+    """The paddle versions `make compat` tried (docs/compat.py writes docs/figures/compat.json)."""
+    import compat       # lazy: compat imports this module to fill its block
+
+    return compat.render(data)
+
+
+def render_objective(data) -> str:
+    """The objective study (docs/objective_findings.py writes docs/figures/objective.json; hours, not in make docs)."""
+    import objective_findings       # lazy: it imports the training code
+
+    return objective_findings.render(data)
+
+
+OTHERS = {  # README block → (JSON file, renderer, the program that writes the JSON)
+    "objective-findings": (FIGURES / "objective.json", render_objective, "docs/objective_findings.py"),
+    "bundled-model": (FIGURES / "bundled_model.json", render_bundled_model, "docs/ship_model.py"),
+    "compat": (FIGURES / "compat.json", render_compat, "docs/compat.py"),
+    "benchmarks-table": (ROOT / "benchmarks" / "results.json", render_benchmarks, "benchmarks/run_all.py"),
 }
 
 
-WRITERS = {"bundled_model.json": "docs/ship_model.py"}     # JSON not written by `make figures`
-
-
-def fill_all(script: str) -> None:
-    """Fill every block from its JSON; `script` is the program that wrote the JSON files in docs/figures."""
-    for name, (file, render) in BLOCKS.items():
-        path = (FIGURES / file).resolve()
-        writer = "benchmarks/run_all.py" if path.parent.name == "benchmarks" else WRITERS.get(file, script)
+def fill_others() -> None:
+    """Fill the blocks of `OTHERS`, and README's inline numbers, from their committed JSON."""
+    for name, (path, render, writer) in OTHERS.items():
         fill(name, render(json.loads(path.read_text())), f"{writer} from {path.relative_to(ROOT)}")
+    fill("api", render_api(), "docs/readme_blocks.py from ppddpm.__all__")
+    fill_inline()
+
+
+def all_blocks() -> dict:
+    """Every generated README block: {name: (JSON path, render)} — the sections' and `OTHERS`."""
+    import make_docs
+
+    blocks = {name: (path, render) for name, (path, render, _) in OTHERS.items()}
+    for section in make_docs.all_sections():
+        blocks.update({name: (section.json_path, render) for name, render in section.blocks.items()})
+    return blocks
+
+
+# Numbers in README's prose: `<!-- n:SOURCE:PATH:FORMAT -->VALUE<!-- /n -->` shows `format(PATH of SOURCE,
+# FORMAT)`, SOURCE a JSON in docs/figures (by name, without .json) or "bench" (benchmarks/results.json),
+# PATH keys and [indices] joined by dots ("noise.confidence", "findings[0].steps")
+INLINE = re.compile(r"<!-- n:(?P<source>[\w-]+):(?P<path>[^ :]+):(?P<fmt>[^ ]*) -->(?P<value>.*?)<!-- /n -->")
+
+
+def _source(name: str) -> Path:
+    return ROOT / "benchmarks" / "results.json" if name == "bench" else FIGURES / f"{name}.json"
+
+
+def lookup(data, path: str):
+    for key in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        data = data[int(key[1:-1])] if key.startswith("[") else data[key]
+    return data
+
+
+def inline_value(match) -> str:
+    return format(lookup(json.loads(_source(match["source"]).read_text()), match["path"]), match["fmt"])
+
+
+def fill_inline(readme: Path = README) -> None:
+    """Every inline number of README from its committed JSON."""
+    text = readme.read_text(encoding="utf-8")
+    readme.write_text(INLINE.sub(lambda m: m.group(0).replace(f"-->{m['value']}<!--", f"-->{inline_value(m)}<!--"),
+                                 text), encoding="utf-8")
+
+
+def stale_blocks(readme_text: str) -> list:
+    """The README blocks and inline numbers that are not their committed JSON as rendered now:
+    [(block or inline number, JSON file)]."""
+    stale = []
+    for name, (path, render) in all_blocks().items():
+        if block(name, readme_text) != render(json.loads(path.read_text())):
+            stale.append((name, str(path.relative_to(ROOT))))
+    for m in INLINE.finditer(readme_text):
+        if m["value"] != inline_value(m):
+            stale.append((f"{m['path']} = {m['value']!r} (the JSON gives {inline_value(m)!r})",
+                          str(_source(m["source"]).relative_to(ROOT))))
+    return stale
 
 
 class _Written(str):
@@ -262,11 +312,3 @@ def render_api() -> str:
     rows.sort(key=lambda row: (row[0], row[1].lower()))
     lines += [f"| `ppddpm.{name}` | `{signature}` | `{home}` |" for home, name, signature in rows]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":          # `python docs/readme_blocks.py`: the API block (the tables: `make figures`)
-    import sys
-
-    sys.path.insert(0, str(ROOT))
-    fill("api", render_api(), "docs/readme_blocks.py from ppddpm.__all__")
-    print("wrote README's api block")

@@ -1,6 +1,7 @@
-"""Every sampler ppddpm records, held against its float64 reference on the bundled model.
+"""Every sampler ppddpm records, held against its float64 reference on the bundled model: the `verify`
+section of `make docs`.
 
-    .venv/bin/python docs/verify_findings.py          # also run by `make figures`
+    .venv/bin/python docs/make_docs.py verify
 
 For each sampler family of `ppddpm.core.adapters` (made from the bundled DDPM config by
 `ppddpm.with_sampler`), one recorded run (seed 0, batch 4, all fields, every step) is replayed by
@@ -8,24 +9,14 @@ For each sampler family of `ppddpm.core.adapters` (made from the bundled DDPM co
 Writes docs/figures/verify.json (every number) and README's block between
 `<!-- verify-table:start -->` and `<!-- verify-table:end -->` (tests/test_readme.py checks that
 README and JSON agree). "worst × bound": the largest ratio, over the run's steps, of a step's
-gap to the float32 bound of `ppddpm.verify` (≤ 1 holds). About 2 minutes on 2 CPU cores.
+gap to the float32 bound of `ppddpm.verify` (≤ 1 holds). SHORT (CI's check): 10 steps, batch 2.
 """
-import json
-import sys
-import warnings
-from pathlib import Path
+import ppddpm
+import ppdiffusers
+from ppddpm.core.adapters import families
+from sections import Section
 
-warnings.filterwarnings("ignore")
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "docs"))
-import ppddpm  # noqa: E402
-import ppdiffusers  # noqa: E402
-from ppddpm.core.adapters import families  # noqa: E402
-
-OUT = ROOT / "docs" / "figures"
-JSON = OUT / "verify.json"
-STEPS = 50
+STEPS = {"full": (50, 4), "short": (10, 2)}          # (steps, batch) per setting
 # (config overrides, step arguments) per family (default: one run as made from the DDPM config)
 RUNS = {"ddim": [({}, {"eta": 0.0}), ({}, {"eta": 1.0})]}
 
@@ -40,10 +31,10 @@ def _row(label, family, steps, traj_or_error):
     return {"label": label, "family": family, "steps": steps, "calls": len(report.steps), "ok": report.ok,
             "worst_ratio": max(s.ratio for s in report.steps),
             "x_T": report.x_T, "first_departure": None if first is None else {"step": first.call, "t": first.t},
-            "departing_steps": sum(not s.holds for s in report.steps), "summary": report.summary()}
+            "departing_steps": sum(not s.holds for s in report.steps)}
 
 
-def samplers(pipe):
+def samplers(pipe, steps, batch):
     rows = []
     for family in families():
         for overrides, arguments in RUNS.get(family, [({}, {})]):
@@ -55,16 +46,15 @@ def samplers(pipe):
                                                  scheduler=ppddpm.with_config(pipe.scheduler, cls=cls, **overrides))
                 else:
                     run = ppddpm.with_sampler(pipe, family)
-                traj = ppddpm.sample_trajectory(run, seed=0, num_inference_steps=STEPS, batch_size=4, fields="all",
+                traj = ppddpm.sample_trajectory(run, seed=0, num_inference_steps=steps, batch_size=batch, fields="all",
                                                 pipe_kwargs=arguments)
             except Exception as exc:           # a sampler that cannot run on a DDPM config says why
                 traj = exc
-            rows.append(_row(label, family, STEPS, traj))
-            print(rows[-1].get("summary") or rows[-1]["error"])
+            rows.append(_row(label, family, steps, traj))
     return rows
 
 
-def broken(pipe):
+def broken(pipe, steps, batch):
     """Three wrong steps: eq. (11) where clipping fires, the article's α_t on a strided schedule
     (clipping off), and Euler through DDPMPipeline's loop (x_T not scaled by init_noise_sigma)."""
     from ppdiffusers import DDPMPipeline, EulerDiscreteScheduler
@@ -75,19 +65,17 @@ def broken(pipe):
         scheduler = ppddpm.with_config(pipe.scheduler, clip_sample=clip)
         run = DDPMPipeline(unet=pipe.unet, scheduler=scheduler)
         with ppddpm.patch_step(run.scheduler, variant):
-            rows.append(_row(label, "ddpm", STEPS, ppddpm.sample_trajectory(run, seed=0, num_inference_steps=STEPS,
-                                                                             batch_size=4, fields="all")))
+            rows.append(_row(label, "ddpm", steps, ppddpm.sample_trajectory(run, seed=0, num_inference_steps=steps,
+                                                                             batch_size=batch, fields="all")))
     run = DDPMPipeline(unet=pipe.unet, scheduler=ppddpm.with_config(pipe.scheduler, cls=EulerDiscreteScheduler))
-    rows.append(_row("euler in DDPMPipeline's loop (x_T unscaled)", "euler", STEPS,
-                     ppddpm.sample_trajectory(run, seed=0, num_inference_steps=STEPS, batch_size=4, fields="all")))
-    for row in rows:
-        print(row["summary"])
+    rows.append(_row("euler in DDPMPipeline's loop (x_T unscaled)", "euler", steps,
+                     ppddpm.sample_trajectory(run, seed=0, num_inference_steps=steps, batch_size=batch, fields="all")))
     return rows
 
 
 def render(data) -> str:
     lines = [f"`ppddpm.verify` on the bundled model: each sampler made from its DDPM config (`ppddpm.with_sampler`), "
-             f"{data['steps']} steps, seed 0, batch 4, all fields ({data['source']}):", "",
+             f"{data['steps']} steps, seed 0, batch {data['batch']}, all fields ({data['source']}):", "",
              "| sampler | step calls | x_T std / init_noise_sigma | worst step × bound | verdict |",
              "|---|---|---|---|---|"]
     for row in data["samplers"] + data["broken"]:
@@ -104,16 +92,11 @@ def render(data) -> str:
     return "\n".join(lines)
 
 
-def main():
-    from readme_blocks import fill
-
+def compute(setting, pictures=None) -> dict:
+    steps, batch = STEPS[setting]
     pipe = ppddpm.load_pipeline()
-    data = {"steps": STEPS, "source": "docs/verify_findings.py", "samplers": samplers(pipe), "broken": broken(pipe)}
-    OUT.mkdir(parents=True, exist_ok=True)
-    JSON.write_text(json.dumps(data, indent=1))
-    fill("verify-table", render(data), f"docs/verify_findings.py from {JSON.relative_to(ROOT)}")
-    print(f"wrote {JSON} and README's verify-table block")
+    return {"steps": steps, "batch": batch, "source": "docs/verify_findings.py",
+            "samplers": samplers(pipe, steps, batch), "broken": broken(pipe, steps, batch)}
 
 
-if __name__ == "__main__":
-    main()
+SECTIONS = [Section("verify", compute, blocks={"verify-table": render}, writer="docs/verify_findings.py")]

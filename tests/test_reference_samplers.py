@@ -316,6 +316,17 @@ def test_pndm(n, spacing, offset, skip_prk):
     assert_holds(gaps(ref, rec))
 
 
+def test_pndm_runge_kutta_midpoint_is_two_points_when_the_step_is_odd():
+    """At n = 8 the step ⌊T/n⌋ = 125 is odd: ppdiffusers' PRK warm-up transfers x_875 to the midpoint
+    875 − 62 = 813 (`prev_timestep = timestep − ⌊T/n⌋ // 2`) but evaluates the model there at
+    750 + 62 = 812 (`prk_timesteps`). The reference keeps one midpoint, m = t − ⌊(t − p)/2⌋ = 813, so the
+    run's call timesteps are not the reference's and `ppddpm verify` refuses the run in one line."""
+    sched = PNDMScheduler()
+    rec = record(sched, 8, seed=8)
+    ref = reference_for("pndm", config_of(sched), 8)
+    assert rec["timesteps"][:3].tolist() == [875, 812, 812] and ref.timesteps[:3].tolist() == [875, 813, 813]
+
+
 @pytest.mark.parametrize("skip_prk", [False, True])
 def test_pndm_history_off_by_one_is_caught(skip_prk):
     sched = PNDMScheduler(skip_prk_steps=skip_prk)
