@@ -102,7 +102,9 @@ class UnderflowRecord:
         """Record `step`: `gradients` a flat float32 tensor of the true (unscaled) gradient entries."""
         s = self.scale if scale is None else scale
         self.steps.append(int(step))
-        self.rows.append(to_host(shares_on_device(gradients, s) + shares_on_device(loss_values, s)))
+        shares = shares_on_device(gradients, s) + shares_on_device(loss_values, s)
+        (host,) = to_host([{k: v for k, v in enumerate(shares)}])      # one host read for the step's shares
+        self.rows.append([host[k] for k in range(len(shares))])
 
     def trimmed(self, before: int) -> "UnderflowRecord":
         """The steps before `before` (a resume continues from its checkpoint's step)."""
