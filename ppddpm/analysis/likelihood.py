@@ -297,6 +297,6 @@ def _terms(pipe, tables, batches, shape, drawn, seed, levels, clip_denoised, pro
                 errors.append(((x0_hat - x0) ** 2).reshape([x0.shape[0], -1]).mean(axis=1))
                 start += x0.shape[0]
                 bar.update()
-            chunks.add({"terms": paddle.concat(bits), "mse": paddle.concat(errors)}, [])
+            chunks.add({"terms": paddle.concat(bits), "mse": paddle.concat(errors)}, {})
         chunks.drain()
     return np.concatenate(rows["terms"]).astype(np.float64), np.concatenate(rows["mse"]).astype(np.float64)

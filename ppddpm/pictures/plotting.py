@@ -33,12 +33,17 @@ MAX_AXES = 2000       # tiles in one figure, blanks of the last row included: ea
                       # 1000-step run in plot_trajectory (x_t and x̂_0) 2000
 
 
-def _check_layout(tiles: int, ncols: int, rows: int = 1) -> int:
-    """`ncols` (tiles a row) checked, and the figure's tile count: `tiles` tiles, in `rows` figure rows
-    each (a batch's samples, or x_t and x̂_0), at most MAX_AXES. Returns the rows of tiles per block."""
+def _check_ncols(ncols: int) -> None:
+    """`ncols` (tiles a row, as asked: before a wide frame lowers it) an integer of at most MAX_NCOLS."""
     check_int("ncols", ncols)
     if ncols > MAX_NCOLS:
         raise BadValue(f"ncols must be at most {MAX_NCOLS} (tiles a row), got {ncols}")
+
+
+def _check_layout(tiles: int, ncols: int, rows: int = 1) -> int:
+    """`ncols` (tiles a row) checked, and the figure's tile count: `tiles` tiles, in `rows` figure rows
+    each (a batch's samples, or x_t and x̂_0), at most MAX_AXES. Returns the rows of tiles per block."""
+    _check_ncols(ncols)
     per = -(-tiles // ncols)
     if per * rows * ncols > MAX_AXES:
         raise BadValue(f"{tiles} tiles{f' × {rows}' if rows > 1 else ''} at {ncols} a row make a figure of "
@@ -209,6 +214,7 @@ def _tiles(data, tile: float, ncols: int) -> tuple:
     """(width, height, columns) of the tiles of frames `data` [.., H, W]: `tile` inches high and as wide
     as the frame's shape makes them (a latent's channels side by side are 4 times wider than high), so
     fewer to a row where `ncols` of them would pass MAX_FIGURE_WIDTH."""
+    _check_ncols(ncols)
     h, w = data.shape[-2:]
     width, height = tile * max(1.0, w / h), tile * max(1.0, h / w)
     return width, height, max(1, min(ncols, int(MAX_FIGURE_WIDTH // width)))
@@ -249,7 +255,7 @@ def plot_grid(traj, field: str = "prev_sample", every: Optional[int] = None, nco
     t (and its stage for Heun / PNDM). A batch gives one labelled block of rows per sample (or
     only sample `index`). The title's spacing and counts are read from the tiles and the run
     (`_RunFacts`); σ-space samples are drawn at the scale the model sees."""
-    check_int("ncols", ncols)
+    _check_ncols(ncols)
     traj = _drawable(traj)
     data = traj.field(field)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))

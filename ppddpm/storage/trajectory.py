@@ -51,9 +51,11 @@ class Trajectory:
         given = dict(columns or {}, timesteps=timesteps)
         given.update({name: values for name, values in (("noise_std", noise_std), ("clip_fraction", clip_fraction),
                                                         ("stages", stages)) if values is not None})
+        self.meta = dict(meta or {})
+        if "call" not in given:       # built by hand, as in 0.4: `call` and the rest derived as for a file of then
+            given = old_file_columns(given, self.meta)
         self._columns = step_columns(given)
         self._fields = dict(fields)
-        self.meta = dict(meta or {})
         self._images = images
 
     def _step_columns(self) -> dict:      # a Trajectory being filled reads its writer's (ppddpm.storage.writer)
