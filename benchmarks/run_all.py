@@ -4,7 +4,7 @@ the variational bound, and 2 nodes x 1 rank against 1 process (root: network nam
 
     python benchmarks/run_all.py            # full: 1000-step runs on the bundled model
     python benchmarks/run_all.py --quick    # 200-step runs, fewer repeats (a smoke run)
-    python benchmarks/run_all.py --only bpd # one section (view, bpd, nodes) again, the others kept from results.json
+    python benchmarks/run_all.py --only bpd # one section again (instant, view, bpd, nodes), the rest kept
 
 Prints a table and writes benchmarks/results.json. Times are medians of interleaved runs
 (plain, recorded, plain, recorded, ...), so a machine that slows down mid-run slows both;
@@ -395,7 +395,7 @@ def main(argv=None):
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=str(HERE / "results.json"))
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; 3 with --quick)")
-    p.add_argument("--only", choices=["view", "bpd", "nodes"], default=None,
+    p.add_argument("--only", choices=["instant", "view", "bpd", "nodes"], default=None,
                    help="run this section alone and update it in --out, keeping the other sections")
     args = p.parse_args(argv)
     if args.only:
@@ -468,14 +468,16 @@ def _print_bpd(b):
 
 
 def _only(args):
-    """--only view|bpd|nodes: that section measured again, the others kept from --out."""
+    """--only instant|view|bpd|nodes: that section measured again, the others kept from --out."""
     import warnings
 
     warnings.filterwarnings("ignore")
     import ppddpm
 
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-    if args.only == "view":
+    if args.only == "instant":
+        report_instant_errors(results, args.repeats or (3 if args.quick else 5))
+    elif args.only == "view":
         results["view"] = bench_view(args.model, args.repeats or (3 if args.quick else 5))
         print_view(results["view"])
     elif args.only == "bpd":

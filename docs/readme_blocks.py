@@ -150,6 +150,21 @@ def render_benchmarks(data) -> str:
                       f"plain {h['plain']} ({h['plain'] / h['steps']:.1f} per step, ppdiffusers' own loop), "
                       f"recorded every=1 {h['recorded']}: **{h['added_per_step']:.2f} added per step** "
                       f"(frames move in chunks of {h['chunk']} steps)."]
+    if "instant_errors" in data:
+        slowest = max(v["wall_s"] for v in data["instant_errors"].values())
+        lines += ["", "Mistakes the arguments (or --model's own JSON files) decide, from `python -m ppddpm …` to its "
+                      "one-line error, median of the rounds: "
+                      + "; ".join(f"{name} {v['wall_s']:.2f} s (CPU {v['cpu_s']:.2f} s)"
+                                  for name, v in data["instant_errors"].items())
+                      + f". The slowest, **{slowest:.2f} s**, against the target ≤ 1 s: paddle is not loaded."]
+    if "view" in data:
+        v = data["view"]
+        lines += ["", f"`ppddpm view` of a {v['steps']}-step run of the bundled model (x_t and x̂_0 at every step), "
+                      f"from the command to the page written: **{v['view']['median_s']:.2f} s** "
+                      f"({v['view']['min_s']:.2f}–{v['view']['max_s']:.2f}; target ≤ 2 s), beside "
+                      f"{v['import ppddpm, ppdiffusers']['median_s']:.2f} s for `import ppddpm; import ppdiffusers` "
+                      f"alone, which every picture paid before 0.5 (it rebuilt the scheduler); "
+                      f"{v['repeats']} interleaved rounds."]
     if "bpd" in data:
         b = data["bpd"]
         full, some = b["all"], b["sampled"]
