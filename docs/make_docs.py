@@ -22,12 +22,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 from drift import THREADS  # noqa: E402
 
-os.environ["OMP_NUM_THREADS"] = THREADS        # before paddle loads: its kernels' rounding follows the thread count
-os.environ.setdefault("PPDDPM_PROGRESS", "0")
+if __name__ == "__main__":       # `make docs` itself; a module that imports this one (readme_blocks) keeps its own
+    os.environ["OMP_NUM_THREADS"] = THREADS    # before paddle loads: its kernels' rounding follows the thread count
+    os.environ.setdefault("PPDDPM_PROGRESS", "0")
+    import warnings
 
-import warnings  # noqa: E402
-
-warnings.filterwarnings("ignore")
+    warnings.filterwarnings("ignore")
 import ppddpm  # noqa: E402
 import readme_blocks  # noqa: E402
 from sections import FIGURES, FULL, SHORT, write_json  # noqa: E402

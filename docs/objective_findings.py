@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-warnings.filterwarnings("ignore")
+if __name__ == "__main__":       # the study itself; README's block imports this module for `render`
+    warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs"))

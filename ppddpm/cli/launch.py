@@ -67,14 +67,25 @@ def backend_env() -> dict:
     return env
 
 
-def run(nproc: int, argv: list, out=None) -> int:
+def run(nproc: int, argv: list, ips: str = None, out=None) -> int:
     """Run `ppddpm <argv>` as `nproc` ranks on this node; relay rank 0's output; return the exit status.
+    `out`: the command's --out, whose listing tells whether a rank wrote anything before it died. `ips`
+    (0.4's way to many nodes, which never worked): deprecated, the command is run with `--ips` instead.
 
     A launch that failed is started once more, with a one-line note on stderr, when a second one
     cannot repeat or undo anything (`_retry_note`): its ranks never all joined (`ranks.mark_joined`:
     none began the work), or a rank died without a status (a signal: paddle's gloo occasionally aborts
     a rank, more often on a loaded machine) before anything was written to `out`. Across nodes
     (`ppddpm.cli.nodes`) there is no second launch."""
+    if ips is not None:
+        import warnings
+
+        from ppddpm.cli.main import main     # lazy: main imports this module
+
+        warnings.warn("ppddpm.cli.launch.run(ips=…) is deprecated: the nodes of a multi-node run meet in "
+                      "ppddpm.cli.nodes; run the command with --ips (ppddpm.cli.main.main([…, '--ips', ips]))",
+                      DeprecationWarning, stacklevel=2)
+        return main([*argv, "--nproc", str(nproc), "--ips", ips])
     for attempt in (1, 2):
         scratch = Path(tempfile.mkdtemp(prefix="ppddpm-launch-"))
         before = listing(out)
@@ -111,7 +122,7 @@ def wait(launched: subprocess.Popen, scratch: Path) -> int:
     try:
         return launched.wait()
     except BaseException:
-        stop_group(launched, scratch)
+        stop_group(launched, scratch=scratch)
         raise
 
 
@@ -232,7 +243,7 @@ def _ranks_said(scratch: Path, here: range, status: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stop_group(proc, scratch: Path = None, grace: float = GRACE_SECONDS):
+def stop_group(proc, grace: float = GRACE_SECONDS, scratch: Path = None):
     """End a launch: the launcher's process group and every rank's — paddle's launcher starts each rank
     in a session of its own, so the launcher's group does not hold them; `_launched` leaves each rank's
     pid in `scratch` — with SIGTERM, then SIGKILL after `grace` s; return once none is left."""

@@ -130,7 +130,7 @@ def _launch(args, argv) -> int:
         node = nodes.here(args) if args.ips else None    # this node's address, before paddle loads
         launch.check_nproc(args.nproc, args.oversubscribe)
         sigterm_stops()                  # again: the device query imported paddle and its SIGTERM handler
-        return nodes.run(args, argv, node) if node else launch.run(args.nproc, argv, getattr(args, "out", None))
+        return nodes.run(args, argv, node) if node else launch.run(args.nproc, argv, out=getattr(args, "out", None))
     except KeyboardInterrupt as exc:
         print(f"ppddpm {args.command}: {stopped(exc)}; the {args.nproc} ranks were stopped before any of them "
               f"wrote more", file=sys.stderr)

@@ -315,7 +315,7 @@ def _launch(nproc: int, argv: list, node: Node, links: list, scratch: Path):
     try:
         ending = _watch(node, links, proc, scratch, nproc)
     except BaseException as exc:                 # Ctrl-C, SIGTERM: every node stops
-        launch.stop_group(proc, scratch)
+        launch.stop_group(proc, scratch=scratch)
         tell(links, stop=f"node {node.address} was {stopped(exc)}", status=1)
         raise
     if ending is None:
@@ -323,7 +323,7 @@ def _launch(nproc: int, argv: list, node: Node, links: list, scratch: Path):
         if ending.status != 0:                   # a peer lost at the same time is the likelier cause
             ending = _listen(links, time.monotonic() + DRAIN, whole=ending.whole) or ending
     if isinstance(ending, NodesFailed):
-        launch.stop_group(proc, scratch)
+        launch.stop_group(proc, scratch=scratch)
         tell(links, stop=str(ending), status=ending.status)      # the lead passes it on to every node
     else:
         tell(links, done=ending.status, line=_gist(ending.err))
