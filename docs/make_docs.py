@@ -4,6 +4,7 @@
     .venv/bin/python docs/make_docs.py verify ddim   # some sections (names: --list)
     .venv/bin/python docs/make_docs.py --notebooks   # only the notebooks
     .venv/bin/python docs/make_docs.py --short OUT.json   # every section at SHORT only, to OUT.json (CI's check)
+    .venv/bin/python docs/make_docs.py --readme           # README's blocks from the committed JSON (no compute)
 
 Each section (docs/sections.py) is computed at its FULL setting — its JSON in docs/figures, its pictures,
 its README blocks — and at its SHORT setting, kept as the JSON's `check`, which CI computes again
@@ -63,6 +64,13 @@ def main(argv):
     sections = {s.name: s for s in all_sections()}
     if "--list" in argv:
         print(" ".join(sections))
+        return
+    if "--readme" in argv:            # README's blocks and inline numbers from the committed JSON, nothing computed
+        for section in sections.values():
+            for block, render in section.blocks.items():
+                readme_blocks.fill(block, render(section.committed()),
+                                   f"{section.writer} from {section.json_path.relative_to(HERE.parent)}")
+        readme_blocks.fill_others()
         return
     if "--short" in argv:             # CI's check (tests/test_docs_drift.py): nothing in the repository is written
         out = Path(argv[argv.index("--short") + 1])

@@ -20,8 +20,8 @@ import sys
 import warnings
 
 # 0.3 module path → the module it is since 0.4. Not here: `ppddpm.cli`, still a package (its entry point is
-# ppddpm.cli.main), and `ppddpm._launched`, a rank's script that `ppddpm --nproc` runs with `python -m` (the
-# launcher and the rank are always of one version: no one runs the old name)
+# ppddpm.cli.main), and `ppddpm._launched`, a rank's script that `ppddpm --nproc` starts as the file
+# ppddpm/cli/_launched.py (the launcher and the rank are always of one version: no one runs the old name)
 MOVED = {
     "ppddpm.stepping": "ppddpm.core.intercept", "ppddpm.steps": "ppddpm.core.records",
     "ppddpm.samplers": "ppddpm.core.adapters", "ppddpm._transfer": "ppddpm.core.transfer",

@@ -38,7 +38,7 @@ def _changelog_moves():
 
 MOVES = _changelog_moves()
 LIVE = {"ppddpm.cli"}          # a 0.3 module that is a package of the same name since 0.4 (its main: ppddpm.cli.main)
-SCRIPT = {"ppddpm._launched"}  # a rank's script, run by `ppddpm --nproc` as `python -m` of its current name
+SCRIPT = {"ppddpm._launched"}  # a rank's script, started by `ppddpm --nproc` as the file ppddpm/cli/_launched.py
 
 
 def _forget(old: str) -> None:

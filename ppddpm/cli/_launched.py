@@ -5,8 +5,9 @@ Before anything loads, the rank leaves its pid in the scratch folder: paddle's l
 rank in a session of its own, out of reach of the parent's stop of the launcher's process group
 (`ppddpm.cli.launch.stop_group` signals the ranks' groups too).
 
-SIGTERM is held while paddle loads, then paddle's own handlers of fatal signals are removed
-(`paddle.disable_signal_handler`) for Python's faulthandler, whose report of a fatal signal (the
+SIGTERM is held while paddle and paddlenlp load (paddlenlp's import removes paddle's handlers of
+fatal signals by itself, and would remove faulthandler's too if it came later), then paddle's own
+handlers are removed (`paddle.disable_signal_handler`) for Python's faulthandler, whose report of a fatal signal (the
 Python stack of every thread) goes to stderr — paddle's workerlog.N. paddle's handlers are not
 async-signal-safe: a SIGTERM that lands while the rank allocates memory deadlocks it in the
 handler for ever (seen in gdb: `paddle::framework::SignalHandle` waiting on malloc's arena lock
@@ -23,11 +24,14 @@ import os
 import signal
 import sys
 
-with open(os.path.join(os.environ["PPDDPM_RANK_OUTPUT"], f"rank{os.environ['PADDLE_TRAINER_ID']}.pid"), "w") as pid:
+_pid = os.path.join(os.environ["PPDDPM_RANK_OUTPUT"], f"rank{os.environ['PADDLE_TRAINER_ID']}.pid")
+with open(_pid + ".part", "w") as pid:
     pid.write(str(os.getpid()))
+os.replace(_pid + ".part", _pid)       # whole or absent: the parent's stop never reads a half-written pid
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 import paddle  # noqa: E402  (with SIGTERM held: paddle's handler is in place until the line below)
+import paddlenlp  # noqa: E402, F401  (its import calls paddle.disable_signal_handler(), which would undo faulthandler's)
 
 from ppddpm.cli.main import main  # noqa: E402
 

@@ -57,7 +57,10 @@ def land(out: Path, files: dict):
 
 
 def refuse_overwrite(args, path: Path, hint: str = ""):
-    """A finished output is replaced only with --force."""
+    """A finished output is replaced only with --force; on a node other than rank 0's, which writes nothing
+    in --out (`on_lead_node`), what its own disk holds there is not in the way."""
+    if not on_lead_node():
+        return
     if path.exists() and not getattr(args, "force", False):
         raise Exists(f"{path} exists (a finished earlier run){hint}; pass --force to overwrite it, or choose "
                      f"another --out")

@@ -77,7 +77,7 @@ def run(nproc: int, argv: list, ips: str = None, out=None) -> int:
     none began the work), or a rank died without a status (a signal: paddle's gloo occasionally aborts
     a rank, more often on a loaded machine) before anything was written to `out`. Across nodes
     (`ppddpm.cli.nodes`) there is no second launch."""
-    if ips is not None:
+    if ips:
         import warnings
 
         from ppddpm.cli.main import main     # lazy: main imports this module
@@ -85,7 +85,9 @@ def run(nproc: int, argv: list, ips: str = None, out=None) -> int:
         warnings.warn("ppddpm.cli.launch.run(ips=…) is deprecated: the nodes of a multi-node run meet in "
                       "ppddpm.cli.nodes; run the command with --ips (ppddpm.cli.main.main([…, '--ips', ips]))",
                       DeprecationWarning, stacklevel=2)
-        return main([*argv, "--nproc", str(nproc), "--ips", ips])
+        ips = ips if isinstance(ips, str) else ",".join(map(str, ips))
+        cut = argv.index("--") if "--" in argv else len(argv)
+        return main([*argv[:cut], "--nproc", str(nproc), "--ips", ips, *argv[cut:]])
     for attempt in (1, 2):
         scratch = Path(tempfile.mkdtemp(prefix="ppddpm-launch-"))
         before = listing(out)
@@ -247,7 +249,8 @@ def stop_group(proc, grace: float = GRACE_SECONDS, scratch: Path = None):
     """End a launch: the launcher's process group and every rank's — paddle's launcher starts each rank
     in a session of its own, so the launcher's group does not hold them; `_launched` leaves each rank's
     pid in `scratch` — with SIGTERM, then SIGKILL after `grace` s; return once none is left."""
-    groups = [proc.pid] + ([int(p.read_text() or 0) for p in scratch.glob("rank*.pid")] if scratch else [])
+    groups = [proc.pid] + [pid for pid in (_pid_in(p) for p in (scratch.glob("rank*.pid") if scratch else ()))
+                           if pid > 0]          # never 0: killpg(0) is the caller's own group
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for group in groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -260,6 +263,14 @@ def stop_group(proc, grace: float = GRACE_SECONDS, scratch: Path = None):
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def _pid_in(path: Path) -> int:
+    """The pid a rank left in `path` (`_launched`, written whole by a rename), or 0 when it cannot be read."""
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def _wait_group_gone(pgid: int, deadline: float):

@@ -28,7 +28,7 @@ from ppddpm.cli.grid import GridCommand
 from ppddpm.cli.patches import PatchesCommand
 from ppddpm.cli.sample import SampleCommand
 from ppddpm.cli.schedule import ScheduleCommand
-from ppddpm.cli.signals import INTERRUPTED, command_of, interrupt_status, sigterm_raises, sigterm_stops, stopped
+from ppddpm.cli.signals import command_of, interrupt_status, sigterm_raises, stopped
 from ppddpm.cli.train import TrainCommand
 from ppddpm.cli.upstream import UpstreamCommand
 from ppddpm.cli.verify import VerifyCommand
@@ -114,8 +114,9 @@ def _main(argv):
             raise
         traceback.print_exc()            # a real bug in a rank: its traceback is what the parent prints
         status = 1
-    if rank.folder is not None and status not in INTERRUPTED:
-        leave()                          # every rank is done before any exits (`ppddpm.cli._launched`)
+    if rank.folder is not None and status == 0:
+        leave()     # every rank is done before any exits (`ppddpm.cli._launched`); a failed rank leaves at once:
+                    # the others may be waiting at another point of the command, and the launch is ending anyway
     return rank.finish(status)
 
 
@@ -129,7 +130,6 @@ def _launch(args, argv) -> int:
                            f"multi-node run)")
         node = nodes.here(args) if args.ips else None    # this node's address, before paddle loads
         launch.check_nproc(args.nproc, args.oversubscribe)
-        sigterm_stops()                  # again: the device query imported paddle and its SIGTERM handler
         return nodes.run(args, argv, node) if node else launch.run(args.nproc, argv, out=getattr(args, "out", None))
     except KeyboardInterrupt as exc:
         print(f"ppddpm {args.command}: {stopped(exc)}; the {args.nproc} ranks were stopped before any of them "

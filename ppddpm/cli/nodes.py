@@ -21,7 +21,8 @@ no node outlives the job and none ends without saying why (one line, naming the 
   meeting: every node ends;
 - a node lost mid-run (its connection closes before it said how its launch ended, which is at once
   when its processes die, or it is silent for LOST_AFTER s): the others stop their ranks as on
-  Ctrl-C (what was written stays, as on one node) within LOST_AFTER + 2 × GRACE_SECONDS s;
+  Ctrl-C (what rank 0's node wrote in --out stays, as on one node; another node's streams, in its
+  scratch folder, go with it) within LOST_AFTER + 2 × GRACE_SECONDS s;
 - a node whose launch fails tells the others, which stop theirs; Ctrl-C or SIGTERM on one node
   stops every node.
 Outputs: rank 0's node writes --out, the others nothing (`ppddpm.core.ranks.on_lead_node`). There
