@@ -11,7 +11,7 @@ import warnings
 
 from ppddpm import _moved, _requires
 
-__version__ = "0.4.1"
+__version__ = "0.5.0"
 _requires.check()           # paddle older than 3.0: one line (an ImportError; the CLI: exit 2)
 
 # The public API, one table: name → the module it lives in (README's "Public API" lists each with its
