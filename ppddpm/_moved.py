@@ -81,10 +81,12 @@ def _deprecated(message: str) -> None:
     if frame is None:
         warnings.warn(message, DeprecationWarning, stacklevel=2)
         return
-    scope = frame.f_globals
-    warnings.warn_explicit(message, DeprecationWarning, frame.f_code.co_filename, frame.f_lineno,
-                           module=scope.get("__name__"), registry=scope.setdefault("__warningregistry__", {}),
-                           module_globals=scope)
+    scope, filename = frame.f_globals, frame.f_code.co_filename
+    # module_globals lets the warning show the source line through the module's loader; a REPL's, `python -c`'s
+    # or stdin's __main__ has none that can (BuiltinImporter raises ImportError), nor a file to read it from
+    source = {"module_globals": scope} if os.path.isfile(filename) else {}
+    warnings.warn_explicit(message, DeprecationWarning, filename, frame.f_lineno, module=scope.get("__name__"),
+                           registry=scope.setdefault("__warningregistry__", {}), **source)
 
 
 class OldPaths:

@@ -147,6 +147,17 @@ def test_a_deprecation_is_attributed_to_the_line_that_named_the_old_path(tmp_pat
     assert [line.split(": DeprecationWarning")[0] for line in lines] == [f"{script}:2", f"{script}:3"], res.stderr
 
 
+def test_an_old_path_warns_from_the_prompt_too():
+    """`python -c`, stdin and the REPL run `__main__` with no source file: the warning is shown all the same
+    (0.5.0's first cut raised ImportError there, from the warning's look-up of its source line)."""
+    code = "import ppddpm.plotting\nprint(ppddpm.plotting.plot_grid.__module__)\n"
+    for argv, stdin in (([sys.executable, "-c", code], None), ([sys.executable, "-"], code)):
+        res = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=300,
+                             env={**_env(), "PYTHONWARNINGS": ""})
+        assert res.returncode == 0 and res.stdout.strip() == "ppddpm.pictures.plotting", res.stderr
+        assert "DeprecationWarning: ppddpm.plotting moved to ppddpm.pictures.plotting" in res.stderr, res.stderr
+
+
 def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import Iterable, List
 
 EQUIVALENCE_VARIANTS = ["ppdiffusers", "posterior", "direct", "direct-clip-consistent"]
+# paddle's CPU threads for README's numbers (`make docs`: OMP_NUM_THREADS; `ppddpm demo`: the same count):
+# its float32 kernels split their sums by thread, so the last digits follow the count (paddle's default is 1)
+THREADS = 2
 NUMBERS = ("equivalent", "max_abs_prev", "max_rel_prev", "worst_ratio_to_bound", "steps_departing", "final_psnr_db")
 
 

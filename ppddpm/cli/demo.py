@@ -1,13 +1,14 @@
 """`make demo` / `ppddpm demo`: the article's experiment on the bundled model, end to end."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from ppddpm._io import atomic_path
 from ppddpm._progress import cli_choice
 from ppddpm.analysis.ab import compare
-from ppddpm.analysis.findings import EQUIVALENCE_VARIANTS, equivalence_finding, equivalence_table
+from ppddpm.analysis.findings import EQUIVALENCE_VARIANTS, THREADS, equivalence_finding, equivalence_table
 from ppddpm.cli import options
 from ppddpm.cli.command import Command
 from ppddpm.cli.common import declared_checks, output_folder
@@ -19,11 +20,18 @@ VARIANTS = EQUIVALENCE_VARIANTS                # README's equivalence table
 
 
 def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, quiet: bool = False,
-             trust_pickle: bool = False) -> dict:
+             trust_pickle: bool = False, threads: int = None) -> dict:
+    """Sample, draw the article's grids and print README's equivalence rows for `steps` (module docstring).
+    `threads`: paddle's CPU threads for the run (`ppddpm demo`: README's count, `findings.THREADS`); None
+    leaves paddle's setting as it is."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda *a: None) if quiet else print
     pipe = load_pipeline(model, trust_pickle=trust_pickle)
+    if threads:
+        from paddle.base import core
+
+        core.set_num_threads(int(threads))    # as OMP_NUM_THREADS would, without paddle's warning about it
     name = model or "the bundled model (ppddpm/assets/ddpm-digits-8, trained on scikit-learn's digits)"
     say(f"model: {name}")
 
@@ -55,7 +63,8 @@ def run_demo(out="runs/demo", model=None, steps: int = 1000, seed: int = 777, qu
         tmp.write_text("\n".join(lines) + "\n")
     written.append(out / "ab_summary.txt")
     say(f"A/B, free mode, against ppdiffusers' stock step: README's \"The equivalence, measured\" rows for "
-        f"{steps} steps, seed {seed} (the digits of rounding-level gaps follow the CPU and paddle's thread count):")
+        f"{steps} steps, seed {seed} (the digits of rounding-level gaps follow the CPU and paddle's thread count: "
+        + (f"{threads} here, as README's were made" if threads else f"README's were made with {THREADS}") + "):")
     for line in lines:
         say("  " + line)
     say("wrote " + ", ".join(str(p) for p in written))
@@ -77,5 +86,8 @@ class DemoCommand(Command):
     def run(self):
         args = self.args
         declared_checks(args)                # --steps against the model's T, before paddle loads
+        # README's rows were made with THREADS of paddle's CPU threads: the same count gives the same digits
+        # (on this kind of CPU), unless the user chose a count (OMP_NUM_THREADS)
+        threads = None if os.environ.get("OMP_NUM_THREADS") else THREADS
         run_demo(output_folder(args), model=args.model, steps=args.steps, quiet=args.quiet,
-                 trust_pickle=args.trust_pickle)
+                 trust_pickle=args.trust_pickle, threads=threads)
