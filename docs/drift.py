@@ -134,7 +134,9 @@ NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
 
 def _text_differences(where: str, old: str, new: str) -> List[Tuple[str, Any, Any]]:
-    old_lines, new_lines = old.splitlines(), new.splitlines()
+    # blank lines left out: a kernel splits a cell's stdout into as many stream outputs as it flushed, which
+    # `cell_text` keeps apart, so where one run has "a\nb\n" another has "a\n", "b\n" (an empty line between)
+    old_lines, new_lines = ([line for line in text.splitlines() if line.strip()] for text in (old, new))
     if len(old_lines) != len(new_lines):
         return [(f"{where} (lines)", old, new)]
     found = []

@@ -278,16 +278,26 @@ MOMENTS = {
 }
 
 
+ATTEMPTS = 5
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the moments are read from /proc")
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_sigterm_during_start_up_is_the_one_line_and_143(tmp_path, moment):
+    """A moment is a window the polling can miss (the bundled weights map for a few ms on an idle machine):
+    a run that ends before its moment was caught is run again, up to ATTEMPTS times."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}    # its handlers would mark SIGBUS
-    proc = subprocess.Popen([sys.executable, "-m", "ppddpm", "schedule", "--out", str(tmp_path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline and not MOMENTS[moment](proc.pid):
-        time.sleep(0.002)
-    assert proc.poll() is None, "the command ended before the moment came"
+    for attempt in range(ATTEMPTS):
+        proc = subprocess.Popen([sys.executable, "-m", "ppddpm", "schedule", "--out", str(tmp_path / str(attempt))],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and not MOMENTS[moment](proc.pid):
+            time.sleep(0.002)
+        if proc.poll() is None:
+            break
+        assert proc.returncode == 0, proc.communicate()[1]          # missed the window: a whole, normal run
+    else:
+        pytest.fail(f"the moment never came in {ATTEMPTS} runs")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and err.strip().splitlines() == ["ppddpm schedule: terminated (SIGTERM)"], err

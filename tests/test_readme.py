@@ -57,10 +57,8 @@ def test_readme_tables_are_the_committed_json():
 def test_readme_ddim_tables_are_the_committed_json():
     """README's DDIM numbers are generated (docs/ddim_findings.py) from docs/figures/ddim.json:
     one definition per number, and a hand edit of either shows here."""
-    import json
-
     findings = _docs_module("ddim_findings")
-    data = json.loads(findings.JSON.read_text())
+    data = findings.SECTIONS[0].committed()
     assert _docs_module("readme_blocks").block("ddim-findings", README) == findings.render(data)
     # the claims the section makes are what the JSON says
     clipped = [r for r in data["equivalence"]
@@ -75,10 +73,8 @@ def test_readme_ddim_tables_are_the_committed_json():
 def test_readme_verify_table_is_the_committed_json():
     """README's `ppddpm.verify` table is docs/verify_findings.py's rendering of docs/figures/verify.json,
     and what the section says of it holds there: every sampler verifies, every broken step departs."""
-    import json
-
     findings = _docs_module("verify_findings")
-    data = json.loads(findings.JSON.read_text())
+    data = findings.SECTIONS[0].committed()
     assert _docs_module("readme_blocks").block("verify-table", README) == findings.render(data)
     # every sampler holds, UniPC's default among them (its solve's dtype mix fixed by ppddpm.core.fixes)
     assert data["samplers"] and all(row.get("ok") for row in data["samplers"])

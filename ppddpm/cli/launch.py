@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,6 @@ def run(nproc: int, argv: list, ips: str = None, out=None) -> int:
     a rank, more often on a loaded machine) before anything was written to `out`. Across nodes
     (`ppddpm.cli.nodes`) there is no second launch."""
     if ips:
-        import warnings
-
         from ppddpm.cli.main import main     # lazy: main imports this module
 
         warnings.warn("ppddpm.cli.launch.run(ips=…) is deprecated: the nodes of a multi-node run meet in "
