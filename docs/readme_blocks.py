@@ -150,6 +150,10 @@ def render_benchmarks(data) -> str:
                       f"plain {h['plain']} ({h['plain'] / h['steps']:.1f} per step, ppdiffusers' own loop), "
                       f"recorded every=1 {h['recorded']}: **{h['added_per_step']:.2f} added per step** "
                       f"(frames move in chunks of {h['chunk']} steps)."]
+    again = data.get("measured_again", {})
+    if again:
+        lines += ["", "Measured again later, with ppddpm " + ", ".join(sorted(set(again.values()))) + ": "
+                  + ", ".join(f"`--only {'instant' if k == 'instant_errors' else k}`" for k in again) + " (below)."]
     if "instant_errors" in data:
         slowest = max(v["wall_s"] for v in data["instant_errors"].values())
         lines += ["", "Mistakes the arguments (or --model's own JSON files) decide, from `python -m ppddpm …` to its "
