@@ -17,6 +17,7 @@ ppdiffusers behaves as it always does.
 from __future__ import annotations
 
 import gc
+import logging
 import socket
 import warnings
 from pathlib import Path
@@ -134,6 +135,9 @@ def _quiet(pipeline_class, name, trust_pickle=False, checked=None, **kwargs):
 
     bars = ppd_logging.is_progress_bar_enabled()
     ppd_logging.disable_progress_bar()      # no "Loading pipeline components" bar for a 2-part pipeline
+    nlp_log = logging.getLogger("PaddleNLP")     # paddlenlp's: a CLIP text encoder's load says INFO six times
+    nlp_level = nlp_log.level
+    nlp_log.setLevel(logging.WARNING)
     gc.freeze()     # ppdiffusers runs gc.collect() after each model it loads: spare it the objects already here
     try:
         with warnings.catch_warnings():     # huggingface_hub's deprecation notices are not the user's concern
@@ -142,6 +146,7 @@ def _quiet(pipeline_class, name, trust_pickle=False, checked=None, **kwargs):
                 pipe = pipeline_class.from_pretrained(name, **kwargs)
     finally:
         gc.unfreeze()
+        nlp_log.setLevel(nlp_level)
         if bars:
             ppd_logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
