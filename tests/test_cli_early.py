@@ -79,6 +79,9 @@ REFUSED = {
     "train levels the resolution cannot halve": ("train --block-out-channels 8 8 8 8 8 --out {out}",
                                                  "must be divisible by 16 for 5 UNet levels"),
     "grid --ncols 100000 (a hang)": ("grid {run} --ncols 100000 --out {out}", "--ncols must be at most 100"),
+    "an option another command has (the command's own --help named)": (
+        "sample --field bogus --out {out}", "ppddpm sample: error: unrecognized arguments: --field bogus (see ppddpm "
+                                            "sample --help)"),
     "grid of more tiles than a figure holds": ("grid {long_run} --every 1 --ncols 100 --out {out}",
                                                "one figure holds at most 2000"),
     "animate --fps 1000 (a hang with --hold 600)": ("animate {run} --fps 1000 --hold 600 --out {out}",

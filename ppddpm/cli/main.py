@@ -67,6 +67,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but words no option took are reported by the command they came with (argparse
+        leaves them to the top-level parser: `ppddpm: error: …`, pointing at the wrong --help)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extras)} (see {prog} --help)\n")
+        return parsed
+
 
 def build_parser():
     """The `ppddpm` parser: one subparser per command of COMMANDS, each registered by its class."""
