@@ -469,9 +469,11 @@ def _optimise(parts: _Parts, cfg: TrainConfig, path: Path, steps: range, losses:
     saved = [saved]
 
     def save_checkpoint(step):
+        # the record first: a stop between the two leaves a record ahead of the checkpoint, which a resume
+        # trims to the checkpoint's step (never one behind it)
+        save_record(path.parent, parts.objective.record)
         _save_state(path, parts, cfg, step, losses,
                     None if seconds_before is None else seconds_before + time.time() - t0)
-        save_record(path.parent, parts.objective.record)
         saved[0] = step
 
     bar = tqdm(steps, initial=steps.start, total=steps.stop, disable=not wanted(progress), desc="train")
@@ -481,8 +483,21 @@ def _optimise(parts: _Parts, cfg: TrainConfig, path: Path, steps: range, losses:
         _steps(bar, cfg, parts, losses, steps.stop, save_checkpoint)
     except KeyboardInterrupt as stop:
         bar.close()
+        saved[0] = _step_on_disk(path, saved[0])     # a stop just after the rename, before `saved` heard of it
         raise TrainingInterrupted(len(losses), path if saved[0] is not None else None, saved[0], stop) from None
     return time.time() - t0
+
+
+def _step_on_disk(path: Path, known: Optional[int]) -> Optional[int]:
+    """The step of the checkpoint at `path`, as its metadata says (where a resume starts); `known` when
+    there is none to read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            return int(json.loads((f.metadata() or {})["ppddpm"])["step"])
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError):
+        return known
 
 
 def _save_pipeline(out: Path, cfg: TrainConfig, parts: _Parts, losses: list, seconds: float, total) -> None:
