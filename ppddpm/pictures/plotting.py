@@ -213,8 +213,7 @@ class _RunFacts:
 def _tiles(data, tile: float, ncols: int) -> tuple:
     """(width, height, columns) of the tiles of frames `data` [.., H, W]: `tile` inches high and as wide
     as the frame's shape makes them (a latent's channels side by side are 4 times wider than high), so
-    fewer to a row where `ncols` of them would pass MAX_FIGURE_WIDTH."""
-    _check_ncols(ncols)
+    fewer to a row where `ncols` of them would pass MAX_FIGURE_WIDTH (`ncols` checked by the caller)."""
     h, w = data.shape[-2:]
     width, height = tile * max(1.0, w / h), tile * max(1.0, h / w)
     return width, height, max(1, min(ncols, int(MAX_FIGURE_WIDTH // width)))
@@ -286,6 +285,7 @@ def plot_trajectory(traj, every: Optional[int] = None, index: int = 0, ncols: in
                     every_t: Optional[int] = None, tiles: Optional[int] = None):
     """x_t and x̂_0 rows aligned by step: the model's guess of the final image sharpens as the
     noise falls. Steps chosen, titled and scaled as in `plot_grid`."""
+    _check_ncols(ncols)
     traj = _drawable(traj)
     steps = select_steps(traj, **_spacing(every, every_t, tiles))
     _samples(traj, index)
